@@ -1,0 +1,157 @@
+#include <algorithm>
+#include <atomic>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "autograd/node.h"
+#include "autograd/ops.h"
+#include "kernels/copy.h"
+
+namespace kiln {
+
+namespace autograd {
+
+namespace {
+thread_local bool grad_mode_enabled = true;
+std::atomic<uint64_t> next_sequence_nr{0};
+
+void accumulate_into_leaf(TensorImpl& leaf, const Tensor& grad) {
+  if (!leaf.grad) {
+    // Own the storage: the incoming gradient may be shared with another edge.
+    leaf.grad = copy_to(grad, {grad.dtype(), grad.device()}).impl_ptr();
+  } else {
+    kernels::axpy(1.0, grad, Tensor(leaf.grad));
+  }
+}
+
+void check_grad_matches(const Node& node, size_t i, const Tensor& grad) {
+  const TensorMeta& meta = node.input_meta[i];
+  KILN_CHECK(grad.shape() == meta.shape && grad.dtype() == meta.dtype && grad.device() == meta.device,
+             "backward of '", node.name, "': gradient for input ", i, " is ", grad.describe(), " but the input was ",
+             dtype_name(meta.dtype), shape_str(meta.shape), " on ", meta.device.str());
+}
+}  // namespace
+
+bool GradMode::is_enabled() { return grad_mode_enabled; }
+void GradMode::set_enabled(bool enabled) { grad_mode_enabled = enabled; }
+
+bool needs_grad(const TensorList& inputs) {
+  if (!GradMode::is_enabled()) return false;
+  for (const Tensor& t : inputs) {
+    if (t.defined() && t.requires_grad()) return true;
+  }
+  return false;
+}
+
+std::shared_ptr<Node> record(const char* name, const TensorList& inputs, const TensorList& outputs,
+                             BackwardFn backward_fn) {
+  auto node = std::make_shared<Node>();
+  node->name = name;
+  node->sequence_nr = next_sequence_nr++;
+  for (const Tensor& input : inputs) {
+    Edge edge;
+    if (input.defined() && input.requires_grad()) {
+      if (input.is_leaf()) {
+        edge.leaf = input.impl_ptr();
+      } else {
+        edge.node = input.grad_fn();
+        edge.output_nr = input.impl().output_nr;
+      }
+    }
+    node->inputs.push_back(edge);
+    node->input_meta.push_back(input.defined() ? TensorMeta::of(input) : TensorMeta{});
+  }
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    TensorImpl& out = outputs[k].impl();
+    out.requires_grad = true;
+    out.grad_fn = node;
+    out.output_nr = static_cast<int>(k);
+    node->output_meta.push_back(TensorMeta::of(outputs[k]));
+  }
+  node->backward_fn = std::move(backward_fn);
+  return node;
+}
+
+void run_backward(const Tensor& root, const Tensor& grad_root_in, bool retain_graph) {
+  KILN_CHECK(root.defined(), "backward: called on an undefined tensor");
+  KILN_CHECK(root.requires_grad(), "backward: ", root.describe(),
+             " does not require grad (no input of the ops that made it requires grad)");
+  Tensor grad_root = grad_root_in;
+  if (!grad_root.defined()) {
+    KILN_CHECK(root.numel() == 1, "backward: ", root.describe(),
+               " has more than one element; pass the gradient of the output explicitly");
+    grad_root = ones(root.shape(), root.options());
+  }
+  KILN_CHECK(grad_root.shape() == root.shape() && grad_root.dtype() == root.dtype() &&
+                 grad_root.device() == root.device(),
+             "backward: gradient ", grad_root.describe(), " does not match the output ", root.describe());
+  NoGradGuard no_grad;
+  if (root.is_leaf()) {
+    accumulate_into_leaf(root.impl(), grad_root);
+    return;
+  }
+
+  // Every node reachable from the root, newest first.
+  std::vector<Node*> order;
+  std::unordered_set<Node*> seen;
+  std::vector<Node*> stack{root.grad_fn().get()};
+  seen.insert(stack.back());
+  while (!stack.empty()) {
+    Node* node = stack.back();
+    stack.pop_back();
+    order.push_back(node);
+    for (const Edge& edge : node->inputs) {
+      if (edge.node && seen.insert(edge.node.get()).second) stack.push_back(edge.node.get());
+    }
+  }
+  std::sort(order.begin(), order.end(), [](Node* a, Node* b) { return a->sequence_nr > b->sequence_nr; });
+
+  std::unordered_map<Node*, TensorList> pending;
+  pending[root.grad_fn().get()].resize(root.grad_fn()->output_meta.size());
+  pending[root.grad_fn().get()][root.impl().output_nr] = grad_root;
+
+  for (Node* node : order) {
+    auto found = pending.find(node);
+    if (found == pending.end()) continue;
+    TensorList grad_outputs = std::move(found->second);
+    pending.erase(found);
+    KILN_CHECK(!node->released, "backward: the graph through '", node->name,
+               "' has already been freed by an earlier backward(); pass retain_graph=true to the first "
+               "backward() to run backward twice");
+    for (size_t k = 0; k < grad_outputs.size(); ++k) {
+      if (!grad_outputs[k].defined()) {
+        const TensorMeta& meta = node->output_meta[k];
+        grad_outputs[k] = zeros(meta.shape, {meta.dtype, meta.device});
+      }
+    }
+    TensorList grad_inputs = node->backward_fn(grad_outputs);
+    KILN_CHECK(grad_inputs.size() == node->inputs.size(), "backward of '", node->name, "' returned ",
+               grad_inputs.size(), " gradients for ", node->inputs.size(), " inputs");
+    if (!retain_graph) {
+      node->backward_fn = nullptr;  // frees the saved tensors now, not when the graph dies
+      node->released = true;
+    }
+    for (size_t i = 0; i < node->inputs.size(); ++i) {
+      const Edge& edge = node->inputs[i];
+      const Tensor& grad = grad_inputs[i];
+      if (!edge.valid() || !grad.defined()) continue;
+      check_grad_matches(*node, i, grad);
+      if (edge.leaf) {
+        accumulate_into_leaf(*edge.leaf, grad);
+        continue;
+      }
+      TensorList& slot = pending[edge.node.get()];
+      if (slot.empty()) slot.resize(edge.node->output_meta.size());
+      Tensor& acc = slot[edge.output_nr];
+      acc = acc.defined() ? add(acc, grad) : grad;
+    }
+  }
+}
+
+}  // namespace autograd
+
+void Tensor::backward(const Tensor& grad_output, bool retain_graph) const {
+  autograd::run_backward(*this, grad_output, retain_graph);
+}
+
+}  // namespace kiln

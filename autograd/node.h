@@ -1,0 +1,66 @@
+// The autograd tape. Every differentiable op that sees an input requiring grad records one Node:
+// where each input's gradient goes (an Edge), what each output looks like, and a backward
+// function holding exactly the tensors it saved. A node can have several outputs (an LSTM layer
+// returns y, h_n and c_n from one node).
+//
+// backward() gathers the nodes reachable from the loss and runs them in reverse creation order:
+// creation order is already a topological order, and this walk is a loop, never a recursion whose
+// depth grows with the sequence length. A node's backward function (and with it every saved
+// tensor) is destroyed once it has run, unless the graph is retained.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/grad_mode.h"
+#include "core/tensor.h"
+
+namespace kiln::autograd {
+
+using TensorList = std::vector<Tensor>;
+// grad_outputs (one per output, never undefined) -> grad_inputs (one per input; undefined where
+// the input needs no gradient).
+using BackwardFn = std::function<TensorList(const TensorList& grad_outputs)>;
+
+struct TensorMeta {
+  Shape shape;
+  DType dtype;
+  Device device;
+  static TensorMeta of(const Tensor& t) { return {t.shape(), t.dtype(), t.device()}; }
+};
+
+// Where the gradient of one input goes: output `output_nr` of `node`, or a leaf's .grad.
+struct Edge {
+  std::shared_ptr<Node> node;
+  int output_nr = 0;
+  std::shared_ptr<TensorImpl> leaf;
+  bool valid() const { return node || leaf; }
+};
+
+struct Node {
+  std::string name;
+  uint64_t sequence_nr = 0;
+  std::vector<Edge> inputs;
+  std::vector<TensorMeta> input_meta;
+  std::vector<TensorMeta> output_meta;
+  BackwardFn backward_fn;  // empty once released
+  bool released = false;
+
+  bool needs_input_grad(size_t i) const { return i < inputs.size() && inputs[i].valid(); }
+};
+
+// True when grad mode is on and any of the tensors requires grad.
+bool needs_grad(const TensorList& inputs);
+
+// Records `outputs` as computed from `inputs` by the op `name`. Call only when needs_grad(inputs).
+// Returns the node so an op can ask needs_input_grad() before saving tensors for an input.
+std::shared_ptr<Node> record(const char* name, const TensorList& inputs, const TensorList& outputs,
+                             BackwardFn backward_fn);
+
+// Runs backpropagation from `root`; grad_root defaults to ones for a single-element root.
+void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph);
+
+}  // namespace kiln::autograd

@@ -1,0 +1,87 @@
+// The differentiable ops on tensors. Each records itself on the autograd tape when an input
+// requires grad (and grad mode is on); forward and backward of an op sit together in
+// autograd/ops/<family>.cpp.
+#pragma once
+
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace kiln {
+
+// ---- pointwise (autograd/ops/pointwise.cpp) ----
+// Binary ops broadcast like NumPy: shapes align at the trailing dim; a size-1 or missing dim repeats.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor pow(const Tensor& a, const Tensor& b);  // a^b, a > 0 where b needs a gradient
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor pow(const Tensor& x, double p);
+Tensor add(const Tensor& x, double s);
+Tensor mul(const Tensor& x, double s);
+Tensor rsub(double s, const Tensor& x);  // s - x
+Tensor rdiv(double s, const Tensor& x);  // s / x
+
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator-(const Tensor& x) { return neg(x); }
+inline Tensor operator+(const Tensor& x, double s) { return add(x, s); }
+inline Tensor operator+(double s, const Tensor& x) { return add(x, s); }
+inline Tensor operator-(const Tensor& x, double s) { return add(x, -s); }
+inline Tensor operator-(double s, const Tensor& x) { return rsub(s, x); }
+inline Tensor operator*(const Tensor& x, double s) { return mul(x, s); }
+inline Tensor operator*(double s, const Tensor& x) { return mul(x, s); }
+inline Tensor operator/(const Tensor& x, double s) { return mul(x, 1.0 / s); }
+inline Tensor operator/(double s, const Tensor& x) { return rdiv(s, x); }
+
+// ---- matrix products (autograd/ops/matmul.cpp) ----
+// a: [M, K] or [B, M, K]; b: [K, N] or [B, K, N]; result [M, N] or [B, M, N]. With trans_a the
+// stored a is [.., K, M] and used transposed (likewise trans_b), so no transposed copy is made.
+// A 3-D a with a 2-D b multiplies every batch entry by the same b.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+
+// ---- shapes and copies (autograd/ops/shape.cpp) ----
+Tensor reshape(const Tensor& x, Shape shape);  // one size may be -1; shares storage
+Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1);  // a copy
+Tensor narrow(const Tensor& x, int64_t start, int64_t length);  // rows of dim 0; a view
+Tensor select(const Tensor& x, int64_t index);                  // row `index` of dim 0, dim dropped; a view
+Tensor cat(const std::vector<Tensor>& tensors, int64_t dim);
+Tensor stack(const std::vector<Tensor>& tensors, int64_t dim);
+Tensor clone(const Tensor& x);
+Tensor to(const Tensor& x, Device device);
+Tensor to(const Tensor& x, DType dtype);
+
+// ---- reductions (autograd/ops/reduce.cpp) ----
+Tensor sum(const Tensor& x);  // all elements, shape []
+Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor max(const Tensor& x, int64_t dim = -1, bool keepdim = false);     // dim must be the last
+Tensor argmax(const Tensor& x, int64_t dim = -1, bool keepdim = false);  // i64, not differentiable
+// Sums a broadcast gradient back to `shape` (the inverse of broadcasting).
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+// ---- softmax (autograd/ops/softmax.cpp) ----
+Tensor softmax(const Tensor& x, int64_t dim = -1);  // dim must be the last
+Tensor log_softmax(const Tensor& x, int64_t dim = -1);
+
+// ---- indexing and selection (autograd/ops/index.cpp) ----
+// weight: [V, D...], index: any shape of i32/i64 in [0, V) -> index.shape + [D...]
+Tensor embedding(const Tensor& weight, const Tensor& index);
+// index: 1-D; rows of dim 0 of x.
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
+// cond != 0 picks a, else b; cond, a, b broadcast together. cond may be any dtype.
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+// x where mask == 0, value where mask != 0; mask broadcasts to x.
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
+
+}  // namespace kiln

@@ -1,0 +1,67 @@
+#include "core/cuda_runtime.h"
+
+#include <cstring>
+
+#include "core/error.h"
+
+#ifdef KILN_WITH_CUDA
+#include "core/cuda_check.h"
+#endif
+
+namespace kiln::cuda {
+
+#ifdef KILN_WITH_CUDA
+bool is_compiled() { return true; }
+
+int device_count() {
+  static const int count = [] {
+    int n = 0;
+    // No driver or no device is not an error here: it simply means zero devices.
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return n;
+  }();
+  return count;
+}
+
+void set_device(int index) {
+  KILN_CHECK(index >= 0 && index < device_count(), "cuda::set_device: device cuda:", index,
+             " does not exist (", device_count(), " visible)");
+  KILN_CUDA_CHECK(cudaSetDevice(index));
+}
+
+void synchronize() {
+  if (is_available()) KILN_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  if (bytes == 0) return;
+  if (dst_device.is_cpu() && src_device.is_cpu()) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  cudaMemcpyKind kind = dst_device.is_cpu()   ? cudaMemcpyDeviceToHost
+                        : src_device.is_cpu() ? cudaMemcpyHostToDevice
+                                              : cudaMemcpyDeviceToDevice;
+  KILN_CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind));
+}
+#else
+bool is_compiled() { return false; }
+int device_count() { return 0; }
+void set_device(int index) {
+  KILN_FAIL("cuda::set_device(", index, "): this build of kiln has no CUDA support");
+}
+void synchronize() {}
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  KILN_CHECK(dst_device.is_cpu() && src_device.is_cpu(),
+             "copy: this build of kiln has no CUDA support, cannot copy ", src_device.str(), " -> ",
+             dst_device.str());
+  if (bytes) std::memcpy(dst, src, bytes);
+}
+#endif
+
+bool is_available() { return device_count() > 0; }
+
+}  // namespace kiln::cuda

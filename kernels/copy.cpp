@@ -1,0 +1,190 @@
+#include "kernels/copy.h"
+
+#include "core/random.h"
+#include "kernels/broadcast.h"
+#include "kernels/dispatch.h"
+#include "kernels/math.h"
+
+namespace kiln::kernels {
+
+namespace {
+
+template <class T> struct FillFunctor {
+  T* y;
+  T value;
+  KILN_HD void operator()(int64_t i) const { y[i] = value; }
+};
+
+template <class T> struct ArangeFunctor {
+  T* y;
+  double start, step;
+  KILN_HD void operator()(int64_t i) const { y[i] = static_cast<T>(start + static_cast<double>(i) * step); }
+};
+
+template <class In, class Out> struct CastFunctor {
+  const In* x;
+  Out* y;
+  KILN_HD void operator()(int64_t i) const { y[i] = static_cast<Out>(x[i]); }
+};
+
+// y (sizes out_sizes) at flat index i takes x at sum_d coord_d * in_strides[d], where in_strides
+// are x's strides reordered to y's dim order.
+template <class T> struct PermuteFunctor {
+  const T* x;
+  T* y;
+  int ndim;
+  int64_t out_sizes[kMaxDims];
+  int64_t in_strides[kMaxDims];
+  KILN_HD void operator()(int64_t i) const {
+    int64_t rest = i, offset = 0;
+    for (int d = ndim - 1; d >= 0; --d) {
+      offset += (rest % out_sizes[d]) * in_strides[d];
+      rest /= out_sizes[d];
+    }
+    y[i] = x[offset];
+  }
+};
+
+template <class T> struct BlockCopyFunctor {
+  const T* src;
+  T* dst;
+  int64_t src_ld, src_col, dst_ld, dst_col, cols;
+  KILN_HD void operator()(int64_t i) const {
+    int64_t r = i / cols, c = i % cols;
+    dst[r * dst_ld + dst_col + c] = src[r * src_ld + src_col + c];
+  }
+};
+
+template <class T> struct ExpandFunctor {
+  const T* x;
+  T* y;
+  T scale;
+  BroadcastIndexer index;
+  KILN_HD void operator()(int64_t i) const { y[i] = scale * x[index.offset(0, i)]; }
+};
+
+template <class T> struct AxpyFunctor {
+  T alpha;
+  const T* x;
+  T* y;
+  KILN_HD void operator()(int64_t i) const { y[i] += alpha * x[i]; }
+};
+
+template <class T> struct ScaleFunctor {
+  T* y;
+  T factor;
+  KILN_HD void operator()(int64_t i) const { y[i] *= factor; }
+};
+
+// Element i takes the first words of Philox block (offset + i): the same value on any device.
+template <class T> struct UniformFunctor {
+  T* y;
+  uint64_t seed, offset;
+  T low, span;
+  KILN_HD void operator()(int64_t i) const {
+    PhiloxOutput r = philox4x32(offset + static_cast<uint64_t>(i), 0, seed);
+    T u = sizeof(T) == 4 ? T(philox_uniform_float(r.x[0])) : T(philox_uniform_double(r.x[0], r.x[1]));
+    y[i] = low + span * u;
+  }
+};
+
+// Box-Muller on two uniforms of the element's own Philox block; u1 in (0, 1] keeps log finite.
+template <class T> struct NormalFunctor {
+  T* y;
+  uint64_t seed, offset;
+  T mean, stddev;
+  KILN_HD void operator()(int64_t i) const {
+    PhiloxOutput r = philox4x32(offset + static_cast<uint64_t>(i), 0, seed);
+    double u1 = 1.0 - philox_uniform_double(r.x[0], r.x[1]);
+    double u2 = philox_uniform_double(r.x[2], r.x[3]);
+    double radius = ::sqrt(-2.0 * ::log(u1));
+    y[i] = mean + stddev * static_cast<T>(radius * ::cos(6.283185307179586 * u2));
+  }
+};
+
+}  // namespace
+
+void fill(const Tensor& y, double value) {
+  KILN_DISPATCH_ALL(y.dtype(), "fill", [&] {
+    parallel_for(y.device(), y.numel(), FillFunctor<scalar_t>{y.data<scalar_t>(), static_cast<scalar_t>(value)});
+  });
+}
+
+void arange(const Tensor& y, double start, double step) {
+  KILN_DISPATCH_ALL(y.dtype(), "arange", [&] {
+    parallel_for(y.device(), y.numel(), ArangeFunctor<scalar_t>{y.data<scalar_t>(), start, step});
+  });
+}
+
+void cast(const Tensor& x, const Tensor& y) {
+  KILN_DISPATCH_ALL(x.dtype(), "cast", [&] {
+    using In = scalar_t;
+    KILN_DISPATCH_ALL(y.dtype(), "cast", [&] {
+      parallel_for(x.device(), x.numel(), CastFunctor<In, scalar_t>{x.data<In>(), y.data<scalar_t>()});
+    });
+  });
+}
+
+void permute(const Tensor& x, const std::vector<int>& order, const Tensor& y) {
+  int ndim = static_cast<int>(x.dim());
+  KILN_CHECK(ndim <= kMaxDims, "permute: rank ", ndim, " exceeds the maximum of ", kMaxDims);
+  int64_t strides[kMaxDims];
+  int64_t stride = 1;
+  for (int d = ndim - 1; d >= 0; --d) {
+    strides[d] = stride;
+    stride *= x.size(d);
+  }
+  KILN_DISPATCH_ALL(x.dtype(), "permute", [&] {
+    PermuteFunctor<scalar_t> f{x.data<scalar_t>(), y.data<scalar_t>(), ndim, {}, {}};
+    for (int d = 0; d < ndim; ++d) {
+      f.out_sizes[d] = x.size(order[d]);
+      f.in_strides[d] = strides[order[d]];
+    }
+    parallel_for(x.device(), x.numel(), f);
+  });
+}
+
+void block_copy(const Tensor& src, int64_t src_ld, int64_t src_col, const Tensor& dst, int64_t dst_ld,
+                int64_t dst_col, int64_t rows, int64_t cols) {
+  KILN_DISPATCH_ALL(src.dtype(), "block_copy", [&] {
+    parallel_for(src.device(), rows * cols,
+                 BlockCopyFunctor<scalar_t>{src.data<scalar_t>(), dst.data<scalar_t>(), src_ld, src_col,
+                                            dst_ld, dst_col, cols});
+  });
+}
+
+void expand(const Tensor& x, double scale, const Tensor& y) {
+  BroadcastIndexer index = BroadcastIndexer::make(y.shape(), {&x.shape()});
+  KILN_DISPATCH_FLOAT(x.dtype(), "expand", [&] {
+    parallel_for(y.device(), y.numel(),
+                 ExpandFunctor<scalar_t>{x.data<scalar_t>(), y.data<scalar_t>(), scalar_t(scale), index});
+  });
+}
+
+void axpy(double alpha, const Tensor& x, const Tensor& y) {
+  KILN_DISPATCH_FLOAT(y.dtype(), "add_", [&] {
+    parallel_for(y.device(), y.numel(), AxpyFunctor<scalar_t>{scalar_t(alpha), x.data<scalar_t>(), y.data<scalar_t>()});
+  });
+}
+
+void scale(const Tensor& y, double factor) {
+  KILN_DISPATCH_FLOAT(y.dtype(), "mul_", [&] {
+    parallel_for(y.device(), y.numel(), ScaleFunctor<scalar_t>{y.data<scalar_t>(), scalar_t(factor)});
+  });
+}
+
+void uniform(const Tensor& y, uint64_t seed, uint64_t offset, double low, double high) {
+  KILN_DISPATCH_FLOAT(y.dtype(), "uniform", [&] {
+    parallel_for(y.device(), y.numel(),
+                 UniformFunctor<scalar_t>{y.data<scalar_t>(), seed, offset, scalar_t(low), scalar_t(high - low)});
+  });
+}
+
+void normal(const Tensor& y, uint64_t seed, uint64_t offset, double mean, double stddev) {
+  KILN_DISPATCH_FLOAT(y.dtype(), "normal", [&] {
+    parallel_for(y.device(), y.numel(),
+                 NormalFunctor<scalar_t>{y.data<scalar_t>(), seed, offset, scalar_t(mean), scalar_t(stddev)});
+  });
+}
+
+}  // namespace kiln::kernels

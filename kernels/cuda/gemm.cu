@@ -1,0 +1,56 @@
+// cuBLAS behind kernels::gemm. cuBLAS is column-major: a row-major C = op(A) op(B) is the
+// column-major C^T = op(B)^T op(A)^T, so the operands are passed swapped. Default math mode:
+// full fp32 (no TF32), so results compare with the CPU at fp32 rounding.
+#include <cublas_v2.h>
+
+#include <mutex>
+#include <vector>
+
+#include "core/cuda_check.h"
+#include "core/cuda_runtime.h"
+#include "kernels/gemm.h"
+
+#define KILN_CUBLAS_CHECK(expr)                                                               \
+  do {                                                                                        \
+    cublasStatus_t kiln_status_ = (expr);                                                     \
+    if (kiln_status_ != CUBLAS_STATUS_SUCCESS)                                                \
+      KILN_FAIL("cuBLAS error ", cublasGetStatusName(kiln_status_), " in ", #expr, " at ", __FILE__, ":", __LINE__); \
+  } while (0)
+
+namespace kiln::kernels {
+
+namespace {
+cublasHandle_t cublas_handle(int device) {
+  static std::mutex mutex;
+  static std::vector<cublasHandle_t> handles;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (handles.empty()) handles.resize(cuda::device_count(), nullptr);
+  KILN_CHECK(device >= 0 && device < static_cast<int>(handles.size()), "matmul: no device cuda:", device);
+  if (!handles[device]) {
+    cuda::set_device(device);
+    KILN_CUBLAS_CHECK(cublasCreate(&handles[device]));
+    KILN_CUBLAS_CHECK(cublasSetMathMode(handles[device], CUBLAS_DEFAULT_MATH));
+  }
+  return handles[device];
+}
+}  // namespace
+
+void gemm_cuda(const GemmShape& s, double alpha, const Tensor& a, const Tensor& b, double beta, const Tensor& c) {
+  cublasHandle_t handle = cublas_handle(c.device().index);
+  int m = static_cast<int>(s.m), n = static_cast<int>(s.n), k = static_cast<int>(s.k);
+  int lda = s.trans_a ? m : k, ldb = s.trans_b ? k : n;
+  cublasOperation_t op_a = s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  int batch = static_cast<int>(s.batch);
+  if (c.dtype() == DType::f32) {
+    float alpha_f = static_cast<float>(alpha), beta_f = static_cast<float>(beta);
+    KILN_CUBLAS_CHECK(cublasSgemmStridedBatched(handle, op_b, op_a, n, m, k, &alpha_f, b.data<float>(), ldb,
+                                                s.stride_b, a.data<float>(), lda, s.stride_a, &beta_f,
+                                                c.data<float>(), n, s.stride_c, batch));
+  } else {
+    KILN_CUBLAS_CHECK(cublasDgemmStridedBatched(handle, op_b, op_a, n, m, k, &alpha, b.data<double>(), ldb,
+                                                s.stride_b, a.data<double>(), lda, s.stride_a, &beta,
+                                                c.data<double>(), n, s.stride_c, batch));
+  }
+}
+
+}  // namespace kiln::kernels

@@ -1,0 +1,22 @@
+// Matrix products through the vendor BLAS: OpenBLAS on the CPU, cuBLAS on CUDA (fp32/fp64, no TF32).
+//   C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b],   row-major, b < batch
+//   op(A): [M, K] (A stored [K, M] when trans_a), op(B): [K, N] (B stored [N, K] when trans_b)
+// Batch strides are in elements; a stride of 0 reuses one matrix for every batch entry.
+// FLOPs: 2 * batch * M * N * K; C is written with = when beta == 0, accumulated otherwise.
+#pragma once
+
+#include "core/tensor.h"
+
+namespace kiln::kernels {
+
+struct GemmShape {
+  bool trans_a = false, trans_b = false;
+  int64_t batch = 1, m = 0, n = 0, k = 0;
+  int64_t stride_a = 0, stride_b = 0, stride_c = 0;
+};
+
+void gemm(const GemmShape& shape, double alpha, const Tensor& a, const Tensor& b, double beta, const Tensor& c);
+void gemm_cpu(const GemmShape& shape, double alpha, const Tensor& a, const Tensor& b, double beta, const Tensor& c);
+void gemm_cuda(const GemmShape& shape, double alpha, const Tensor& a, const Tensor& b, double beta, const Tensor& c);
+
+}  // namespace kiln::kernels

@@ -1,0 +1,153 @@
+#include "kernels/index.h"
+
+#include <vector>
+
+#include "core/cuda_runtime.h"
+#include "kernels/broadcast.h"
+#include "kernels/dispatch.h"
+#include "kernels/parallel_for.h"
+
+namespace kiln::kernels {
+
+namespace {
+
+template <class T, class I> struct GatherRowsFunctor {
+  const T* table;
+  const I* index;
+  T* out;
+  int64_t cols;
+  KILN_HD void operator()(int64_t i) const {
+    int64_t n = i / cols, c = i % cols;
+    out[i] = table[static_cast<int64_t>(index[n]) * cols + c];
+  }
+};
+
+// For touched row k (table row rows[k]), adds grad_out rows positions[starts[k] .. starts[k+1]).
+template <class T> struct ScatterAddRowsFunctor {
+  const T* grad_out;
+  const int64_t* rows;
+  const int64_t* starts;
+  const int64_t* positions;
+  T* grad_table;
+  int64_t cols;
+  KILN_HD void operator()(int64_t i) const {
+    int64_t k = i / cols, c = i % cols;
+    T total = T(0);
+    for (int64_t p = starts[k]; p < starts[k + 1]; ++p) total += grad_out[positions[p] * cols + c];
+    grad_table[rows[k] * cols + c] += total;
+  }
+};
+
+template <class C, class T> struct WhereBackwardFunctor {
+  const C* cond;
+  const T* grad_y;
+  T* grad_a;
+  T* grad_b;
+  BroadcastIndexer index;
+  KILN_HD void operator()(int64_t i) const {
+    bool take_a = cond[index.offset(0, i)] != C(0);
+    if (grad_a) grad_a[i] = take_a ? grad_y[i] : T(0);
+    if (grad_b) grad_b[i] = take_a ? T(0) : grad_y[i];
+  }
+};
+
+template <class C, class T> struct WhereFunctor {
+  const C* cond;
+  const T* a;
+  const T* b;
+  T* y;
+  BroadcastIndexer index;
+  KILN_HD void operator()(int64_t i) const {
+    y[i] = cond[index.offset(0, i)] != C(0) ? a[index.offset(1, i)] : b[index.offset(2, i)];
+  }
+};
+
+std::vector<int64_t> index_to_host(const Tensor& index) {
+  std::vector<int64_t> host(index.numel());
+  KILN_DISPATCH_INDEX(index.dtype(), "index", [&] {
+    std::vector<scalar_t> raw = index.to_vector<scalar_t>();
+    for (size_t i = 0; i < raw.size(); ++i) host[i] = raw[i];
+  });
+  return host;
+}
+
+Tensor upload(const std::vector<int64_t>& values, Device device) {
+  return copy_to(from_vector(values, {static_cast<int64_t>(values.size())}), {DType::i64, device});
+}
+
+}  // namespace
+
+void check_index_range(const Tensor& index, int64_t limit, const char* op) {
+  std::vector<int64_t> host = index_to_host(index);
+  for (size_t n = 0; n < host.size(); ++n) {
+    KILN_CHECK(host[n] >= 0 && host[n] < limit, op, ": index ", host[n], " at position ", n,
+               " is out of range for a table of ", limit, " rows (expected 0 <= index < ", limit, ")");
+  }
+}
+
+void gather_rows(const Tensor& table, const Tensor& index, const Tensor& out) {
+  int64_t cols = table.numel() / table.size(0);
+  KILN_DISPATCH_ALL(table.dtype(), "gather_rows", [&] {
+    using T = scalar_t;
+    KILN_DISPATCH_INDEX(index.dtype(), "gather_rows", [&] {
+      parallel_for(table.device(), index.numel() * cols,
+                   GatherRowsFunctor<T, scalar_t>{table.data<T>(), index.data<scalar_t>(), out.data<T>(), cols});
+    });
+  });
+}
+
+void scatter_add_rows(const Tensor& grad_out, const Tensor& index, const Tensor& grad_table) {
+  int64_t cols = grad_table.numel() / grad_table.size(0);
+  int64_t vocab = grad_table.size(0);
+  // Counting sort of positions by row, on the host: keeps the sum order fixed (increasing n).
+  std::vector<int64_t> host = index_to_host(index);
+  std::vector<int64_t> count(vocab + 1, 0);
+  for (int64_t v : host) count[v + 1]++;
+  std::vector<int64_t> rows, starts{0};
+  for (int64_t v = 0; v < vocab; ++v) {
+    if (count[v + 1]) {
+      rows.push_back(v);
+      starts.push_back(starts.back() + count[v + 1]);
+    }
+  }
+  std::vector<int64_t> next(vocab, 0);
+  for (size_t k = 0; k < rows.size(); ++k) next[rows[k]] = starts[k];
+  std::vector<int64_t> positions(host.size());
+  for (size_t n = 0; n < host.size(); ++n) positions[next[host[n]]++] = static_cast<int64_t>(n);
+  if (rows.empty()) return;
+  Device device = grad_table.device();
+  Tensor rows_t = upload(rows, device), starts_t = upload(starts, device), positions_t = upload(positions, device);
+  KILN_DISPATCH_FLOAT(grad_table.dtype(), "scatter_add_rows", [&] {
+    parallel_for(device, static_cast<int64_t>(rows.size()) * cols,
+                 ScatterAddRowsFunctor<scalar_t>{grad_out.data<scalar_t>(), rows_t.data<int64_t>(),
+                                                 starts_t.data<int64_t>(), positions_t.data<int64_t>(),
+                                                 grad_table.data<scalar_t>(), cols});
+  });
+}
+
+void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& y) {
+  BroadcastIndexer index = BroadcastIndexer::make(y.shape(), {&cond.shape(), &a.shape(), &b.shape()});
+  KILN_DISPATCH_ALL(y.dtype(), "where", [&] {
+    using T = scalar_t;
+    KILN_DISPATCH_ALL(cond.dtype(), "where", [&] {
+      parallel_for(y.device(), y.numel(),
+                   WhereFunctor<scalar_t, T>{cond.data<scalar_t>(), a.data<T>(), b.data<T>(), y.data<T>(), index});
+    });
+  });
+}
+
+void where_backward(const Tensor& cond, const Tensor& grad_y, const Tensor& grad_a_full,
+                    const Tensor& grad_b_full) {
+  BroadcastIndexer index = BroadcastIndexer::make(grad_y.shape(), {&cond.shape()});
+  KILN_DISPATCH_FLOAT(grad_y.dtype(), "where_backward", [&] {
+    using T = scalar_t;
+    KILN_DISPATCH_ALL(cond.dtype(), "where_backward", [&] {
+      parallel_for(grad_y.device(), grad_y.numel(),
+                   WhereBackwardFunctor<scalar_t, T>{cond.data<scalar_t>(), grad_y.data<T>(),
+                                                     grad_a_full.defined() ? grad_a_full.data<T>() : nullptr,
+                                                     grad_b_full.defined() ? grad_b_full.data<T>() : nullptr, index});
+    });
+  });
+}
+
+}  // namespace kiln::kernels

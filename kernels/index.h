@@ -1,0 +1,24 @@
+// Row gathers and scatters (embedding lookups and their gradient) and select-by-condition.
+//   gather_rows:   out[n, :] = table[index[n], :]          table: [V, D], index: [N], out: [N, D]
+//   scatter_add_rows: grad_table[v, :] += sum_{n : index[n] == v} grad_out[n, :], summed in
+//                  increasing n for every v, so the result is deterministic on every device.
+//                  The rows touched are grouped on the host (counting sort of the index), then
+//                  one thread per (touched row, column) adds its rows in order.
+//   where:         y[i] = cond[i] != 0 ? a[i] : b[i], all three broadcast to y's shape
+// Bytes: gather reads N*D table values and writes N*D; scatter reads N*D and read-writes the touched rows.
+#pragma once
+
+#include "core/tensor.h"
+
+namespace kiln::kernels {
+
+void gather_rows(const Tensor& table, const Tensor& index, const Tensor& out);
+void scatter_add_rows(const Tensor& grad_out, const Tensor& index, const Tensor& grad_table);
+void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& y);
+// grad_a_full[i] = cond ? g : 0, grad_b_full[i] = cond ? 0 : g (at y's shape; either may be undefined)
+void where_backward(const Tensor& cond, const Tensor& grad_y, const Tensor& grad_a_full,
+                    const Tensor& grad_b_full);
+// Checks every index is in [0, limit); throws naming `op` and the first bad position otherwise.
+void check_index_range(const Tensor& index, int64_t limit, const char* op);
+
+}  // namespace kiln::kernels

@@ -1,0 +1,73 @@
+// parallel_for(device, n, f): calls f(i) for every i in [0, n), on the CPU as an OpenMP loop and
+// on CUDA as a grid-stride kernel. The functor's body is the math, written once (DESIGN.md); the
+// loop is the only backend-specific part. A functor is a plain struct of pointers and scalars
+// whose `KILN_HD void operator()(int64_t i) const` handles element (or row) i.
+//
+// The CUDA branch exists only in translation units compiled by nvcc: kiln's own kernel files are
+// (CMake compiles them as CUDA whenever CUDA is on). A user file compiled by the host compiler can
+// still launch on the CPU; a CUDA launch from such a file raises a kiln::Error saying so.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "core/device.h"
+#include "core/error.h"
+
+#ifdef __CUDACC__
+#define KILN_HD __host__ __device__
+#define KILN_DEVICE __device__
+#include "core/cuda_check.h"
+#else
+#define KILN_HD
+#define KILN_DEVICE
+#endif
+
+namespace kiln {
+
+// Below this many elements the OpenMP fork/join costs more than the loop.
+constexpr int64_t kParallelGrain = 32768;
+
+template <class F> void parallel_for_cpu(int64_t n, const F& f, int64_t grain = kParallelGrain) {
+  if (n < grain) {
+    for (int64_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) f(i);
+}
+
+#ifdef __CUDACC__
+template <class F> __global__ void parallel_for_kernel(int64_t n, F f) {
+  int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride) {
+    f(i);
+  }
+}
+
+int cuda_sm_count();  // multiprocessors of the current device (cached)
+
+template <class F> void parallel_for_cuda(int64_t n, const F& f) {
+  if (n <= 0) return;
+  constexpr int kThreads = 256;
+  // Enough blocks to fill the device several times over; the grid-stride loop does the rest.
+  int64_t blocks = std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(cuda_sm_count()) * 16);
+  parallel_for_kernel<<<static_cast<unsigned>(blocks), kThreads>>>(n, f);
+  KILN_CUDA_CHECK(cudaGetLastError());
+}
+#endif
+
+template <class F> void parallel_for(Device device, int64_t n, const F& f, int64_t grain = kParallelGrain) {
+  if (device.is_cpu()) {
+    parallel_for_cpu(n, f, grain);
+    return;
+  }
+#ifdef __CUDACC__
+  parallel_for_cuda(n, f);
+#else
+  KILN_FAIL("parallel_for on ", device.str(),
+            ": this translation unit was not compiled by nvcc; compile it as CUDA to launch there");
+#endif
+}
+
+}  // namespace kiln

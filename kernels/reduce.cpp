@@ -1,0 +1,120 @@
+#include "kernels/reduce.h"
+
+#include "kernels/dispatch.h"
+#include "kernels/parallel_for.h"
+
+namespace kiln::kernels {
+
+namespace {
+
+// y[o * inner + j] = scale * sum_{r < R} x[(o * R + r) * inner + j]. Adjacent threads take
+// adjacent j, so on CUDA the reads of one step of r are coalesced when inner > 1.
+template <class T> struct SumDimFunctor {
+  const T* x;
+  T* y;
+  int64_t reduce, inner;
+  T scale;
+  KILN_HD void operator()(int64_t i) const {
+    int64_t o = i / inner, j = i % inner;
+    const T* base = x + o * reduce * inner + j;
+    T total = T(0);
+    for (int64_t r = 0; r < reduce; ++r) total += base[r * inner];
+    y[i] = total * scale;
+  }
+};
+
+// One pass of sum_all: partial[j] = sum_{r : r * width + j < n} x[r * width + j].
+template <class T> struct SumStridedFunctor {
+  const T* x;
+  T* partial;
+  int64_t n, width;
+  T scale;
+  KILN_HD void operator()(int64_t j) const {
+    T total = T(0);
+    for (int64_t at = j; at < n; at += width) total += x[at];
+    partial[j] = total * scale;
+  }
+};
+
+template <class T> struct MaxLastFunctor {
+  const T* x;
+  T* values;
+  int64_t* indices;
+  int64_t cols;
+  KILN_HD void operator()(int64_t row) const {
+    const T* r = x + row * cols;
+    int64_t best = 0;
+    for (int64_t c = 1; c < cols; ++c) {
+      if (r[c] > r[best]) best = c;
+    }
+    values[row] = r[best];
+    indices[row] = best;
+  }
+};
+
+template <class T> struct MaxLastBackwardFunctor {
+  const int64_t* indices;
+  const T* grad_values;
+  T* grad_x;
+  int64_t cols;
+  KILN_HD void operator()(int64_t i) const {
+    int64_t row = i / cols, c = i % cols;
+    grad_x[i] = c == indices[row] ? grad_values[row] : T(0);
+  }
+};
+
+}  // namespace
+
+void sum_dim(const Tensor& x, int dim, double scale, const Tensor& y) {
+  int64_t outer = 1, inner = 1, reduce = x.size(dim);
+  for (int d = 0; d < dim; ++d) outer *= x.size(d);
+  for (int64_t d = dim + 1; d < x.dim(); ++d) inner *= x.size(d);
+  KILN_DISPATCH_FLOAT(x.dtype(), "sum", [&] {
+    parallel_for(x.device(), outer * inner,
+                 SumDimFunctor<scalar_t>{x.data<scalar_t>(), y.data<scalar_t>(), reduce, inner,
+                                         scalar_t(scale)},
+                 /*grain=*/256);
+  });
+}
+
+void sum_all(const Tensor& x, double scale, const Tensor& y) {
+  constexpr int64_t kWidth = 1024;
+  KILN_DISPATCH_FLOAT(x.dtype(), "sum", [&] {
+    Tensor current = x;
+    // Each pass folds n values into min(n, width) partials, reading x with coalesced strides.
+    while (current.numel() > kWidth) {
+      int64_t n = current.numel();
+      int64_t width = n > kWidth * kWidth ? kWidth * kWidth : kWidth;
+      Tensor partial = empty({width}, x.options());
+      parallel_for(x.device(), width,
+                   SumStridedFunctor<scalar_t>{current.data<scalar_t>(), partial.data<scalar_t>(), n,
+                                               width, scalar_t(1)},
+                   /*grain=*/64);
+      current = partial;
+    }
+    parallel_for(x.device(), 1,
+                 SumStridedFunctor<scalar_t>{current.data<scalar_t>(), y.data<scalar_t>(),
+                                             current.numel(), 1, scalar_t(scale)});
+  });
+}
+
+void max_last(const Tensor& x, const Tensor& values, const Tensor& indices) {
+  int64_t cols = x.size(-1), rows = x.numel() / cols;
+  KILN_DISPATCH_FLOAT(x.dtype(), "max", [&] {
+    parallel_for(x.device(), rows,
+                 MaxLastFunctor<scalar_t>{x.data<scalar_t>(), values.data<scalar_t>(),
+                                          indices.data<int64_t>(), cols},
+                 /*grain=*/256);
+  });
+}
+
+void max_last_backward(const Tensor& indices, const Tensor& grad_values, const Tensor& grad_x) {
+  int64_t cols = grad_x.size(-1);
+  KILN_DISPATCH_FLOAT(grad_x.dtype(), "max_backward", [&] {
+    parallel_for(grad_x.device(), grad_x.numel(),
+                 MaxLastBackwardFunctor<scalar_t>{indices.data<int64_t>(), grad_values.data<scalar_t>(),
+                                                  grad_x.data<scalar_t>(), cols});
+  });
+}
+
+}  // namespace kiln::kernels

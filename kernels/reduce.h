@@ -1,0 +1,19 @@
+// Reductions, deterministic on every device: each output is summed by one thread in a fixed
+// order, so CPU and CUDA agree bit for bit on the same order of additions, and repeated runs agree.
+//   sum_dim:  x: [outer, R, inner] -> y[o, j] = scale * sum_r x[o, r, j]      (y written with =)
+//   sum_all:  y = scale * sum_i x[i], in passes of 1024-wide partial sums
+//   max_last: x: [rows, C] -> values[r] = max_c x[r, c], indices[r] = first argmax (i64)
+// Bytes: one read of x plus the outputs; the broadcast-back of a gradient is kernels::expand.
+#pragma once
+
+#include "core/tensor.h"
+
+namespace kiln::kernels {
+
+void sum_dim(const Tensor& x, int dim, double scale, const Tensor& y);
+void sum_all(const Tensor& x, double scale, const Tensor& y);
+void max_last(const Tensor& x, const Tensor& values, const Tensor& indices);
+// grad_x[r, c] = (c == indices[r]) ? grad_values[r] : 0
+void max_last_backward(const Tensor& indices, const Tensor& grad_values, const Tensor& grad_x);
+
+}  // namespace kiln::kernels

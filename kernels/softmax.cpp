@@ -1,0 +1,74 @@
+#include "kernels/softmax.h"
+
+#include "kernels/dispatch.h"
+#include "kernels/math.h"
+
+namespace kiln::kernels {
+
+namespace {
+
+template <class T> struct SoftmaxForwardFunctor {
+  const T* x;
+  T* y;
+  int64_t cols;
+  bool log;
+  KILN_HD void operator()(int64_t row) const {
+    const T* in = x + row * cols;
+    T* out = y + row * cols;
+    T m = in[0];
+    for (int64_t c = 1; c < cols; ++c) m = math::max(m, in[c]);
+    T s = T(0);
+    for (int64_t c = 0; c < cols; ++c) s += math::exp(in[c] - m);
+    if (log) {
+      T log_s = math::log(s);
+      for (int64_t c = 0; c < cols; ++c) out[c] = in[c] - m - log_s;
+    } else {
+      T inv = T(1) / s;
+      for (int64_t c = 0; c < cols; ++c) out[c] = math::exp(in[c] - m) * inv;
+    }
+  }
+};
+
+template <class T> struct SoftmaxBackwardFunctor {
+  const T* y;
+  const T* grad_y;
+  T* grad_x;
+  int64_t cols;
+  bool log;
+  KILN_HD void operator()(int64_t row) const {
+    const T* yr = y + row * cols;
+    const T* gr = grad_y + row * cols;
+    T* out = grad_x + row * cols;
+    T dot = T(0);
+    if (log) {
+      for (int64_t c = 0; c < cols; ++c) dot += gr[c];
+      for (int64_t c = 0; c < cols; ++c) out[c] = gr[c] - math::exp(yr[c]) * dot;
+    } else {
+      for (int64_t c = 0; c < cols; ++c) dot += gr[c] * yr[c];
+      for (int64_t c = 0; c < cols; ++c) out[c] = yr[c] * (gr[c] - dot);
+    }
+  }
+};
+
+}  // namespace
+
+void softmax_forward(const Tensor& x, const Tensor& y, bool log) {
+  int64_t cols = x.size(-1), rows = x.numel() / cols;
+  KILN_DISPATCH_FLOAT(x.dtype(), log ? "log_softmax" : "softmax", [&] {
+    parallel_for(x.device(), rows,
+                 SoftmaxForwardFunctor<scalar_t>{x.data<scalar_t>(), y.data<scalar_t>(), cols, log},
+                 /*grain=*/64);
+  });
+}
+
+void softmax_backward(const Tensor& y, const Tensor& grad_y, const Tensor& grad_x, bool log) {
+  int64_t cols = y.size(-1), rows = y.numel() / cols;
+  KILN_DISPATCH_FLOAT(y.dtype(), log ? "log_softmax_backward" : "softmax_backward", [&] {
+    parallel_for(y.device(), rows,
+                 SoftmaxBackwardFunctor<scalar_t>{y.data<scalar_t>(), grad_y.data<scalar_t>(),
+                                                  grad_x.data<scalar_t>(), cols, log},
+                 /*grain=*/64);
+  });
+}
+
+}  // namespace kiln::kernels
