@@ -32,6 +32,22 @@ void check_grad_matches(const Node& node, size_t i, const Tensor& grad) {
 }
 }  // namespace
 
+Node::~Node() {
+  std::vector<std::shared_ptr<Node>> unlinked;
+  for (Edge& edge : inputs) {
+    if (edge.node) unlinked.push_back(std::move(edge.node));
+  }
+  while (!unlinked.empty()) {
+    std::shared_ptr<Node> node = std::move(unlinked.back());
+    unlinked.pop_back();
+    if (node.use_count() == 1) {  // we hold the last reference: take its inputs before it dies
+      for (Edge& edge : node->inputs) {
+        if (edge.node) unlinked.push_back(std::move(edge.node));
+      }
+    }
+  }
+}
+
 bool GradMode::is_enabled() { return grad_mode_enabled; }
 void GradMode::set_enabled(bool enabled) { grad_mode_enabled = enabled; }
 

@@ -50,6 +50,13 @@ struct Node {
   bool released = false;
 
   bool needs_input_grad(size_t i) const { return i < inputs.size() && inputs[i].valid(); }
+
+  Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  // Releases the chain of input nodes iteratively: a graph over a long sequence would otherwise
+  // be destroyed by one recursive destructor call per node.
+  ~Node();
 };
 
 // True when grad mode is on and any of the tensors requires grad.

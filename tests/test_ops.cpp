@@ -1,0 +1,167 @@
+// The op table (STYLE rule 18): one entry per op drives
+//   - Gradcheck: f64 central differences over the whole Jacobian, on the CPU;
+//   - CudaMatchesCpu: forward output and every input gradient on CUDA vs the CPU, f32, random
+//     non-zero inputs (skipped with the reason when no GPU is visible).
+// Adding an op adds an entry here.
+#include <functional>
+
+#include "test_util.h"
+
+namespace kiln {
+namespace {
+
+using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
+
+enum class Domain {
+  signed_away_from_zero,  // |x| in [0.2, 1.2], random sign: avoids kinks (relu, max ties) at 0
+  positive,               // [0.5, 2]: log, sqrt, pow, division
+  index,                  // integers in [0, limit)
+};
+
+struct Input {
+  Shape shape;
+  Domain domain = Domain::signed_away_from_zero;
+  int64_t limit = 0;  // for index inputs
+};
+
+struct OpCase {
+  std::string name;
+  std::vector<Input> inputs;
+  Fn fn;
+  bool differentiable = true;
+  double atol = 1e-5, rtol = 1e-4;  // CUDA vs CPU at f32
+};
+
+void PrintTo(const OpCase& op, std::ostream* out) { *out << op.name; }
+
+Tensor make_input(const Input& in, DType dtype) {
+  if (in.domain == Domain::index) {
+    Tensor u = uniform(in.shape, 0.0, static_cast<double>(in.limit), DType::f64);
+    std::vector<int64_t> values;
+    for (double v : u.to_vector<double>()) values.push_back(static_cast<int64_t>(v));
+    return from_vector(values, in.shape);
+  }
+  if (in.domain == Domain::positive) return to(uniform(in.shape, 0.5, 2.0, DType::f64), dtype);
+  Tensor magnitude = uniform(in.shape, 0.2, 1.2, DType::f64);
+  Tensor sign = uniform(in.shape, -1.0, 1.0, DType::f64);
+  std::vector<double> m = magnitude.to_vector<double>(), s = sign.to_vector<double>();
+  for (size_t i = 0; i < m.size(); ++i) m[i] = s[i] < 0 ? -m[i] : m[i];
+  return to(from_vector(m, in.shape), dtype);
+}
+
+std::vector<OpCase> op_table() {
+  const Domain pos = Domain::positive;
+  std::vector<OpCase> t;
+  // pointwise, binary with broadcasting
+  t.push_back({"add", {{{2, 3, 4}}, {{3, 1}}}, [](auto& x) { return add(x[0], x[1]); }});
+  t.push_back({"add_same_shape", {{{4, 5}}, {{4, 5}}}, [](auto& x) { return x[0] + x[1]; }});
+  t.push_back({"sub", {{{4, 1}}, {{1, 5}}}, [](auto& x) { return sub(x[0], x[1]); }});
+  t.push_back({"mul", {{{2, 3}}, {{3}}}, [](auto& x) { return mul(x[0], x[1]); }});
+  t.push_back({"div", {{{3, 4}}, {{3, 1}, pos}}, [](auto& x) { return div(x[0], x[1]); }});
+  t.push_back({"pow", {{{2, 3}, pos}, {{2, 3}}}, [](auto& x) { return pow(x[0], x[1]); }});
+  t.push_back({"mul_scalar_broadcast", {{{}}, {{2, 3}}}, [](auto& x) { return x[0] * x[1]; }});
+  // pointwise, unary and scalar forms
+  t.push_back({"neg", {{{3, 4}}}, [](auto& x) { return -x[0]; }});
+  t.push_back({"exp", {{{3, 4}}}, [](auto& x) { return exp(x[0]); }});
+  t.push_back({"log", {{{3, 4}, pos}}, [](auto& x) { return log(x[0]); }});
+  t.push_back({"tanh", {{{3, 4}}}, [](auto& x) { return tanh(x[0]); }});
+  t.push_back({"sigmoid", {{{3, 4}}}, [](auto& x) { return sigmoid(x[0]); }});
+  t.push_back({"relu", {{{3, 4}}}, [](auto& x) { return relu(x[0]); }});
+  t.push_back({"sqrt", {{{3, 4}, pos}}, [](auto& x) { return sqrt(x[0]); }});
+  t.push_back({"pow_scalar", {{{3, 4}, pos}}, [](auto& x) { return pow(x[0], 2.5); }});
+  t.push_back({"add_scalar", {{{3, 4}}}, [](auto& x) { return x[0] + 1.5; }});
+  t.push_back({"mul_scalar", {{{3, 4}}}, [](auto& x) { return 3.0 * x[0]; }});
+  t.push_back({"rsub_scalar", {{{3, 4}}}, [](auto& x) { return 2.0 - x[0]; }});
+  t.push_back({"rdiv_scalar", {{{3, 4}, pos}}, [](auto& x) { return 2.0 / x[0]; }});
+  t.push_back({"div_scalar", {{{3, 4}}}, [](auto& x) { return x[0] / 4.0; }});
+  // matrix products, every transpose flag, batched and folded
+  t.push_back({"matmul", {{{3, 4}}, {{4, 5}}}, [](auto& x) { return matmul(x[0], x[1]); }});
+  t.push_back({"matmul_ta", {{{4, 3}}, {{4, 5}}}, [](auto& x) { return matmul(x[0], x[1], true, false); }});
+  t.push_back({"matmul_tb", {{{3, 4}}, {{5, 4}}}, [](auto& x) { return matmul(x[0], x[1], false, true); }});
+  t.push_back({"matmul_ta_tb", {{{4, 3}}, {{5, 4}}}, [](auto& x) { return matmul(x[0], x[1], true, true); }});
+  t.push_back({"bmm", {{{2, 3, 4}}, {{2, 4, 5}}}, [](auto& x) { return matmul(x[0], x[1]); }});
+  t.push_back({"bmm_ta_tb", {{{2, 4, 3}}, {{2, 5, 4}}}, [](auto& x) { return matmul(x[0], x[1], true, true); }});
+  t.push_back({"matmul_3d_2d", {{{2, 3, 4}}, {{4, 5}}}, [](auto& x) { return matmul(x[0], x[1]); }});
+  t.push_back({"matmul_3d_2d_tb", {{{2, 3, 4}}, {{5, 4}}}, [](auto& x) { return matmul(x[0], x[1], false, true); }});
+  // shapes and copies
+  t.push_back({"reshape", {{{2, 6}}}, [](auto& x) { return reshape(x[0], {3, -1}) * 2.0; }});
+  t.push_back({"transpose", {{{2, 3, 4}}}, [](auto& x) { return transpose(x[0], 0, 2); }});
+  t.push_back({"transpose_last", {{{3, 5}}}, [](auto& x) { return transpose(x[0], -1, -2); }});
+  t.push_back({"narrow", {{{5, 3}}}, [](auto& x) { return narrow(x[0], 1, 3) * 2.0; }});
+  t.push_back({"select", {{{4, 3}}}, [](auto& x) { return select(x[0], 2) * 2.0; }});
+  t.push_back({"cat_dim0", {{{2, 3}}, {{1, 3}}}, [](auto& x) { return cat({x[0], x[1]}, 0); }});
+  t.push_back({"cat_dim1", {{{2, 3}}, {{2, 4}}, {{2, 1}}}, [](auto& x) { return cat({x[0], x[1], x[2]}, 1); }});
+  t.push_back({"cat_last_3d", {{{2, 2, 3}}, {{2, 2, 2}}}, [](auto& x) { return cat({x[0], x[1]}, -1); }});
+  t.push_back({"stack_dim1", {{{2, 3}}, {{2, 3}}}, [](auto& x) { return stack({x[0], x[1]}, 1); }});
+  t.push_back({"clone", {{{3, 2}}}, [](auto& x) { return clone(x[0]) * 2.0; }});
+  // reductions
+  t.push_back({"sum_all", {{{3, 4}}}, [](auto& x) { return sum(x[0]); }});
+  t.push_back({"sum_all_large", {{{3000}}}, [](auto& x) { return sum(x[0]); }, true, 1e-4, 1e-4});
+  t.push_back({"sum_dim0", {{{3, 4}}}, [](auto& x) { return sum(x[0], 0); }});
+  t.push_back({"sum_dim1_keepdim", {{{2, 3, 4}}}, [](auto& x) { return sum(x[0], 1, true); }});
+  t.push_back({"mean_all", {{{3, 4}}}, [](auto& x) { return mean(x[0]); }});
+  t.push_back({"mean_dim", {{{3, 4}}}, [](auto& x) { return mean(x[0], -1); }});
+  t.push_back({"max_last", {{{3, 5}}}, [](auto& x) { return max(x[0], -1); }});
+  t.push_back({"argmax_last", {{{4, 7}}}, [](auto& x) { return to(argmax(x[0]), DType::f64); }, false});
+  t.push_back({"sum_to", {{{4, 2, 3}}}, [](auto& x) { return sum_to(x[0], {2, 1}); }});
+  // softmax
+  t.push_back({"softmax", {{{3, 5}}}, [](auto& x) { return softmax(x[0]); }});
+  t.push_back({"log_softmax", {{{2, 2, 5}}}, [](auto& x) { return log_softmax(x[0], -1); }});
+  // indexing and selection
+  t.push_back({"embedding", {{{6, 3}}, {{2, 5}, Domain::index, 6}}, [](auto& x) { return embedding(x[0], x[1]); }});
+  t.push_back({"index_select", {{{5, 2}}, {{7}, Domain::index, 5}}, [](auto& x) { return index_select(x[0], 0, x[1]); }});
+  t.push_back({"where", {{{3}}, {{2, 3}}, {{2, 1}}}, [](auto& x) { return where(relu(x[0]), x[1], x[2]); }});
+  t.push_back({"masked_fill", {{{2, 3}}, {{3}}}, [](auto& x) { return masked_fill(x[0], relu(x[1]), -4.0); }});
+  // a composite, as a model would use them
+  t.push_back({"mlp_layer", {{{4, 3}}, {{3, 5}}, {{5}}},
+               [](auto& x) { return log_softmax(tanh(matmul(x[0], x[1]) + x[2])); }});
+  return t;
+}
+
+class OpTable : public ::testing::TestWithParam<OpCase> {};
+
+TEST_P(OpTable, Gradcheck) {
+  const OpCase& op = GetParam();
+  if (!op.differentiable) GTEST_SKIP() << op.name << " is not differentiable";
+  manual_seed(1234);
+  std::vector<Tensor> inputs;
+  for (const Input& in : op.inputs) inputs.push_back(make_input(in, DType::f64));
+  GradcheckResult result = gradcheck(op.fn, inputs);
+  EXPECT_TRUE(result.ok) << op.name << ": " << result.message;
+}
+
+TEST_P(OpTable, CudaMatchesCpu) {
+  KILN_REQUIRE_GPU();
+  const OpCase& op = GetParam();
+  manual_seed(99);
+  std::vector<Tensor> cpu_inputs, cuda_inputs;
+  for (const Input& in : op.inputs) {
+    Tensor x = make_input(in, DType::f32);
+    Tensor y = to(x, Device::cuda());
+    if (op.differentiable && is_floating(x.dtype())) {
+      x.set_requires_grad(true);
+      y.set_requires_grad(true);
+    }
+    cpu_inputs.push_back(x);
+    cuda_inputs.push_back(y);
+  }
+  Tensor cpu_out = op.fn(cpu_inputs), cuda_out = op.fn(cuda_inputs);
+  ASSERT_EQ(cuda_out.device(), Device::cuda());
+  EXPECT_TRUE(testing::all_close(cuda_out, cpu_out, op.atol, op.rtol)) << op.name << " forward";
+  if (!op.differentiable) return;
+  Tensor grad = make_input({cpu_out.shape()}, DType::f32);
+  cpu_out.backward(grad);
+  cuda_out.backward(to(grad, Device::cuda()));
+  for (size_t k = 0; k < cpu_inputs.size(); ++k) {
+    if (!cpu_inputs[k].requires_grad()) continue;
+    ASSERT_TRUE(cuda_inputs[k].grad().defined()) << op.name << " input " << k;
+    EXPECT_TRUE(testing::all_close(cuda_inputs[k].grad(), cpu_inputs[k].grad(), op.atol, op.rtol))
+        << op.name << " gradient of input " << k;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, OpTable, ::testing::ValuesIn(op_table()),
+                         [](const ::testing::TestParamInfo<OpCase>& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace kiln
