@@ -1,6 +1,5 @@
 #include "core/allocator.h"
 
-#include <atomic>
 #include <cstdlib>
 #include <vector>
 
@@ -98,14 +97,25 @@ void CachingAllocator::reset_peak() {
 
 namespace {
 
-struct CpuCounters {
-  std::atomic<size_t> in_use{0};
-  std::atomic<size_t> peak{0};
-  std::atomic<size_t> allocs{0};
+class CpuRawAllocator : public RawAllocator {
+ public:
+  void* allocate(size_t bytes) override { return std::aligned_alloc(64, round_up(bytes, 64)); }
+  void release(void* ptr) override { std::free(ptr); }
 };
-CpuCounters& cpu_counters() {
-  static CpuCounters counters;
-  return counters;
+
+// Host memory is cached like device memory: a training step allocates the same sizes every
+// step, and handing large blocks back to the OS would page-fault them in again each time.
+// Under AddressSanitizer the cache is bypassed (by a plain pass-through) so use-after-free of a
+// tensor's memory is still caught.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kCacheHostMemory = false;
+#else
+constexpr bool kCacheHostMemory = true;
+#endif
+
+CachingAllocator& cpu_allocator() {
+  static CachingAllocator allocator(std::make_unique<CpuRawAllocator>(), "cpu allocator");
+  return allocator;
 }
 
 #ifdef KILN_WITH_CUDA
@@ -151,14 +161,9 @@ CachingAllocator& cuda_allocator(int device) {
 
 void* allocate_bytes(size_t bytes, Device device) {
   if (device.is_cpu()) {
+    if (kCacheHostMemory) return cpu_allocator().allocate(bytes);
     void* ptr = std::aligned_alloc(64, round_up(bytes == 0 ? 1 : bytes, 64));
     KILN_CHECK(ptr != nullptr, "allocate: out of host memory allocating ", bytes, " bytes");
-    auto& counters = cpu_counters();
-    size_t now = counters.in_use += round_up(bytes == 0 ? 1 : bytes, 64);
-    counters.allocs++;
-    size_t peak = counters.peak.load();
-    while (now > peak && !counters.peak.compare_exchange_weak(peak, now)) {
-    }
     return ptr;
   }
 #ifdef KILN_WITH_CUDA
@@ -168,10 +173,10 @@ void* allocate_bytes(size_t bytes, Device device) {
 #endif
 }
 
-void free_bytes(void* ptr, size_t bytes, Device device) {
+void free_bytes(void* ptr, Device device) {
   if (device.is_cpu()) {
-    cpu_counters().in_use -= round_up(bytes == 0 ? 1 : bytes, 64);
-    std::free(ptr);
+    if (kCacheHostMemory) cpu_allocator().free(ptr);
+    else std::free(ptr);
     return;
   }
 #ifdef KILN_WITH_CUDA
@@ -180,13 +185,7 @@ void free_bytes(void* ptr, size_t bytes, Device device) {
 }
 
 AllocatorStats memory_stats(Device device) {
-  if (device.is_cpu()) {
-    AllocatorStats stats;
-    stats.in_use = cpu_counters().in_use;
-    stats.peak_in_use = cpu_counters().peak;
-    stats.raw_allocs = cpu_counters().allocs;
-    return stats;
-  }
+  if (device.is_cpu()) return cpu_allocator().stats();
 #ifdef KILN_WITH_CUDA
   return cuda_allocator(device.index).stats();
 #else
@@ -196,7 +195,7 @@ AllocatorStats memory_stats(Device device) {
 
 void reset_peak_memory(Device device) {
   if (device.is_cpu()) {
-    cpu_counters().peak = cpu_counters().in_use.load();
+    cpu_allocator().reset_peak();
     return;
   }
 #ifdef KILN_WITH_CUDA
@@ -209,5 +208,7 @@ void empty_cuda_cache() {
   for (int d = 0; d < cuda::device_count(); ++d) cuda_allocator(d).empty_cache();
 #endif
 }
+
+void empty_cpu_cache() { cpu_allocator().empty_cache(); }
 
 }  // namespace kiln

@@ -1,4 +1,4 @@
-// Memory for tensors. CPU memory is 64-byte aligned malloc. CUDA memory comes from a caching
+// Memory for tensors. Host and CUDA memory both come from a caching
 // allocator in the spirit of PyTorch's: requests are rounded to size classes (512 B steps below
 // 1 MiB, 2 MiB steps above), freed blocks are kept per class and handed out again, and when the
 // device is out of memory the cache is released and the request retried once before raising a
@@ -59,10 +59,12 @@ class CachingAllocator {
 };
 
 void* allocate_bytes(size_t bytes, Device device);
-void free_bytes(void* ptr, size_t bytes, Device device);
-// Statistics of the allocator behind `device` (CPU: plain counters of live bytes).
+void free_bytes(void* ptr, Device device);
+// Statistics of the caching allocator behind `device` (host memory is cached too, except in
+// AddressSanitizer builds, whose host stats stay zero).
 AllocatorStats memory_stats(Device device);
 void reset_peak_memory(Device device);
 void empty_cuda_cache();
+void empty_cpu_cache();
 
 }  // namespace kiln

@@ -15,7 +15,7 @@ Storage::Storage(size_t bytes_, Device device_) : bytes(bytes_), device(device_)
   data = allocate_bytes(bytes, device);
 }
 
-Storage::~Storage() { free_bytes(data, bytes, device); }
+Storage::~Storage() { free_bytes(data, device); }
 
 Generator& default_generator() {
   static Generator generator;

@@ -1,0 +1,36 @@
+# The README's commands. `make demo` runs the main demo, `make test` the whole test suite; both
+# install missing Debian packages first (when run as root).
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build test test-asan demo bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	cd $(BUILD) && OMP_NUM_THREADS=2 ctest --output-on-failure -j $(JOBS)
+
+# CPU tests under AddressSanitizer + UndefinedBehaviorSanitizer (CUDA off: the sanitizers do not
+# see device code, and the CUDA build above already compiles it).
+test-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_CUDA=OFF -DKILN_SANITIZE=ON -DKILN_BUILD_BENCH=OFF
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && OMP_NUM_THREADS=2 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS)
+
+demo: build
+	$(BUILD)/examples/mlp_demo
+
+bench: build
+	OMP_NUM_THREADS=2 $(BUILD)/bench/bench_kernels
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,95 @@
+// Kernel benchmarks: matmul (GFLOP/s against 2*M*N*K) and a pointwise add (GB/s against
+// 3*n*4 bytes: read a and b, write y), on the CPU and, when a GPU is visible, on CUDA. On CUDA a
+// device-to-device copy gives the bandwidth ceiling the pointwise kernels are judged against.
+// Each case checks its result once before timing (STYLE rule 20).
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+
+#include "kiln.h"
+
+namespace kiln {
+namespace {
+
+Device device_of(int64_t flag) { return flag ? Device::cuda() : Device::cpu(); }
+
+bool skip_without_gpu(benchmark::State& state, Device device) {
+  if (device.is_cuda() && !cuda::is_available()) {
+    state.SkipWithError("no CUDA device visible");
+    return true;
+  }
+  return false;
+}
+
+// Args: {device (0 cpu, 1 cuda), n} for an n x n x n product.
+void BM_Matmul(benchmark::State& state) {
+  Device device = device_of(state.range(0));
+  if (skip_without_gpu(state, device)) return;
+  int64_t n = state.range(1);
+  Tensor a = uniform({n, n}, -1, 1, device), b = uniform({n, n}, -1, 1, device);
+  {
+    // Check: row 0 of a*b against a host dot product.
+    std::vector<float> ha = to(a, Device::cpu()).to_vector<float>(), hb = to(b, Device::cpu()).to_vector<float>();
+    std::vector<float> hc = to(matmul(a, b), Device::cpu()).to_vector<float>();
+    for (int64_t j = 0; j < n; j += n / 8) {
+      double dot = 0;
+      for (int64_t k = 0; k < n; ++k) dot += double(ha[k]) * hb[k * n + j];
+      if (std::fabs(dot - hc[j]) > 1e-3 * std::sqrt(double(n))) {
+        state.SkipWithError("matmul result check failed");
+        return;
+      }
+    }
+  }
+  for (auto _ : state) {
+    Tensor c = matmul(a, b);
+    if (device.is_cuda()) cuda::synchronize();
+    benchmark::DoNotOptimize(c.raw_data());
+  }
+  state.counters["GFLOP"] = benchmark::Counter(2.0 * n * n * n * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Args: {device, n}: y = a + b over n floats.
+void BM_Add(benchmark::State& state) {
+  Device device = device_of(state.range(0));
+  if (skip_without_gpu(state, device)) return;
+  int64_t n = state.range(1);
+  Tensor a = uniform({n}, -1, 1, device), b = uniform({n}, -1, 1, device);
+  {
+    std::vector<float> ha = to(a, Device::cpu()).to_vector<float>(), hb = to(b, Device::cpu()).to_vector<float>();
+    std::vector<float> hy = to(add(a, b), Device::cpu()).to_vector<float>();
+    for (int64_t i = 0; i < n; i += 9973) {
+      if (hy[i] != ha[i] + hb[i]) {
+        state.SkipWithError("add result check failed");
+        return;
+      }
+    }
+  }
+  for (auto _ : state) {
+    Tensor y = add(a, b);
+    if (device.is_cuda()) cuda::synchronize();
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+  state.counters["GB"] = benchmark::Counter(3.0 * n * sizeof(float) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Args: {n}: device-to-device copy of n floats, the bandwidth ceiling (bytes read + written).
+void BM_CudaCopy(benchmark::State& state) {
+  if (skip_without_gpu(state, Device::cuda())) return;
+  int64_t n = state.range(0);
+  Tensor a = uniform({n}, -1, 1, Device::cuda());
+  for (auto _ : state) {
+    Tensor y = copy_to(a, a.options());
+    cuda::synchronize();
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+  state.counters["GB"] = benchmark::Counter(2.0 * n * sizeof(float) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+BENCHMARK(BM_Matmul)->ArgNames({"cuda", "n"})->Args({0, 256})->Args({0, 1024})->Args({1, 1024})->Args({1, 4096})->UseRealTime();
+BENCHMARK(BM_Add)->ArgNames({"cuda", "n"})->Args({0, 1 << 20})->Args({0, 1 << 24})->Args({1, 1 << 24})->Args({1, 1 << 27})->UseRealTime();
+BENCHMARK(BM_CudaCopy)->ArgNames({"n"})->Args({1 << 24})->Args({1 << 27})->UseRealTime();
+
+}  // namespace
+}  // namespace kiln
+
+BENCHMARK_MAIN();

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages kiln builds with, only those missing. As root it installs them
+# (non-interactive); otherwise it lists what is missing and fails.
+set -euo pipefail
+
+packages=(cmake g++ make pkg-config libopenblas-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev)
+
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "kiln: missing Debian packages: ${missing[*]}" >&2
+  echo "kiln: install them with: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "kiln: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
