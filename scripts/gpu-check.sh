@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The one command to run on a machine with an NVIDIA GPU: builds kiln with CUDA (or uses a bundle
+# made elsewhere by scripts/gpu-bundle.sh), runs every test (CUDA tests must not skip there) and
+# the kernel benchmarks, and prints a summary. Logs and JSON go to $OUT (or ./gpu-check-out).
+#   scripts/gpu-check.sh                     build here (needs OpenBLAS, GoogleTest, Benchmark)
+#   scripts/gpu-check.sh --bundle DIR        use prebuilt binaries from DIR
+#   scripts/gpu-check.sh --tests-only        skip the benchmarks
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bundle=""
+run_bench=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bundle) bundle="$2"; shift 2 ;;
+    --tests-only) run_bench=0; shift ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) echo "gpu-check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+out=${OUT:-gpu-check-out}
+mkdir -p "$out"
+
+echo "== GPU"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || {
+  echo "gpu-check: nvidia-smi failed: no usable GPU here" >&2; exit 1; }
+
+if [ -n "$bundle" ]; then
+  bin="$bundle/bin"
+  # CUDA libraries from this machine: the toolkit, or the pip wheels PyTorch brings.
+  cuda_dirs=""
+  for lib in libcudart.so.13 libcublas.so.13 libcudnn.so.9; do
+    dir=$(find /usr/local/cuda*/lib* /usr/lib/x86_64-linux-gnu /opt /usr/local/lib -name "$lib" -print -quit 2>/dev/null | xargs -r dirname)
+    [ -n "$dir" ] && cuda_dirs="$cuda_dirs:$dir"
+  done
+  export LD_LIBRARY_PATH="$bundle/lib$cuda_dirs:${LD_LIBRARY_PATH:-}"
+  echo "== using bundle $bundle (commit $(cat "$bundle/COMMIT" 2>/dev/null || echo ?))"
+else
+  echo "== building with CUDA"
+  cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 >"$out/cmake.log" 2>&1 \
+    && cmake --build build-gpu -j "$(nproc)" >"$out/build.log" 2>&1 || { tail -40 "$out/build.log" "$out/cmake.log"; exit 1; }
+  bin="$out/bin"
+  mkdir -p "$bin"
+  cp build-gpu/tests/kiln_tests build-gpu/bench/bench_* build-gpu/examples/* "$bin/" 2>/dev/null
+fi
+
+status=0
+echo "== tests"
+"$bin/kiln_tests" --gtest_brief=1 --gtest_output="json:$out/tests.json" >"$out/tests.log" 2>&1 || status=1
+grep -E "^\[  (PASSED|FAILED|SKIPPED) " "$out/tests.log" | head -40
+grep -E "Failure|error" "$out/tests.log" | head -40
+skipped=$(grep -c "^\[  SKIPPED \] " "$out/tests.log" || true)
+echo "skipped tests: $skipped (on a GPU machine only non-differentiable gradchecks should skip)"
+
+echo "== demo on cuda"
+"$bin/mlp_demo" cuda 2>&1 | tail -3 || status=1
+
+if [ "$run_bench" = 1 ]; then
+  echo "== kernel benchmarks"
+  for b in "$bin"/bench_*; do
+    name=$(basename "$b")
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$b" --benchmark_out="$out/$name.json" --benchmark_out_format=json \
+      2>&1 | grep -v "^\*\*\*WARNING" | tee "$out/$name.txt" | grep -E "^(BM_|-|Benchmark)" || status=1
+  done
+fi
+
+echo "== summary: $([ $status = 0 ] && echo PASS || echo FAIL)"
+exit $status
