@@ -84,7 +84,7 @@ template <class T> struct UniformFunctor {
   KILN_HD void operator()(int64_t i) const {
     PhiloxOutput r = philox4x32(offset + static_cast<uint64_t>(i), 0, seed);
     T u = sizeof(T) == 4 ? T(philox_uniform_float(r.x[0])) : T(philox_uniform_double(r.x[0], r.x[1]));
-    y[i] = low + span * u;
+    y[i] = low + math::mul_unfused(span, u);
   }
 };
 
