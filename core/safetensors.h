@@ -1,0 +1,2 @@
+// safetensors checkpoints: placeholder, being written.
+#pragma once
