@@ -85,3 +85,47 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
 
 }  // namespace kiln
+
+namespace kiln {
+
+// ---- recurrent layers (autograd/ops/lstm.cpp, autograd/ops/gru.cpp) ----
+// One layer, one direction, over a whole sequence, as ONE autograd op. Weights use PyTorch's
+// layout and gate order (LSTM i, f, g, o; GRU r, z, n): w_ih [G*H, I], w_hh [G*H, H], b_* [G*H].
+struct RnnWeights {
+  Tensor w_ih, w_hh, b_ih, b_hh;
+};
+struct RnnDims {
+  int64_t steps, batch, input, hidden;
+};
+struct RnnOutput {
+  Tensor y;    // [T, B, H]; 0 at masked steps
+  Tensor h_n;  // [B, H]: the state after the last unmasked step
+  Tensor c_n;  // [B, H] (LSTM only)
+};
+// x: [T, B, I]; h0, c0: [B, H]; mask: [T, B] of 1 (real step) / 0 (padding: the state is kept),
+// or undefined. reverse processes t = T-1 .. 0 (the backward half of a bidirectional layer).
+RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const RnnWeights& weights,
+                     const Tensor& mask = Tensor(), bool reverse = false);
+RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& weights, const Tensor& mask = Tensor(),
+                    bool reverse = false);
+// One step: x [B, I], h, c [B, H] -> (h', c') in h_n, c_n. The same gate kernels as the layers.
+RnnOutput lstm_cell(const Tensor& x, const Tensor& h, const Tensor& c, const RnnWeights& weights);
+RnnOutput gru_cell(const Tensor& x, const Tensor& h, const RnnWeights& weights);
+
+}  // namespace kiln
+
+namespace kiln {
+
+// ---- losses (autograd/ops/loss.cpp) ----
+enum class Reduction { mean, sum, none };
+struct CrossEntropyOptions {
+  int64_t ignore_index = -100;   // rows with this target count for nothing
+  double label_smoothing = 0.0;  // eps: the target distribution is (1 - eps) one-hot + eps / V
+  Reduction reduction = Reduction::mean;  // mean: over the rows that count (real tokens)
+};
+// Fused masked softmax cross-entropy. logits: [N, V]; targets: [N] (i64/i32); mask: [N] in the
+// logits' dtype (0 drops a row) or undefined. Returns [] (mean, sum) or [N] (none; 0 on dropped rows).
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, const CrossEntropyOptions& options = {},
+                     const Tensor& mask = Tensor());
+
+}  // namespace kiln

@@ -12,6 +12,18 @@ void gemm(const GemmShape& shape, double alpha, const Tensor& a, const Tensor& b
   }
 }
 
+void gemm_2d(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, double beta, const Tensor& c) {
+  GemmShape s;
+  s.trans_a = trans_a;
+  s.trans_b = trans_b;
+  s.m = trans_a ? a.size(1) : a.size(0);
+  s.k = trans_a ? a.size(0) : a.size(1);
+  s.n = trans_b ? b.size(0) : b.size(1);
+  KILN_CHECK((trans_b ? b.size(1) : b.size(0)) == s.k && c.size(0) == s.m && c.size(1) == s.n,
+             "gemm_2d: shapes do not fit: ", a.describe(), " x ", b.describe(), " -> ", c.describe());
+  gemm(s, 1.0, a, b, beta, c);
+}
+
 #ifndef KILN_WITH_CUDA
 void gemm_cuda(const GemmShape&, double, const Tensor&, const Tensor&, double, const Tensor& c) {
   KILN_FAIL("matmul on ", c.device().str(), ": this build of kiln has no CUDA support");

@@ -15,6 +15,9 @@ struct GemmShape {
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;
 };
 
+// c = op(a) op(b) + beta * c for 2-D tensors (row views of larger tensors are fine).
+void gemm_2d(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, double beta, const Tensor& c);
+
 void gemm(const GemmShape& shape, double alpha, const Tensor& a, const Tensor& b, double beta, const Tensor& c);
 void gemm_cpu(const GemmShape& shape, double alpha, const Tensor& a, const Tensor& b, double beta, const Tensor& c);
 void gemm_cuda(const GemmShape& shape, double alpha, const Tensor& a, const Tensor& b, double beta, const Tensor& c);

@@ -49,6 +49,26 @@ Tensor make_input(const Input& in, DType dtype) {
   return to(from_vector(m, in.shape), dtype);
 }
 
+// A [T, B] mask with padding at the end of sequences 1 and 2 (lengths 3, 1, 2), on x's device.
+Tensor fixed_mask(const Tensor& like, int64_t steps, int64_t batch) {
+  std::vector<double> m(steps * batch, 1.0);
+  int64_t lengths[] = {3, 1, 2, 3};
+  for (int64_t t = 0; t < steps; ++t) {
+    for (int64_t b = 0; b < batch; ++b) m[t * batch + b] = t < lengths[b % 4] ? 1.0 : 0.0;
+  }
+  return to(to(from_vector(m, {steps, batch}), like.dtype()), like.device());
+}
+
+Tensor flat(const std::vector<Tensor>& parts) {
+  std::vector<Tensor> flat_parts;
+  for (const Tensor& p : parts) flat_parts.push_back(reshape(p, {-1}));
+  return cat(flat_parts, 0);
+}
+
+Tensor targets_with_ignored(const Tensor& like) {
+  return to(from_vector<int64_t>({3, -100, 1, 0, 4}, {5}), like.device());
+}
+
 std::vector<OpCase> op_table() {
   const Domain pos = Domain::positive;
   std::vector<OpCase> t;
@@ -112,6 +132,51 @@ std::vector<OpCase> op_table() {
   t.push_back({"index_select", {{{5, 2}}, {{7}, Domain::index, 5}}, [](auto& x) { return index_select(x[0], 0, x[1]); }});
   t.push_back({"where", {{{3}}, {{2, 3}}, {{2, 1}}}, [](auto& x) { return where(relu(x[0]), x[1], x[2]); }});
   t.push_back({"masked_fill", {{{2, 3}}, {{3}}}, [](auto& x) { return masked_fill(x[0], relu(x[1]), -4.0); }});
+  // recurrent layers (x [T=3, B=3, I=2], H=2) and cells; every output and gradient compared
+  auto lstm_inputs = std::vector<Input>{{{3, 3, 2}}, {{3, 2}}, {{3, 2}}, {{8, 2}}, {{8, 2}}, {{8}}, {{8}}};
+  auto gru_inputs = std::vector<Input>{{{3, 3, 2}}, {{3, 2}}, {{6, 2}}, {{6, 2}}, {{6}}, {{6}}};
+  t.push_back({"lstm_layer", lstm_inputs, [](auto& x) {
+                 RnnOutput o = lstm_layer(x[0], x[1], x[2], {x[3], x[4], x[5], x[6]});
+                 return flat({o.y, o.h_n, o.c_n});
+               }});
+  t.push_back({"lstm_layer_masked_reverse", lstm_inputs, [](auto& x) {
+                 RnnOutput o = lstm_layer(x[0], x[1], x[2], {x[3], x[4], x[5], x[6]}, fixed_mask(x[0], 3, 3), true);
+                 return flat({o.y, o.h_n, o.c_n});
+               }});
+  t.push_back({"lstm_layer_masked", lstm_inputs, [](auto& x) {
+                 RnnOutput o = lstm_layer(x[0], x[1], x[2], {x[3], x[4], x[5], x[6]}, fixed_mask(x[0], 3, 3));
+                 return flat({o.y, o.h_n, o.c_n});
+               }});
+  t.push_back({"lstm_cell", {{{3, 2}}, {{3, 2}}, {{3, 2}}, {{8, 2}}, {{8, 2}}, {{8}}, {{8}}}, [](auto& x) {
+                 RnnOutput o = lstm_cell(x[0], x[1], x[2], {x[3], x[4], x[5], x[6]});
+                 return flat({o.h_n, o.c_n});
+               }});
+  t.push_back({"gru_layer", gru_inputs, [](auto& x) {
+                 RnnOutput o = gru_layer(x[0], x[1], {x[2], x[3], x[4], x[5]});
+                 return flat({o.y, o.h_n});
+               }});
+  t.push_back({"gru_layer_masked_reverse", gru_inputs, [](auto& x) {
+                 RnnOutput o = gru_layer(x[0], x[1], {x[2], x[3], x[4], x[5]}, fixed_mask(x[0], 3, 3), true);
+                 return flat({o.y, o.h_n});
+               }});
+  t.push_back({"gru_layer_masked", gru_inputs, [](auto& x) {
+                 RnnOutput o = gru_layer(x[0], x[1], {x[2], x[3], x[4], x[5]}, fixed_mask(x[0], 3, 3));
+                 return flat({o.y, o.h_n});
+               }});
+  t.push_back({"gru_cell", {{{3, 2}}, {{3, 2}}, {{6, 2}}, {{6, 2}}, {{6}}, {{6}}}, [](auto& x) {
+                 return gru_cell(x[0], x[1], {x[2], x[3], x[4], x[5]}).h_n;
+               }});
+  // fused masked softmax cross-entropy
+  t.push_back({"cross_entropy_mean_smoothed", {{{5, 6}}}, [](auto& x) {
+                 return cross_entropy(x[0], targets_with_ignored(x[0]), {-100, 0.1, Reduction::mean});
+               }});
+  t.push_back({"cross_entropy_sum_masked", {{{5, 6}}}, [](auto& x) {
+                 Tensor mask = to(to(from_vector<double>({1, 1, 0, 1, 1}, {5}), x[0].dtype()), x[0].device());
+                 return cross_entropy(x[0], targets_with_ignored(x[0]), {-100, 0.0, Reduction::sum}, mask);
+               }});
+  t.push_back({"cross_entropy_none", {{{5, 6}}}, [](auto& x) {
+                 return cross_entropy(x[0], targets_with_ignored(x[0]), {-100, 0.2, Reduction::none});
+               }});
   // a composite, as a model would use them
   t.push_back({"mlp_layer", {{{4, 3}}, {{3, 5}}, {{5}}},
                [](auto& x) { return log_softmax(tanh(matmul(x[0], x[1]) + x[2])); }});

@@ -1,0 +1,77 @@
+// gru_layer: a whole GRU layer over a sequence as ONE autograd op, structured exactly like
+// lstm_layer (autograd/ops/lstm.cpp): one input GEMM, per step one recurrent GEMM + one fused
+// gate kernel; backward per step one fused kernel + one GEMM, then one GEMM per weight gradient.
+// GRU needs two gate-gradient buffers because r multiplies the recurrent part of n only.
+#include "autograd/node.h"
+#include "autograd/ops.h"
+#include "autograd/ops/rnn_checks.h"
+#include "kernels/gemm.h"
+#include "kernels/gru_gates.h"
+#include "kernels/reduce.h"
+
+namespace kiln {
+
+using autograd::TensorList;
+using rnn_detail::step;
+
+RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, const Tensor& mask, bool reverse) {
+  RnnDims d = rnn_detail::check_rnn_args("gru", 3, x, h0, w, mask);
+  const int64_t T = d.steps, B = d.batch, H = d.hidden, I = d.input;
+  Options opt = x.options();
+
+  Tensor xg = empty({T, B, 3 * H}, opt);
+  kernels::gemm_2d(view_as_shape(x, {T * B, I}), false, w.w_ih, true, 0.0, view_as_shape(xg, {T * B, 3 * H}));
+  Tensor gates = empty({T, B, 4 * H}, opt), h_in = empty({T, B, H}, opt);
+  Tensor y = empty({T, B, H}, opt), h_n = empty({B, H}, opt), hg = empty({B, 3 * H}, opt);
+  for (int64_t s = 0; s < T; ++s) {
+    int64_t t = reverse ? T - 1 - s : s;
+    int64_t next = reverse ? t - 1 : t + 1;
+    Tensor h_prev = step(h_in, t);
+    if (s == 0) h_prev.copy_(h0);
+    kernels::gemm_2d(h_prev, false, w.w_hh, true, 0.0, hg);
+    kernels::gru_gates_forward({step(xg, t), hg, w.b_ih, w.b_hh, h_prev, step(mask, t), step(gates, t),
+                                s == T - 1 ? h_n : step(h_in, next), step(y, t)});
+  }
+
+  TensorList inputs{x, h0, w.w_ih, w.w_hh, w.b_ih, w.b_hh};
+  if (autograd::needs_grad(inputs)) {
+    auto node = autograd::record("gru_layer", inputs, {y, h_n}, nullptr);
+    bool need_x = node->needs_input_grad(0), need_w_ih = node->needs_input_grad(2);
+    node->backward_fn = [=, x = x.detach(), w_ih = w.w_ih.detach(), w_hh = w.w_hh.detach(),
+                         mask = mask.defined() ? mask.detach() : Tensor(), gates = gates.detach(),
+                         h_in = h_in.detach()](const TensorList& grads) {
+      const Tensor& dy = grads[0];
+      Tensor dh = copy_to(grads[1], grads[1].options());
+      Tensor dgx = empty({T, B, 3 * H}, opt), dgh = empty({T, B, 3 * H}, opt);
+      for (int64_t s = T - 1; s >= 0; --s) {
+        int64_t t = reverse ? T - 1 - s : s;
+        kernels::gru_gates_backward({step(gates, t), step(h_in, t), step(mask, t), step(dy, t), dh, step(dgx, t),
+                                     step(dgh, t)});
+        kernels::gemm_2d(step(dgh, t), false, w_hh, false, 1.0, dh);
+      }
+      Tensor dgx2 = view_as_shape(dgx, {T * B, 3 * H}), dgh2 = view_as_shape(dgh, {T * B, 3 * H});
+      Tensor dx, dw_ih, dw_hh = empty({3 * H, H}, opt), db_ih = empty({3 * H}, opt), db_hh = empty({3 * H}, opt);
+      if (need_x) {
+        dx = empty({T, B, I}, opt);
+        kernels::gemm_2d(dgx2, false, w_ih, false, 0.0, view_as_shape(dx, {T * B, I}));
+      }
+      if (need_w_ih) {
+        dw_ih = empty({3 * H, I}, opt);
+        kernels::gemm_2d(dgx2, true, view_as_shape(x, {T * B, I}), false, 0.0, dw_ih);
+      }
+      kernels::gemm_2d(dgh2, true, view_as_shape(h_in, {T * B, H}), false, 0.0, dw_hh);
+      kernels::sum_dim(dgx2, 0, 1.0, db_ih);
+      kernels::sum_dim(dgh2, 0, 1.0, db_hh);
+      return TensorList{dx, dh, dw_ih, dw_hh, db_ih, db_hh};
+    };
+  }
+  return {y, h_n, Tensor()};
+}
+
+RnnOutput gru_cell(const Tensor& x, const Tensor& h, const RnnWeights& w) {
+  KILN_CHECK(x.dim() == 2, "gru_cell: x must be [B, I], got ", x.describe());
+  RnnOutput out = gru_layer(reshape(x, {1, x.size(0), x.size(1)}), h, w);
+  return {Tensor(), out.h_n, Tensor()};
+}
+
+}  // namespace kiln

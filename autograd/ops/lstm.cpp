@@ -1,0 +1,85 @@
+// lstm_layer: a whole LSTM layer over a sequence as ONE autograd op (DESIGN.md fast path).
+// Forward: one GEMM for the input projection of all steps, then per step one recurrent GEMM and
+// one fused gate kernel. Backward walks the steps in reverse with one fused gate-backward kernel
+// and one GEMM (dh += dgates W_hh) per step, then one GEMM each for dx, dW_ih, dW_hh and one
+// column sum for the biases. Saved: the gates and the state entering every step. Derivation:
+// docs/rnn_backward.md.
+#include "autograd/node.h"
+#include "autograd/ops.h"
+#include "autograd/ops/rnn_checks.h"
+#include "kernels/gemm.h"
+#include "kernels/lstm_gates.h"
+#include "kernels/reduce.h"
+
+namespace kiln {
+
+using autograd::TensorList;
+using rnn_detail::step;
+
+RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const RnnWeights& w, const Tensor& mask,
+                     bool reverse) {
+  RnnDims d = rnn_detail::check_rnn_args("lstm", 4, x, h0, w, mask);
+  rnn_detail::check_state("lstm", "c0", c0, x, d);
+  const int64_t T = d.steps, B = d.batch, H = d.hidden, I = d.input;
+  Options opt = x.options();
+
+  Tensor xg = empty({T, B, 4 * H}, opt);
+  kernels::gemm_2d(view_as_shape(x, {T * B, I}), false, w.w_ih, true, 0.0, view_as_shape(xg, {T * B, 4 * H}));
+  Tensor gates = empty({T, B, 4 * H}, opt), h_in = empty({T, B, H}, opt), c_in = empty({T, B, H}, opt);
+  Tensor y = empty({T, B, H}, opt), h_n = empty({B, H}, opt), c_n = empty({B, H}, opt);
+  Tensor hg = empty({B, 4 * H}, opt);
+  for (int64_t s = 0; s < T; ++s) {
+    int64_t t = reverse ? T - 1 - s : s;
+    int64_t next = reverse ? t - 1 : t + 1;
+    bool last = s == T - 1;
+    Tensor h_prev = step(h_in, t), c_prev = step(c_in, t);
+    if (s == 0) {
+      h_prev.copy_(h0);
+      c_prev.copy_(c0);
+    }
+    kernels::gemm_2d(h_prev, false, w.w_hh, true, 0.0, hg);
+    kernels::lstm_gates_forward({step(xg, t), hg, w.b_ih, w.b_hh, h_prev, c_prev, step(mask, t), step(gates, t),
+                                 last ? h_n : step(h_in, next), last ? c_n : step(c_in, next), step(y, t)});
+  }
+
+  TensorList inputs{x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh};
+  if (autograd::needs_grad(inputs)) {
+    auto node = autograd::record("lstm_layer", inputs, {y, h_n, c_n}, nullptr);
+    bool need_x = node->needs_input_grad(0), need_w_ih = node->needs_input_grad(3);
+    node->backward_fn = [=, x = x.detach(), w_ih = w.w_ih.detach(), w_hh = w.w_hh.detach(),
+                         mask = mask.defined() ? mask.detach() : Tensor(), gates = gates.detach(),
+                         h_in = h_in.detach(), c_in = c_in.detach()](const TensorList& grads) {
+      const Tensor& dy = grads[0];
+      Tensor dh = copy_to(grads[1], grads[1].options()), dc = copy_to(grads[2], grads[2].options());
+      Tensor dgates = empty({T, B, 4 * H}, opt);
+      for (int64_t s = T - 1; s >= 0; --s) {
+        int64_t t = reverse ? T - 1 - s : s;
+        kernels::lstm_gates_backward({step(gates, t), step(c_in, t), step(mask, t), step(dy, t), dh, dc,
+                                      step(dgates, t)});
+        kernels::gemm_2d(step(dgates, t), false, w_hh, false, 1.0, dh);
+      }
+      Tensor dg2 = view_as_shape(dgates, {T * B, 4 * H});
+      Tensor dx, dw_ih, dw_hh = empty({4 * H, H}, opt), db = empty({4 * H}, opt);
+      if (need_x) {
+        dx = empty({T, B, I}, opt);
+        kernels::gemm_2d(dg2, false, w_ih, false, 0.0, view_as_shape(dx, {T * B, I}));
+      }
+      if (need_w_ih) {
+        dw_ih = empty({4 * H, I}, opt);
+        kernels::gemm_2d(dg2, true, view_as_shape(x, {T * B, I}), false, 0.0, dw_ih);
+      }
+      kernels::gemm_2d(dg2, true, view_as_shape(h_in, {T * B, H}), false, 0.0, dw_hh);
+      kernels::sum_dim(dg2, 0, 1.0, db);
+      return TensorList{dx, dh, dc, dw_ih, dw_hh, db, copy_to(db, db.options())};
+    };
+  }
+  return {y, h_n, c_n};
+}
+
+RnnOutput lstm_cell(const Tensor& x, const Tensor& h, const Tensor& c, const RnnWeights& w) {
+  KILN_CHECK(x.dim() == 2, "lstm_cell: x must be [B, I], got ", x.describe());
+  RnnOutput out = lstm_layer(reshape(x, {1, x.size(0), x.size(1)}), h, c, w);
+  return {Tensor(), out.h_n, out.c_n};
+}
+
+}  // namespace kiln

@@ -1,0 +1,96 @@
+// The fused GRU gate kernels: one time step, element (b, j) of [B, H]; derivation in
+// docs/rnn_backward.md. PyTorch's gate order r, z, n:
+//   r = s(xg_r + b_ir + hg_r + b_hr),  z = s(xg_z + b_iz + hg_z + b_hz)
+//   hn = hg_n + b_hn,  n = tanh(xg_n + b_in + r hn),  h_t = (1 - z) n + z h_{t-1}
+// with xg = x_t W_ih^T, hg = h_{t-1} W_hh^T ([B, 3H] each). Masked steps keep h and output 0.
+// Forward saves r, z, n, hn ([B, 4H], =). Backward writes the pre-activation gradients of the
+// input side dgx = (dr, dz, dn) and of the recurrent side dgh = (dr, dz, dn * r) ([B, 3H], =),
+// and leaves in dh the direct part z * dh_t (the recurrent GEMM adds dgh W_hh).
+#pragma once
+
+#include "core/tensor.h"
+#include "kernels/math.h"
+
+namespace kiln::kernels {
+
+template <class T> struct GruGatesForward {
+  const T* xg;      // [B, 3H]
+  const T* hg;      // [B, 3H]
+  const T* b_ih;    // [3H]
+  const T* b_hh;    // [3H]
+  const T* h_prev;  // [B, H]
+  const T* mask;    // [B] or null
+  T* gates;         // [B, 4H]: r, z, n, hn
+  T* h_next;        // [B, H]
+  T* y;             // [B, H]
+  int64_t hidden;
+
+  KILN_HD void operator()(int64_t idx) const {
+    int64_t b = idx / hidden, j = idx % hidden, H = hidden;
+    const T* xr = xg + b * 3 * H;
+    const T* hr = hg + b * 3 * H;
+    T r = math::sigmoid(xr[j] + b_ih[j] + hr[j] + b_hh[j]);
+    T z = math::sigmoid(xr[H + j] + b_ih[H + j] + hr[H + j] + b_hh[H + j]);
+    T hn = hr[2 * H + j] + b_hh[2 * H + j];
+    T n = math::tanh(xr[2 * H + j] + b_ih[2 * H + j] + r * hn);
+    T* gr = gates + b * 4 * H;
+    gr[j] = r;
+    gr[H + j] = z;
+    gr[2 * H + j] = n;
+    gr[3 * H + j] = hn;
+    bool keep = !mask || mask[b] != T(0);
+    T h = (T(1) - z) * n + z * h_prev[idx];
+    h_next[idx] = keep ? h : h_prev[idx];
+    y[idx] = keep ? h : T(0);
+  }
+};
+
+template <class T> struct GruGatesBackward {
+  const T* gates;   // [B, 4H] saved r, z, n, hn
+  const T* h_prev;  // [B, H]
+  const T* mask;    // [B] or null
+  const T* dy;      // [B, H]
+  T* dh;            // [B, H] in: dL/dh_t from later steps; out: the direct part of dL/dh_{t-1}
+  T* dgx;           // [B, 3H]
+  T* dgh;           // [B, 3H]
+  int64_t hidden;
+
+  KILN_HD void operator()(int64_t idx) const {
+    int64_t b = idx / hidden, j = idx % hidden, H = hidden;
+    T* dxr = dgx + b * 3 * H;
+    T* dhr = dgh + b * 3 * H;
+    bool keep = !mask || mask[b] != T(0);
+    if (!keep) {
+      dxr[j] = dxr[H + j] = dxr[2 * H + j] = T(0);
+      dhr[j] = dhr[H + j] = dhr[2 * H + j] = T(0);
+      return;
+    }
+    const T* gr = gates + b * 4 * H;
+    T r = gr[j], z = gr[H + j], n = gr[2 * H + j], hn = gr[3 * H + j];
+    T dh_t = dh[idx] + dy[idx];
+    T dn = dh_t * (T(1) - z) * (T(1) - n * n);  // through tanh
+    T dz = dh_t * (h_prev[idx] - n) * z * (T(1) - z);
+    T dr = dn * hn * r * (T(1) - r);
+    dxr[j] = dr;
+    dxr[H + j] = dz;
+    dxr[2 * H + j] = dn;
+    dhr[j] = dr;
+    dhr[H + j] = dz;
+    dhr[2 * H + j] = dn * r;
+    dh[idx] = dh_t * z;
+  }
+};
+
+struct GruStep {
+  Tensor xg, hg, b_ih, b_hh, h_prev, mask;
+  Tensor gates, h_next, y;
+};
+void gru_gates_forward(const GruStep& step);
+
+struct GruStepGrad {
+  Tensor gates, h_prev, mask, dy;
+  Tensor dh, dgx, dgh;
+};
+void gru_gates_backward(const GruStepGrad& step);
+
+}  // namespace kiln::kernels

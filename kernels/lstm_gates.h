@@ -1,0 +1,99 @@
+// The fused LSTM gate kernels: one time step of a layer, element (b, j) of [B, H]; derivation in
+// docs/rnn_backward.md. PyTorch's gate order i, f, g, o:
+//   a = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh                   xg: [B, 4H], hg: [B, 4H]
+//   i = s(a_i), f = s(a_f), g = tanh(a_g), o = s(a_o)
+//   c_t = f c_{t-1} + i g,  h_t = o tanh(c_t),  y_t = h_t
+// A step whose mask is 0 (a padded position) keeps the state (h_t = h_{t-1}, c_t = c_{t-1}) and
+// outputs y_t = 0. Forward writes gates (=, saved for backward), c_t, h_t, y_t. Bytes per step:
+// reads 2*4BH + 2BH + 8H, writes 4BH + 3BH. Backward reads gates, c_{t-1}, dy_t and updates dh,
+// dc in place (dh is left holding only the carry; the recurrent GEMM adds dgates W_hh to it),
+// writes dgates (=).
+#pragma once
+
+#include "core/tensor.h"
+#include "kernels/math.h"
+
+namespace kiln::kernels {
+
+template <class T> struct LstmGatesForward {
+  const T* xg;      // [B, 4H] input projection of this step (no bias)
+  const T* hg;      // [B, 4H] recurrent projection (no bias)
+  const T* b_ih;    // [4H]
+  const T* b_hh;    // [4H]
+  const T* h_prev;  // [B, H]
+  const T* c_prev;  // [B, H]
+  const T* mask;    // [B] or null
+  T* gates;         // [B, 4H] activated i, f, g, o
+  T* h_next;        // [B, H]
+  T* c_next;        // [B, H]
+  T* y;             // [B, H]
+  int64_t hidden;
+
+  KILN_HD void operator()(int64_t idx) const {
+    int64_t b = idx / hidden, j = idx % hidden, H = hidden;
+    const T* xr = xg + b * 4 * H;
+    const T* hr = hg + b * 4 * H;
+    T i = math::sigmoid(xr[j] + hr[j] + b_ih[j] + b_hh[j]);
+    T f = math::sigmoid(xr[H + j] + hr[H + j] + b_ih[H + j] + b_hh[H + j]);
+    T g = math::tanh(xr[2 * H + j] + hr[2 * H + j] + b_ih[2 * H + j] + b_hh[2 * H + j]);
+    T o = math::sigmoid(xr[3 * H + j] + hr[3 * H + j] + b_ih[3 * H + j] + b_hh[3 * H + j]);
+    T* gr = gates + b * 4 * H;
+    gr[j] = i;
+    gr[H + j] = f;
+    gr[2 * H + j] = g;
+    gr[3 * H + j] = o;
+    bool keep = !mask || mask[b] != T(0);
+    T c = f * c_prev[idx] + i * g;
+    T h = o * math::tanh(c);
+    c_next[idx] = keep ? c : c_prev[idx];
+    h_next[idx] = keep ? h : h_prev[idx];
+    y[idx] = keep ? h : T(0);
+  }
+};
+
+template <class T> struct LstmGatesBackward {
+  const T* gates;   // [B, 4H] saved i, f, g, o
+  const T* c_prev;  // [B, H]
+  const T* mask;    // [B] or null
+  const T* dy;      // [B, H]
+  T* dh;            // [B, H] in: dL/dh_t from later steps; out: the carry part of dL/dh_{t-1}
+  T* dc;            // [B, H] in: dL/dc_t; out: dL/dc_{t-1}
+  T* dgates;        // [B, 4H] out: dL/da for i, f, g, o
+  int64_t hidden;
+
+  KILN_HD void operator()(int64_t idx) const {
+    int64_t b = idx / hidden, j = idx % hidden, H = hidden;
+    T* dgr = dgates + b * 4 * H;
+    bool keep = !mask || mask[b] != T(0);
+    if (!keep) {  // the state passed through untouched; y_t = 0 has no path back
+      dgr[j] = dgr[H + j] = dgr[2 * H + j] = dgr[3 * H + j] = T(0);
+      return;
+    }
+    const T* gr = gates + b * 4 * H;
+    T i = gr[j], f = gr[H + j], g = gr[2 * H + j], o = gr[3 * H + j];
+    T c = f * c_prev[idx] + i * g;  // recomputed: cheaper than saving every c_t
+    T tc = math::tanh(c);
+    T dh_t = dh[idx] + dy[idx];
+    T dc_t = dc[idx] + dh_t * o * (T(1) - tc * tc);
+    dgr[j] = dc_t * g * i * (T(1) - i);
+    dgr[H + j] = dc_t * c_prev[idx] * f * (T(1) - f);
+    dgr[2 * H + j] = dc_t * i * (T(1) - g * g);
+    dgr[3 * H + j] = dh_t * tc * o * (T(1) - o);
+    dc[idx] = dc_t * f;
+    dh[idx] = T(0);
+  }
+};
+
+struct LstmStep {
+  Tensor xg, hg, b_ih, b_hh, h_prev, c_prev, mask;  // mask: [B] view or undefined
+  Tensor gates, h_next, c_next, y;
+};
+void lstm_gates_forward(const LstmStep& step);
+
+struct LstmStepGrad {
+  Tensor gates, c_prev, mask, dy;
+  Tensor dh, dc, dgates;
+};
+void lstm_gates_backward(const LstmStepGrad& step);
+
+}  // namespace kiln::kernels
