@@ -44,6 +44,9 @@ KILN_HD inline double mul_unfused(double a, double b) {
 #endif
 }
 
+// False for inf and NaN (x - x is NaN for both); needs no intrinsic on either side.
+template <class T> KILN_HD inline bool is_finite(T x) { return x - x == T(0); }
+
 template <class T> KILN_HD inline T max(T a, T b) { return a > b ? a : b; }
 template <class T> KILN_HD inline T min(T a, T b) { return a < b ? a : b; }
 

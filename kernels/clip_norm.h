@@ -1,0 +1,28 @@
+// Global gradient-norm clipping over a list of tensors, deterministic, in two passes:
+//   1. partial[c] = sum of g^2 over chunk c (kMultiTensorChunk elements of one tensor)
+//   2. norm = sqrt(sum_c partial[c]) in a fixed order; scale = max_norm / (norm + 1e-6) when
+//      norm > max_norm and finite, else 1; every g *= scale (skipped when scale == 1).
+// On CUDA each pass is ONE launch for any number of tensors: every block of the second launch
+// re-reduces the (few thousand) partials itself, so no third launch and no host sync. A
+// non-finite norm leaves the gradients untouched; the caller sees it in `norm`.
+// Bytes: pass 1 reads every gradient once; pass 2 reads and writes them once when clipping.
+#pragma once
+
+#include "core/tensor.h"
+#include "kernels/math.h"
+#include "kernels/multi_tensor.h"
+
+namespace kiln::kernels {
+
+// norm, scale: device scalars ([]) in the gradients' dtype, written with =.
+void clip_grad_norm(MultiTensorPlan& plan, const std::vector<Tensor>& grads, double max_norm, const Tensor& norm,
+                    const Tensor& scale);
+void clip_grad_norm_cuda(MultiTensorPlan& plan, const std::vector<Tensor>& grads, double max_norm,
+                         const Tensor& norm, const Tensor& scale);
+
+// The shared decision of pass 2, on host or device.
+template <class T> KILN_HD inline T clip_scale(T norm, T max_norm) {
+  return math::is_finite(norm) && norm > max_norm ? max_norm / (norm + T(1e-6)) : T(1);
+}
+
+}  // namespace kiln::kernels
