@@ -75,8 +75,13 @@ Tensor softmax(const Tensor& x, int64_t dim = -1);  // dim must be the last
 Tensor log_softmax(const Tensor& x, int64_t dim = -1);
 
 // ---- indexing and selection (autograd/ops/index.cpp) ----
-// weight: [V, D...], index: any shape of i32/i64 in [0, V) -> index.shape + [D...]
-Tensor embedding(const Tensor& weight, const Tensor& index);
+// weight: [V, D...], index: any shape of i32/i64 in [0, V) -> index.shape + [D...]. Lookups of
+// padding_idx (if >= 0) send no gradient to that row.
+Tensor embedding(const Tensor& weight, const Tensor& index, int64_t padding_idx = -1);
+// Inverted dropout: in training each element is kept with probability 1 - p and scaled by
+// 1 / (1 - p). The mask comes from Philox (seed, offset) and is regenerated in backward, never
+// stored; identical on CPU and CUDA for the same seed. Identity when !training or p == 0.
+Tensor dropout(const Tensor& x, double p, bool training);
 // index: 1-D; rows of dim 0 of x.
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
 // cond != 0 picks a, else b; cond, a, b broadcast together. cond may be any dtype.

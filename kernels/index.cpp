@@ -96,13 +96,13 @@ void gather_rows(const Tensor& table, const Tensor& index, const Tensor& out) {
   });
 }
 
-void scatter_add_rows(const Tensor& grad_out, const Tensor& index, const Tensor& grad_table) {
+void scatter_add_rows(const Tensor& grad_out, const Tensor& index, const Tensor& grad_table, int64_t skip_row) {
   int64_t cols = grad_table.numel() / grad_table.size(0);
   int64_t vocab = grad_table.size(0);
   // Counting sort of positions by row, on the host: keeps the sum order fixed (increasing n).
   std::vector<int64_t> host = index_to_host(index);
   std::vector<int64_t> count(vocab + 1, 0);
-  for (int64_t v : host) count[v + 1]++;
+  for (int64_t v : host) count[v + 1] += v != skip_row;
   std::vector<int64_t> rows, starts{0};
   for (int64_t v = 0; v < vocab; ++v) {
     if (count[v + 1]) {
@@ -112,8 +112,10 @@ void scatter_add_rows(const Tensor& grad_out, const Tensor& index, const Tensor&
   }
   std::vector<int64_t> next(vocab, 0);
   for (size_t k = 0; k < rows.size(); ++k) next[rows[k]] = starts[k];
-  std::vector<int64_t> positions(host.size());
-  for (size_t n = 0; n < host.size(); ++n) positions[next[host[n]]++] = static_cast<int64_t>(n);
+  std::vector<int64_t> positions(starts.back());
+  for (size_t n = 0; n < host.size(); ++n) {
+    if (host[n] != skip_row) positions[next[host[n]]++] = static_cast<int64_t>(n);
+  }
   if (rows.empty()) return;
   Device device = grad_table.device();
   Tensor rows_t = upload(rows, device), starts_t = upload(starts, device), positions_t = upload(positions, device);

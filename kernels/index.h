@@ -13,7 +13,8 @@
 namespace kiln::kernels {
 
 void gather_rows(const Tensor& table, const Tensor& index, const Tensor& out);
-void scatter_add_rows(const Tensor& grad_out, const Tensor& index, const Tensor& grad_table);
+// Rows whose index equals skip_row (an embedding's padding_idx; -1 for none) add nothing.
+void scatter_add_rows(const Tensor& grad_out, const Tensor& index, const Tensor& grad_table, int64_t skip_row = -1);
 void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& y);
 // grad_a_full[i] = cond ? g : 0, grad_b_full[i] = cond ? 0 : g (at y's shape; either may be undefined)
 void where_backward(const Tensor& cond, const Tensor& grad_y, const Tensor& grad_a_full,

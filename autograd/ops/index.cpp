@@ -9,7 +9,7 @@ namespace kiln {
 
 using autograd::TensorList;
 
-Tensor embedding(const Tensor& weight, const Tensor& index) {
+Tensor embedding(const Tensor& weight, const Tensor& index, int64_t padding_idx) {
   ops_detail::check_defined("embedding", weight, "weight");
   ops_detail::check_defined("embedding", index, "index");
   KILN_CHECK(index.dtype() == DType::i32 || index.dtype() == DType::i64,
@@ -27,7 +27,7 @@ Tensor embedding(const Tensor& weight, const Tensor& index) {
     Shape weight_shape = weight.shape();
     autograd::record("embedding", {weight, index}, {out}, [=](const TensorList& grads) {
       Tensor grad_weight = zeros(weight_shape, grads[0].options());
-      kernels::scatter_add_rows(grads[0], saved_index, grad_weight);
+      kernels::scatter_add_rows(grads[0], saved_index, grad_weight, padding_idx);
       return TensorList{grad_weight, Tensor()};
     });
   }

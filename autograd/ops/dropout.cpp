@@ -1,0 +1,30 @@
+// dropout: the mask is a function of (seed, offset), so backward regenerates it (kernels/dropout.h).
+#include "autograd/node.h"
+#include "autograd/ops.h"
+#include "autograd/ops/checks.h"
+#include "core/random.h"
+#include "kernels/dropout.h"
+
+namespace kiln {
+
+using autograd::TensorList;
+
+Tensor dropout(const Tensor& x, double p, bool training) {
+  ops_detail::check_floating("dropout", x);
+  KILN_CHECK(p >= 0 && p < 1, "dropout: p must be in [0, 1), got ", p);
+  if (!training || p == 0) return x;
+  Generator& gen = default_generator();
+  uint64_t seed = gen.seed(), offset = gen.advance(x.numel());
+  Tensor y = empty(x.shape(), x.options());
+  kernels::dropout(x, y, p, seed, offset);
+  if (autograd::needs_grad({x})) {
+    autograd::record("dropout", {x}, {y}, [=](const TensorList& grads) {
+      Tensor grad_x = empty(grads[0].shape(), grads[0].options());
+      kernels::dropout(grads[0], grad_x, p, seed, offset);
+      return TensorList{grad_x};
+    });
+  }
+  return y;
+}
+
+}  // namespace kiln

@@ -1,0 +1,63 @@
+// nn::Module: named parameters and submodules, train/eval, device moves, state dicts. A layer is
+// a small subclass that registers its parameters in its constructor and has a forward method of
+// whatever signature suits it (there is no virtual forward; STYLE rule 15).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kiln.h"
+
+namespace kiln::nn {
+
+// name -> tensor, sorted by name: a checkpoint's contents (core/safetensors.h reads and writes it).
+using StateDict = std::map<std::string, Tensor>;
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  // Every parameter, depth first in registration order, named "child.grandchild.name".
+  NamedTensors named_parameters() const;
+  std::vector<Tensor> parameters() const;
+  int64_t num_parameters() const;  // total elements
+  // The parameters themselves (not copies), under their names: PyTorch's names and layouts.
+  StateDict state_dict() const;
+  // Copies values into the parameters. Every problem is listed in one kiln::Error: missing and
+  // unexpected names (when strict) and shape or dtype mismatches (always).
+  void load_state_dict(const StateDict& state, bool strict = true);
+
+  void train(bool training = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+  // Moves every parameter to `device` in place: every handle to a parameter sees the move.
+  // Gradients are dropped; create optimizers after moving.
+  void to(Device device);
+  void zero_grad();
+
+ protected:
+  // Registers `value` as a parameter (requires_grad set) and returns it.
+  Tensor register_parameter(const std::string& name, Tensor value);
+  template <class M> std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> module) {
+    check_name(name);
+    children_.emplace_back(name, module);
+    return module;
+  }
+
+ private:
+  void check_name(const std::string& name) const;
+  void collect(const std::string& prefix, NamedTensors& out) const;
+
+  NamedTensors parameters_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  bool training_ = true;
+};
+
+}  // namespace kiln::nn

@@ -1,0 +1,7 @@
+// kiln::nn in one include: modules, layers, recurrent layers, optimizers, clipping, schedules.
+#pragma once
+
+#include "nn/layers.h"
+#include "nn/module.h"
+#include "nn/optim.h"
+#include "nn/rnn.h"

@@ -1,0 +1,161 @@
+#include "nn/optim.h"
+
+#include <cmath>
+
+#include "kernels/clip_norm.h"
+#include "kernels/optimizers.h"
+
+namespace kiln::nn {
+
+Optimizer::Optimizer(std::vector<Tensor> params, double lr, const char* name)
+    : params_(std::move(params)), lr_(lr), name_(name) {
+  KILN_CHECK(lr >= 0, name, ": learning rate must be >= 0, got ", lr);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    KILN_CHECK(params_[i].defined() && params_[i].is_leaf() && params_[i].requires_grad(), name, ": parameter ", i,
+               " must be a leaf that requires grad, got ", params_[i].describe());
+  }
+}
+
+void Optimizer::step(const Tensor& grad_scale) {
+  std::vector<std::string> names = buffer_names();
+  if (buffers_.empty()) buffers_.assign(names.size(), std::vector<Tensor>(params_.size()));
+  kernels::TensorLists lists(2 + names.size());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!params_[i].grad().defined()) continue;  // not used in this step's loss
+    lists[0].push_back(params_[i]);
+    lists[1].push_back(params_[i].grad());
+    for (size_t k = 0; k < names.size(); ++k) {
+      if (!buffers_[k][i].defined()) buffers_[k][i] = zeros(params_[i].shape(), params_[i].options());
+      lists[2 + k].push_back(buffers_[k][i]);
+    }
+  }
+  ++steps_;
+  if (lists[0].empty()) return;
+  NoGradGuard no_grad;
+  update(lists, grad_scale);
+}
+
+void Optimizer::zero_grad() {
+  NoGradGuard no_grad;
+  for (Tensor& p : params_) {
+    if (p.grad().defined()) p.grad().zero_();
+  }
+}
+
+StateDict Optimizer::state_dict() const {
+  StateDict state;
+  state["step"] = from_vector<int64_t>({steps_}, {});
+  std::vector<std::string> names = buffer_names();
+  for (size_t k = 0; k < buffers_.size(); ++k) {
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (buffers_[k][i].defined()) state["state." + std::to_string(i) + "." + names[k]] = buffers_[k][i];
+    }
+  }
+  return state;
+}
+
+void Optimizer::load_state_dict(const StateDict& state) {
+  auto step = state.find("step");
+  KILN_CHECK(step != state.end() && step->second.numel() == 1, name_, "::load_state_dict: no 'step' entry");
+  std::vector<std::string> names = buffer_names();
+  std::vector<std::vector<Tensor>> loaded(names.size(), std::vector<Tensor>(params_.size()));
+  for (const auto& [key, value] : state) {
+    if (key == "step") continue;
+    bool matched = false;
+    for (size_t k = 0; k < names.size() && !matched; ++k) {
+      for (size_t i = 0; i < params_.size() && !matched; ++i) {
+        if (key != "state." + std::to_string(i) + "." + names[k]) continue;
+        KILN_CHECK(value.shape() == params_[i].shape(), name_, "::load_state_dict: '", key, "' is ",
+                   value.describe(), " but parameter ", i, " is ", params_[i].describe());
+        loaded[k][i] = copy_to(value, params_[i].options());
+        matched = true;
+      }
+    }
+    KILN_CHECK(matched, name_, "::load_state_dict: unexpected entry '", key, "' (", params_.size(), " parameters)");
+  }
+  buffers_ = std::move(loaded);
+  steps_ = static_cast<int64_t>(step->second.item());
+}
+
+SGD::SGD(std::vector<Tensor> params, SgdOptions o) : Optimizer(std::move(params), o.lr, "SGD"), options(o) {
+  KILN_CHECK(!o.nesterov || (o.momentum > 0 && o.dampening == 0), "SGD: nesterov needs momentum > 0 and no dampening");
+}
+
+std::vector<std::string> SGD::buffer_names() const {
+  if (options.momentum == 0) return {};
+  return {"momentum_buffer"};
+}
+
+void SGD::update(const kernels::TensorLists& lists, const Tensor& grad_scale) {
+  kernels::sgd_step(plan(), lists,
+                    {lr_, options.momentum, options.dampening, options.weight_decay, options.nesterov, steps_ == 1},
+                    grad_scale);
+}
+
+Adam::Adam(std::vector<Tensor> params, AdamOptions o, bool decoupled_)
+    : Optimizer(std::move(params), o.lr, decoupled_ ? "AdamW" : "Adam"), options(o), decoupled(decoupled_) {
+  KILN_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, name_, ": betas must be in [0, 1), got ",
+             o.beta1, ", ", o.beta2);
+}
+
+void Adam::update(const kernels::TensorLists& lists, const Tensor& grad_scale) {
+  kernels::adam_step(plan(), lists,
+                     {lr_, options.beta1, options.beta2, options.eps, options.weight_decay, decoupled, steps_},
+                     grad_scale);
+}
+
+RMSprop::RMSprop(std::vector<Tensor> params, RmspropOptions o)
+    : Optimizer(std::move(params), o.lr, "RMSprop"), options(o) {}
+
+std::vector<std::string> RMSprop::buffer_names() const {
+  if (options.momentum == 0) return {"square_avg"};
+  return {"square_avg", "momentum_buffer"};
+}
+
+void RMSprop::update(const kernels::TensorLists& lists, const Tensor& grad_scale) {
+  kernels::rmsprop_step(plan(), lists, {lr_, options.alpha, options.eps, options.weight_decay, options.momentum},
+                        grad_scale);
+}
+
+Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  thread_local kernels::MultiTensorPlan plan;  // reused while the same gradients are clipped
+  std::vector<Tensor> grads;
+  for (const Tensor& p : params) {
+    if (p.grad().defined()) grads.push_back(p.grad());
+  }
+  Options options = params.empty() ? Options() : params[0].options();
+  Tensor norm = zeros({}, options), scale = ones({}, options);
+  if (grads.empty()) return norm;
+  kernels::clip_grad_norm(plan, grads, max_norm, norm, scale);
+  return norm;
+}
+
+StepDecayLr::StepDecayLr(double lr, int64_t step_size, double gamma) : lr_(lr), gamma_(gamma), step_size_(step_size) {
+  KILN_CHECK(step_size > 0, "StepDecayLr: step_size must be > 0, got ", step_size);
+}
+double StepDecayLr::lr_at(int64_t step) const {
+  return lr_ * std::pow(gamma_, static_cast<double>((std::max<int64_t>(step, 1) - 1) / step_size_));
+}
+
+WarmupInverseSqrtLr::WarmupInverseSqrtLr(double lr, int64_t warmup) : lr_(lr), warmup_(warmup) {
+  KILN_CHECK(warmup > 0, "WarmupInverseSqrtLr: warmup must be > 0, got ", warmup);
+}
+double WarmupInverseSqrtLr::lr_at(int64_t step) const {
+  double s = static_cast<double>(std::max<int64_t>(step, 1)), w = static_cast<double>(warmup_);
+  return s <= w ? lr_ * s / w : lr_ * std::sqrt(w / s);
+}
+
+WarmupCosineLr::WarmupCosineLr(double lr, int64_t warmup, int64_t total_steps, double min_lr)
+    : lr_(lr), min_lr_(min_lr), warmup_(warmup), total_(total_steps) {
+  KILN_CHECK(warmup >= 0 && total_steps > warmup, "WarmupCosineLr: need 0 <= warmup < total_steps, got ", warmup,
+             " and ", total_steps);
+}
+double WarmupCosineLr::lr_at(int64_t step) const {
+  double s = static_cast<double>(std::max<int64_t>(step, 1));
+  if (s <= warmup_) return lr_ * s / static_cast<double>(warmup_);
+  if (step >= total_) return min_lr_;
+  double progress = (s - warmup_) / static_cast<double>(total_ - warmup_);
+  return min_lr_ + 0.5 * (lr_ - min_lr_) * (1.0 + std::cos(3.141592653589793 * progress));
+}
+
+}  // namespace kiln::nn

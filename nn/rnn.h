@@ -1,0 +1,74 @@
+// Recurrent layers: LSTM and GRU (stacked, optionally bidirectional, dropout between layers,
+// variable-length batches) and the single-step LSTMCell / GRUCell. Every layer and direction runs
+// as one fused autograd op (autograd/ops/lstm.cpp, gru.cpp). Names, shapes, gate order and the
+// default init uniform(+-1/sqrt(H)) equal PyTorch's: weight_ih_l{k}[_reverse], weight_hh_l{k}...,
+// bias_ih_l{k}..., bias_hh_l{k}...; cells: weight_ih, weight_hh, bias_ih, bias_hh.
+// Sequences are time-major: x [T, B, I] -> y [T, B, D*H], h_n (and c_n) [L*D, B, H].
+#pragma once
+
+#include "nn/module.h"
+
+namespace kiln::nn {
+
+enum class CellType { lstm, gru };
+
+struct RnnOptions {
+  int64_t input_size = 0;
+  int64_t hidden_size = 0;
+  int64_t num_layers = 1;
+  double dropout = 0.0;  // on the outputs of every layer but the last, in training
+  bool bidirectional = false;
+  Options tensor_options = {};
+};
+
+struct RnnState {
+  Tensor y;    // [T, B, D*H], 0 at padded steps
+  Tensor h_n;  // [L*D, B, H]: each sequence's state after its last real step
+  Tensor c_n;  // [L*D, B, H] (LSTM)
+};
+
+// lengths [B] (i32/i64, any device) -> mask [T, B] of 1 where t < lengths[b], in `options`.
+Tensor sequence_mask(const Tensor& lengths, int64_t steps, Options options);
+
+class Recurrent : public Module {
+ public:
+  Recurrent(CellType cell, RnnOptions options);
+  // h0, c0: [L*D, B, H] or undefined for zeros (c0 only for LSTM); lengths: [B] or undefined.
+  RnnState forward(const Tensor& x, const Tensor& h0 = Tensor(), const Tensor& c0 = Tensor(),
+                   const Tensor& lengths = Tensor()) const;
+  const RnnOptions& options() const { return options_; }
+  CellType cell() const { return cell_; }
+  int64_t num_directions() const { return options_.bidirectional ? 2 : 1; }
+
+ private:
+  CellType cell_;
+  RnnOptions options_;
+  std::vector<RnnWeights> weights_;  // [layer * D + direction]
+};
+
+class LSTM : public Recurrent {
+ public:
+  explicit LSTM(RnnOptions options) : Recurrent(CellType::lstm, options) {}
+};
+
+class GRU : public Recurrent {
+ public:
+  explicit GRU(RnnOptions options) : Recurrent(CellType::gru, options) {}
+};
+
+// One step. h, c: [B, H] or undefined for zeros. Returns h_n (and c_n for LSTMCell).
+class LSTMCell : public Module {
+ public:
+  LSTMCell(int64_t input_size, int64_t hidden_size, Options options = {});
+  RnnState forward(const Tensor& x, const Tensor& h = Tensor(), const Tensor& c = Tensor()) const;
+  RnnWeights weights;
+};
+
+class GRUCell : public Module {
+ public:
+  GRUCell(int64_t input_size, int64_t hidden_size, Options options = {});
+  RnnState forward(const Tensor& x, const Tensor& h = Tensor()) const;
+  RnnWeights weights;
+};
+
+}  // namespace kiln::nn

@@ -1,0 +1,293 @@
+// nn: module bookkeeping, layers, padding semantics, dropout, optimizers and their state, clipping,
+// schedules. Values against PyTorch are in test_reference.cpp.
+#include <cmath>
+
+#include "nn/nn.h"
+#include "test_util.h"
+
+namespace kiln {
+namespace {
+
+using nn::RnnOptions;
+
+std::vector<std::string> names_of(const nn::Module& m) {
+  std::vector<std::string> names;
+  for (auto& [name, t] : m.named_parameters()) names.push_back(name);
+  return names;
+}
+
+TEST(Module, RecurrentParameterNamesAndShapesArePyTorchs) {
+  nn::LSTM lstm(RnnOptions{3, 5, 2, 0.0, true});
+  std::vector<std::string> expected = {
+      "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0",
+      "weight_ih_l0_reverse", "weight_hh_l0_reverse", "bias_ih_l0_reverse", "bias_hh_l0_reverse",
+      "weight_ih_l1", "weight_hh_l1", "bias_ih_l1", "bias_hh_l1",
+      "weight_ih_l1_reverse", "weight_hh_l1_reverse", "bias_ih_l1_reverse", "bias_hh_l1_reverse"};
+  EXPECT_EQ(names_of(lstm), expected);
+  nn::StateDict state = lstm.state_dict();
+  EXPECT_EQ(state["weight_ih_l0"].shape(), (Shape{20, 3}));
+  EXPECT_EQ(state["weight_ih_l1"].shape(), (Shape{20, 10}));  // input is both directions
+  EXPECT_EQ(state["weight_hh_l1_reverse"].shape(), (Shape{20, 5}));
+  nn::GRU gru(RnnOptions{3, 5});
+  EXPECT_EQ(gru.state_dict()["weight_hh_l0"].shape(), (Shape{15, 5}));
+  // PyTorch's init: uniform(-1/sqrt(H), 1/sqrt(H)).
+  for (float v : state["weight_hh_l0"].to_vector<float>()) EXPECT_LE(std::fabs(v), 1 / std::sqrt(5.0f));
+}
+
+struct TwoLayer : nn::Module {
+  std::shared_ptr<nn::Linear> first = register_module("first", std::make_shared<nn::Linear>(4, 3));
+  std::shared_ptr<nn::Linear> second = register_module("second", std::make_shared<nn::Linear>(3, 2, false));
+};
+
+TEST(Module, NestedNamesStateDictRoundTrip) {
+  TwoLayer a, b;
+  EXPECT_EQ(names_of(a), (std::vector<std::string>{"first.weight", "first.bias", "second.weight"}));
+  EXPECT_EQ(a.num_parameters(), 4 * 3 + 3 + 3 * 2);
+  b.load_state_dict(a.state_dict());
+  EXPECT_EQ(b.first->weight.to_vector<float>(), a.first->weight.to_vector<float>());
+  EXPECT_FALSE(b.first->weight.same_as(a.first->weight));  // copied, not aliased
+}
+
+TEST(Module, StrictLoadListsEveryProblemAndLoadsNothing) {
+  TwoLayer model;
+  std::vector<float> before = model.first->bias.to_vector<float>();
+  nn::StateDict state = model.state_dict();
+  state.erase("second.weight");
+  state["first.bias"] = zeros({3});  // fine on its own, but nothing may load
+  state["first.weight"] = zeros({4, 4});
+  state["third.weight"] = zeros({1});
+  try {
+    model.load_state_dict(state);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("3 problem(s)"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("missing: second.weight"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("mismatch: first.weight is f32[4, 4] on cpu, the model has f32[3, 4] on cpu"),
+              std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("unexpected: third.weight"), std::string::npos) << msg;
+  }
+  EXPECT_EQ(model.first->bias.to_vector<float>(), before);
+}
+
+TEST(Module, TrainEvalReachesChildren) {
+  TwoLayer model;
+  model.eval();
+  EXPECT_FALSE(model.first->is_training());
+  model.train();
+  EXPECT_TRUE(model.second->is_training());
+}
+
+TEST(Module, ToDeviceMovesEveryHandle) {
+  KILN_REQUIRE_GPU();
+  TwoLayer model;
+  Tensor handle = model.first->weight;
+  std::vector<float> values = handle.to_vector<float>();
+  model.to(Device::cuda());
+  EXPECT_EQ(handle.device(), Device::cuda());
+  EXPECT_EQ(model.state_dict()["first.weight"].device(), Device::cuda());
+  EXPECT_EQ(handle.to_vector<float>(), values);
+}
+
+TEST(Layers, LinearMatchesItsFormula) {
+  nn::Linear linear(3, 2);
+  Tensor x = uniform({4, 3}, -1, 1);
+  Tensor expected = matmul(x, transpose(linear.weight, 0, 1)) + linear.bias;
+  EXPECT_TRUE(testing::all_close(linear.forward(x), expected, 1e-6, 1e-6));
+  Tensor x3 = uniform({2, 4, 3}, -1, 1);
+  EXPECT_EQ(linear.forward(x3).shape(), (Shape{2, 4, 2}));
+}
+
+TEST(Layers, EmbeddingPaddingRowIsZeroAndGetsNoGradient) {
+  nn::Embedding emb(5, 3, /*padding_idx=*/0);
+  EXPECT_EQ(select(emb.weight, 0).to_vector<float>(), std::vector<float>(3, 0.0f));
+  Tensor index = from_vector<int64_t>({0, 2, 0, 2, 4}, {5});
+  sum(emb.forward(index)).backward();
+  std::vector<float> g = emb.weight.grad().to_vector<float>();
+  EXPECT_EQ(std::vector<float>(g.begin(), g.begin() + 3), std::vector<float>(3, 0.0f));  // padding row
+  EXPECT_EQ(g[2 * 3], 2.0f);  // row 2 looked up twice
+  EXPECT_EQ(g[4 * 3], 1.0f);
+}
+
+TEST(Layers, DropoutScalesKeptElementsAndIsIdentityInEval) {
+  nn::Dropout drop(0.25);
+  Tensor x = ones({10000}).set_requires_grad(true);
+  Tensor y = drop.forward(x);
+  std::vector<float> v = y.to_vector<float>();
+  int kept = 0;
+  for (float e : v) {
+    EXPECT_TRUE(e == 0.0f || std::fabs(e - 1.0f / 0.75f) < 1e-6f);
+    kept += e != 0.0f;
+  }
+  EXPECT_NEAR(kept / 10000.0, 0.75, 0.02);
+  sum(y).backward();
+  EXPECT_EQ(x.grad().to_vector<float>(), v);  // the backward regenerates the same mask
+  drop.eval();
+  EXPECT_TRUE(drop.forward(x).same_as(x));
+}
+
+TEST(Layers, DropoutMaskIsTheSameOnCpuAndCuda) {
+  KILN_REQUIRE_GPU();
+  manual_seed(11);
+  Tensor cpu = dropout(ones({5000}), 0.3, true);
+  manual_seed(11);
+  Tensor gpu = dropout(ones({5000}, Device::cuda()), 0.3, true);
+  EXPECT_EQ(to(gpu, Device::cpu()).to_vector<float>(), cpu.to_vector<float>());
+}
+
+// x[:len, b:b+1, :] of a [T, B, F] tensor, as [len, 1, F].
+Tensor sequence_slice(const Tensor& x, int64_t b, int64_t len) {
+  return narrow(transpose(narrow(transpose(x, 0, 1), b, 1), 0, 1), 0, len);
+}
+
+// Running a padded batch equals running each sequence alone on its real steps.
+void check_padding_is_invisible(nn::CellType cell, bool bidirectional) {
+  manual_seed(5);
+  nn::Recurrent rnn(cell, RnnOptions{3, 4, 2, 0.0, bidirectional, DType::f64});
+  Tensor x = uniform({5, 2, 3}, -1, 1, DType::f64);
+  Tensor lengths = from_vector<int64_t>({5, 3}, {2});
+  nn::RnnState batch = rnn.forward(x, Tensor(), Tensor(), lengths);
+  for (int64_t b = 0; b < 2; ++b) {
+    int64_t len = b == 0 ? 5 : 3;
+    // Sequence b alone, only its real steps.
+    Tensor alone_x = sequence_slice(x, b, len);
+    nn::RnnState alone = rnn.forward(alone_x);
+    Tensor y_b = sequence_slice(batch.y, b, len);
+    EXPECT_TRUE(testing::all_close(y_b, alone.y, 1e-12, 1e-12)) << "y of sequence " << b;
+    Tensor h_b = reshape(narrow(transpose(batch.h_n, 0, 1), b, 1), alone.h_n.shape());
+    EXPECT_TRUE(testing::all_close(h_b, alone.h_n, 1e-12, 1e-12)) << "h_n of sequence " << b;
+  }
+  // Padded steps output zeros.
+  std::vector<double> y = batch.y.to_vector<double>();
+  int64_t width = batch.y.size(2);
+  for (int64_t t = 3; t < 5; ++t) {
+    for (int64_t j = 0; j < width; ++j) EXPECT_EQ(y[(t * 2 + 1) * width + j], 0.0);
+  }
+}
+
+TEST(Recurrent, PaddingDoesNotChangeAnyOutputLstm) { check_padding_is_invisible(nn::CellType::lstm, true); }
+TEST(Recurrent, PaddingDoesNotChangeAnyOutputGru) { check_padding_is_invisible(nn::CellType::gru, true); }
+
+TEST(Recurrent, CellEqualsOneStepOfTheLayer) {
+  nn::LSTMCell cell(3, 4);
+  nn::LSTM layer(RnnOptions{3, 4});
+  layer.load_state_dict({{"weight_ih_l0", cell.weights.w_ih}, {"weight_hh_l0", cell.weights.w_hh},
+                         {"bias_ih_l0", cell.weights.b_ih}, {"bias_hh_l0", cell.weights.b_hh}});
+  Tensor x = uniform({2, 3}, -1, 1);
+  nn::RnnState one = cell.forward(x);
+  nn::RnnState full = layer.forward(reshape(x, {1, 2, 3}));
+  EXPECT_TRUE(testing::all_close(one.h_n, select(full.h_n, 0), 0, 0));
+  EXPECT_TRUE(testing::all_close(one.c_n, select(full.c_n, 0), 0, 0));
+}
+
+TEST(Recurrent, BadShapesAreNamed) {
+  nn::GRU gru(RnnOptions{3, 4});
+  try {
+    gru.forward(zeros({5, 2, 4}));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("GRU: x must be [T, B, 3], got f32[5, 2, 4]"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(gru.forward(zeros({5, 2, 3}), Tensor(), Tensor(), from_vector<int64_t>({6, 1}, {2})), Error);
+}
+
+TEST(Optim, ClipGradNormScalesToMaxNorm) {
+  Tensor a = zeros({2}).set_requires_grad(true), b = zeros({1}).set_requires_grad(true);
+  a.set_grad(from_vector<float>({3, 0}, {2}));
+  b.set_grad(from_vector<float>({4}, {1}));
+  Tensor norm = nn::clip_grad_norm({a, b}, 1.0);
+  EXPECT_FLOAT_EQ(norm.item(), 5.0f);
+  EXPECT_NEAR(a.grad().to_vector<float>()[0], 0.6, 1e-6);
+  EXPECT_NEAR(b.grad().to_vector<float>()[0], 0.8, 1e-6);
+  // Under the limit: untouched.
+  norm = nn::clip_grad_norm({a, b}, 10.0);
+  EXPECT_NEAR(norm.item(), 1.0, 1e-6);
+  EXPECT_NEAR(b.grad().to_vector<float>()[0], 0.8, 1e-6);
+}
+
+TEST(Optim, NonFiniteNormIsReportedAndNotApplied) {
+  Tensor a = zeros({2}).set_requires_grad(true);
+  a.set_grad(from_vector<float>({INFINITY, 1}, {2}));
+  Tensor norm = nn::clip_grad_norm({a}, 1.0);
+  EXPECT_TRUE(std::isinf(norm.item()));
+  EXPECT_EQ(a.grad().to_vector<float>()[1], 1.0f);
+}
+
+TEST(Optim, ResumeFromStateDictIsExact) {
+  auto run = [](int steps_before, bool resume) {
+    manual_seed(3);
+    nn::Linear model(4, 2);
+    nn::Adam opt(model.parameters(), nn::AdamOptions{0.05});
+    Tensor x = uniform({8, 4}, -1, 1);
+    auto one_step = [&](nn::Linear& m, nn::Optimizer& o) {
+      o.zero_grad();
+      sum(tanh(m.forward(x))).backward();
+      o.step();
+    };
+    for (int i = 0; i < steps_before; ++i) one_step(model, opt);
+    if (!resume) {
+      for (int i = 0; i < 3; ++i) one_step(model, opt);
+      return model.weight.to_vector<float>();
+    }
+    nn::Linear restored(4, 2);
+    restored.load_state_dict(model.state_dict());
+    nn::Adam restored_opt(restored.parameters(), nn::AdamOptions{0.05});
+    restored_opt.load_state_dict(opt.state_dict());
+    EXPECT_EQ(restored_opt.step_count(), steps_before);
+    for (int i = 0; i < 3; ++i) one_step(restored, restored_opt);
+    return restored.weight.to_vector<float>();
+  };
+  EXPECT_EQ(run(4, true), run(4, false));
+}
+
+TEST(Optim, SchedulesFollowTheirFormulas) {
+  EXPECT_DOUBLE_EQ(nn::StepDecayLr(1.0, 10, 0.5).lr_at(25), 0.25);
+  nn::WarmupInverseSqrtLr inv(1.0, 100);
+  EXPECT_DOUBLE_EQ(inv.lr_at(50), 0.5);
+  EXPECT_DOUBLE_EQ(inv.lr_at(400), 0.5);
+  nn::WarmupCosineLr cosine(1.0, 10, 110, 0.1);
+  EXPECT_DOUBLE_EQ(cosine.lr_at(10), 1.0);
+  EXPECT_NEAR(cosine.lr_at(60), 0.55, 1e-12);
+  EXPECT_DOUBLE_EQ(cosine.lr_at(200), 0.1);
+}
+
+// Every optimizer: the CUDA update (one multi-tensor launch) equals the CPU one.
+TEST(Optim, CudaStepsMatchCpu) {
+  KILN_REQUIRE_GPU();
+  for (int which = 0; which < 4; ++which) {
+    std::vector<Tensor> cpu_params, gpu_params;
+    manual_seed(21);
+    for (Shape shape : {Shape{300, 70}, Shape{17}, Shape{40000}}) {
+      Tensor p = uniform(shape, -1, 1), g = uniform(shape, -1, 1);
+      Tensor q = to(p, Device::cuda());
+      p.set_requires_grad(true);
+      q.set_requires_grad(true);
+      p.set_grad(g);
+      q.set_grad(to(g, Device::cuda()));
+      cpu_params.push_back(p);
+      gpu_params.push_back(q);
+    }
+    auto make = [&](std::vector<Tensor> params) -> std::unique_ptr<nn::Optimizer> {
+      switch (which) {
+        case 0: return std::make_unique<nn::SGD>(params, nn::SgdOptions{0.1, 0.9, 0, 0.01, true});
+        case 1: return std::make_unique<nn::Adam>(params, nn::AdamOptions{0.01, 0.9, 0.999, 1e-8, 0.01});
+        case 2: return std::make_unique<nn::AdamW>(params, nn::AdamOptions{0.01, 0.9, 0.999, 1e-8, 0.1});
+        default: return std::make_unique<nn::RMSprop>(params, nn::RmspropOptions{0.01, 0.99, 1e-8, 0, 0.9});
+      }
+    };
+    auto cpu_opt = make(cpu_params), gpu_opt = make(gpu_params);
+    for (int step = 0; step < 3; ++step) {
+      Tensor cpu_norm = nn::clip_grad_norm(cpu_params, 20.0), gpu_norm = nn::clip_grad_norm(gpu_params, 20.0);
+      EXPECT_NEAR(gpu_norm.item(), cpu_norm.item(), 1e-3 * cpu_norm.item());
+      cpu_opt->step();
+      gpu_opt->step();
+    }
+    for (size_t i = 0; i < cpu_params.size(); ++i) {
+      EXPECT_TRUE(testing::all_close(gpu_params[i], cpu_params[i], 1e-5, 1e-4)) << "optimizer " << which << " param " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kiln
