@@ -15,6 +15,12 @@
 
 #include "nn/nn.h"
 
+#ifdef KILN_WITH_CUDNN
+#include <chrono>
+
+#include "bench/cudnn_rnn.h"
+#endif
+
 namespace kiln {
 namespace {
 
@@ -191,6 +197,66 @@ void BM_ClipGradNorm(benchmark::State& state) {
   state.counters["GB"] =
       benchmark::Counter(3.0 * total_numel(params) * 4 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
+
+#ifdef KILN_WITH_CUDNN
+// Args: {gru, T, B, H (= I), backward}. The iteration time is cuDNN's; kiln's fused layer is timed
+// in the same loop, and the counters give both in ms and kiln/cuDNN.
+void BM_CudnnVsKiln(benchmark::State& state) {
+  if (!cuda::is_available()) {
+    state.SkipWithError("no CUDA device visible");
+    return;
+  }
+  bool gru = state.range(0) == 1, backward = state.range(4) == 1;
+  int64_t T = state.range(1), B = state.range(2), H = state.range(3), I = H, G = gru ? 3 : 4;
+  Device gpu = Device::cuda();
+  bench::CudnnRnn cudnn(!gru, T, B, I, H);
+  cudnn.forward();
+  if (!cudnn.output_is_finite()) {
+    state.SkipWithError("cuDNN output not finite");
+    return;
+  }
+  double bound = 1 / std::sqrt(double(H));
+  Tensor x = uniform({T, B, I}, -1, 1, gpu).set_requires_grad(backward);
+  RnnWeights w{uniform({G * H, I}, -bound, bound, gpu), uniform({G * H, H}, -bound, bound, gpu),
+               uniform({G * H}, -bound, bound, gpu), uniform({G * H}, -bound, bound, gpu)};
+  for (Tensor* t : {&w.w_ih, &w.w_hh, &w.b_ih, &w.b_hh}) t->set_requires_grad(backward);
+  Tensor h0 = zeros({B, H}, gpu), c0 = zeros({B, H}, gpu), dy = uniform({T, B, H}, -1, 1, gpu);
+  auto kiln_run = [&] {
+    Tensor y = (gru ? gru_layer(x, h0, w) : lstm_layer(x, h0, c0, w)).y;
+    if (backward) y.backward(dy);
+  };
+  kiln_run();
+  double kiln_seconds = 0, cudnn_seconds = 0;
+  int64_t iterations = 0;
+  using clock = std::chrono::steady_clock;
+  for (auto _ : state) {
+    cuda::synchronize();
+    auto t0 = clock::now();
+    cudnn.forward();
+    if (backward) cudnn.backward();
+    cuda::synchronize();
+    auto t1 = clock::now();
+    kiln_run();
+    cuda::synchronize();
+    auto t2 = clock::now();
+    double c = std::chrono::duration<double>(t1 - t0).count(), k = std::chrono::duration<double>(t2 - t1).count();
+    state.SetIterationTime(c);
+    cudnn_seconds += c;
+    kiln_seconds += k;
+    ++iterations;
+  }
+  state.counters["cudnn_ms"] = 1e3 * cudnn_seconds / iterations;
+  state.counters["kiln_ms"] = 1e3 * kiln_seconds / iterations;
+  state.counters["kiln/cudnn"] = kiln_seconds / cudnn_seconds;
+}
+BENCHMARK(BM_CudnnVsKiln)
+    ->ArgNames({"gru", "T", "B", "H", "bwd"})
+    ->ArgsProduct({{0, 1}, {50}, {64}, {512, 1024}, {0, 1}})
+    ->Args({0, 10, 64, 32, 1})
+    ->Args({1, 10, 64, 32, 1})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+#endif
 
 void rnn_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"cuda", "gru", "T", "B", "H", "bwd", "composed"});

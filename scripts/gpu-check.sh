@@ -9,6 +9,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bundle=""
 run_bench=1
+# The GPU cases (and the device-copy ceiling); the CPU cases belong to the CPU machine's run.
+bench_filter=${BENCH_FILTER:-"cuda:1|CudaCopy|CudnnVsKiln"}
 while [ $# -gt 0 ]; do
   case "$1" in
     --bundle) bundle="$2"; shift 2 ;;
@@ -58,7 +60,8 @@ if [ "$run_bench" = 1 ]; then
   echo "== kernel benchmarks"
   for b in "$bin"/bench_*; do
     name=$(basename "$b")
-    OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$b" --benchmark_out="$out/$name.json" --benchmark_out_format=json \
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$b" --benchmark_filter="$bench_filter" \
+      --benchmark_out="$out/$name.json" --benchmark_out_format=json \
       2>&1 | grep -v "^\*\*\*WARNING" | tee "$out/$name.txt" | grep -E "^(BM_|-|Benchmark)" || status=1
   done
 fi
