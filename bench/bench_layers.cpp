@@ -139,8 +139,8 @@ std::vector<Tensor> model_sized_params(Device device) {
   manual_seed(3);
   for (int i = 0; i < 20; ++i) {
     int64_t rows = i % 2 ? 4096 : 2048;
-    Tensor p = uniform({rows, 1416}, -0.1, 0.1, device).set_requires_grad(true);
-    p.set_grad(uniform({rows, 1416}, -0.01, 0.01, device));
+    Tensor p = uniform({rows, 944}, -0.1, 0.1, device).set_requires_grad(true);
+    p.set_grad(uniform({rows, 944}, -0.01, 0.01, device));
     params.push_back(p);
   }
   return params;
