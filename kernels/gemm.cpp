@@ -2,14 +2,19 @@
 
 namespace kiln::kernels {
 
-void gemm(const GemmShape& shape, double alpha, const Tensor& a, const Tensor& b, double beta, const Tensor& c) {
-  KILN_CHECK(is_floating(c.dtype()), "matmul: dtype ", dtype_name(c.dtype()), " is not supported (expected f32 or f64)");
+void gemm(Device device, DType dtype, const GemmShape& shape, double alpha, const void* a, const void* b,
+          double beta, void* c) {
+  KILN_CHECK(is_floating(dtype), "matmul: dtype ", dtype_name(dtype), " is not supported (expected f32 or f64)");
   if (shape.m == 0 || shape.n == 0 || shape.batch == 0) return;
-  if (c.device().is_cpu()) {
-    gemm_cpu(shape, alpha, a, b, beta, c);
+  if (device.is_cpu()) {
+    gemm_cpu(dtype, shape, alpha, a, b, beta, c);
   } else {
-    gemm_cuda(shape, alpha, a, b, beta, c);
+    gemm_cuda(device.index, dtype, shape, alpha, a, b, beta, c);
   }
+}
+
+void gemm(const GemmShape& shape, double alpha, const Tensor& a, const Tensor& b, double beta, const Tensor& c) {
+  gemm(c.device(), c.dtype(), shape, alpha, a.raw_data(), b.raw_data(), beta, c.raw_data());
 }
 
 void gemm_2d(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, double beta, const Tensor& c) {
@@ -25,8 +30,8 @@ void gemm_2d(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, doubl
 }
 
 #ifndef KILN_WITH_CUDA
-void gemm_cuda(const GemmShape&, double, const Tensor&, const Tensor&, double, const Tensor& c) {
-  KILN_FAIL("matmul on ", c.device().str(), ": this build of kiln has no CUDA support");
+void gemm_cuda(int device, DType, const GemmShape&, double, const void*, const void*, double, void*) {
+  KILN_FAIL("matmul on cuda:", device, ": this build of kiln has no CUDA support");
 }
 #endif
 

@@ -19,7 +19,12 @@ struct GemmShape {
 void gemm_2d(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, double beta, const Tensor& c);
 
 void gemm(const GemmShape& shape, double alpha, const Tensor& a, const Tensor& b, double beta, const Tensor& c);
-void gemm_cpu(const GemmShape& shape, double alpha, const Tensor& a, const Tensor& b, double beta, const Tensor& c);
-void gemm_cuda(const GemmShape& shape, double alpha, const Tensor& a, const Tensor& b, double beta, const Tensor& c);
+// The same on raw pointers of `dtype` elements on `device`: for loops that launch one GEMM per
+// time step, where building tensor views would cost more host time than the GEMM itself.
+void gemm(Device device, DType dtype, const GemmShape& shape, double alpha, const void* a, const void* b,
+          double beta, void* c);
+void gemm_cpu(DType dtype, const GemmShape& shape, double alpha, const void* a, const void* b, double beta, void* c);
+void gemm_cuda(int device, DType dtype, const GemmShape& shape, double alpha, const void* a, const void* b,
+               double beta, void* c);
 
 }  // namespace kiln::kernels

@@ -81,16 +81,23 @@ template <class T> struct GruGatesBackward {
   }
 };
 
-struct GruStep {
-  Tensor xg, hg, b_ih, b_hh, h_prev, mask;
-  Tensor gates, h_next, y;
+// The time loops of one layer direction, as for the LSTM (kernels/lstm_gates.h).
+struct GruLayerForward {
+  Tensor xg;                // [T, B, 3H]
+  Tensor w_hh, b_ih, b_hh;  // [3H, H], [3H], [3H]
+  Tensor mask;              // [T, B] or undefined
+  bool reverse = false;
+  Tensor gates, h_in;       // [T, B, 4H], [T, B, H] (h_in holds h0 at the first step)
+  Tensor y, h_n;            // [T, B, H], [B, H]
 };
-void gru_gates_forward(const GruStep& step);
+void gru_forward_steps(const GruLayerForward& layer);
 
-struct GruStepGrad {
-  Tensor gates, h_prev, mask, dy;
-  Tensor dh, dgx, dgh;
+struct GruLayerBackward {
+  Tensor gates, h_in, mask, dy, w_hh;
+  bool reverse = false;
+  Tensor dh;          // [B, H] in: gradient of h_n; out: of h0
+  Tensor dgx, dgh;    // [T, B, 3H] out
 };
-void gru_gates_backward(const GruStepGrad& step);
+void gru_backward_steps(const GruLayerBackward& layer);
 
 }  // namespace kiln::kernels

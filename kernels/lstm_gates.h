@@ -84,16 +84,27 @@ template <class T> struct LstmGatesBackward {
   }
 };
 
-struct LstmStep {
-  Tensor xg, hg, b_ih, b_hh, h_prev, c_prev, mask;  // mask: [B] view or undefined
-  Tensor gates, h_next, c_next, y;
+// The time loop of one layer direction: per step one recurrent GEMM hg = h_prev W_hh^T and one
+// gate kernel, on raw pointers (no per-step tensor objects). Time-indexed buffers: step t reads
+// h_in[t], c_in[t] (the state entering it) and writes the state entering the next step processed
+// (t + 1, or t - 1 when reverse), or h_n, c_n after the last one.
+struct LstmLayerForward {
+  Tensor xg;                  // [T, B, 4H] input projections, no bias
+  Tensor w_hh, b_ih, b_hh;    // [4H, H], [4H], [4H]
+  Tensor mask;                // [T, B] or undefined
+  bool reverse = false;
+  Tensor gates, h_in, c_in;   // [T, B, 4H], [T, B, H] x 2: h_in/c_in hold h0/c0 at the first step
+  Tensor y, h_n, c_n;         // [T, B, H], [B, H], [B, H]
 };
-void lstm_gates_forward(const LstmStep& step);
+void lstm_forward_steps(const LstmLayerForward& layer);
 
-struct LstmStepGrad {
-  Tensor gates, c_prev, mask, dy;
-  Tensor dh, dc, dgates;
+// The reverse walk: per step one fused gate-backward kernel and one GEMM dh += dgates_t W_hh.
+struct LstmLayerBackward {
+  Tensor gates, c_in, mask, dy, w_hh;
+  bool reverse = false;
+  Tensor dh, dc;    // [B, H] in: gradients of h_n, c_n; out: of h0, c0
+  Tensor dgates;    // [T, B, 4H] out
 };
-void lstm_gates_backward(const LstmStepGrad& step);
+void lstm_backward_steps(const LstmLayerBackward& layer);
 
 }  // namespace kiln::kernels

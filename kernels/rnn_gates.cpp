@@ -1,59 +1,124 @@
-// Launchers of the LSTM and GRU gate functors (kernels/lstm_gates.h, kernels/gru_gates.h): one
-// parallel_for over [B, H] per time step, on the CPU or CUDA.
+// The time loops of the LSTM and GRU layers (kernels/lstm_gates.h, kernels/gru_gates.h): per step
+// one recurrent GEMM and one parallel_for of the gate functor, on the CPU or CUDA. Pointers are
+// computed here once per step, so the loop costs the host two launches and nothing else.
 #include "kernels/dispatch.h"
+#include "kernels/gemm.h"
 #include "kernels/gru_gates.h"
 #include "kernels/lstm_gates.h"
 
 namespace kiln::kernels {
 
 namespace {
+
 template <class T> const T* optional(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
+
+// Step s of T in processing order -> time index; and the time index processed next.
+struct StepOrder {
+  int64_t steps;
+  bool reverse;
+  int64_t time(int64_t s) const { return reverse ? steps - 1 - s : s; }
+  int64_t next_time(int64_t s) const { return reverse ? steps - 2 - s : s + 1; }
+};
+
+// hg = h W_hh^T for one step: [B, H] x [G*H, H]^T.
+GemmShape recurrent_gemm(int64_t batch, int64_t gates_width, int64_t hidden, bool transpose_w) {
+  GemmShape g;
+  g.trans_b = transpose_w;
+  g.m = batch;
+  g.n = transpose_w ? gates_width : hidden;
+  g.k = transpose_w ? hidden : gates_width;
+  return g;
+}
+
+template <class T> void lstm_forward_typed(const LstmLayerForward& a) {
+  const int64_t steps = a.xg.size(0), B = a.xg.size(1), H = a.h_n.size(1), G = 4 * H;
+  const Device dev = a.xg.device();
+  const StepOrder order{steps, a.reverse};
+  const GemmShape gemm_shape = recurrent_gemm(B, G, H, true);
+  Tensor hg = empty({B, G}, a.xg.options());
+  const T *xg = a.xg.data<T>(), *w_hh = a.w_hh.data<T>(), *mask = optional<T>(a.mask);
+  T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *c_in = a.c_in.data<T>(), *y = a.y.data<T>();
+  for (int64_t s = 0; s < steps; ++s) {
+    int64_t t = order.time(s), next = order.next_time(s);
+    bool last = s == steps - 1;
+    const T* h_prev = h_in + t * B * H;
+    gemm(dev, a.xg.dtype(), gemm_shape, 1.0, h_prev, w_hh, 0.0, hg.data<T>());
+    parallel_for(dev, B * H,
+                 LstmGatesForward<T>{xg + t * B * G, hg.data<T>(), a.b_ih.data<T>(), a.b_hh.data<T>(), h_prev,
+                                     c_in + t * B * H, mask ? mask + t * B : nullptr, gates + t * B * G,
+                                     last ? a.h_n.data<T>() : h_in + next * B * H,
+                                     last ? a.c_n.data<T>() : c_in + next * B * H, y + t * B * H, H},
+                 /*grain=*/4096);
+  }
+}
+
+template <class T> void lstm_backward_typed(const LstmLayerBackward& a) {
+  const int64_t steps = a.gates.size(0), B = a.gates.size(1), H = a.dh.size(1), G = 4 * H;
+  const Device dev = a.gates.device();
+  const StepOrder order{steps, a.reverse};
+  const GemmShape gemm_shape = recurrent_gemm(B, G, H, false);  // dh += dgates_t W_hh
+  const T *gates = a.gates.data<T>(), *c_in = a.c_in.data<T>(), *mask = optional<T>(a.mask), *dy = a.dy.data<T>();
+  T *dh = a.dh.data<T>(), *dc = a.dc.data<T>(), *dgates = a.dgates.data<T>();
+  for (int64_t s = steps - 1; s >= 0; --s) {
+    int64_t t = order.time(s);
+    parallel_for(dev, B * H,
+                 LstmGatesBackward<T>{gates + t * B * G, c_in + t * B * H, mask ? mask + t * B : nullptr,
+                                      dy + t * B * H, dh, dc, dgates + t * B * G, H},
+                 /*grain=*/4096);
+    gemm(dev, a.gates.dtype(), gemm_shape, 1.0, dgates + t * B * G, a.w_hh.data<T>(), 1.0, dh);
+  }
+}
+
+template <class T> void gru_forward_typed(const GruLayerForward& a) {
+  const int64_t steps = a.xg.size(0), B = a.xg.size(1), H = a.h_n.size(1), G = 3 * H;
+  const Device dev = a.xg.device();
+  const StepOrder order{steps, a.reverse};
+  const GemmShape gemm_shape = recurrent_gemm(B, G, H, true);
+  Tensor hg = empty({B, G}, a.xg.options());
+  const T *xg = a.xg.data<T>(), *w_hh = a.w_hh.data<T>(), *mask = optional<T>(a.mask);
+  T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *y = a.y.data<T>();
+  for (int64_t s = 0; s < steps; ++s) {
+    int64_t t = order.time(s), next = order.next_time(s);
+    const T* h_prev = h_in + t * B * H;
+    gemm(dev, a.xg.dtype(), gemm_shape, 1.0, h_prev, w_hh, 0.0, hg.data<T>());
+    parallel_for(dev, B * H,
+                 GruGatesForward<T>{xg + t * B * G, hg.data<T>(), a.b_ih.data<T>(), a.b_hh.data<T>(), h_prev,
+                                    mask ? mask + t * B : nullptr, gates + t * B * 4 * H,
+                                    s == steps - 1 ? a.h_n.data<T>() : h_in + next * B * H, y + t * B * H, H},
+                 /*grain=*/4096);
+  }
+}
+
+template <class T> void gru_backward_typed(const GruLayerBackward& a) {
+  const int64_t steps = a.gates.size(0), B = a.gates.size(1), H = a.dh.size(1), G = 3 * H;
+  const Device dev = a.gates.device();
+  const StepOrder order{steps, a.reverse};
+  const GemmShape gemm_shape = recurrent_gemm(B, G, H, false);  // dh += dgh_t W_hh
+  const T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *mask = optional<T>(a.mask), *dy = a.dy.data<T>();
+  T *dh = a.dh.data<T>(), *dgx = a.dgx.data<T>(), *dgh = a.dgh.data<T>();
+  for (int64_t s = steps - 1; s >= 0; --s) {
+    int64_t t = order.time(s);
+    parallel_for(dev, B * H,
+                 GruGatesBackward<T>{gates + t * B * 4 * H, h_in + t * B * H, mask ? mask + t * B : nullptr,
+                                     dy + t * B * H, dh, dgx + t * B * G, dgh + t * B * G, H},
+                 /*grain=*/4096);
+    gemm(dev, a.gates.dtype(), gemm_shape, 1.0, dgh + t * B * G, a.w_hh.data<T>(), 1.0, dh);
+  }
+}
+
 }  // namespace
 
-void lstm_gates_forward(const LstmStep& s) {
-  int64_t hidden = s.h_prev.size(-1);
-  KILN_DISPATCH_FLOAT(s.xg.dtype(), "lstm", [&] {
-    using T = scalar_t;
-    parallel_for(s.xg.device(), s.h_prev.numel(),
-                 LstmGatesForward<T>{s.xg.data<T>(), s.hg.data<T>(), s.b_ih.data<T>(), s.b_hh.data<T>(),
-                                     s.h_prev.data<T>(), s.c_prev.data<T>(), optional<T>(s.mask), s.gates.data<T>(),
-                                     s.h_next.data<T>(), s.c_next.data<T>(), s.y.data<T>(), hidden},
-                 /*grain=*/4096);
-  });
+void lstm_forward_steps(const LstmLayerForward& layer) {
+  KILN_DISPATCH_FLOAT(layer.xg.dtype(), "lstm", [&] { lstm_forward_typed<scalar_t>(layer); });
 }
-
-void lstm_gates_backward(const LstmStepGrad& s) {
-  int64_t hidden = s.dh.size(-1);
-  KILN_DISPATCH_FLOAT(s.gates.dtype(), "lstm_backward", [&] {
-    using T = scalar_t;
-    parallel_for(s.gates.device(), s.dh.numel(),
-                 LstmGatesBackward<T>{s.gates.data<T>(), s.c_prev.data<T>(), optional<T>(s.mask), s.dy.data<T>(),
-                                      s.dh.data<T>(), s.dc.data<T>(), s.dgates.data<T>(), hidden},
-                 /*grain=*/4096);
-  });
+void lstm_backward_steps(const LstmLayerBackward& layer) {
+  KILN_DISPATCH_FLOAT(layer.gates.dtype(), "lstm_backward", [&] { lstm_backward_typed<scalar_t>(layer); });
 }
-
-void gru_gates_forward(const GruStep& s) {
-  int64_t hidden = s.h_prev.size(-1);
-  KILN_DISPATCH_FLOAT(s.xg.dtype(), "gru", [&] {
-    using T = scalar_t;
-    parallel_for(s.xg.device(), s.h_prev.numel(),
-                 GruGatesForward<T>{s.xg.data<T>(), s.hg.data<T>(), s.b_ih.data<T>(), s.b_hh.data<T>(),
-                                    s.h_prev.data<T>(), optional<T>(s.mask), s.gates.data<T>(), s.h_next.data<T>(),
-                                    s.y.data<T>(), hidden},
-                 /*grain=*/4096);
-  });
+void gru_forward_steps(const GruLayerForward& layer) {
+  KILN_DISPATCH_FLOAT(layer.xg.dtype(), "gru", [&] { gru_forward_typed<scalar_t>(layer); });
 }
-
-void gru_gates_backward(const GruStepGrad& s) {
-  int64_t hidden = s.dh.size(-1);
-  KILN_DISPATCH_FLOAT(s.gates.dtype(), "gru_backward", [&] {
-    using T = scalar_t;
-    parallel_for(s.gates.device(), s.dh.numel(),
-                 GruGatesBackward<T>{s.gates.data<T>(), s.h_prev.data<T>(), optional<T>(s.mask), s.dy.data<T>(),
-                                     s.dh.data<T>(), s.dgx.data<T>(), s.dgh.data<T>(), hidden},
-                 /*grain=*/4096);
-  });
+void gru_backward_steps(const GruLayerBackward& layer) {
+  KILN_DISPATCH_FLOAT(layer.gates.dtype(), "gru_backward", [&] { gru_backward_typed<scalar_t>(layer); });
 }
 
 }  // namespace kiln::kernels

@@ -22,16 +22,9 @@ RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, cons
   Tensor xg = empty({T, B, 3 * H}, opt);
   kernels::gemm_2d(view_as_shape(x, {T * B, I}), false, w.w_ih, true, 0.0, view_as_shape(xg, {T * B, 3 * H}));
   Tensor gates = empty({T, B, 4 * H}, opt), h_in = empty({T, B, H}, opt);
-  Tensor y = empty({T, B, H}, opt), h_n = empty({B, H}, opt), hg = empty({B, 3 * H}, opt);
-  for (int64_t s = 0; s < T; ++s) {
-    int64_t t = reverse ? T - 1 - s : s;
-    int64_t next = reverse ? t - 1 : t + 1;
-    Tensor h_prev = step(h_in, t);
-    if (s == 0) h_prev.copy_(h0);
-    kernels::gemm_2d(h_prev, false, w.w_hh, true, 0.0, hg);
-    kernels::gru_gates_forward({step(xg, t), hg, w.b_ih, w.b_hh, h_prev, step(mask, t), step(gates, t),
-                                s == T - 1 ? h_n : step(h_in, next), step(y, t)});
-  }
+  Tensor y = empty({T, B, H}, opt), h_n = empty({B, H}, opt);
+  step(h_in, reverse ? T - 1 : 0).copy_(h0);
+  kernels::gru_forward_steps({xg, w.w_hh, w.b_ih, w.b_hh, mask, reverse, gates, h_in, y, h_n});
 
   TensorList inputs{x, h0, w.w_ih, w.w_hh, w.b_ih, w.b_hh};
   if (autograd::needs_grad(inputs)) {
@@ -43,12 +36,7 @@ RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, cons
       const Tensor& dy = grads[0];
       Tensor dh = copy_to(grads[1], grads[1].options());
       Tensor dgx = empty({T, B, 3 * H}, opt), dgh = empty({T, B, 3 * H}, opt);
-      for (int64_t s = T - 1; s >= 0; --s) {
-        int64_t t = reverse ? T - 1 - s : s;
-        kernels::gru_gates_backward({step(gates, t), step(h_in, t), step(mask, t), step(dy, t), dh, step(dgx, t),
-                                     step(dgh, t)});
-        kernels::gemm_2d(step(dgh, t), false, w_hh, false, 1.0, dh);
-      }
+      kernels::gru_backward_steps({gates, h_in, mask, dy, w_hh, reverse, dh, dgx, dgh});
       Tensor dgx2 = view_as_shape(dgx, {T * B, 3 * H}), dgh2 = view_as_shape(dgh, {T * B, 3 * H});
       Tensor dx, dw_ih, dw_hh = empty({3 * H, H}, opt), db_ih = empty({3 * H}, opt), db_hh = empty({3 * H}, opt);
       if (need_x) {

@@ -27,20 +27,10 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
   kernels::gemm_2d(view_as_shape(x, {T * B, I}), false, w.w_ih, true, 0.0, view_as_shape(xg, {T * B, 4 * H}));
   Tensor gates = empty({T, B, 4 * H}, opt), h_in = empty({T, B, H}, opt), c_in = empty({T, B, H}, opt);
   Tensor y = empty({T, B, H}, opt), h_n = empty({B, H}, opt), c_n = empty({B, H}, opt);
-  Tensor hg = empty({B, 4 * H}, opt);
-  for (int64_t s = 0; s < T; ++s) {
-    int64_t t = reverse ? T - 1 - s : s;
-    int64_t next = reverse ? t - 1 : t + 1;
-    bool last = s == T - 1;
-    Tensor h_prev = step(h_in, t), c_prev = step(c_in, t);
-    if (s == 0) {
-      h_prev.copy_(h0);
-      c_prev.copy_(c0);
-    }
-    kernels::gemm_2d(h_prev, false, w.w_hh, true, 0.0, hg);
-    kernels::lstm_gates_forward({step(xg, t), hg, w.b_ih, w.b_hh, h_prev, c_prev, step(mask, t), step(gates, t),
-                                 last ? h_n : step(h_in, next), last ? c_n : step(c_in, next), step(y, t)});
-  }
+  int64_t first = reverse ? T - 1 : 0;
+  step(h_in, first).copy_(h0);
+  step(c_in, first).copy_(c0);
+  kernels::lstm_forward_steps({xg, w.w_hh, w.b_ih, w.b_hh, mask, reverse, gates, h_in, c_in, y, h_n, c_n});
 
   TensorList inputs{x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh};
   if (autograd::needs_grad(inputs)) {
@@ -52,12 +42,7 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
       const Tensor& dy = grads[0];
       Tensor dh = copy_to(grads[1], grads[1].options()), dc = copy_to(grads[2], grads[2].options());
       Tensor dgates = empty({T, B, 4 * H}, opt);
-      for (int64_t s = T - 1; s >= 0; --s) {
-        int64_t t = reverse ? T - 1 - s : s;
-        kernels::lstm_gates_backward({step(gates, t), step(c_in, t), step(mask, t), step(dy, t), dh, dc,
-                                      step(dgates, t)});
-        kernels::gemm_2d(step(dgates, t), false, w_hh, false, 1.0, dh);
-      }
+      kernels::lstm_backward_steps({gates, c_in, mask, dy, w_hh, reverse, dh, dc, dgates});
       Tensor dg2 = view_as_shape(dgates, {T * B, 4 * H});
       Tensor dx, dw_ih, dw_hh = empty({4 * H, H}, opt), db = empty({4 * H}, opt);
       if (need_x) {

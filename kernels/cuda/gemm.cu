@@ -35,21 +35,22 @@ cublasHandle_t cublas_handle(int device) {
 }
 }  // namespace
 
-void gemm_cuda(const GemmShape& s, double alpha, const Tensor& a, const Tensor& b, double beta, const Tensor& c) {
-  cublasHandle_t handle = cublas_handle(c.device().index);
+void gemm_cuda(int device, DType dtype, const GemmShape& s, double alpha, const void* a, const void* b,
+               double beta, void* c) {
+  cublasHandle_t handle = cublas_handle(device);
   int m = static_cast<int>(s.m), n = static_cast<int>(s.n), k = static_cast<int>(s.k);
   int lda = s.trans_a ? m : k, ldb = s.trans_b ? k : n;
   cublasOperation_t op_a = s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   int batch = static_cast<int>(s.batch);
-  if (c.dtype() == DType::f32) {
+  if (dtype == DType::f32) {
     float alpha_f = static_cast<float>(alpha), beta_f = static_cast<float>(beta);
-    KILN_CUBLAS_CHECK(cublasSgemmStridedBatched(handle, op_b, op_a, n, m, k, &alpha_f, b.data<float>(), ldb,
-                                                s.stride_b, a.data<float>(), lda, s.stride_a, &beta_f,
-                                                c.data<float>(), n, s.stride_c, batch));
+    KILN_CUBLAS_CHECK(cublasSgemmStridedBatched(handle, op_b, op_a, n, m, k, &alpha_f, static_cast<const float*>(b),
+                                                ldb, s.stride_b, static_cast<const float*>(a), lda, s.stride_a,
+                                                &beta_f, static_cast<float*>(c), n, s.stride_c, batch));
   } else {
-    KILN_CUBLAS_CHECK(cublasDgemmStridedBatched(handle, op_b, op_a, n, m, k, &alpha, b.data<double>(), ldb,
-                                                s.stride_b, a.data<double>(), lda, s.stride_a, &beta,
-                                                c.data<double>(), n, s.stride_c, batch));
+    KILN_CUBLAS_CHECK(cublasDgemmStridedBatched(handle, op_b, op_a, n, m, k, &alpha, static_cast<const double*>(b),
+                                                ldb, s.stride_b, static_cast<const double*>(a), lda, s.stride_a,
+                                                &beta, static_cast<double*>(c), n, s.stride_c, batch));
   }
 }
 
