@@ -51,8 +51,8 @@ template <class T> struct CrossEntropyBackwardFunctor {
   T* grad_logits;
   int64_t classes;
   T eps;
-  KILN_HD void operator()(int64_t i) const {
-    int64_t n = i / classes, c = i % classes;
+  KILN_HD void operator()(int64_t n, int64_t c) const {
+    int64_t i = n * classes + c;
     if (valid[n] == T(0)) {
       grad_logits[i] = T(0);
       return;
@@ -95,7 +95,7 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const T
                             const Tensor& grad_logits) {
   int64_t classes = logits.size(1);
   KILN_DISPATCH_FLOAT(logits.dtype(), "cross_entropy_backward", [&] {
-    parallel_for(logits.device(), logits.numel(),
+    parallel_for_2d(logits.device(), logits.size(0), classes,
                  CrossEntropyBackwardFunctor<scalar_t>{
                      logits.data<scalar_t>(), targets.data<int64_t>(), lse.data<scalar_t>(),
                      valid.data<scalar_t>(), grad_rows.data<scalar_t>(),
