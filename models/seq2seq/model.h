@@ -1,0 +1,96 @@
+// The RNN encoder-decoder of d2l.ai (chapter "Sequence-to-Sequence Learning"), with optional
+// additive (Bahdanau) or dot / general (Luong) attention. Built only from kiln's public nn API.
+//
+//   encoder:  Embedding -> multi-layer GRU/LSTM (optionally bidirectional) over the padded source;
+//             padded steps keep the state, so the final state is each sentence's own.
+//   decoder:  initial state = the encoder's final state (projected to hidden_size when the
+//             encoder is bidirectional); without attention every step's input is
+//             [embedding(y_{t-1}); context], context = the encoder's top-layer final state, fixed
+//             for the whole decoding (d2l), also at inference; with attention the context is
+//             recomputed each step from the decoder's top-layer state over the encoder outputs,
+//             padding masked; then Linear(hidden -> target vocab).
+// Parameter names: encoder.embedding.weight, encoder.rnn.weight_ih_l0, ..., bridge.weight,
+// decoder.embedding.weight, decoder.rnn.*, decoder.attention.*, decoder.dense.{weight,bias}.
+#pragma once
+
+#include <memory>
+
+#include "models/seq2seq/config.h"
+#include "nn/nn.h"
+
+namespace kiln::seq2seq {
+
+struct EncoderOutput {
+  Tensor keys;         // [B, S, Hk] encoder outputs, batch-major (Hk = hidden * directions)
+  Tensor key_proj;     // [B, S, A] W_k keys, once per sentence (additive attention only)
+  Tensor source_pad;   // [B, S] 1 where the source is padding (attention mask)
+  Tensor init_h;       // [L, B, H] decoder initial state
+  Tensor init_c;       // [L, B, H] (LSTM)
+  Tensor context;      // [B, H] the fixed context of the attention-free decoder
+};
+
+struct DecoderState {
+  Tensor h, c;  // [L, B, H]
+};
+
+// Additive attention: score(q, k) = w_v^T tanh(W_q q + W_k k); general: q^T W k; dot: q^T k.
+class AttentionLayer : public nn::Module {
+ public:
+  AttentionLayer(Attention kind, int64_t query_size, int64_t key_size, int64_t attention_size, Options options);
+  // keys [B, S, Hk] -> the per-sentence precomputation (additive: W_k keys; others: undefined).
+  Tensor project_keys(const Tensor& keys) const;
+  // query [B, H] -> (context [B, Hk], weights [B, S]) with padded keys masked out.
+  std::pair<Tensor, Tensor> forward(const Tensor& query, const EncoderOutput& enc) const;
+
+ private:
+  Attention kind_;
+  std::shared_ptr<nn::Linear> w_q_, w_k_, w_v_;
+};
+
+// Holders that give the parameters their names (encoder.*, decoder.*).
+struct Encoder : nn::Module {
+  Encoder(const ModelConfig& config, Options options);
+  std::shared_ptr<nn::Embedding> embedding;
+  std::shared_ptr<nn::Recurrent> rnn;
+};
+struct Decoder : nn::Module {
+  Decoder(const ModelConfig& config, Options options);
+  std::shared_ptr<nn::Embedding> embedding;
+  std::shared_ptr<nn::Recurrent> rnn;
+  std::shared_ptr<AttentionLayer> attention;  // null without attention
+  std::shared_ptr<nn::Linear> dense;
+};
+
+class Seq2Seq : public nn::Module {
+ public:
+  explicit Seq2Seq(const ModelConfig& config, Options options = {});
+  const ModelConfig& config() const { return config_; }
+
+  // source: [S, B] ids, source_lengths: [B].
+  EncoderOutput encode(const Tensor& source, const Tensor& source_lengths) const;
+  DecoderState initial_state(const EncoderOutput& enc) const;
+  // Teacher forcing over a whole target_in [T, B] -> logits [T, B, V]. With teacher_forcing < 1
+  // (scheduled sampling) each row's input at a step is, with probability 1 - teacher_forcing, the
+  // model's own previous argmax instead of the reference token.
+  Tensor decode_teacher(const EncoderOutput& enc, const Tensor& target_in, double teacher_forcing = 1.0) const;
+  // One step: token [B] -> logits [B, V]; `state` advances. attention_weights gets [B, S] if given.
+  Tensor decode_step(const EncoderOutput& enc, const Tensor& token, DecoderState& state,
+                     Tensor* attention_weights = nullptr) const;
+  // Mean cross-entropy per real target token (mask [T, B]).
+  Tensor loss(const Tensor& logits, const Tensor& target_out, const Tensor& target_mask,
+              double label_smoothing = 0.0) const;
+
+  // Rows `index` [N] of every batch-indexed tensor: expands a batch into beams or reorders them.
+  static EncoderOutput select_rows(const EncoderOutput& enc, const Tensor& index);
+  static DecoderState select_rows(const DecoderState& state, const Tensor& index);
+
+ private:
+  Tensor embed_step_input(const Tensor& embedded, const Tensor& context) const;
+
+  ModelConfig config_;
+  std::shared_ptr<Encoder> encoder_;
+  std::shared_ptr<Decoder> decoder_;
+  std::shared_ptr<nn::Linear> bridge_;  // bidirectional encoder only
+};
+
+}  // namespace kiln::seq2seq

@@ -1,0 +1,165 @@
+#include "models/seq2seq/search.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace kiln::seq2seq {
+
+Seq2SeqStepper::Seq2SeqStepper(const Seq2Seq& model, const Tensor& source, const Tensor& source_lengths,
+                               int64_t repeat, bool keep_attention)
+    : model_(model), keep_attention_(keep_attention) {
+  NoGradGuard no_grad;
+  enc_ = model.encode(source, source_lengths);
+  if (repeat > 1) {
+    std::vector<int64_t> index;
+    for (int64_t b = 0; b < source.size(1); ++b) index.insert(index.end(), repeat, b);
+    enc_ = Seq2Seq::select_rows(enc_, to(from_vector(index, {static_cast<int64_t>(index.size())}), source.device()));
+  }
+  state_ = model.initial_state(enc_);
+}
+
+Tensor Seq2SeqStepper::step(const Tensor& tokens) {
+  NoGradGuard no_grad;
+  Tensor logits = model_.decode_step(enc_, tokens, state_, keep_attention_ ? &attention_ : nullptr);
+  return log_softmax(logits);
+}
+
+void Seq2SeqStepper::reorder(const Tensor& index) {
+  NoGradGuard no_grad;
+  enc_ = Seq2Seq::select_rows(enc_, index);
+  state_ = Seq2Seq::select_rows(state_, index);
+}
+
+std::vector<int64_t> max_lengths_for(const Tensor& source_lengths, double a, double b) {
+  std::vector<int64_t> lengths = to(to(source_lengths, DType::i64), Device::cpu()).to_vector<int64_t>();
+  for (int64_t& l : lengths) l = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(a * l + b)));
+  return lengths;
+}
+
+namespace {
+double normalized(double log_prob, size_t length, double alpha) {
+  return alpha == 0 ? log_prob : log_prob / std::pow(static_cast<double>(std::max<size_t>(length, 1)), alpha);
+}
+
+Tensor token_tensor(const std::vector<int64_t>& tokens, Device device) {
+  return to(from_vector(tokens, {static_cast<int64_t>(tokens.size())}), device);
+}
+}  // namespace
+
+std::vector<Hypothesis> greedy_search(Stepper& stepper, int64_t batch, const SearchOptions& options,
+                                      const Seq2SeqStepper* attention_source) {
+  std::vector<Hypothesis> hyps(batch);
+  std::vector<int64_t> tokens(batch, options.bos_id);
+  int64_t longest = *std::max_element(options.max_lengths.begin(), options.max_lengths.end());
+  Device device = Device::cpu();
+  bool first = true;
+  for (int64_t t = 0; t < longest; ++t) {
+    Tensor log_probs = stepper.step(first ? token_tensor(tokens, Device::cpu()) : token_tensor(tokens, device));
+    if (first) device = log_probs.device();
+    first = false;
+    std::vector<int64_t> best = to(argmax(log_probs), Device::cpu()).to_vector<int64_t>();
+    std::vector<double> best_lp = to(to(max(log_probs), DType::f64), Device::cpu()).to_vector<double>();
+    std::vector<float> attention;
+    if (attention_source) attention = to(to(attention_source->last_attention(), DType::f32), Device::cpu()).to_vector<float>();
+    bool all_done = true;
+    for (int64_t b = 0; b < batch; ++b) {
+      Hypothesis& h = hyps[b];
+      if (h.finished || static_cast<int64_t>(h.tokens.size()) >= options.max_lengths[b]) continue;
+      h.tokens.push_back(best[b]);
+      h.log_prob += best_lp[b];
+      if (attention_source) {
+        int64_t src = static_cast<int64_t>(attention.size()) / batch;
+        h.attention.emplace_back(attention.begin() + b * src, attention.begin() + (b + 1) * src);
+      }
+      h.finished = best[b] == options.eos_id;
+      all_done = all_done && (h.finished || static_cast<int64_t>(h.tokens.size()) >= options.max_lengths[b]);
+      tokens[b] = best[b];
+    }
+    if (all_done) break;
+  }
+  for (Hypothesis& h : hyps) h.score = h.log_prob;
+  return hyps;
+}
+
+std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch, const SearchOptions& options,
+                                                 const BeamOptions& beam) {
+  const int64_t K = beam.beam_size;
+  KILN_CHECK(K >= 1, "beam_search: beam size must be >= 1, got ", K);
+  KILN_CHECK(beam.n_best >= 1 && beam.n_best <= K, "beam_search: n_best must be in [1, beam size ", K, "], got ",
+             beam.n_best);
+  const double kDead = -std::numeric_limits<double>::infinity();
+  // Alive beams: rows b*K + k. At the start only beam 0 of each sentence is alive, so the first
+  // step does not expand K identical copies.
+  std::vector<double> alive_lp(batch * K, kDead);
+  std::vector<std::vector<int64_t>> alive_tokens(batch * K);
+  for (int64_t b = 0; b < batch; ++b) alive_lp[b * K] = 0;
+  std::vector<std::vector<Hypothesis>> finished(batch);
+  std::vector<bool> done(batch, false);
+  std::vector<int64_t> tokens(batch * K, options.bos_id);
+  Device device = Device::cpu();
+  for (int64_t t = 0;; ++t) {
+    Tensor log_probs = stepper.step(token_tensor(tokens, t == 0 ? Device::cpu() : device));
+    device = log_probs.device();
+    int64_t vocab = log_probs.size(1);
+    std::vector<double> lp = to(to(log_probs, DType::f64), Device::cpu()).to_vector<double>();
+    std::vector<int64_t> parents(batch * K), next_tokens(batch * K, options.eos_id);
+    std::vector<double> next_lp(batch * K, kDead);
+    std::vector<std::vector<int64_t>> next_seq(batch * K);
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t k = 0; k < K; ++k) parents[b * K + k] = b * K;  // dead rows follow beam 0
+      if (done[b]) continue;
+      // The best 2K extensions over all K beams x V tokens (K of them may end in <eos>).
+      std::vector<std::pair<double, int64_t>> candidates;  // (log prob, k * V + v)
+      for (int64_t k = 0; k < K; ++k) {
+        double base = alive_lp[b * K + k];
+        if (base == kDead) continue;
+        for (int64_t v = 0; v < vocab; ++v) candidates.push_back({base + lp[(b * K + k) * vocab + v], k * vocab + v});
+      }
+      size_t keep = std::min<size_t>(2 * K, candidates.size());
+      std::partial_sort(candidates.begin(), candidates.begin() + keep, candidates.end(),
+                        [](const auto& x, const auto& y) { return x.first > y.first || (x.first == y.first && x.second < y.second); });
+      int64_t filled = 0;
+      bool at_limit = t + 1 >= options.max_lengths[b];
+      for (size_t c = 0; c < keep && filled < K; ++c) {
+        int64_t k = candidates[c].second / vocab, v = candidates[c].second % vocab;
+        std::vector<int64_t> seq = alive_tokens[b * K + k];
+        seq.push_back(v);
+        if (v == options.eos_id || at_limit) {
+          Hypothesis h{seq, candidates[c].first, normalized(candidates[c].first, seq.size(), beam.length_penalty),
+                       v == options.eos_id, {}};
+          finished[b].push_back(h);
+          if (v == options.eos_id) continue;
+        }
+        if (at_limit) continue;
+        parents[b * K + filled] = b * K + k;
+        next_tokens[b * K + filled] = v;
+        next_lp[b * K + filled] = candidates[c].first;
+        next_seq[b * K + filled] = std::move(seq);
+        ++filled;
+      }
+      // Done when K hypotheses ended, or no alive beam can still beat the worst kept one: log
+      // probabilities only fall, so an alive beam's best future normalized score is bounded by its
+      // current log_prob over the longest length it may reach (alpha >= 0).
+      std::sort(finished[b].begin(), finished[b].end(), [](const Hypothesis& x, const Hypothesis& y) { return x.score > y.score; });
+      double best_alive = kDead;
+      for (int64_t k = 0; k < filled; ++k) {
+        best_alive = std::max(best_alive, normalized(next_lp[b * K + k], options.max_lengths[b], beam.length_penalty));
+      }
+      done[b] = at_limit || filled == 0 ||
+                (static_cast<int64_t>(finished[b].size()) >= K && finished[b][K - 1].score >= best_alive);
+    }
+    if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
+    stepper.reorder(token_tensor(parents, device));
+    alive_lp = next_lp;
+    alive_tokens = std::move(next_seq);
+    tokens = next_tokens;
+  }
+  for (auto& list : finished) {
+    std::sort(list.begin(), list.end(), [](const Hypothesis& x, const Hypothesis& y) { return x.score > y.score; });
+    if (static_cast<int64_t>(list.size()) > beam.n_best) list.resize(beam.n_best);
+  }
+  return finished;
+}
+
+}  // namespace kiln::seq2seq
