@@ -171,3 +171,46 @@ TEST(Seq2Seq, LearnsToReverseShortSequences) {
 
 }  // namespace
 }  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// The whole model on CUDA (same weights) gives the CPU's logits, loss and gradients.
+TEST(Seq2Seq, CudaMatchesCpu) {
+  KILN_REQUIRE_GPU();
+  for (seq2seq::Attention attention : {seq2seq::Attention::none, seq2seq::Attention::bahdanau}) {
+    manual_seed(12);
+    seq2seq::ModelConfig c;
+    c.source_vocab = 12;
+    c.target_vocab = 10;
+    c.embed_size = 6;
+    c.hidden_size = 8;
+    c.dropout = 0.0;
+    c.cell = nn::CellType::lstm;
+    c.bidirectional = true;
+    c.attention = attention;
+    seq2seq::Seq2Seq cpu_model(c), gpu_model(c);
+    gpu_model.load_state_dict(cpu_model.state_dict());
+    gpu_model.to(Device::cuda());
+    Tensor source = from_vector<int64_t>({4, 9, 5, 10, 6, 0, 7, 0}, {4, 2}), lengths = from_vector<int64_t>({4, 3}, {2});
+    Tensor target_in = from_vector<int64_t>({2, 2, 4, 4, 5, 6}, {3, 2}), target_out = from_vector<int64_t>({4, 4, 5, 6, 3, 3}, {3, 2});
+    Tensor mask = from_vector<float>({1, 1, 1, 1, 1, 0}, {3, 2});
+    auto run = [&](seq2seq::Seq2Seq& model, Device d) {
+      Tensor logits = model.decode_teacher(model.encode(to(source, d), to(lengths, d)), to(target_in, d));
+      Tensor loss = model.loss(logits, to(target_out, d), to(mask, d));
+      loss.backward();
+      return std::pair{logits, loss};
+    };
+    auto [cpu_logits, cpu_loss] = run(cpu_model, Device::cpu());
+    auto [gpu_logits, gpu_loss] = run(gpu_model, Device::cuda());
+    EXPECT_TRUE(testing::all_close(gpu_logits, cpu_logits, 1e-5, 1e-4));
+    EXPECT_NEAR(gpu_loss.item(), cpu_loss.item(), 1e-5);
+    nn::StateDict cpu_params = cpu_model.state_dict(), gpu_params = gpu_model.state_dict();
+    for (auto& [name, p] : cpu_params) {
+      EXPECT_TRUE(testing::all_close(gpu_params[name].grad(), p.grad(), 1e-5, 1e-3)) << name;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kiln
