@@ -7,7 +7,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "core/error.h"
 
@@ -37,14 +36,6 @@ void write_text_file(const std::string& path, const std::string& text) {
   }
   fsync_path(tmp, false);
   KILN_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, path, ": rename failed: ", std::strerror(errno));
-}
-
-std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  KILN_CHECK(in.good(), path, ": cannot open: ", std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
 }
 
 void write_directory_atomically(const std::string& dir, const std::function<void(const std::string&)>& fill) {

@@ -13,9 +13,7 @@ namespace kiln::seq2seq {
 // `dir` is untouched and the temporary folder is removed.
 void write_directory_atomically(const std::string& dir, const std::function<void(const std::string&)>& fill);
 
-// Writes `text` to `path` through a temporary file, fsync and rename.
+// Writes `text` to `path` through a temporary file, fsync and rename. (Reading: data::read_text_file.)
 void write_text_file(const std::string& path, const std::string& text);
-// Reads a whole file; a kiln::Error names the path and the OS error when it cannot.
-std::string read_text_file(const std::string& path);
 
 }  // namespace kiln::seq2seq

@@ -1,0 +1,278 @@
+// kiln: train, translate with and evaluate Seq2Seq translators.
+//   kiln train --task numbers-en --attention bahdanau --out runs/numbers
+//   kiln train --data fra.txt --preset d2l --out runs/d2l
+//   echo "go ." | kiln translate --checkpoint runs/d2l/best --beam 4
+//   kiln eval --checkpoint runs/numbers/best --task numbers-en
+// Every flag has --help; a bad flag or value is named in the error and the exit code is non-zero.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+
+#include "models/data/tasks.h"
+#include "models/data/text_file.h"
+#include "models/data/tokenizer.h"
+#include "models/metrics.h"
+#include "models/seq2seq/attention_svg.h"
+#include "models/seq2seq/checkpoint.h"
+#include "models/seq2seq/trainer.h"
+
+namespace {
+
+using namespace kiln;
+using seq2seq::TrainOptions;
+
+// The d2l.ai presets: the book's hyperparameters on its fra-eng file.
+void apply_preset(const std::string& name, TrainOptions& o) {
+  o.model.cell = nn::CellType::gru;
+  o.model.num_layers = 2;
+  o.optimizer = "adam";
+  o.lr = 0.005;
+  o.clip = 1.0;
+  o.min_freq = 2;
+  o.vocab_from_valid = true;
+  o.sample_sentences = {"go .", "i lost .", "he's calm .", "i'm home ."};
+  if (name == "d2l") {  // d2l.ai 1.0, section 10.7
+    o.model.embed_size = 256;
+    o.model.hidden_size = 256;
+    o.model.dropout = 0.2;
+    o.batch_size = 128;
+    o.num_steps = 9;
+    o.train_pairs = 512;
+    o.valid_pairs = 128;
+    o.epochs = 30;
+  } else if (name == "d2l-classic") {  // the earlier editions: 600 pairs, 300 epochs
+    o.model.embed_size = 32;
+    o.model.hidden_size = 32;
+    o.model.dropout = 0.1;
+    o.batch_size = 64;
+    o.num_steps = 10;
+    o.train_pairs = 600;
+    o.valid_pairs = 0;
+    o.epochs = 300;
+  } else {
+    throw CLI::ValidationError("--preset", "'" + name + "' is not one of: d2l, d2l-classic");
+  }
+}
+
+void print_samples(const seq2seq::Translator& t, const std::vector<std::string>& sentences,
+                   const std::vector<data::SentencePair>& reference_pairs) {
+  auto hyps = t.translate(sentences);
+  for (size_t i = 0; i < sentences.size(); ++i) {
+    std::string out = t.to_text(hyps[i][0]);
+    std::string line = sentences[i] + " => " + out;
+    // d2l's BLEU (k = 2) against the reference, when the sentence is in the data.
+    for (const data::SentencePair& p : reference_pairs) {
+      if (data::detokenize(data::tokenize_d2l(p.source)) == data::detokenize(data::tokenize_d2l(sentences[i]))) {
+        double bleu = metrics::bleu_d2l(data::tokenize_d2l(out), data::tokenize_d2l(p.target), 2);
+        char score[64];
+        std::snprintf(score, sizeof score, ", bleu %.3f", bleu);
+        line += score;
+        break;
+      }
+    }
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+int run_train(const TrainOptions& options, const std::string& out, const std::string& resume) {
+  auto log = [](const std::string& line) { std::printf("%s\n", line.c_str()), std::fflush(stdout); };
+  std::vector<seq2seq::EpochMetrics> history = seq2seq::train(options, out, resume, log);
+  seq2seq::Translator t = seq2seq::Translator::load(out + "/last", options.device);
+  data::Split split = seq2seq::load_data(t.options, nullptr);
+  if (!t.options.sample_sentences.empty()) {
+    std::vector<data::SentencePair> all = split.train;
+    all.insert(all.end(), split.valid.begin(), split.valid.end());
+    print_samples(t, t.options.sample_sentences, all);
+  }
+  std::printf("checkpoints: %s/last, %s/best; metrics: %s/metrics.jsonl; loss curve: %s/loss.svg\n", out.c_str(),
+              out.c_str(), out.c_str(), out.c_str());
+  return 0;
+}
+
+int run_translate(const std::string& checkpoint, const std::string& device, int64_t beam, int64_t n_best,
+                  double length_penalty, const std::string& attention_svg) {
+  seq2seq::Translator t = seq2seq::Translator::load(checkpoint, device);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(std::cin, line);) lines.push_back(line);
+  if (lines.empty()) return 0;
+  auto results = t.translate(lines, beam, n_best, length_penalty);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (n_best == 1) {
+      std::printf("%s\n", t.to_text(results[i][0]).c_str());
+      continue;
+    }
+    for (size_t k = 0; k < results[i].size(); ++k) {
+      std::printf("%zu\t%.4f\t%s\n", k + 1, results[i][k].score, t.to_text(results[i][k]).c_str());
+    }
+    std::printf("\n");
+  }
+  if (!attention_svg.empty()) {
+    auto first = t.translate({lines[0]}, 1, 1, 1.0, /*keep_attention=*/true)[0][0];
+    KILN_CHECK(!first.attention.empty(), "--attention-svg: the model in ", checkpoint, " has no attention (",
+               seq2seq::attention_name(t.options.model.attention), ")");
+    seq2seq::write_attention_svg(attention_svg, data::tokenize_d2l(lines[0]), t.target_vocab.decode(first.tokens, false),
+                                 first.attention);
+  }
+  return 0;
+}
+
+int run_eval(const std::string& checkpoint, const std::string& device, TrainOptions data_options, int64_t beam) {
+  seq2seq::Translator t = seq2seq::Translator::load(checkpoint, device);
+  data_options.valid_pairs = 0;
+  data_options.test_pairs = 0;
+  data_options.train_pairs = -1;
+  data_options.valid_fraction = 0;
+  std::vector<data::SentencePair> pairs = seq2seq::load_data(data_options, [](const std::string& line) {
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }).train;
+  std::vector<std::string> sources, references, hypotheses;
+  for (const auto& p : pairs) {
+    sources.push_back(p.source);
+    references.push_back(data::detokenize(data::tokenize_d2l(p.target)));
+  }
+  for (const auto& h : t.translate(sources, beam)) hypotheses.push_back(t.to_text(h[0]));
+  double nll = t.mean_nll(pairs);
+  std::printf("pairs %zu\ncorpus BLEU %.2f\nexact match %.2f%%\nperplexity %.3f\n", pairs.size(),
+              metrics::corpus_bleu(hypotheses, references), 100 * metrics::exact_match(hypotheses, references),
+              std::exp(nll));
+  return 0;
+}
+
+void add_data_flags(CLI::App* app, TrainOptions& o) {
+  app->add_option("--data", o.data, "sentence pairs, TSV: source<TAB>target[<TAB>...] (Tatoeba/Anki, d2l's fra.txt)");
+  app->add_option("--data-src", o.data_source, "source side, one sentence per line (with --data-tgt)");
+  app->add_option("--data-tgt", o.data_target, "target side, line-aligned with --data-src");
+  app->add_option("--task", o.task, "a generated task instead of a file")
+      ->check(CLI::IsMember(data::task_names()));
+  app->add_option("--task-size", o.task_size, "pairs generated for --task")->check(CLI::PositiveNumber);
+  app->add_option("--max-pairs", o.max_pairs, "read at most this many pairs");
+  app->add_flag("--strict", o.strict_data, "a malformed corpus line is fatal (default: reported and skipped)");
+  app->add_option("--seed", o.seed, "seed of the generated task, shuffling, init and dropout");
+  app->add_option("--device", o.device, "cpu, cuda or cuda:N");
+}
+
+}  // namespace
+
+// The value of `--name X` or `--name=X` in argv, if given: --config and --preset set the base
+// options before the flags are parsed, so flags given on the command line win over both.
+std::string prescan(int argc, char** argv, const std::string& name) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == name && i + 1 < argc) return argv[i + 1];
+    if (arg.rfind(name + "=", 0) == 0) return arg.substr(name.size() + 1);
+  }
+  return "";
+}
+
+int main(int argc, char** argv) {
+  CLI::App app{"kiln: a Seq2Seq translator built on the kiln framework"};
+  app.require_subcommand(1);
+  TrainOptions o;
+  std::string out = "runs/kiln", resume, config_file, preset, cell = "gru", attention = "none";
+  try {
+    if (std::string(argc > 1 ? argv[1] : "") == "train") {
+      std::string file = prescan(argc, argv, "--config"), preset_name = prescan(argc, argv, "--preset");
+      if (!file.empty()) o = TrainOptions::from_json(data::read_text_file("--config", file), file);
+      if (!preset_name.empty()) apply_preset(preset_name, o);
+      cell = seq2seq::cell_name(o.model.cell);
+      attention = seq2seq::attention_name(o.model.attention);
+    }
+  } catch (const kiln::Error& e) {
+    std::fprintf(stderr, "kiln: error: %s\n", e.what());
+    return 1;
+  } catch (const CLI::ValidationError& e) {
+    std::fprintf(stderr, "kiln: error: %s\n", e.what());
+    return 1;
+  }
+
+  CLI::App* train = app.add_subcommand("train", "train a model");
+  add_data_flags(train, o);
+  train->add_option("--config", config_file, "JSON file of options (flags given too win)");
+  train->add_option("--preset", preset, "d2l (d2l.ai 1.0) or d2l-classic: the book's settings on fra-eng");
+  train->add_option("--out", out, "output folder: last/, best/, metrics.jsonl, loss.svg");
+  train->add_option("--resume", resume, "continue from this checkpoint folder");
+  train->add_option("--cell", cell, "gru or lstm")->check(CLI::IsMember({"gru", "lstm"}));
+  train->add_option("--attention", attention, "none, bahdanau, luong or luong-general")
+      ->check(CLI::IsMember({"none", "bahdanau", "luong", "luong-general"}));
+  train->add_flag("--bidirectional", o.model.bidirectional, "bidirectional encoder");
+  train->add_option("--embed", o.model.embed_size, "embedding size")->check(CLI::PositiveNumber);
+  train->add_option("--hidden", o.model.hidden_size, "hidden size")->check(CLI::PositiveNumber);
+  train->add_option("--layers", o.model.num_layers, "recurrent layers")->check(CLI::PositiveNumber);
+  train->add_option("--dropout", o.model.dropout, "dropout between recurrent layers")->check(CLI::Range(0.0, 0.99));
+  train->add_option("--optimizer", o.optimizer, "sgd, adam, adamw or rmsprop")
+      ->check(CLI::IsMember({"sgd", "adam", "adamw", "rmsprop"}));
+  train->add_option("--lr", o.lr, "learning rate")->check(CLI::PositiveNumber);
+  train->add_option("--weight-decay", o.weight_decay, "weight decay");
+  train->add_option("--schedule", o.schedule, "constant, step, inverse-sqrt or cosine")
+      ->check(CLI::IsMember({"constant", "step", "inverse-sqrt", "cosine"}));
+  train->add_option("--warmup", o.warmup, "warmup steps (inverse-sqrt, cosine)");
+  train->add_option("--clip", o.clip, "max global gradient norm (0: off)")->check(CLI::NonNegativeNumber);
+  train->add_option("--epochs", o.epochs, "epochs")->check(CLI::NonNegativeNumber);
+  train->add_option("--batch", o.batch_size, "sentence pairs per batch")->check(CLI::PositiveNumber);
+  train->add_option("--num-steps", o.num_steps, "cut/pad every sequence to this length (-1: per batch)");
+  train->add_option("--label-smoothing", o.label_smoothing, "label smoothing")->check(CLI::Range(0.0, 0.99));
+  train->add_option("--teacher-forcing", o.teacher_forcing, "probability of feeding the reference token (< 1: scheduled sampling)")
+      ->check(CLI::Range(0.0, 1.0));
+  train->add_option("--min-freq", o.min_freq, "vocabulary: minimum token count");
+  train->add_option("--max-vocab", o.max_vocab, "vocabulary: maximum size (-1: no cap)");
+  train->add_option("--train-pairs", o.train_pairs, "first N pairs for training (-1: all but valid/test)");
+  train->add_option("--valid-pairs", o.valid_pairs, "next N pairs for validation");
+  train->add_option("--test-pairs", o.test_pairs, "next N pairs held out for testing");
+  train->add_option("--bleu-sentences", o.bleu_sentences, "validation sentences translated for BLEU per epoch");
+  train->add_flag("--quiet", o.quiet, "no live progress line");
+
+  std::string checkpoint, device;
+  int64_t beam = 1, n_best = 1;
+  double length_penalty = 1.0;
+  std::string attention_svg;
+  CLI::App* translate = app.add_subcommand("translate", "translate stdin, one sentence per line, to stdout");
+  translate->add_option("--checkpoint", checkpoint, "checkpoint folder")->required();
+  translate->add_option("--device", device, "cpu, cuda or cuda:N (default: as trained)");
+  translate->add_option("--beam", beam, "beam width (1: greedy)")->check(CLI::PositiveNumber);
+  translate->add_option("--n-best", n_best, "hypotheses printed per sentence (<= beam)")->check(CLI::PositiveNumber);
+  translate->add_option("--length-penalty", length_penalty, "alpha: beams ranked by log p / length^alpha");
+  translate->add_option("--attention-svg", attention_svg, "write the attention heatmap of the first sentence");
+
+  TrainOptions eval_data;
+  CLI::App* eval = app.add_subcommand("eval", "corpus BLEU, exact match and perplexity on a data set");
+  eval->add_option("--checkpoint", checkpoint, "checkpoint folder")->required();
+  add_data_flags(eval, eval_data);
+  eval->add_option("--beam", beam, "beam width (1: greedy)")->check(CLI::PositiveNumber);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (*train) {
+      o.model.cell = seq2seq::parse_cell(cell);
+      o.model.attention = seq2seq::parse_attention(attention);
+      if (resume.empty()) {
+        // Validate with placeholder vocab sizes: the real ones come from the data.
+        seq2seq::ModelConfig check = o.model;
+        check.source_vocab = check.target_vocab = 5;
+        check.validate();
+        o.validate();
+      }
+      return run_train(o, out, resume);
+    }
+    if (*translate) {
+      KILN_CHECK(n_best <= beam, "--n-best ", n_best, " exceeds --beam ", beam);
+      return run_translate(checkpoint, device, beam, n_best, length_penalty, attention_svg);
+    }
+    if (*eval) {
+      KILN_CHECK(!eval_data.data.empty() || !eval_data.task.empty() || !eval_data.data_source.empty(),
+                 "eval: give --data, --data-src/--data-tgt or --task");
+      return run_eval(checkpoint, eval->count("--device") ? eval_data.device : "", eval_data, beam);
+    }
+  } catch (const kiln::Error& e) {
+    std::fprintf(stderr, "kiln: error: %s\n", e.what());
+    return 1;
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return 0;
+}

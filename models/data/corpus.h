@@ -1,0 +1,55 @@
+// Reading a parallel corpus into sentence pairs, and splitting it into train / valid / test.
+//
+// Two formats: the Tatoeba / Anki TSV (`source<TAB>target[<TAB>more...]`, one pair a line: d2l's
+// fra-eng `fra.txt`, English first) and two line-aligned plain-text files. Both accept CRLF line
+// endings and a UTF-8 byte order mark. A bad line (invalid UTF-8, no tab, an empty side) is a
+// "path:line: reason" problem: skipped and counted by default, or thrown as kiln::Error.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "models/data/utf8.h"  // valid_utf8
+
+namespace kiln::data {
+
+struct SentencePair {
+  std::string source, target;
+};
+
+struct ReadOptions {
+  bool skip_bad_lines = true;  // false: the first bad line throws kiln::Error("path:line: reason")
+  int64_t max_pairs = -1;      // >= 0: stop after this many good pairs; -1: read everything
+};
+
+struct Corpus {
+  static constexpr size_t max_problems_kept = 20;
+
+  std::vector<SentencePair> pairs;  // in file order, each side trimmed of ASCII whitespace
+  int64_t skipped = 0;              // bad lines skipped (all of them, not only those kept below)
+  std::vector<std::string> problems;  // "path:line: reason" for the first max_problems_kept
+};
+
+// Tatoeba / Anki TSV: the first column is the source, the second the target, further columns are
+// ignored. Blank lines (empty or only spaces / tabs) are skipped silently and are not problems.
+// A file that cannot be opened throws "read_tsv: cannot open 'path': <strerror>".
+Corpus read_tsv(const std::string& path, const ReadOptions& options = {});
+
+// Line i of source_path pairs with line i of target_path. Different line counts throw, naming
+// both files and both counts. A line pair where both sides are blank is skipped silently; one
+// blank side or invalid UTF-8 is a problem reported against the file:line that has it.
+Corpus read_parallel(const std::string& source_path, const std::string& target_path,
+                     const ReadOptions& options = {});
+
+struct Split {
+  std::vector<SentencePair> train, valid, test;
+};
+
+// Consecutive slices in file order: pairs [0, train), [train, train + valid), then the next
+// `test` pairs (-1: all the rest). As d2l takes the first 512 pairs for training and the next 128
+// for validation. Asking for more pairs than there are throws with both numbers.
+Split split_pairs(const std::vector<SentencePair>& pairs, int64_t train, int64_t valid,
+                  int64_t test = -1);
+
+}  // namespace kiln::data
