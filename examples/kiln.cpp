@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <iostream>
 
 #include "models/data/tasks.h"
@@ -140,6 +141,36 @@ int run_eval(const std::string& checkpoint, const std::string& device, TrainOpti
   return 0;
 }
 
+// `kiln demo`: the README's first command. Trains the default attention model on the generated
+// French numbers task, then translates numbers it never saw in training.
+int run_demo(TrainOptions o, const std::string& out) {
+  if (o.task.empty() && o.data.empty() && o.data_source.empty()) o.task = "numbers-fr";
+  std::printf("kiln demo: %s, digits -> words; a GRU encoder-decoder with Bahdanau attention, on %s\n",
+              o.task.c_str(), o.device.c_str());
+  run_train(o, out, "");
+  seq2seq::Translator t = seq2seq::Translator::load(out + "/best", o.device);
+  data::Split split = seq2seq::load_data(t.options, nullptr);
+  // Held out: test pairs whose source never occurs in the training pairs.
+  std::set<std::string> seen;
+  for (const auto& p : split.train) seen.insert(p.source);
+  std::vector<std::string> sources, references, hypotheses;
+  for (const auto& p : split.test) {
+    if (seen.count(p.source)) continue;
+    sources.push_back(p.source);
+    references.push_back(data::detokenize(data::tokenize_d2l(p.target)));
+  }
+  KILN_CHECK(!sources.empty(), "demo: no held-out pairs (every test source also occurs in training)");
+  for (const auto& h : t.translate(sources)) hypotheses.push_back(t.to_text(h[0]));
+  std::printf("\nheld-out translations (sources never seen in training):\n");
+  for (size_t i = 0; i < std::min<size_t>(8, sources.size()); ++i) {
+    std::printf("  %-12s => %-40s %s\n", sources[i].c_str(), hypotheses[i].c_str(),
+                hypotheses[i] == references[i] ? "ok" : ("expected: " + references[i]).c_str());
+  }
+  std::printf("held-out: %zu sentences, exact match %.2f%%, corpus BLEU %.2f\n", sources.size(),
+              100 * metrics::exact_match(hypotheses, references), metrics::corpus_bleu(hypotheses, references));
+  return 0;
+}
+
 void add_data_flags(CLI::App* app, TrainOptions& o) {
   app->add_option("--data", o.data, "sentence pairs, TSV: source<TAB>target[<TAB>...] (Tatoeba/Anki, d2l's fra.txt)");
   app->add_option("--data-src", o.data_source, "source side, one sentence per line (with --data-tgt)");
@@ -235,6 +266,26 @@ int main(int argc, char** argv) {
   translate->add_option("--length-penalty", length_penalty, "alpha: beams ranked by log p / length^alpha");
   translate->add_option("--attention-svg", attention_svg, "write the attention heatmap of the first sentence");
 
+  TrainOptions demo_options;
+  demo_options.task_size = 8000;
+  demo_options.train_pairs = 6000;
+  demo_options.valid_pairs = 500;
+  demo_options.test_pairs = 1500;
+  demo_options.epochs = 12;
+  demo_options.batch_size = 64;
+  demo_options.lr = 0.01;
+  demo_options.quiet = false;
+  demo_options.model.embed_size = 32;
+  demo_options.model.hidden_size = 128;
+  demo_options.model.num_layers = 1;
+  demo_options.model.dropout = 0.0;
+  demo_options.model.attention = seq2seq::Attention::bahdanau;
+  std::string demo_out = "runs/demo";
+  CLI::App* demo = app.add_subcommand("demo", "train on a generated task, then translate held-out sentences");
+  add_data_flags(demo, demo_options);
+  demo->add_option("--epochs", demo_options.epochs, "epochs")->check(CLI::PositiveNumber);
+  demo->add_option("--out", demo_out, "output folder");
+
   TrainOptions eval_data;
   CLI::App* eval = app.add_subcommand("eval", "corpus BLEU, exact match and perplexity on a data set");
   eval->add_option("--checkpoint", checkpoint, "checkpoint folder")->required();
@@ -259,6 +310,7 @@ int main(int argc, char** argv) {
       }
       return run_train(o, out, resume);
     }
+    if (*demo) return run_demo(demo_options, demo_out);
     if (*translate) {
       KILN_CHECK(n_best <= beam, "--n-best ", n_best, " exceeds --beam ", beam);
       return run_translate(checkpoint, device, beam, n_best, length_penalty, attention_svg);

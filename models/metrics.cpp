@@ -24,7 +24,9 @@ NgramCounts count_ngrams(const std::vector<std::string>& tokens, size_t n) {
   return counts;
 }
 
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
 // Rule 1's class: { | } ~  [ \ ] ^ _ `  space ! " # $ % &  ( ) * +  : ; < = > ? @  /
 bool is_13a_punct(char c) {
@@ -45,11 +47,14 @@ void replace_all(std::string& text, std::string_view from, std::string_view to) 
 size_t whitespace_length(std::string_view text, size_t i) {
   const unsigned char c = static_cast<unsigned char>(text[i]);
   if (c == ' ' || (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x1F)) return 1;
-  const auto byte = [&](size_t k) { return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0; };
+  const auto byte = [&](size_t k) {
+    return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0;
+  };
   if (c == 0xC2 && (byte(1) == 0x85 || byte(1) == 0xA0)) return 2;
   if (c == 0xE1 && byte(1) == 0x9A && byte(2) == 0x80) return 3;
-  if (c == 0xE2 && byte(1) == 0x80 && ((byte(2) >= 0x80 && byte(2) <= 0x8A) || byte(2) == 0xA8 ||
-                                       byte(2) == 0xA9 || byte(2) == 0xAF)) {
+  if (c == 0xE2 && byte(1) == 0x80 &&
+      ((byte(2) >= 0x80 && byte(2) <= 0x8A) || byte(2) == 0xA8 || byte(2) == 0xA9 ||
+       byte(2) == 0xAF)) {
     return 3;
   }
   if (c == 0xE2 && byte(1) == 0x81 && byte(2) == 0x9F) return 3;
@@ -86,7 +91,8 @@ std::string_view rstrip(std::string_view text) {
 
 }  // namespace
 
-double bleu_d2l(const std::vector<std::string>& pred, const std::vector<std::string>& label, int k) {
+double bleu_d2l(const std::vector<std::string>& pred, const std::vector<std::string>& label,
+                int k) {
   KILN_CHECK(k >= 1, "bleu_d2l: k must be >= 1, got ", k);
   const size_t len_pred = pred.size(), len_label = label.size();
   if (len_pred == 0) return 0.0;
@@ -200,7 +206,8 @@ BleuScore corpus_bleu_score(const std::vector<std::string>& hypotheses,
   if (!any_match) return result;  // sacreBLEU's early stop: score 0
   double smooth = 1.0, log_sum = 0.0;
   for (size_t n = 0; n < 4; ++n) {
-    if (result.totals[n] == 0) break;  // shorter than n everywhere: this and higher precisions stay 0
+    if (result.totals[n] == 0)
+      break;  // shorter than n everywhere: this and higher precisions stay 0
     const double total = static_cast<double>(result.totals[n]);
     if (result.matches[n] > 0) {
       result.precisions[n] = 100.0 * static_cast<double>(result.matches[n]) / total;
@@ -222,7 +229,8 @@ double corpus_bleu(const std::vector<std::string>& hypotheses,
   return corpus_bleu_score(hypotheses, references, smoothing).score;
 }
 
-double exact_match(const std::vector<std::string>& hypotheses, const std::vector<std::string>& references) {
+double exact_match(const std::vector<std::string>& hypotheses,
+                   const std::vector<std::string>& references) {
   KILN_CHECK(hypotheses.size() == references.size(), "exact_match: ", hypotheses.size(),
              " hypotheses but ", references.size(), " references");
   if (hypotheses.empty()) return 0.0;

@@ -34,7 +34,8 @@ enum class BleuSmoothing {
 
 // Corpus BLEU in [0, 100]: clipped n-gram matches (n = 1..4) and n-gram totals summed over all
 // sentences after tokenize_13a, then
-//   BLEU = 100 * BP * exp(sum_n log(matches_n / totals_n) / 4),  BP = exp(1 - r / c) if c < r else 1
+//   BLEU = 100 * BP * exp(sum_n log(matches_n / totals_n) / 4)
+//   BP = exp(1 - r / c) if c < r, else 1
 // with c, r the total hypothesis and reference lengths (one reference per hypothesis). As
 // sacreBLEU: no matches at all (or c == 0) gives 0, as does a zero precision without smoothing.
 // Note: sacreBLEU's own default is smoothing 'exp' (signature "smooth:exp"); pass
@@ -54,7 +55,8 @@ double corpus_bleu(const std::vector<std::string>& hypotheses,
                    BleuSmoothing smoothing = BleuSmoothing::none);
 
 // Fraction of hypotheses byte-for-byte equal to their reference, in [0, 1]; 0 for empty lists.
-double exact_match(const std::vector<std::string>& hypotheses, const std::vector<std::string>& references);
+double exact_match(const std::vector<std::string>& hypotheses,
+                   const std::vector<std::string>& references);
 
 // exp(total_nll / tokens): total_nll is the summed negative log-likelihood (natural log) of
 // `tokens` predicted tokens. tokens >= 1.

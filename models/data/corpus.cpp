@@ -74,7 +74,8 @@ Corpus read_tsv(const std::string& path, const ReadOptions& options) {
     const std::string_view target =
         trim(line.substr(tab + 1, tab2 == std::string_view::npos ? line.npos : tab2 - tab - 1));
     if (source.empty() || target.empty()) {
-      report(corpus, options, path, number, source.empty() ? "empty source side" : "empty target side");
+      report(corpus, options, path, number,
+             source.empty() ? "empty source side" : "empty target side");
       continue;
     }
     corpus.pairs.push_back({std::string(source), std::string(target)});
@@ -102,9 +103,11 @@ Corpus read_parallel(const std::string& source_path, const std::string& target_p
     } else if (std::string bad_target = utf8_problem(targets[i]); !bad_target.empty()) {
       report(corpus, options, target_path, number, bad_target);
     } else if (source.empty()) {
-      report(corpus, options, source_path, number, "empty source sentence (its target is not empty)");
+      report(corpus, options, source_path, number,
+             "empty source sentence (its target is not empty)");
     } else if (target.empty()) {
-      report(corpus, options, target_path, number, "empty target sentence (its source is not empty)");
+      report(corpus, options, target_path, number,
+             "empty target sentence (its source is not empty)");
     } else {
       corpus.pairs.push_back({std::string(source), std::string(target)});
     }
@@ -112,7 +115,8 @@ Corpus read_parallel(const std::string& source_path, const std::string& target_p
   return corpus;
 }
 
-Split split_pairs(const std::vector<SentencePair>& pairs, int64_t train, int64_t valid, int64_t test) {
+Split split_pairs(const std::vector<SentencePair>& pairs, int64_t train, int64_t valid,
+                  int64_t test) {
   KILN_CHECK(train >= 0 && valid >= 0 && test >= -1, "split_pairs: sizes must be train >= 0, ",
              "valid >= 0 and test >= 0 or -1 (the rest); got train ", train, ", valid ", valid,
              ", test ", test);

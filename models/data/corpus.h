@@ -26,8 +26,8 @@ struct ReadOptions {
 struct Corpus {
   static constexpr size_t max_problems_kept = 20;
 
-  std::vector<SentencePair> pairs;  // in file order, each side trimmed of ASCII whitespace
-  int64_t skipped = 0;              // bad lines skipped (all of them, not only those kept below)
+  std::vector<SentencePair> pairs;    // in file order, each side trimmed of ASCII whitespace
+  int64_t skipped = 0;                // bad lines skipped (all of them, not only those kept below)
   std::vector<std::string> problems;  // "path:line: reason" for the first max_problems_kept
 };
 

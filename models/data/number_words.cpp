@@ -20,10 +20,10 @@ std::string join(const std::string& a, const std::string& b) {
 
 // ---- English -----------------------------------------------------------------------------------
 
-const char* const english_small[20] = {
-    "zero",    "one",     "two",       "three",    "four",    "five",    "six",
-    "seven",   "eight",   "nine",      "ten",      "eleven",  "twelve",  "thirteen",
-    "fourteen", "fifteen", "sixteen",  "seventeen", "eighteen", "nineteen"};
+const char* const english_small[20] = {"zero",    "one",     "two",       "three",    "four",
+                                       "five",    "six",     "seven",     "eight",    "nine",
+                                       "ten",     "eleven",  "twelve",    "thirteen", "fourteen",
+                                       "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"};
 const char* const english_tens[10] = {"",      "",      "twenty",  "thirty", "forty",
                                       "fifty", "sixty", "seventy", "eighty", "ninety"};
 
@@ -43,8 +43,8 @@ std::string english_below_1000(int64_t n) {
 
 // ---- French ------------------------------------------------------------------------------------
 
-const char* const french_small[17] = {"zéro", "un",     "deux",     "trois",    "quatre", "cinq",
-                                      "six",  "sept",   "huit",     "neuf",     "dix",    "onze",
+const char* const french_small[17] = {"zéro",  "un",     "deux",     "trois",  "quatre", "cinq",
+                                      "six",   "sept",   "huit",     "neuf",   "dix",    "onze",
                                       "douze", "treize", "quatorze", "quinze", "seize"};
 const char* const french_tens[7] = {"", "", "vingt", "trente", "quarante", "cinquante", "soixante"};
 

@@ -16,7 +16,8 @@ namespace {
 using Generator = std::mt19937_64;
 
 int64_t uniform_int(Generator& generator, int64_t low, int64_t high) {  // [low, high]
-  return low + static_cast<int64_t>(uniform_below(generator, static_cast<uint64_t>(high - low + 1)));
+  return low +
+         static_cast<int64_t>(uniform_below(generator, static_cast<uint64_t>(high - low + 1)));
 }
 
 // "a c b": 3..10 letters from a..t.
@@ -64,21 +65,24 @@ SentencePair make_pair(const std::string& name, Generator& generator) {
     return {spaced_digits(std::to_string(n)), words};
   }
   // dates
-  static const char* const months[12] = {"january", "february", "march",     "april",
-                                         "may",     "june",     "july",      "august",
-                                         "september", "october", "november", "december"};
+  static const char* const months[12] = {"january",   "february", "march",    "april",
+                                         "may",       "june",     "july",     "august",
+                                         "september", "october",  "november", "december"};
   const int64_t year = uniform_int(generator, 1950, 2049);
   const int64_t month = uniform_int(generator, 1, 12);
   const int64_t day = uniform_int(generator, 1, days_in_month(year, month));
   char iso[16];
   std::snprintf(iso, sizeof(iso), "%04d-%02d-%02d", static_cast<int>(year), static_cast<int>(month),
                 static_cast<int>(day));
-  return {spaced_digits(iso), std::to_string(day) + " " + months[month - 1] + " " + std::to_string(year)};
+  return {spaced_digits(iso),
+          std::to_string(day) + " " + months[month - 1] + " " + std::to_string(year)};
 }
 
 }  // namespace
 
-std::vector<std::string> task_names() { return {"copy", "reverse", "numbers-en", "numbers-fr", "dates"}; }
+std::vector<std::string> task_names() {
+  return {"copy", "reverse", "numbers-en", "numbers-fr", "dates"};
+}
 
 std::vector<SentencePair> generate_task(const std::string& name, int64_t count, uint64_t seed) {
   const std::vector<std::string> names = task_names();

@@ -101,8 +101,9 @@ int64_t Vocab::id(const std::string& token) const {
 }
 
 const std::string& Vocab::token(int64_t id) const {
-  KILN_CHECK(id >= 0 && id < size(), "Vocab::token: id ", id, " is out of range for a vocabulary of ",
-             size(), " tokens (expected 0 <= id < ", size(), ")");
+  KILN_CHECK(id >= 0 && id < size(), "Vocab::token: id ", id,
+             " is out of range for a vocabulary of ", size(), " tokens (expected 0 <= id < ",
+             size(), ")");
   return tokens_[static_cast<size_t>(id)];
 }
 
@@ -131,7 +132,8 @@ std::vector<std::string> Vocab::decode(const std::vector<int64_t>& ids, bool str
 void Vocab::save(const std::string& path) const {
   const std::string temporary = path + ".tmp";
   std::FILE* file = std::fopen(temporary.c_str(), "wb");
-  if (file == nullptr) KILN_FAIL("Vocab::save: cannot open '", temporary, "': ", std::strerror(errno));
+  if (file == nullptr)
+    KILN_FAIL("Vocab::save: cannot open '", temporary, "': ", std::strerror(errno));
   bool ok = true;
   for (const std::string& token : tokens_) {
     ok = ok && std::fwrite(token.data(), 1, token.size(), file) == token.size();
@@ -146,8 +148,8 @@ void Vocab::save(const std::string& path) const {
   if (std::rename(temporary.c_str(), path.c_str()) != 0) {
     const int rename_errno = errno;
     std::remove(temporary.c_str());
-    KILN_FAIL("Vocab::save: cannot rename '", temporary, "' to '", path, "': ",
-              std::strerror(rename_errno));
+    KILN_FAIL("Vocab::save: cannot rename '", temporary, "' to '", path,
+              "': ", std::strerror(rename_errno));
   }
 }
 

@@ -26,7 +26,7 @@ data::Split load_data(const TrainOptions& o, const std::function<void(const std:
   int64_t total = static_cast<int64_t>(pairs.size());
   KILN_CHECK(total > 0, "train: the data has no usable sentence pairs");
   int64_t valid = o.valid_pairs, test = o.test_pairs, train = o.train_pairs;
-  if (train < 0 && valid == 0 && test == 0) {
+  if (train < 0 && valid == 0 && test == 0 && o.valid_fraction > 0) {
     valid = std::max<int64_t>(1, static_cast<int64_t>(std::round(o.valid_fraction * total)));
   }
   if (train < 0) train = total - valid - test;
