@@ -53,8 +53,12 @@ grep -E "Failure|error" "$out/tests.log" | head -40
 skipped=$(grep -c "^\[  SKIPPED \] " "$out/tests.log" || true)
 echo "skipped tests: $skipped (on a GPU machine only non-differentiable gradchecks should skip)"
 
-echo "== demo on cuda"
-"$bin/mlp_demo" cuda 2>&1 | tail -3 || status=1
+echo "== demos on cuda"
+"$bin/mlp_demo" cuda 2>&1 | tail -2 || status=1
+if [ -x "$bin/kiln" ]; then
+  "$bin/kiln" demo --device cuda --out "$out/demo" > "$out/demo.log" 2>&1 || status=1
+  grep -E "^epoch (1|12):|held-out:" "$out/demo.log"
+fi
 
 if [ "$run_bench" = 1 ]; then
   echo "== kernel benchmarks"
