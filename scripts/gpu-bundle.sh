@@ -23,5 +23,6 @@ done | sort -u | while read -r name path; do
     *) cp -L "$path" "$out/lib/$name" ;;
   esac
 done
+strip --strip-unneeded "$out"/bin/* "$out"/lib/* 2>/dev/null || true
 git rev-parse --short HEAD > "$out/COMMIT" 2>/dev/null || true
 du -sh "$out"
