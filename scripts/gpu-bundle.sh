@@ -26,3 +26,6 @@ done
 strip --strip-unneeded "$out"/bin/* "$out"/lib/* 2>/dev/null || true
 git rev-parse --short HEAD > "$out/COMMIT" 2>/dev/null || true
 du -sh "$out"
+# The device tool carries at most 64 MiB: ship it compressed (tar xf .gpu-bundle.tar.xz there).
+tar cJf .gpu-bundle.tar.xz .gpu-bundle
+du -sh .gpu-bundle.tar.xz
