@@ -95,7 +95,9 @@ template <class F> void parallel_for_2d(Device device, int64_t rows, int64_t col
   }
 #ifdef __CUDACC__
   constexpr int kThreads = 256;
-  unsigned blocks_x = static_cast<unsigned>(std::min<int64_t>((cols + kThreads - 1) / kThreads, 1024));
+  // A few blocks per row, each striding over the columns: enough work per thread to hide the
+  // per-row loads, and a grid of rows x 16 blocks at most.
+  unsigned blocks_x = static_cast<unsigned>(std::min<int64_t>((cols + kThreads - 1) / kThreads, 16));
   unsigned blocks_y = static_cast<unsigned>(std::min<int64_t>(rows, 65535));
   parallel_for_2d_kernel<<<dim3(blocks_x, blocks_y), kThreads>>>(rows, cols, f);
   KILN_CUDA_CHECK(cudaGetLastError());

@@ -205,6 +205,15 @@ TEST(Seq2Seq, CudaMatchesCpu) {
     auto [gpu_logits, gpu_loss] = run(gpu_model, Device::cuda());
     EXPECT_TRUE(testing::all_close(gpu_logits, cpu_logits, 1e-5, 1e-4));
     EXPECT_NEAR(gpu_loss.item(), cpu_loss.item(), 1e-5);
+    // Search with the model on the GPU (token ids come from the host) picks the CPU's tokens.
+    cpu_model.eval();
+    gpu_model.eval();
+    seq2seq::SearchOptions options{2, 3, {5, 5}};
+    seq2seq::Seq2SeqStepper cpu_stepper(cpu_model, source, lengths, 2), gpu_stepper(gpu_model, to(source, Device::cuda()),
+                                                                                   to(lengths, Device::cuda()), 2);
+    auto cpu_beams = seq2seq::beam_search(cpu_stepper, 2, options, {2, 1.0, 1});
+    auto gpu_beams = seq2seq::beam_search(gpu_stepper, 2, options, {2, 1.0, 1});
+    for (int b = 0; b < 2; ++b) EXPECT_EQ(gpu_beams[b][0].tokens, cpu_beams[b][0].tokens);
     nn::StateDict cpu_params = cpu_model.state_dict(), gpu_params = gpu_model.state_dict();
     for (auto& [name, p] : cpu_params) {
       EXPECT_TRUE(testing::all_close(gpu_params[name].grad(), p.grad(), 1e-5, 1e-3)) << name;

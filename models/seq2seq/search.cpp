@@ -21,14 +21,17 @@ Seq2SeqStepper::Seq2SeqStepper(const Seq2Seq& model, const Tensor& source, const
 
 Tensor Seq2SeqStepper::step(const Tensor& tokens) {
   NoGradGuard no_grad;
-  Tensor logits = model_.decode_step(enc_, tokens, state_, keep_attention_ ? &attention_ : nullptr);
+  // Searches build token ids on the host; the model takes them on its own device.
+  Tensor logits = model_.decode_step(enc_, kiln::to(tokens, enc_.keys.device()), state_,
+                                     keep_attention_ ? &attention_ : nullptr);
   return log_softmax(logits);
 }
 
 void Seq2SeqStepper::reorder(const Tensor& index) {
   NoGradGuard no_grad;
-  enc_ = Seq2Seq::select_rows(enc_, index);
-  state_ = Seq2Seq::select_rows(state_, index);
+  Tensor on_device = kiln::to(index, enc_.keys.device());
+  enc_ = Seq2Seq::select_rows(enc_, on_device);
+  state_ = Seq2Seq::select_rows(state_, on_device);
 }
 
 std::vector<int64_t> max_lengths_for(const Tensor& source_lengths, double a, double b) {
@@ -43,7 +46,7 @@ double normalized(double log_prob, size_t length, double alpha) {
 }
 
 Tensor token_tensor(const std::vector<int64_t>& tokens, Device device) {
-  return to(from_vector(tokens, {static_cast<int64_t>(tokens.size())}), device);
+  return kiln::to(from_vector(tokens, {static_cast<int64_t>(tokens.size())}), device);
 }
 }  // namespace
 
@@ -52,12 +55,8 @@ std::vector<Hypothesis> greedy_search(Stepper& stepper, int64_t batch, const Sea
   std::vector<Hypothesis> hyps(batch);
   std::vector<int64_t> tokens(batch, options.bos_id);
   int64_t longest = *std::max_element(options.max_lengths.begin(), options.max_lengths.end());
-  Device device = Device::cpu();
-  bool first = true;
   for (int64_t t = 0; t < longest; ++t) {
-    Tensor log_probs = stepper.step(first ? token_tensor(tokens, Device::cpu()) : token_tensor(tokens, device));
-    if (first) device = log_probs.device();
-    first = false;
+    Tensor log_probs = stepper.step(token_tensor(tokens, Device::cpu()));
     std::vector<int64_t> best = to(argmax(log_probs), Device::cpu()).to_vector<int64_t>();
     std::vector<double> best_lp = to(to(max(log_probs), DType::f64), Device::cpu()).to_vector<double>();
     std::vector<float> attention;
@@ -97,10 +96,8 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
   std::vector<std::vector<Hypothesis>> finished(batch);
   std::vector<bool> done(batch, false);
   std::vector<int64_t> tokens(batch * K, options.bos_id);
-  Device device = Device::cpu();
   for (int64_t t = 0;; ++t) {
-    Tensor log_probs = stepper.step(token_tensor(tokens, t == 0 ? Device::cpu() : device));
-    device = log_probs.device();
+    Tensor log_probs = stepper.step(token_tensor(tokens, Device::cpu()));
     int64_t vocab = log_probs.size(1);
     std::vector<double> lp = to(to(log_probs, DType::f64), Device::cpu()).to_vector<double>();
     std::vector<int64_t> parents(batch * K), next_tokens(batch * K, options.eos_id);
@@ -150,7 +147,7 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
                 (static_cast<int64_t>(finished[b].size()) >= K && finished[b][K - 1].score >= best_alive);
     }
     if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
-    stepper.reorder(token_tensor(parents, device));
+    stepper.reorder(token_tensor(parents, Device::cpu()));
     alive_lp = next_lp;
     alive_tokens = std::move(next_seq);
     tokens = next_tokens;

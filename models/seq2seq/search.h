@@ -14,9 +14,9 @@ namespace kiln::seq2seq {
 class Stepper {
  public:
   virtual ~Stepper() = default;
-  // tokens [N] -> log-probabilities [N, V] of the next token; advances every row's state.
+  // tokens [N] (on the host) -> log-probabilities [N, V] of the next token; advances every row.
   virtual Tensor step(const Tensor& tokens) = 0;
-  // Row i of the new state = row index[i] of the current one (beams follow their parents).
+  // Row i of the new state = row index[i] (host) of the current one (beams follow their parents).
   virtual void reorder(const Tensor& index) = 0;
 };
 
