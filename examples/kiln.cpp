@@ -135,9 +135,9 @@ int run_eval(const std::string& checkpoint, const std::string& device, TrainOpti
   }
   for (const auto& h : t.translate(sources, beam)) hypotheses.push_back(t.to_text(h[0]));
   double nll = t.mean_nll(pairs);
-  std::printf("pairs %zu\ncorpus BLEU %.2f\nexact match %.2f%%\nperplexity %.3f\n", pairs.size(),
-              metrics::corpus_bleu(hypotheses, references), 100 * metrics::exact_match(hypotheses, references),
-              std::exp(nll));
+  std::printf("pairs %zu\ncorpus BLEU %.2f\nexact match %.2f%%\nloss per token %.6f\nperplexity %.4f\n",
+              pairs.size(), metrics::corpus_bleu(hypotheses, references),
+              100 * metrics::exact_match(hypotheses, references), nll, std::exp(nll));
   return 0;
 }
 
