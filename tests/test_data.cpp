@@ -23,21 +23,9 @@
 namespace kiln::data {
 namespace {
 
+using kiln::testing::error_of;
+
 using Tokens = std::vector<std::string>;
-
-template <class Body>
-std::string error_of(Body body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a kiln::Error";
-  return "";
-}
-
-#define EXPECT_CONTAINS(text, part) \
-  EXPECT_NE(std::string(text).find(part), std::string::npos) << text
 
 // A scratch directory per test (pid + test name: ctest may run tests in parallel), removed after.
 class TempDir {

@@ -5,18 +5,7 @@
 namespace kiln {
 namespace {
 
-// Runs `body`, expects a kiln::Error, and returns its message.
-template <class Body> std::string error_of(Body body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a kiln::Error";
-  return "";
-}
-
-#define EXPECT_CONTAINS(text, part) EXPECT_NE(std::string(text).find(part), std::string::npos) << text
+using kiln::testing::error_of;
 
 TEST(Errors, ShapeMismatch) {
   std::string msg = error_of([] { add(zeros({2, 3}), zeros({4})); });

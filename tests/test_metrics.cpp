@@ -8,21 +8,9 @@
 namespace kiln::metrics {
 namespace {
 
+using kiln::testing::error_of;
+
 using Tokens = std::vector<std::string>;
-
-template <class Body>
-std::string error_of(Body body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a kiln::Error";
-  return "";
-}
-
-#define EXPECT_CONTAINS(text, part) \
-  EXPECT_NE(std::string(text).find(part), std::string::npos) << text
 
 // d2l.ai section 10.7's four examples, scored with k = 2 as the book does.
 TEST(BleuD2l, BookExamples) {

@@ -16,6 +16,8 @@
 namespace kiln {
 namespace {
 
+using kiln::testing::error_of;
+
 namespace fs = std::filesystem;
 
 // A fresh directory per test, removed with everything in it at the end.
@@ -60,21 +62,6 @@ std::string le64(uint64_t value) {
 std::string file_with(const std::string& header, size_t data_bytes = 0) {
   return le64(header.size()) + header + std::string(data_bytes, '\0');
 }
-
-// Runs `body`, expects a kiln::Error, and returns its message.
-template <class Body>
-std::string error_of(Body body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a kiln::Error";
-  return "";
-}
-
-#define EXPECT_CONTAINS(text, part) \
-  EXPECT_NE(std::string(text).find(part), std::string::npos) << text
 
 template <class T>
 void expect_same(const Tensor& actual, const Tensor& expected, const std::string& name) {

@@ -50,4 +50,17 @@ inline ::testing::AssertionResult all_close(const Tensor& actual, const Tensor& 
                                        << ")";
 }
 
+// Runs `body`, expects a kiln::Error, and returns its message (error tests check the message).
+template <class Body> std::string error_of(Body body) {
+  try {
+    body();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected a kiln::Error";
+  return "";
+}
+
 }  // namespace kiln::testing
+
+#define EXPECT_CONTAINS(text, part) EXPECT_NE(std::string(text).find(part), std::string::npos) << (text)

@@ -1,6 +1,6 @@
 #include "models/seq2seq/config.h"
 
-#include <nlohmann/json.hpp>
+#include "models/seq2seq/json_util.h"
 
 namespace kiln::seq2seq {
 
@@ -48,7 +48,7 @@ std::string ModelConfig::to_json() const {
   return j.dump(2);
 }
 
-ModelConfig ModelConfig::from_json(const std::string& text, const std::string& source) {
+nlohmann::json parse_json_object(const std::string& text, const std::string& source) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);
@@ -56,6 +56,11 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
     KILN_FAIL(source, ": not valid JSON: ", e.what());
   }
   KILN_CHECK(j.is_object(), source, ": expected a JSON object");
+  return j;
+}
+
+ModelConfig ModelConfig::from_json(const std::string& text, const std::string& source) {
+  nlohmann::json j = parse_json_object(text, source);
   ModelConfig c;
   try {
     c.source_vocab = j.at("source_vocab").get<int64_t>();

@@ -1,5 +1,5 @@
 // TrainOptions: validation and the JSON form stored in config.json and read from --config files.
-#include <nlohmann/json.hpp>
+#include "models/seq2seq/json_util.h"
 
 #include "models/seq2seq/trainer.h"
 
@@ -41,13 +41,7 @@ std::string TrainOptions::to_json() const {
 }
 
 TrainOptions TrainOptions::from_json(const std::string& text, const std::string& source) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const std::exception& e) {
-    KILN_FAIL(source, ": not valid JSON: ", e.what());
-  }
-  KILN_CHECK(j.is_object(), source, ": expected a JSON object");
+  nlohmann::json j = parse_json_object(text, source);
   TrainOptions o;
   try {
     o.data = j.value("data", o.data);
