@@ -246,6 +246,9 @@ int main(int argc, char** argv) {
   train->add_option("--label-smoothing", o.label_smoothing, "label smoothing")->check(CLI::Range(0.0, 0.99));
   train->add_option("--teacher-forcing", o.teacher_forcing, "probability of feeding the reference token (< 1: scheduled sampling)")
       ->check(CLI::Range(0.0, 1.0));
+  train->add_option("--tokenizer", o.tokenizer, "word (d2l) or sentencepiece (subwords trained on the training side)")
+      ->check(CLI::IsMember({"word", "sentencepiece"}));
+  train->add_option("--subword-vocab", o.subword_vocab, "SentencePiece pieces per language")->check(CLI::PositiveNumber);
   train->add_option("--min-freq", o.min_freq, "vocabulary: minimum token count");
   train->add_option("--max-vocab", o.max_vocab, "vocabulary: maximum size (-1: no cap)");
   train->add_option("--train-pairs", o.train_pairs, "first N pairs for training (-1: all but valid/test)");

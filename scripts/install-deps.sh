@@ -3,7 +3,7 @@
 # (non-interactive); otherwise it lists what is missing and fails.
 set -euo pipefail
 
-packages=(cmake g++ make pkg-config libopenblas-dev libopenblas-openmp-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev)
+packages=(cmake g++ make pkg-config libopenblas-dev libopenblas-openmp-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libsentencepiece-dev)
 
 missing=()
 for pkg in "${packages[@]}"; do

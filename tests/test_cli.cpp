@@ -73,6 +73,26 @@ TEST(Cli, TrainCheckpointTranslateAndResumeExactly) {
   fs::remove_all(split);
 }
 
+TEST(Cli, SentencePieceSubwordsEndToEnd) {
+  fs::path out = temp_dir("spm");
+  seq2seq::TrainOptions o = tiny_options();
+  o.task = "numbers-fr";
+  o.epochs = 1;
+  o.tokenizer = "sentencepiece";
+  o.subword_vocab = 40;
+  seq2seq::train(o, out.string());
+  EXPECT_TRUE(fs::exists(out / "last" / "source.spm.model"));
+  EXPECT_TRUE(fs::exists(out / "last" / "target.spm.model"));
+  seq2seq::Translator t = seq2seq::Translator::load((out / "last").string());
+  // The subword tokenizer round-trips d2l-normalized text, and its pieces are what the vocab holds.
+  std::vector<std::string> pieces = t.target_tokenizer->tokenize("Quatre-vingt-dix-sept");
+  EXPECT_GT(pieces.size(), 1u);
+  EXPECT_EQ(t.target_tokenizer->detokenize(pieces), "quatre-vingt-dix-sept");
+  for (const std::string& piece : pieces) EXPECT_NE(t.target_vocab.id(piece), data::Vocab::unk_id) << piece;
+  EXPECT_EQ(t.translate({"1 2 3"}).size(), 1u);
+  fs::remove_all(out);
+}
+
 TEST(Cli, BadDataIsNamed) {
   seq2seq::TrainOptions o = tiny_options();
   o.task.clear();

@@ -20,6 +20,9 @@ void TrainOptions::validate() const {
              label_smoothing);
   KILN_CHECK(optimizer == "sgd" || optimizer == "adam" || optimizer == "adamw" || optimizer == "rmsprop",
              "train: optimizer '", optimizer, "' is not one of: sgd, adam, adamw, rmsprop");
+  KILN_CHECK(tokenizer == "word" || tokenizer == "sentencepiece", "train: tokenizer '", tokenizer,
+             "' is not one of: word, sentencepiece");
+  KILN_CHECK(tokenizer == "word" || subword_vocab > 4, "train: subword vocabulary must be > 4, got ", subword_vocab);
   KILN_CHECK(schedule == "constant" || schedule == "step" || schedule == "inverse-sqrt" || schedule == "cosine",
              "train: schedule '", schedule, "' is not one of: constant, step, inverse-sqrt, cosine");
   Device::parse(device);
@@ -30,7 +33,7 @@ std::string TrainOptions::to_json() const {
       {"data", data}, {"data_src", data_source}, {"data_tgt", data_target}, {"task", task}, {"task_size", task_size},
       {"max_pairs", max_pairs}, {"strict_data", strict_data}, {"train_pairs", train_pairs},
       {"valid_pairs", valid_pairs}, {"test_pairs", test_pairs}, {"valid_fraction", valid_fraction},
-      {"vocab_from_valid", vocab_from_valid}, {"min_freq", min_freq}, {"max_vocab", max_vocab},
+      {"vocab_from_valid", vocab_from_valid}, {"min_freq", min_freq}, {"max_vocab", max_vocab}, {"tokenizer", tokenizer}, {"subword_vocab", subword_vocab},
       {"num_steps", num_steps}, {"batch", batch_size}, {"model", nlohmann::json::parse(model.to_json())},
       {"optimizer", optimizer}, {"schedule", schedule}, {"lr", lr}, {"weight_decay", weight_decay},
       {"momentum", momentum}, {"warmup", warmup}, {"step_size", step_size}, {"gamma", gamma}, {"clip", clip},
@@ -58,6 +61,8 @@ TrainOptions TrainOptions::from_json(const std::string& text, const std::string&
     o.vocab_from_valid = j.value("vocab_from_valid", o.vocab_from_valid);
     o.min_freq = j.value("min_freq", o.min_freq);
     o.max_vocab = j.value("max_vocab", o.max_vocab);
+    o.tokenizer = j.value("tokenizer", o.tokenizer);
+    o.subword_vocab = j.value("subword_vocab", o.subword_vocab);
     o.num_steps = j.value("num_steps", o.num_steps);
     o.batch_size = j.value("batch", o.batch_size);
     if (j.contains("model")) o.model = ModelConfig::from_json(j.at("model").dump(), source + " (model)");

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <tuple>
 
 #include "core/safetensors.h"
 #include "models/data/text_file.h"
@@ -96,21 +97,48 @@ void write_loss_svg(const std::string& path, const std::vector<EpochMetrics>& hi
 
 struct Prepared {
   data::Split split;
+  std::shared_ptr<data::Tokenizer> source_tokenizer, target_tokenizer;
+  std::string tokenizer_dir;  // where the SentencePiece models are (empty for words)
   data::Vocab source_vocab, target_vocab;
   std::vector<data::EncodedPair> train;
 };
 
-Prepared prepare(TrainOptions& o, const std::string& resume_dir, const std::function<void(const std::string&)>& log) {
+data::TokenizedPairs tokenize_with(const Prepared& p, const std::vector<data::SentencePair>& pairs) {
+  data::TokenizedPairs out;
+  for (const data::SentencePair& pair : pairs) {
+    out.source.push_back(p.source_tokenizer->tokenize(pair.source));
+    out.target.push_back(p.target_tokenizer->tokenize(pair.target));
+  }
+  return out;
+}
+
+Prepared prepare(TrainOptions& o, const std::string& out_dir, const std::string& resume_dir,
+                 const std::function<void(const std::string&)>& log) {
   Prepared p;
   p.split = load_data(o, log);
-  data::TokenizedPairs train_tokens = data::tokenize_pairs(p.split.train);
+  if (o.tokenizer == "sentencepiece") {
+    p.tokenizer_dir = resume_dir;
+    if (resume_dir.empty()) {  // subwords learned from the training side of each language
+      p.tokenizer_dir = out_dir + "/tokenizers";
+      std::filesystem::create_directories(p.tokenizer_dir);
+      std::vector<std::string> sources, targets;
+      for (const data::SentencePair& pair : p.split.train) {
+        sources.push_back(pair.source);
+        targets.push_back(pair.target);
+      }
+      data::SentencePieceTokenizer::train(sources, o.subword_vocab, p.tokenizer_dir + "/source.spm.model");
+      data::SentencePieceTokenizer::train(targets, o.subword_vocab, p.tokenizer_dir + "/target.spm.model");
+    }
+  }
+  std::tie(p.source_tokenizer, p.target_tokenizer) = load_tokenizers(o, p.tokenizer_dir);
+  data::TokenizedPairs train_tokens = tokenize_with(p, p.split.train);
   if (!resume_dir.empty()) {
     p.source_vocab = data::Vocab::load(resume_dir + "/source_vocab.txt");
     p.target_vocab = data::Vocab::load(resume_dir + "/target_vocab.txt");
   } else {
     data::TokenizedPairs vocab_tokens = train_tokens;
     if (o.vocab_from_valid) {
-      data::TokenizedPairs valid_tokens = data::tokenize_pairs(p.split.valid);
+      data::TokenizedPairs valid_tokens = tokenize_with(p, p.split.valid);
       vocab_tokens.source.insert(vocab_tokens.source.end(), valid_tokens.source.begin(), valid_tokens.source.end());
       vocab_tokens.target.insert(vocab_tokens.target.end(), valid_tokens.target.begin(), valid_tokens.target.end());
     }
@@ -131,6 +159,11 @@ void save_checkpoint(const std::string& dir, const TrainOptions& o, const Seq2Se
     write_text_file(tmp + "/config.json", o.to_json());
     p.source_vocab.save(tmp + "/source_vocab.txt");
     p.target_vocab.save(tmp + "/target_vocab.txt");
+    if (!p.tokenizer_dir.empty()) {
+      for (const char* model : {"/source.spm.model", "/target.spm.model"}) {
+        std::filesystem::copy_file(p.tokenizer_dir + model, tmp + model);
+      }
+    }
     write_text_file(tmp + "/state.json", state.dump(2));
   });
 }
@@ -155,7 +188,7 @@ std::vector<EpochMetrics> train(const TrainOptions& options_in, const std::strin
   o.validate();
   Device device = Device::parse(o.device);
   manual_seed(o.seed);
-  Prepared p = prepare(o, resume_dir, log);
+  Prepared p = prepare(o, out_dir, resume_dir, log);
   log("data: " + std::to_string(p.split.train.size()) + " train / " + std::to_string(p.split.valid.size()) +
       " valid / " + std::to_string(p.split.test.size()) + " test pairs; vocab " +
       std::to_string(p.source_vocab.size()) + " source, " + std::to_string(p.target_vocab.size()) + " target tokens");
@@ -239,7 +272,8 @@ std::vector<EpochMetrics> train(const TrainOptions& options_in, const std::strin
     // Validation: loss by teacher forcing, BLEU and exact match of greedy translations.
     model.eval();
     if (!p.split.valid.empty()) {
-      Translator t{std::shared_ptr<Seq2Seq>(&model, [](Seq2Seq*) {}), p.source_vocab, p.target_vocab, o, device};
+      Translator t{std::shared_ptr<Seq2Seq>(&model, [](Seq2Seq*) {}), p.source_tokenizer, p.target_tokenizer,
+                   p.source_vocab, p.target_vocab, o, device};
       m.valid_loss = t.mean_nll(p.split.valid);
       int64_t n = std::min<int64_t>(o.bleu_sentences, static_cast<int64_t>(p.split.valid.size()));
       std::vector<std::string> sources, references, hypotheses;

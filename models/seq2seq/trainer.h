@@ -13,6 +13,7 @@
 
 #include "models/data/batching.h"
 #include "models/data/corpus.h"
+#include "models/data/subword.h"
 #include "models/data/vocab.h"
 #include "models/seq2seq/search.h"
 
@@ -28,6 +29,8 @@ struct TrainOptions {
   double valid_fraction = 0.05;     // used when valid_pairs == 0 and test_pairs == 0 and train_pairs == -1
   bool vocab_from_valid = false;    // d2l 1.0 builds the vocabulary from train + valid
   int64_t min_freq = 1, max_vocab = -1;
+  std::string tokenizer = "word";  // or "sentencepiece": subwords trained on the training side
+  int64_t subword_vocab = 4000;    // SentencePiece pieces per side
   int64_t num_steps = -1, batch_size = 64;
   // model
   ModelConfig model;
@@ -53,6 +56,7 @@ struct TrainOptions {
 // A loaded model ready to translate: what a checkpoint folder holds.
 struct Translator {
   std::shared_ptr<Seq2Seq> model;
+  std::shared_ptr<data::Tokenizer> source_tokenizer, target_tokenizer;
   data::Vocab source_vocab, target_vocab;
   TrainOptions options;
   Device device;
@@ -82,5 +86,9 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
 
 // Loads the pairs the options describe and splits them (train, valid, test).
 data::Split load_data(const TrainOptions& options, const std::function<void(const std::string&)>& log);
+
+// The tokenizers a checkpoint folder (or a run's output) was made with.
+std::pair<std::shared_ptr<data::Tokenizer>, std::shared_ptr<data::Tokenizer>> load_tokenizers(const TrainOptions& options,
+                                                                                              const std::string& dir);
 
 }  // namespace kiln::seq2seq

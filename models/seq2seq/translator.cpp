@@ -1,5 +1,6 @@
 // Data loading for training and the Translator: a checkpoint loaded for translation and evaluation.
 #include <cmath>
+#include <tuple>
 
 #include "core/safetensors.h"
 #include "models/data/text_file.h"
@@ -33,10 +34,20 @@ data::Split load_data(const TrainOptions& o, const std::function<void(const std:
   return data::split_pairs(pairs, train, valid, test);
 }
 
+std::pair<std::shared_ptr<data::Tokenizer>, std::shared_ptr<data::Tokenizer>> load_tokenizers(const TrainOptions& o,
+                                                                                              const std::string& dir) {
+  if (o.tokenizer == "sentencepiece") {
+    return {std::make_shared<data::SentencePieceTokenizer>(dir + "/source.spm.model"),
+            std::make_shared<data::SentencePieceTokenizer>(dir + "/target.spm.model")};
+  }
+  return {std::make_shared<data::WordTokenizer>(), std::make_shared<data::WordTokenizer>()};
+}
+
 Translator Translator::load(const std::string& dir, const std::string& device_name) {
   Translator t;
   t.options = TrainOptions::from_json(data::read_text_file("checkpoint", dir + "/config.json"), dir + "/config.json");
   t.device = Device::parse(device_name.empty() ? t.options.device : device_name);
+  std::tie(t.source_tokenizer, t.target_tokenizer) = load_tokenizers(t.options, dir);
   t.source_vocab = data::Vocab::load(dir + "/source_vocab.txt");
   t.target_vocab = data::Vocab::load(dir + "/target_vocab.txt");
   KILN_CHECK(t.source_vocab.size() == t.options.model.source_vocab && t.target_vocab.size() == t.options.model.target_vocab,
@@ -53,7 +64,7 @@ namespace {
 // Encodes sentences as one batch in input order (no shuffling, no bucketing).
 data::Batch batch_of(const Translator& t, const std::vector<std::string>& sentences) {
   std::vector<data::EncodedPair> encoded;
-  for (const std::string& s : sentences) encoded.push_back({t.source_vocab.encode(data::tokenize_d2l(s)), {}});
+  for (const std::string& s : sentences) encoded.push_back({t.source_vocab.encode(t.source_tokenizer->tokenize(s)), {}});
   data::BatchOptions options;
   options.batch_size = static_cast<int64_t>(sentences.size());
   options.bucket_by_length = false;
@@ -86,11 +97,15 @@ std::vector<std::vector<Hypothesis>> Translator::translate(const std::vector<std
 }
 
 std::string Translator::to_text(const Hypothesis& hypothesis) const {
-  return data::detokenize(target_vocab.decode(hypothesis.tokens));
+  return target_tokenizer->detokenize(target_vocab.decode(hypothesis.tokens));
 }
 
 double Translator::mean_nll(const std::vector<data::SentencePair>& pairs) const {
-  data::TokenizedPairs tokens = data::tokenize_pairs(pairs);
+  data::TokenizedPairs tokens;
+  for (const data::SentencePair& p : pairs) {
+    tokens.source.push_back(source_tokenizer->tokenize(p.source));
+    tokens.target.push_back(target_tokenizer->tokenize(p.target));
+  }
   data::BatchOptions options;
   options.shuffle = false;
   options.batch_size = 64;
