@@ -171,13 +171,33 @@ int run_demo(TrainOptions o, const std::string& out) {
   return 0;
 }
 
+// Readable range checks for flags ("--lr: must be > 0, got '-1'").
+const CLI::Validator kPositive(
+    [](std::string& value) {
+      try {
+        if (std::stod(value) > 0) return std::string();
+      } catch (const std::exception&) {
+      }
+      return "must be > 0, got '" + value + "'";
+    },
+    "> 0");
+const CLI::Validator kNonNegative(
+    [](std::string& value) {
+      try {
+        if (std::stod(value) >= 0) return std::string();
+      } catch (const std::exception&) {
+      }
+      return "must be >= 0, got '" + value + "'";
+    },
+    ">= 0");
+
 void add_data_flags(CLI::App* app, TrainOptions& o) {
   app->add_option("--data", o.data, "sentence pairs, TSV: source<TAB>target[<TAB>...] (Tatoeba/Anki, d2l's fra.txt)");
   app->add_option("--data-src", o.data_source, "source side, one sentence per line (with --data-tgt)");
   app->add_option("--data-tgt", o.data_target, "target side, line-aligned with --data-src");
   app->add_option("--task", o.task, "a generated task instead of a file")
       ->check(CLI::IsMember(data::task_names()));
-  app->add_option("--task-size", o.task_size, "pairs generated for --task")->check(CLI::PositiveNumber);
+  app->add_option("--task-size", o.task_size, "pairs generated for --task")->check(kPositive);
   app->add_option("--max-pairs", o.max_pairs, "read at most this many pairs");
   app->add_flag("--strict", o.strict_data, "a malformed corpus line is fatal (default: reported and skipped)");
   app->add_option("--seed", o.seed, "seed of the generated task, shuffling, init and dropout");
@@ -228,27 +248,27 @@ int main(int argc, char** argv) {
   train->add_option("--attention", attention, "none, bahdanau, luong or luong-general")
       ->check(CLI::IsMember({"none", "bahdanau", "luong", "luong-general"}));
   train->add_flag("--bidirectional", o.model.bidirectional, "bidirectional encoder");
-  train->add_option("--embed", o.model.embed_size, "embedding size")->check(CLI::PositiveNumber);
-  train->add_option("--hidden", o.model.hidden_size, "hidden size")->check(CLI::PositiveNumber);
-  train->add_option("--layers", o.model.num_layers, "recurrent layers")->check(CLI::PositiveNumber);
+  train->add_option("--embed", o.model.embed_size, "embedding size")->check(kPositive);
+  train->add_option("--hidden", o.model.hidden_size, "hidden size")->check(kPositive);
+  train->add_option("--layers", o.model.num_layers, "recurrent layers")->check(kPositive);
   train->add_option("--dropout", o.model.dropout, "dropout between recurrent layers")->check(CLI::Range(0.0, 0.99));
   train->add_option("--optimizer", o.optimizer, "sgd, adam, adamw or rmsprop")
       ->check(CLI::IsMember({"sgd", "adam", "adamw", "rmsprop"}));
-  train->add_option("--lr", o.lr, "learning rate")->check(CLI::PositiveNumber);
+  train->add_option("--lr", o.lr, "learning rate")->check(kPositive);
   train->add_option("--weight-decay", o.weight_decay, "weight decay");
   train->add_option("--schedule", o.schedule, "constant, step, inverse-sqrt or cosine")
       ->check(CLI::IsMember({"constant", "step", "inverse-sqrt", "cosine"}));
   train->add_option("--warmup", o.warmup, "warmup steps (inverse-sqrt, cosine)");
-  train->add_option("--clip", o.clip, "max global gradient norm (0: off)")->check(CLI::NonNegativeNumber);
-  train->add_option("--epochs", o.epochs, "epochs")->check(CLI::NonNegativeNumber);
-  train->add_option("--batch", o.batch_size, "sentence pairs per batch")->check(CLI::PositiveNumber);
+  train->add_option("--clip", o.clip, "max global gradient norm (0: off)")->check(kNonNegative);
+  train->add_option("--epochs", o.epochs, "epochs")->check(kNonNegative);
+  train->add_option("--batch", o.batch_size, "sentence pairs per batch")->check(kPositive);
   train->add_option("--num-steps", o.num_steps, "cut/pad every sequence to this length (-1: per batch)");
   train->add_option("--label-smoothing", o.label_smoothing, "label smoothing")->check(CLI::Range(0.0, 0.99));
   train->add_option("--teacher-forcing", o.teacher_forcing, "probability of feeding the reference token (< 1: scheduled sampling)")
       ->check(CLI::Range(0.0, 1.0));
   train->add_option("--tokenizer", o.tokenizer, "word (d2l) or sentencepiece (subwords trained on the training side)")
       ->check(CLI::IsMember({"word", "sentencepiece"}));
-  train->add_option("--subword-vocab", o.subword_vocab, "SentencePiece pieces per language")->check(CLI::PositiveNumber);
+  train->add_option("--subword-vocab", o.subword_vocab, "SentencePiece pieces per language")->check(kPositive);
   train->add_option("--min-freq", o.min_freq, "vocabulary: minimum token count");
   train->add_option("--max-vocab", o.max_vocab, "vocabulary: maximum size (-1: no cap)");
   train->add_option("--train-pairs", o.train_pairs, "first N pairs for training (-1: all but valid/test)");
@@ -264,8 +284,8 @@ int main(int argc, char** argv) {
   CLI::App* translate = app.add_subcommand("translate", "translate stdin, one sentence per line, to stdout");
   translate->add_option("--checkpoint", checkpoint, "checkpoint folder")->required();
   translate->add_option("--device", device, "cpu, cuda or cuda:N (default: as trained)");
-  translate->add_option("--beam", beam, "beam width (1: greedy)")->check(CLI::PositiveNumber);
-  translate->add_option("--n-best", n_best, "hypotheses printed per sentence (<= beam)")->check(CLI::PositiveNumber);
+  translate->add_option("--beam", beam, "beam width (1: greedy)")->check(kPositive);
+  translate->add_option("--n-best", n_best, "hypotheses printed per sentence (<= beam)")->check(kPositive);
   translate->add_option("--length-penalty", length_penalty, "alpha: beams ranked by log p / length^alpha");
   translate->add_option("--attention-svg", attention_svg, "write the attention heatmap of the first sentence");
 
@@ -286,14 +306,14 @@ int main(int argc, char** argv) {
   std::string demo_out = "runs/demo";
   CLI::App* demo = app.add_subcommand("demo", "train on a generated task, then translate held-out sentences");
   add_data_flags(demo, demo_options);
-  demo->add_option("--epochs", demo_options.epochs, "epochs")->check(CLI::PositiveNumber);
+  demo->add_option("--epochs", demo_options.epochs, "epochs")->check(kPositive);
   demo->add_option("--out", demo_out, "output folder");
 
   TrainOptions eval_data;
   CLI::App* eval = app.add_subcommand("eval", "corpus BLEU, exact match and perplexity on a data set");
   eval->add_option("--checkpoint", checkpoint, "checkpoint folder")->required();
   add_data_flags(eval, eval_data);
-  eval->add_option("--beam", beam, "beam width (1: greedy)")->check(CLI::PositiveNumber);
+  eval->add_option("--beam", beam, "beam width (1: greedy)")->check(kPositive);
 
   try {
     app.parse(argc, argv);

@@ -1,6 +1,9 @@
 // The translator end to end on a tiny generated corpus: train, checkpoint, translate, evaluate,
 // and resume with exactly the losses of an uninterrupted run. Also the kiln binary's error paths.
+#include <sys/wait.h>
+
 #include <cstdlib>
+#include <fstream>
 #include <filesystem>
 
 #include "core/safetensors.h"
@@ -126,6 +129,77 @@ TEST(Cli, FailedRunLeavesTheOldCheckpoint) {
   EXPECT_THROW(seq2seq::train(o, out.string()), Error);
   EXPECT_EQ(data::read_text_file("test", (out / "last" / "model.safetensors").string()), before);
   fs::remove_all(out);
+}
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// The kiln binary itself: exit codes and what it prints.
+int run_kiln(const std::string& args, const std::string& output_file) {
+  std::string command = std::string(KILN_CLI_PATH) + " " + args + " > " + output_file + " 2>&1";
+  int status = std::system(command.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(CliBinary, TrainTranslateAndErrors) {
+  fs::path dir = temp_dir("binary");
+  fs::create_directories(dir);
+  std::string log = (dir / "log.txt").string(), out = (dir / "run").string();
+  ASSERT_EQ(run_kiln("train --task reverse --task-size 200 --epochs 1 --hidden 16 --embed 8 --layers 1 --quiet --out " +
+                         out,
+                     log),
+            0)
+      << data::read_text_file("test", log);
+  EXPECT_CONTAINS(data::read_text_file("test", log), "epoch 1: train loss");
+  std::ofstream(dir / "in.txt") << "a b c\nd e\n";
+  ASSERT_EQ(run_kiln("translate --checkpoint " + out + "/last --beam 2 --n-best 2 < " + (dir / "in.txt").string(), log),
+            0);
+  EXPECT_CONTAINS(data::read_text_file("test", log), "1\t");  // n-best lines: rank, score, text
+  EXPECT_NE(run_kiln("train --task reverse --lr -1", log), 0);
+  EXPECT_CONTAINS(data::read_text_file("test", log), "--lr: must be > 0, got '-1'");
+  EXPECT_NE(run_kiln("train --task nosuchtask", log), 0);
+  EXPECT_CONTAINS(data::read_text_file("test", log), "--task");
+  EXPECT_NE(run_kiln("translate --checkpoint " + (dir / "missing").string() + " < /dev/null", log), 0);
+  EXPECT_CONTAINS(data::read_text_file("test", log), "missing/config.json");
+  EXPECT_NE(run_kiln("train --data " + (dir / "nofile.tsv").string() + " --out " + out, log), 0);
+  EXPECT_CONTAINS(data::read_text_file("test", log), "nofile.tsv");
+  EXPECT_TRUE(fs::exists(fs::path(out) / "last" / "model.safetensors"));  // the failed run kept it
+  EXPECT_EQ(run_kiln("--help", log), 0);
+  fs::remove_all(dir);
+}
+
+// --preset d2l-classic on a small file in fra.txt's format (English, French, attribution): the
+// preset's settings apply, flags still override them, and d2l's four sentences are translated.
+TEST(CliBinary, D2lPresetOnATatoebaFile) {
+  fs::path dir = temp_dir("preset");
+  fs::create_directories(dir);
+  {
+    std::ofstream tsv(dir / "fra.txt");
+    const char* pairs[][2] = {{"Go.", "Va !"}, {"I lost.", "J'ai perdu."}, {"He's calm.", "Il est calme."},
+                              {"I'm home.", "Je suis chez moi."}, {"Hi.", "Salut !"}, {"Run!", "Cours !"}};
+    for (int i = 0; i < 700; ++i) {
+      tsv << pairs[i % 6][0] << "\t" << pairs[i % 6][1] << "\tCC-BY 2.0 (France) Attribution: tatoeba.org #" << i << "\n";
+    }
+    tsv << "a line without a tab\n";
+  }
+  std::string log = (dir / "log.txt").string();
+  ASSERT_EQ(run_kiln("train --data " + (dir / "fra.txt").string() + " --preset d2l-classic --epochs 3 --quiet --out " +
+                         (dir / "run").string(),
+                     log),
+            0)
+      << data::read_text_file("test", log);
+  std::string text = data::read_text_file("test", log);
+  EXPECT_CONTAINS(text, "skipped 1 bad line(s); first: ");
+  EXPECT_CONTAINS(text, "fra.txt:701: ");
+  EXPECT_CONTAINS(text, "600 train / 0 valid");
+  EXPECT_CONTAINS(text, "gru 2x32, embed 32");
+  EXPECT_CONTAINS(text, "epoch 3:");
+  EXPECT_CONTAINS(text, "he's calm . => ");
+  EXPECT_CONTAINS(text, ", bleu ");
+  fs::remove_all(dir);
 }
 
 }  // namespace
