@@ -47,7 +47,7 @@ fi
 
 status=0
 echo "== tests"
-"$bin/kiln_tests" --gtest_brief=1 --gtest_output="json:$out/tests.json" >"$out/tests.log" 2>&1 || status=1
+KILN_CLI="$(cd "$bin" && pwd)/kiln" "$bin/kiln_tests" --gtest_brief=1 --gtest_output="json:$out/tests.json" >"$out/tests.log" 2>&1 || status=1
 grep -E "^\[  (PASSED|FAILED|SKIPPED) " "$out/tests.log" | head -40
 grep -E "Failure|error" "$out/tests.log" | head -40
 skipped=$(grep -c "^\[  SKIPPED \] " "$out/tests.log" || true)

@@ -138,8 +138,11 @@ namespace kiln {
 namespace {
 
 // The kiln binary itself: exit codes and what it prints.
+// The binary built beside these tests, or $KILN_CLI (a prebuilt bundle run elsewhere).
 int run_kiln(const std::string& args, const std::string& output_file) {
-  std::string command = std::string(KILN_CLI_PATH) + " " + args + " > " + output_file + " 2>&1";
+  const char* override_path = std::getenv("KILN_CLI");
+  std::string binary = override_path ? override_path : KILN_CLI_PATH;
+  std::string command = binary + " " + args + " > " + output_file + " 2>&1";
   int status = std::system(command.c_str());
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
