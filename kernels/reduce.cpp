@@ -23,6 +23,23 @@ template <class T> struct SumDimFunctor {
   }
 };
 
+// First pass of a long reduction: partial[o, c, j] = sum of rows [c * chunk, (c + 1) * chunk)
+// (clipped to R) of x[o, :, j]. A bias gradient is a [T*B, G] -> [G] sum: one thread per column
+// would leave the GPU nearly idle with thousands of dependent loads per thread.
+template <class T> struct SumChunkFunctor {
+  const T* x;
+  T* partial;
+  int64_t reduce, inner, chunk, chunks;
+  KILN_HD void operator()(int64_t i) const {
+    int64_t j = i % inner, c = (i / inner) % chunks, o = i / (inner * chunks);
+    int64_t end = (c + 1) * chunk < reduce ? (c + 1) * chunk : reduce;
+    const T* base = x + o * reduce * inner + j;
+    T total = T(0);
+    for (int64_t r = c * chunk; r < end; ++r) total += base[r * inner];
+    partial[i] = total;
+  }
+};
+
 // One pass of sum_all: partial[j] = sum_{r : r * width + j < n} x[r * width + j].
 template <class T> struct SumStridedFunctor {
   const T* x;
@@ -69,10 +86,20 @@ void sum_dim(const Tensor& x, int dim, double scale, const Tensor& y) {
   int64_t outer = 1, inner = 1, reduce = x.size(dim);
   for (int d = 0; d < dim; ++d) outer *= x.size(d);
   for (int64_t d = dim + 1; d < x.dim(); ++d) inner *= x.size(d);
+  constexpr int64_t kChunk = 64;
   KILN_DISPATCH_FLOAT(x.dtype(), "sum", [&] {
-    parallel_for(x.device(), outer * inner,
-                 SumDimFunctor<scalar_t>{x.data<scalar_t>(), y.data<scalar_t>(), reduce, inner,
-                                         scalar_t(scale)},
+    using T = scalar_t;
+    if (reduce > 4 * kChunk && outer * inner < 65536) {
+      // Few outputs, long sums: chunk the rows first (deterministic: fixed chunks, fixed order).
+      int64_t chunks = (reduce + kChunk - 1) / kChunk;
+      Tensor partial = empty({outer, chunks, inner}, x.options());
+      parallel_for(x.device(), outer * chunks * inner,
+                   SumChunkFunctor<T>{x.data<T>(), partial.data<T>(), reduce, inner, kChunk, chunks}, /*grain=*/256);
+      parallel_for(x.device(), outer * inner,
+                   SumDimFunctor<T>{partial.data<T>(), y.data<T>(), chunks, inner, T(scale)}, /*grain=*/256);
+      return;
+    }
+    parallel_for(x.device(), outer * inner, SumDimFunctor<T>{x.data<T>(), y.data<T>(), reduce, inner, T(scale)},
                  /*grain=*/256);
   });
 }

@@ -1,6 +1,8 @@
 // Reductions, deterministic on every device: each output is summed by one thread in a fixed
 // order, so CPU and CUDA agree bit for bit on the same order of additions, and repeated runs agree.
-//   sum_dim:  x: [outer, R, inner] -> y[o, j] = scale * sum_r x[o, r, j]      (y written with =)
+//   sum_dim:  x: [outer, R, inner] -> y[o, j] = scale * sum_r x[o, r, j]      (y written with =);
+//             long sums with few outputs (a bias gradient over T*B rows) first form 64-row
+//             partial sums, so the GPU has more than one thread per output to work with
 //   sum_all:  y = scale * sum_i x[i], in passes of 1024-wide partial sums
 //   max_last: x: [rows, C] -> values[r] = max_c x[r, c], indices[r] = first argmax (i64)
 // Bytes: one read of x plus the outputs; the broadcast-back of a gradient is kernels::expand.

@@ -118,6 +118,8 @@ std::vector<OpCase> op_table() {
   t.push_back({"sum_all", {{{3, 4}}}, [](auto& x) { return sum(x[0]); }});
   t.push_back({"sum_all_large", {{{3000}}}, [](auto& x) { return sum(x[0]); }, true, 1e-4, 1e-4});
   t.push_back({"sum_dim0", {{{3, 4}}}, [](auto& x) { return sum(x[0], 0); }});
+  t.push_back({"sum_dim0_long", {{{700, 3}}}, [](auto& x) { return sum(x[0], 0); }});  // chunked path
+  t.push_back({"mean_dim1_long", {{{2, 300, 2}}}, [](auto& x) { return mean(x[0], 1); }});
   t.push_back({"sum_dim1_keepdim", {{{2, 3, 4}}}, [](auto& x) { return sum(x[0], 1, true); }});
   t.push_back({"mean_all", {{{3, 4}}}, [](auto& x) { return mean(x[0]); }});
   t.push_back({"mean_dim", {{{3, 4}}}, [](auto& x) { return mean(x[0], -1); }});
