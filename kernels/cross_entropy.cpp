@@ -1,5 +1,5 @@
-// CPU forward and the shared (CPU and CUDA) backward of kernels/cross_entropy.h. The CUDA
-// forward maps a row to a block: kernels/cuda/cross_entropy.cu.
+// CPU forward and backward of kernels/cross_entropy.h; the CUDA versions map a row to a block
+// (kernels/cuda/cross_entropy.cu) around the same row math (cross_entropy_row_loss/_grad).
 #include "kernels/cross_entropy.h"
 
 #include "kernels/dispatch.h"
@@ -93,9 +93,13 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Te
 void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, const Tensor& valid,
                             const CrossEntropyArgs& args, const Tensor& grad_rows, const Tensor& divisor,
                             const Tensor& grad_logits) {
+  if (logits.device().is_cuda()) {
+    cross_entropy_backward_cuda(logits, targets, lse, valid, args, grad_rows, divisor, grad_logits);
+    return;
+  }
   int64_t classes = logits.size(1);
   KILN_DISPATCH_FLOAT(logits.dtype(), "cross_entropy_backward", [&] {
-    parallel_for_2d(logits.device(), logits.size(0), classes,
+    parallel_for_2d(Device::cpu(), logits.size(0), classes,
                  CrossEntropyBackwardFunctor<scalar_t>{
                      logits.data<scalar_t>(), targets.data<int64_t>(), lse.data<scalar_t>(),
                      valid.data<scalar_t>(), grad_rows.data<scalar_t>(),
@@ -112,6 +116,10 @@ void divide_by_count(const Tensor& total, const Tensor& count, const Tensor& out
 }
 
 #ifndef KILN_WITH_CUDA
+void cross_entropy_backward_cuda(const Tensor& logits, const Tensor&, const Tensor&, const Tensor&,
+                                 const CrossEntropyArgs&, const Tensor&, const Tensor&, const Tensor&) {
+  KILN_FAIL("cross_entropy on ", logits.device().str(), ": this build of kiln has no CUDA support");
+}
 void cross_entropy_forward_cuda(const Tensor& logits, const Tensor&, const Tensor&, const CrossEntropyArgs&,
                                 const Tensor&, const Tensor&, const Tensor&) {
   KILN_FAIL("cross_entropy on ", logits.device().str(), ": this build of kiln has no CUDA support");

@@ -69,6 +69,9 @@ void cross_entropy_forward_cuda(const Tensor& logits, const Tensor& targets, con
 void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, const Tensor& valid,
                             const CrossEntropyArgs& args, const Tensor& grad_rows, const Tensor& divisor,
                             const Tensor& grad_logits);
+void cross_entropy_backward_cuda(const Tensor& logits, const Tensor& targets, const Tensor& lse, const Tensor& valid,
+                                 const CrossEntropyArgs& args, const Tensor& grad_rows, const Tensor& divisor,
+                                 const Tensor& grad_logits);
 // out[0] = total[0] / max(count[0], 1): the mean over valid rows, on the device.
 void divide_by_count(const Tensor& total, const Tensor& count, const Tensor& out);
 

@@ -1,4 +1,4 @@
-// CUDA forward of kernels/cross_entropy.h: one block per row. Each thread folds a strided slice
+// CUDA forward and backward of kernels/cross_entropy.h, one block per row. Each thread folds a strided slice
 // of the row into an OnlineLogSumExp and a partial sum, the block merges them in a fixed tree
 // (deterministic), thread 0 writes the row's loss, lse and valid flag.
 #include "core/cuda_check.h"
@@ -57,7 +57,43 @@ __global__ void cross_entropy_forward_kernel(const T* logits, const int64_t* tar
   }
 }
 
+// Backward, a block per row: the row's scale, lse and target are read once into registers, then
+// the threads stride over the columns (coalesced), each element one exp and one write. (A
+// persistent grid looping over rows measured slower: 0.708 vs 0.646 ms fwd+bwd at 3200 x 32000.)
+template <class T>
+__global__ void cross_entropy_backward_kernel(const T* logits, const int64_t* targets, const T* lse, const T* valid,
+                                              const T* grad_rows, const T* divisor, T* grad_logits, int64_t classes,
+                                              T eps) {
+  int64_t n = blockIdx.x;
+  const T* row = logits + n * classes;
+  T* out = grad_logits + n * classes;
+  if (valid[n] == T(0)) {
+    for (int64_t c = threadIdx.x; c < classes; c += blockDim.x) out[c] = T(0);
+    return;
+  }
+  T scale = divisor ? grad_rows[0] / math::max(divisor[0], T(1)) : grad_rows[n];
+  T row_lse = lse[n];
+  int64_t target = targets[n];
+  for (int64_t c = threadIdx.x; c < classes; c += blockDim.x) {
+    out[c] = cross_entropy_grad(row[c], row_lse, c == target, eps, classes, scale);
+  }
+}
+
 }  // namespace
+
+void cross_entropy_backward_cuda(const Tensor& logits, const Tensor& targets, const Tensor& lse, const Tensor& valid,
+                                 const CrossEntropyArgs& args, const Tensor& grad_rows, const Tensor& divisor,
+                                 const Tensor& grad_logits) {
+  int64_t rows = logits.size(0), classes = logits.size(1);
+  if (rows == 0) return;
+  KILN_DISPATCH_FLOAT(logits.dtype(), "cross_entropy_backward", [&] {
+    using T = scalar_t;
+    cross_entropy_backward_kernel<T><<<static_cast<unsigned>(rows), kThreads>>>(
+        logits.data<T>(), targets.data<int64_t>(), lse.data<T>(), valid.data<T>(), grad_rows.data<T>(),
+        divisor.defined() ? divisor.data<T>() : nullptr, grad_logits.data<T>(), classes, T(args.label_smoothing));
+    KILN_CUDA_CHECK(cudaGetLastError());
+  });
+}
 
 void cross_entropy_forward_cuda(const Tensor& logits, const Tensor& targets, const Tensor& mask,
                                 const CrossEntropyArgs& args, const Tensor& loss_rows, const Tensor& lse,
