@@ -1,0 +1,170 @@
+// kiln's half of the side-by-side benchmark (bench/side_by_side.py runs it next to
+// bench/peers/torch_seq2seq.py):
+//
+//   seq2seq_side export --work large-gru --out DIR [--device cpu|cuda]
+//       writes the workload's initial weights (DIR/model.safetensors, PyTorch names), its batch
+//       (DIR/batch.safetensors) and DIR/meta.json: the model config, the loss before and after one
+//       training step, and the greedy and beam-5 outputs of the initial weights, so the peer can
+//       check that it computes the same thing before anything is timed.
+//   seq2seq_side time --work large-gru --task step|greedy|beam5 --steps N [--warmup W] [--device]
+//       prints one JSON line: each timed repetition's milliseconds and the allocator's peak bytes.
+//
+// Both commands seed Philox the same way, so `time` runs on the weights `export` wrote.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "bench/seq2seq_workload.h"
+#include "core/safetensors.h"
+#include "models/seq2seq/search.h"
+
+namespace {
+
+using namespace kiln;
+using namespace kiln::bench;
+
+constexpr int64_t kBeam = 5;
+
+struct Setup {
+  Workload work;
+  Device device;
+  std::unique_ptr<seq2seq::Seq2Seq> model;
+  Batch batch;
+};
+
+Setup setup(const std::string& work_name, const std::string& device_name) {
+  Setup s{workload_named(work_name), Device::parse(device_name), nullptr, {}};
+  KILN_CHECK(!s.device.is_cuda() || cuda::is_available(), "seq2seq_side: --device ", device_name,
+             " asked for, but no CUDA device is visible");
+  manual_seed(1);
+  s.model = std::make_unique<seq2seq::Seq2Seq>(s.work.config);
+  s.batch = random_batch(s.work, Device::cpu());
+  s.model->to(s.device);
+  for (Tensor* t : {&s.batch.source, &s.batch.lengths, &s.batch.target_in, &s.batch.target_out, &s.batch.mask}) {
+    *t = to(*t, s.device);
+  }
+  return s;
+}
+
+seq2seq::SearchOptions search_options(const Setup& s) {
+  return {s.work.config.bos_id, s.work.config.eos_id, std::vector<int64_t>(s.work.batch, s.work.length)};
+}
+
+// Decodes the batch; returns each sentence's best tokens.
+std::vector<std::vector<int64_t>> decode(const Setup& s, int64_t beam) {
+  seq2seq::Seq2SeqStepper stepper(*s.model, s.batch.source, s.batch.lengths, beam);
+  std::vector<std::vector<int64_t>> out;
+  if (beam == 1) {
+    for (const seq2seq::Hypothesis& h : seq2seq::greedy_search(stepper, s.work.batch, search_options(s))) {
+      out.push_back(h.tokens);
+    }
+  } else {
+    for (const auto& list : seq2seq::beam_search(stepper, s.work.batch, search_options(s), {beam, 1.0, 1})) {
+      out.push_back(list.front().tokens);
+    }
+  }
+  return out;
+}
+
+void run_export(const std::string& work_name, const std::string& device_name, const std::string& dir) {
+  Setup s = setup(work_name, device_name);
+  std::filesystem::create_directories(dir);
+  safetensors::save(dir + "/model.safetensors", s.model->state_dict());
+  safetensors::save(dir + "/batch.safetensors", {{"source", s.batch.source},
+                                                 {"lengths", s.batch.lengths},
+                                                 {"target_in", s.batch.target_in},
+                                                 {"target_out", s.batch.target_out},
+                                                 {"mask", s.batch.mask}});
+  nlohmann::json meta;
+  meta["work"] = work_name;
+  meta["model"] = nlohmann::json::parse(s.work.config.to_json());
+  meta["tokens"] = s.batch.tokens;
+  meta["max_length"] = s.work.length;
+  meta["beam"] = kBeam;
+  {
+    NoGradGuard no_grad;
+    s.model->eval();
+    meta["greedy"] = decode(s, 1);
+    meta["beam5"] = decode(s, kBeam);
+    s.model->train();
+  }
+  nn::Adam adam(s.model->parameters(), nn::AdamOptions{1e-3});
+  meta["loss0"] = train_step(*s.model, adam, s.batch).item();
+  {
+    NoGradGuard no_grad;
+    meta["loss1"] = teacher_forced_loss(*s.model, s.batch).item();
+  }
+  std::ofstream(dir + "/meta.json") << meta.dump(1) << "\n";
+  std::cout << "exported " << work_name << " to " << dir << ": loss " << meta["loss0"] << " -> " << meta["loss1"]
+            << "\n";
+}
+
+void run_time(const std::string& work_name, const std::string& device_name, const std::string& task, int steps,
+              int warmup) {
+  Setup s = setup(work_name, device_name);
+  std::unique_ptr<nn::Adam> adam;
+  if (task == "step") {
+    adam = std::make_unique<nn::Adam>(s.model->parameters(), nn::AdamOptions{1e-3});
+  } else {
+    s.model->eval();
+  }
+  auto once = [&] {
+    if (task == "step") {
+      train_step(*s.model, *adam, s.batch);
+    } else {
+      NoGradGuard no_grad;
+      decode(s, task == "greedy" ? 1 : kBeam);
+    }
+    if (s.device.is_cuda()) cuda::synchronize();
+  };
+  for (int i = 0; i < warmup; ++i) once();
+  reset_peak_memory(s.device);
+  std::vector<double> ms;
+  for (int i = 0; i < steps; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    once();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  }
+  nlohmann::json out;
+  out["ms"] = ms;
+  out["peak_bytes"] = memory_stats(s.device).peak_in_use;
+  out["tokens"] = s.batch.tokens;
+  out["sentences"] = s.work.batch;
+  std::cout << out.dump() << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kiln's half of the Seq2Seq side-by-side benchmark (bench/side_by_side.py)"};
+  app.require_subcommand(1);
+  std::string work, device = "cpu", out, task = "step";
+  int steps = 5, warmup = 1;
+  std::vector<std::string> names = workload_names();
+
+  CLI::App* exp = app.add_subcommand("export", "write weights, batch and reference results for the peer");
+  exp->add_option("--work", work, "workload")->required()->check(CLI::IsMember(names));
+  exp->add_option("--device", device, "cpu or cuda");
+  exp->add_option("--out", out, "output folder")->required();
+
+  CLI::App* tim = app.add_subcommand("time", "time a task, one JSON line of milliseconds");
+  tim->add_option("--work", work, "workload")->required()->check(CLI::IsMember(names));
+  tim->add_option("--device", device, "cpu or cuda");
+  tim->add_option("--task", task, "step, greedy or beam5")->check(CLI::IsMember({"step", "greedy", "beam5"}));
+  tim->add_option("--steps", steps, "timed repetitions")->check(CLI::PositiveNumber);
+  tim->add_option("--warmup", warmup, "untimed repetitions first")->check(CLI::NonNegativeNumber);
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*exp) run_export(work, device, out);
+    if (*tim) run_time(work, device, task, steps, warmup);
+  } catch (const std::exception& e) {
+    std::cerr << "seq2seq_side: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

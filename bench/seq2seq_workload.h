@@ -1,0 +1,110 @@
+// The Seq2Seq workloads of the side-by-side benchmark (issue 5), shared by bench_train_step (the
+// Google Benchmark suite) and seq2seq_side (the kiln half of bench/side_by_side.py).
+//
+//   step   = encode + teacher-forced decode + masked CE + backward + clip_grad_norm(1.0) + Adam(1e-3)
+//   small  = embed 32, hidden 32, 2 layers, batch 64, source/target length 10, vocab 200, no padding
+//   large  = embed 256, hidden 512, 2 layers, batch 64, length 30, vocab 8000, ~20% padding
+//            (each sentence's length uniform in [0.6 L, L])
+// The model is d2l's (decoder input = embedding + fixed context, decoder init = encoder final
+// state), or with Bahdanau attention. Dropout is off so that both sides compute the same numbers.
+#pragma once
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "models/seq2seq/model.h"
+
+namespace kiln::bench {
+
+struct Workload {
+  std::string name;  // small-gru, small-lstm, large-gru, large-lstm, large-gru-attn
+  seq2seq::ModelConfig config;
+  int64_t batch = 64, length = 0;
+  bool padded = false;
+};
+
+inline Workload make_workload(bool large, bool lstm, bool attention) {
+  Workload w;
+  w.name = std::string(large ? "large" : "small") + (lstm ? "-lstm" : "-gru") + (attention ? "-attn" : "");
+  seq2seq::ModelConfig& c = w.config;
+  c.cell = lstm ? nn::CellType::lstm : nn::CellType::gru;
+  c.attention = attention ? seq2seq::Attention::bahdanau : seq2seq::Attention::none;
+  c.num_layers = 2;
+  c.dropout = 0.0;
+  c.embed_size = large ? 256 : 32;
+  c.hidden_size = large ? 512 : 32;
+  c.source_vocab = c.target_vocab = large ? 8000 : 200;
+  w.length = large ? 30 : 10;
+  w.padded = large;
+  return w;
+}
+
+inline std::vector<std::string> workload_names() {
+  return {"small-gru", "small-lstm", "large-gru", "large-lstm", "large-gru-attn", "large-lstm-attn"};
+}
+
+// Throws a kiln::Error listing the names when `name` is not one of them.
+inline Workload workload_named(const std::string& name) {
+  for (bool large : {false, true}) {
+    for (bool lstm : {false, true}) {
+      for (bool attention : {false, true}) {
+        Workload w = make_workload(large, lstm, attention);
+        if (w.name == name) return w;
+      }
+    }
+  }
+  std::string known;
+  for (const std::string& n : workload_names()) known += " " + n;
+  throw Error("seq2seq workload: unknown name '" + name + "'; known:" + known);
+}
+
+struct Batch {
+  Tensor source, lengths, target_in, target_out, mask;  // [L, B] ids, [B], [L, B], [L, B], [L, B] f32
+  int64_t tokens = 0;                                   // real target tokens
+};
+
+// Random ids in [4, vocab) (0-3 are <pad> <unk> <bos> <eos>), from kiln's Philox stream (seed it
+// first). Target sentences end in <eos>; padding is <pad> = 0 with mask 0.
+inline Batch random_batch(const Workload& w, Device device) {
+  const int64_t L = w.length, B = w.batch, V = w.config.target_vocab;
+  std::vector<double> u = uniform({3 * L * B + B}, 0, 1, DType::f64).to_vector<double>();
+  std::vector<int64_t> src(L * B, 0), tin(L * B, 0), tout(L * B, 0), len(B);
+  std::vector<float> mask(L * B, 0.0f);
+  Batch b;
+  for (int64_t j = 0; j < B; ++j) {
+    len[j] = w.padded ? static_cast<int64_t>(0.6 * L + u[3 * L * B + j] * 0.4 * L) : L;
+    len[j] = std::min(std::max<int64_t>(len[j], 2), L);
+    for (int64_t t = 0; t < len[j]; ++t) {
+      src[t * B + j] = 4 + static_cast<int64_t>(u[t * B + j] * (V - 4));
+      tout[t * B + j] = t + 1 == len[j] ? 3 : 4 + static_cast<int64_t>(u[(L + t) * B + j] * (V - 4));
+      tin[t * B + j] = t == 0 ? 2 : tout[(t - 1) * B + j];
+      mask[t * B + j] = 1.0f;
+    }
+    b.tokens += len[j];
+  }
+  b.source = to(from_vector(src, {L, B}), device);
+  b.lengths = to(from_vector(len, {B}), device);
+  b.target_in = to(from_vector(tin, {L, B}), device);
+  b.target_out = to(from_vector(tout, {L, B}), device);
+  b.mask = to(from_vector(mask, {L, B}), device);
+  return b;
+}
+
+// The loss of a teacher-forced pass (recorded on the tape when grad mode is on).
+inline Tensor teacher_forced_loss(const seq2seq::Seq2Seq& model, const Batch& b) {
+  Tensor logits = model.decode_teacher(model.encode(b.source, b.lengths), b.target_in);
+  return model.loss(logits, b.target_out, b.mask);
+}
+
+// One training step; returns the loss before the update.
+inline Tensor train_step(const seq2seq::Seq2Seq& model, nn::Adam& adam, const Batch& b) {
+  adam.zero_grad();
+  Tensor loss = teacher_forced_loss(model, b);
+  loss.backward();
+  nn::clip_grad_norm(model.parameters(), 1.0);
+  adam.step();
+  return loss;
+}
+
+}  // namespace kiln::bench
