@@ -9,58 +9,54 @@ namespace kiln::kernels {
 
 namespace {
 
-template <class T> struct CrossEntropyRowForward {
-  const T* logits;
-  const int64_t* targets;
-  const T* mask;  // null: no mask
-  T* loss_rows;
-  T* lse_out;
-  T* valid;
-  int64_t classes, ignore_index;
-  T eps;
-  KILN_HD void operator()(int64_t n) const {
+// The CPU kernels work a row at a time: OpenMP over rows, `omp simd` over a row's classes, with
+// everything per row (target, lse, scale) read once. The max and the sums are SIMD reductions, so
+// their order differs from a sequential loop by a few ulps (the CUDA kernel's order differs too).
+template <class T> void cross_entropy_forward_rows(const T* logits, const int64_t* targets, const T* mask,
+                                                   T* loss_rows, T* lse_out, T* valid, int64_t rows,
+                                                   int64_t classes, int64_t ignore_index, T eps) {
+#pragma omp parallel for schedule(static) if (rows * classes >= kParallelGrain)
+  for (int64_t n = 0; n < rows; ++n) {
     int64_t t = targets[n];
-    bool keep = t != ignore_index && (!mask || mask[n] != T(0));
-    if (!keep) {
-      loss_rows[n] = T(0);
-      lse_out[n] = T(0);
-      valid[n] = T(0);
-      return;
+    if (t == ignore_index || (mask && mask[n] == T(0))) {
+      loss_rows[n] = lse_out[n] = valid[n] = T(0);
+      continue;
     }
     const T* row = logits + n * classes;
-    OnlineLogSumExp<T> acc{row[0], T(0)};
-    T row_sum = T(0);
+    T max = row[0];
+#pragma omp simd reduction(max : max)
+    for (int64_t c = 0; c < classes; ++c) max = row[c] > max ? row[c] : max;
+    T sum = T(0), row_sum = T(0);
+#pragma omp simd reduction(+ : sum, row_sum)
     for (int64_t c = 0; c < classes; ++c) {
-      acc.add(row[c]);
+      sum += math::exp(row[c] - max);
       row_sum += row[c];
     }
-    T lse = acc.value();
+    T lse = max + math::log(sum);
     loss_rows[n] = cross_entropy_row_loss(lse, row[t], row_sum, eps, classes);
     lse_out[n] = lse;
     valid[n] = T(1);
   }
-};
+}
 
-template <class T> struct CrossEntropyBackwardFunctor {
-  const T* logits;
-  const int64_t* targets;
-  const T* lse;
-  const T* valid;
-  const T* grad_rows;
-  const T* divisor;  // null for reduction none
-  T* grad_logits;
-  int64_t classes;
-  T eps;
-  KILN_HD void operator()(int64_t n, int64_t c) const {
-    int64_t i = n * classes + c;
+template <class T> void cross_entropy_backward_rows(const T* logits, const int64_t* targets, const T* lse,
+                                                    const T* valid, const T* grad_rows, const T* divisor,
+                                                    T* grad_logits, int64_t rows, int64_t classes, T eps) {
+#pragma omp parallel for schedule(static) if (rows * classes >= kParallelGrain)
+  for (int64_t n = 0; n < rows; ++n) {
+    T* out = grad_logits + n * classes;
     if (valid[n] == T(0)) {
-      grad_logits[i] = T(0);
-      return;
+      for (int64_t c = 0; c < classes; ++c) out[c] = T(0);
+      continue;
     }
-    T scale = divisor ? grad_rows[0] / math::max(divisor[0], T(1)) : grad_rows[n];
-    grad_logits[i] = cross_entropy_grad(logits[i], lse[n], c == targets[n], eps, classes, scale);
+    const T* row = logits + n * classes;
+    const T scale = divisor ? grad_rows[0] / math::max(divisor[0], T(1)) : grad_rows[n];
+    const T row_lse = lse[n];
+    const int64_t target = targets[n];
+#pragma omp simd
+    for (int64_t c = 0; c < classes; ++c) out[c] = cross_entropy_grad(row[c], row_lse, c == target, eps, classes, scale);
   }
-};
+}
 
 template <class T> struct DivideByCount {
   const T* total;
@@ -80,13 +76,10 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Te
   }
   int64_t rows = logits.size(0), classes = logits.size(1);
   KILN_DISPATCH_FLOAT(logits.dtype(), "cross_entropy", [&] {
-    parallel_for_cpu(rows,
-                     CrossEntropyRowForward<scalar_t>{logits.data<scalar_t>(), targets.data<int64_t>(),
-                                                      mask.defined() ? mask.data<scalar_t>() : nullptr,
-                                                      loss_rows.data<scalar_t>(), lse.data<scalar_t>(),
-                                                      valid.data<scalar_t>(), classes, args.ignore_index,
-                                                      scalar_t(args.label_smoothing)},
-                     /*grain=*/16);
+    cross_entropy_forward_rows(logits.data<scalar_t>(), targets.data<int64_t>(),
+                               mask.defined() ? mask.data<scalar_t>() : nullptr, loss_rows.data<scalar_t>(),
+                               lse.data<scalar_t>(), valid.data<scalar_t>(), rows, classes, args.ignore_index,
+                               scalar_t(args.label_smoothing));
   });
 }
 
@@ -97,14 +90,12 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const T
     cross_entropy_backward_cuda(logits, targets, lse, valid, args, grad_rows, divisor, grad_logits);
     return;
   }
-  int64_t classes = logits.size(1);
   KILN_DISPATCH_FLOAT(logits.dtype(), "cross_entropy_backward", [&] {
-    parallel_for_2d(Device::cpu(), logits.size(0), classes,
-                 CrossEntropyBackwardFunctor<scalar_t>{
-                     logits.data<scalar_t>(), targets.data<int64_t>(), lse.data<scalar_t>(),
-                     valid.data<scalar_t>(), grad_rows.data<scalar_t>(),
-                     divisor.defined() ? divisor.data<scalar_t>() : nullptr, grad_logits.data<scalar_t>(),
-                     classes, scalar_t(args.label_smoothing)});
+    cross_entropy_backward_rows(logits.data<scalar_t>(), targets.data<int64_t>(), lse.data<scalar_t>(),
+                                valid.data<scalar_t>(), grad_rows.data<scalar_t>(),
+                                divisor.defined() ? divisor.data<scalar_t>() : nullptr,
+                                grad_logits.data<scalar_t>(), logits.size(0), logits.size(1),
+                                scalar_t(args.label_smoothing));
   });
 }
 

@@ -19,14 +19,14 @@ template <class T> struct GruGatesForward {
   const T* b_ih;    // [3H]
   const T* b_hh;    // [3H]
   const T* h_prev;  // [B, H]
-  const T* mask;    // [B] or null
+  const T* mask;    // [B]: 1 for a real step, 0 for padding (never null: the loop passes ones)
   T* gates;         // [B, 4H]: r, z, n, hn
   T* h_next;        // [B, H]
   T* y;             // [B, H]
   int64_t hidden;
 
-  KILN_HD void operator()(int64_t idx) const {
-    int64_t b = idx / hidden, j = idx % hidden, H = hidden;
+  KILN_HD void operator()(int64_t b, int64_t j) const {
+    const int64_t H = hidden, idx = b * H + j;
     const T* xr = xg + b * 3 * H;
     const T* hr = hg + b * 3 * H;
     T r = math::sigmoid(xr[j] + b_ih[j] + hr[j] + b_hh[j]);
@@ -38,7 +38,7 @@ template <class T> struct GruGatesForward {
     gr[H + j] = z;
     gr[2 * H + j] = n;
     gr[3 * H + j] = hn;
-    bool keep = !mask || mask[b] != T(0);
+    bool keep = mask[b] != T(0);
     T h = (T(1) - z) * n + z * h_prev[idx];
     h_next[idx] = keep ? h : h_prev[idx];
     y[idx] = keep ? h : T(0);
@@ -48,28 +48,26 @@ template <class T> struct GruGatesForward {
 template <class T> struct GruGatesBackward {
   const T* gates;   // [B, 4H] saved r, z, n, hn
   const T* h_prev;  // [B, H]
-  const T* mask;    // [B] or null
+  const T* mask;    // [B]: 1 for a real step, 0 for padding (never null: the loop passes ones)
   const T* dy;      // [B, H]
   T* dh;            // [B, H] in: dL/dh_t from later steps; out: the direct part of dL/dh_{t-1}
   T* dgx;           // [B, 3H]
   T* dgh;           // [B, 3H]
   int64_t hidden;
 
-  KILN_HD void operator()(int64_t idx) const {
-    int64_t b = idx / hidden, j = idx % hidden, H = hidden;
+  KILN_HD void operator()(int64_t b, int64_t j) const {
+    const int64_t H = hidden, idx = b * H + j;
     T* dxr = dgx + b * 3 * H;
     T* dhr = dgh + b * 3 * H;
-    bool keep = !mask || mask[b] != T(0);
-    if (!keep) {
-      dxr[j] = dxr[H + j] = dxr[2 * H + j] = T(0);
-      dhr[j] = dhr[H + j] = dhr[2 * H + j] = T(0);
-      return;
-    }
+    // A masked step passed the state through untouched: no gradient reaches its gates and dh
+    // flows on unchanged. Selects, not a branch, so the CPU loop over j vectorizes.
+    const bool keep = mask[b] != T(0);
     const T* gr = gates + b * 4 * H;
     T r = gr[j], z = gr[H + j], n = gr[2 * H + j], hn = gr[3 * H + j];
-    T dh_t = dh[idx] + dy[idx];
-    T dn = dh_t * (T(1) - z) * (T(1) - n * n);  // through tanh
-    T dz = dh_t * (h_prev[idx] - n) * z * (T(1) - z);
+    T dh_in = dh[idx], h_old = h_prev[idx];  // loaded either way: a conditional load is a branch
+    T dh_t = dh_in + dy[idx];
+    T dn = keep ? dh_t * (T(1) - z) * (T(1) - n * n) : T(0);  // through tanh
+    T dz = keep ? dh_t * (h_old - n) * z * (T(1) - z) : T(0);
     T dr = dn * hn * r * (T(1) - r);
     dxr[j] = dr;
     dxr[H + j] = dz;
@@ -77,7 +75,7 @@ template <class T> struct GruGatesBackward {
     dhr[j] = dr;
     dhr[H + j] = dz;
     dhr[2 * H + j] = dn * r;
-    dh[idx] = dh_t * z;
+    dh[idx] = keep ? dh_t * z : dh_in;
   }
 };
 

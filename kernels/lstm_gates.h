@@ -22,15 +22,15 @@ template <class T> struct LstmGatesForward {
   const T* b_hh;    // [4H]
   const T* h_prev;  // [B, H]
   const T* c_prev;  // [B, H]
-  const T* mask;    // [B] or null
+  const T* mask;    // [B]: 1 for a real step, 0 for padding (never null: the loop passes ones)
   T* gates;         // [B, 4H] activated i, f, g, o
   T* h_next;        // [B, H]
   T* c_next;        // [B, H]
   T* y;             // [B, H]
   int64_t hidden;
 
-  KILN_HD void operator()(int64_t idx) const {
-    int64_t b = idx / hidden, j = idx % hidden, H = hidden;
+  KILN_HD void operator()(int64_t b, int64_t j) const {
+    const int64_t H = hidden, idx = b * H + j;
     const T* xr = xg + b * 4 * H;
     const T* hr = hg + b * 4 * H;
     T i = math::sigmoid(xr[j] + hr[j] + b_ih[j] + b_hh[j]);
@@ -42,11 +42,12 @@ template <class T> struct LstmGatesForward {
     gr[H + j] = f;
     gr[2 * H + j] = g;
     gr[3 * H + j] = o;
-    bool keep = !mask || mask[b] != T(0);
-    T c = f * c_prev[idx] + i * g;
+    bool keep = mask[b] != T(0);
+    T c_old = c_prev[idx], h_old = h_prev[idx];  // loaded either way: a conditional load is a branch
+    T c = f * c_old + i * g;
     T h = o * math::tanh(c);
-    c_next[idx] = keep ? c : c_prev[idx];
-    h_next[idx] = keep ? h : h_prev[idx];
+    c_next[idx] = keep ? c : c_old;
+    h_next[idx] = keep ? h : h_old;
     y[idx] = keep ? h : T(0);
   }
 };
@@ -54,33 +55,34 @@ template <class T> struct LstmGatesForward {
 template <class T> struct LstmGatesBackward {
   const T* gates;   // [B, 4H] saved i, f, g, o
   const T* c_prev;  // [B, H]
-  const T* mask;    // [B] or null
+  const T* mask;    // [B]: 1 for a real step, 0 for padding (never null: the loop passes ones)
   const T* dy;      // [B, H]
   T* dh;            // [B, H] in: dL/dh_t from later steps; out: the carry part of dL/dh_{t-1}
   T* dc;            // [B, H] in: dL/dc_t; out: dL/dc_{t-1}
   T* dgates;        // [B, 4H] out: dL/da for i, f, g, o
   int64_t hidden;
 
-  KILN_HD void operator()(int64_t idx) const {
-    int64_t b = idx / hidden, j = idx % hidden, H = hidden;
+  KILN_HD void operator()(int64_t b, int64_t j) const {
+    const int64_t H = hidden, idx = b * H + j;
     T* dgr = dgates + b * 4 * H;
-    bool keep = !mask || mask[b] != T(0);
-    if (!keep) {  // the state passed through untouched; y_t = 0 has no path back
-      dgr[j] = dgr[H + j] = dgr[2 * H + j] = dgr[3 * H + j] = T(0);
-      return;
-    }
+    // A masked step passed the state through untouched and y_t = 0 has no path back: its gates
+    // get no gradient and dh, dc flow on unchanged. Selects, not a branch, so the CPU loop over j
+    // vectorizes.
+    const bool keep = mask[b] != T(0);
     const T* gr = gates + b * 4 * H;
     T i = gr[j], f = gr[H + j], g = gr[2 * H + j], o = gr[3 * H + j];
-    T c = f * c_prev[idx] + i * g;  // recomputed: cheaper than saving every c_t
+    // Every load happens either way (a conditional load is a branch); selects pick the results.
+    T c_old = c_prev[idx], dh_in = dh[idx], dc_in = dc[idx], dy_t = dy[idx];
+    T c = f * c_old + i * g;  // recomputed: cheaper than saving every c_t
     T tc = math::tanh(c);
-    T dh_t = dh[idx] + dy[idx];
-    T dc_t = dc[idx] + dh_t * o * (T(1) - tc * tc);
+    T dh_t = keep ? dh_in + dy_t : T(0);
+    T dc_t = keep ? dc_in + dh_t * o * (T(1) - tc * tc) : T(0);
     dgr[j] = dc_t * g * i * (T(1) - i);
-    dgr[H + j] = dc_t * c_prev[idx] * f * (T(1) - f);
+    dgr[H + j] = dc_t * c_old * f * (T(1) - f);
     dgr[2 * H + j] = dc_t * i * (T(1) - g * g);
     dgr[3 * H + j] = dh_t * tc * o * (T(1) - o);
-    dc[idx] = dc_t * f;
-    dh[idx] = T(0);
+    dc[idx] = keep ? dc_t * f : dc_in;
+    dh[idx] = keep ? T(0) : dh_in;
   }
 };
 

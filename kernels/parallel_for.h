@@ -70,6 +70,43 @@ template <class F> void parallel_for(Device device, int64_t n, const F& f, int64
 #endif
 }
 
+// parallel_for_rows(device, rows, cols, f): calls f(row, col) over a rows x cols grid whose rows
+// are short vectors (a batch of hidden states). On the CPU: OpenMP over the rows (when the grid
+// has at least `grain` elements) and `omp simd` over the columns of a row, so the math of f
+// vectorizes (a flat index would cost a division per element and hide the contiguous columns).
+// On CUDA: one thread per element of the flat grid, the index split once. As on the GPU, the
+// calls must be independent of each other.
+#ifdef __CUDACC__
+template <class F> __global__ void parallel_for_rows_kernel(int64_t rows, int64_t cols, F f) {
+  int64_t n = rows * cols, stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride) {
+    f(i / cols, i % cols);
+  }
+}
+#endif
+
+template <class F>
+void parallel_for_rows(Device device, int64_t rows, int64_t cols, const F& f, int64_t grain = kParallelGrain) {
+  if (rows <= 0 || cols <= 0) return;
+  if (device.is_cpu()) {
+#pragma omp parallel for schedule(static) if (rows * cols >= grain)
+    for (int64_t row = 0; row < rows; ++row) {
+#pragma omp simd
+      for (int64_t col = 0; col < cols; ++col) f(row, col);
+    }
+    return;
+  }
+#ifdef __CUDACC__
+  constexpr int kThreads = 256;
+  int64_t blocks = std::min<int64_t>((rows * cols + kThreads - 1) / kThreads, int64_t(cuda_sm_count()) * 16);
+  parallel_for_rows_kernel<<<static_cast<unsigned>(blocks), kThreads>>>(rows, cols, f);
+  KILN_CUDA_CHECK(cudaGetLastError());
+#else
+  KILN_FAIL("parallel_for_rows on ", device.str(),
+            ": this translation unit was not compiled by nvcc; compile it as CUDA to launch there");
+#endif
+}
+
 // parallel_for_2d(device, rows, cols, f): calls f(row, col) over a rows x cols grid. For row-wise
 // kernels (a loss over [N, V]) this spares the per-element division of a flat index, which is
 // slow on GPUs for 64-bit integers. CPU: OpenMP over rows, a plain inner loop over columns.

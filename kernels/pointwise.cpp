@@ -36,6 +36,37 @@ template <class Op, class T> struct BinaryForwardFunctor {
   KILN_HD void operator()(int64_t i) const { y[i] = op.forward(a[index.offset(0, i)], b[index.offset(1, i)]); }
 };
 
+// The common broadcast y[r, c] = op(a[r, c], b[c]) (a bias row added to a batch), or its mirror
+// op(a[c], b[r, c]): rows x contiguous columns, so the CPU loop vectorizes and no per-element
+// index arithmetic is left.
+template <class Op, class T> struct BinaryRowBroadcastFunctor {
+  Op op;
+  const T* a;
+  const T* b;
+  T* y;
+  int64_t cols;
+  bool a_is_row;  // else b is the row
+  KILN_HD void operator()(int64_t r, int64_t c) const {
+    int64_t i = r * cols + c;
+    y[i] = a_is_row ? op.forward(a[c], b[i]) : op.forward(a[i], b[c]);
+  }
+};
+
+// Columns of the row when `small` broadcasts as a row over `full` (its shape, leading 1s dropped,
+// is full's trailing dims); 0 otherwise.
+int64_t row_broadcast_cols(const Shape& small, const Shape& full) {
+  size_t first = 0;
+  while (first < small.size() && small[first] == 1) ++first;
+  size_t k = small.size() - first;
+  if (k == 0 || k > full.size()) return 0;
+  int64_t cols = 1;
+  for (size_t d = 0; d < k; ++d) {
+    if (small[first + d] != full[full.size() - k + d]) return 0;
+    cols *= small[first + d];
+  }
+  return cols;
+}
+
 template <class Op, class T> struct BinaryBackwardFunctor {
   Op op;
   const T* a;
@@ -123,6 +154,20 @@ void unary_backward(UnaryKind kind, double scalar, const Tensor& x, const Tensor
 }
 
 void binary_forward(BinaryKind kind, const Tensor& a, const Tensor& b, const Tensor& y) {
+  bool a_full = a.shape() == y.shape(), b_full = b.shape() == y.shape();
+  int64_t row_cols = a_full && !b_full ? row_broadcast_cols(b.shape(), y.shape())
+                     : b_full && !a_full ? row_broadcast_cols(a.shape(), y.shape())
+                                         : 0;
+  if (row_cols > 0) {
+    KILN_DISPATCH_FLOAT(y.dtype(), binary_name(kind), [&] {
+      with_binary_op(kind, [&](auto op) {
+        using Functor = BinaryRowBroadcastFunctor<decltype(op), scalar_t>;
+        parallel_for_rows(y.device(), y.numel() / row_cols, row_cols,
+                          Functor{op, a.data<scalar_t>(), b.data<scalar_t>(), y.data<scalar_t>(), row_cols, !a_full});
+      });
+    });
+    return;
+  }
   BroadcastIndexer index = BroadcastIndexer::make(y.shape(), {&a.shape(), &b.shape()});
   KILN_DISPATCH_FLOAT(y.dtype(), binary_name(kind), [&] {
     with_binary_op(kind, [&](auto op) {

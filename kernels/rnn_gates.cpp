@@ -1,5 +1,5 @@
 // The time loops of the LSTM and GRU layers (kernels/lstm_gates.h, kernels/gru_gates.h): per step
-// one recurrent GEMM and one parallel_for of the gate functor, on the CPU or CUDA. Pointers are
+// one recurrent GEMM and one parallel_for_rows of the gate functor, on the CPU or CUDA. Pointers are
 // computed here once per step, so the loop costs the host two launches and nothing else.
 #include "kernels/dispatch.h"
 #include "kernels/gemm.h"
@@ -10,7 +10,13 @@ namespace kiln::kernels {
 
 namespace {
 
-template <class T> const T* optional(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
+// The layer's [T, B] step mask, or ones when it has none. The gate functors always read a mask:
+// a load that may not happen (`!mask || mask[b]`) is control flow, and keeps the CPU loop scalar.
+template <class T> const T* mask_or_ones(const Tensor& mask, const Tensor& like, Tensor& ones) {
+  if (mask.defined()) return mask.data<T>();
+  ones = full({like.size(0), like.size(1)}, 1.0, like.options());
+  return ones.data<T>();
+}
 
 // Step s of T in processing order -> time index; and the time index processed next.
 struct StepOrder {
@@ -36,16 +42,17 @@ template <class T> void lstm_forward_typed(const LstmLayerForward& a) {
   const StepOrder order{steps, a.reverse};
   const GemmShape gemm_shape = recurrent_gemm(B, G, H, true);
   Tensor hg = empty({B, G}, a.xg.options());
-  const T *xg = a.xg.data<T>(), *w_hh = a.w_hh.data<T>(), *mask = optional<T>(a.mask);
+  Tensor ones;  // backs `mask` when the layer has none
+  const T *xg = a.xg.data<T>(), *w_hh = a.w_hh.data<T>(), *mask = mask_or_ones<T>(a.mask, a.xg, ones);
   T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *c_in = a.c_in.data<T>(), *y = a.y.data<T>();
   for (int64_t s = 0; s < steps; ++s) {
     int64_t t = order.time(s), next = order.next_time(s);
     bool last = s == steps - 1;
     const T* h_prev = h_in + t * B * H;
     gemm(dev, a.xg.dtype(), gemm_shape, 1.0, h_prev, w_hh, 0.0, hg.data<T>());
-    parallel_for(dev, B * H,
+    parallel_for_rows(dev, B, H,
                  LstmGatesForward<T>{xg + t * B * G, hg.data<T>(), a.b_ih.data<T>(), a.b_hh.data<T>(), h_prev,
-                                     c_in + t * B * H, mask ? mask + t * B : nullptr, gates + t * B * G,
+                                     c_in + t * B * H, mask + t * B, gates + t * B * G,
                                      last ? a.h_n.data<T>() : h_in + next * B * H,
                                      last ? a.c_n.data<T>() : c_in + next * B * H, y + t * B * H, H},
                  /*grain=*/4096);
@@ -57,12 +64,13 @@ template <class T> void lstm_backward_typed(const LstmLayerBackward& a) {
   const Device dev = a.gates.device();
   const StepOrder order{steps, a.reverse};
   const GemmShape gemm_shape = recurrent_gemm(B, G, H, false);  // dh += dgates_t W_hh
-  const T *gates = a.gates.data<T>(), *c_in = a.c_in.data<T>(), *mask = optional<T>(a.mask), *dy = a.dy.data<T>();
+  Tensor ones;  // backs `mask` when the layer has none
+  const T *gates = a.gates.data<T>(), *c_in = a.c_in.data<T>(), *mask = mask_or_ones<T>(a.mask, a.gates, ones), *dy = a.dy.data<T>();
   T *dh = a.dh.data<T>(), *dc = a.dc.data<T>(), *dgates = a.dgates.data<T>();
   for (int64_t s = steps - 1; s >= 0; --s) {
     int64_t t = order.time(s);
-    parallel_for(dev, B * H,
-                 LstmGatesBackward<T>{gates + t * B * G, c_in + t * B * H, mask ? mask + t * B : nullptr,
+    parallel_for_rows(dev, B, H,
+                 LstmGatesBackward<T>{gates + t * B * G, c_in + t * B * H, mask + t * B,
                                       dy + t * B * H, dh, dc, dgates + t * B * G, H},
                  /*grain=*/4096);
     gemm(dev, a.gates.dtype(), gemm_shape, 1.0, dgates + t * B * G, a.w_hh.data<T>(), 1.0, dh);
@@ -75,15 +83,16 @@ template <class T> void gru_forward_typed(const GruLayerForward& a) {
   const StepOrder order{steps, a.reverse};
   const GemmShape gemm_shape = recurrent_gemm(B, G, H, true);
   Tensor hg = empty({B, G}, a.xg.options());
-  const T *xg = a.xg.data<T>(), *w_hh = a.w_hh.data<T>(), *mask = optional<T>(a.mask);
+  Tensor ones;  // backs `mask` when the layer has none
+  const T *xg = a.xg.data<T>(), *w_hh = a.w_hh.data<T>(), *mask = mask_or_ones<T>(a.mask, a.xg, ones);
   T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *y = a.y.data<T>();
   for (int64_t s = 0; s < steps; ++s) {
     int64_t t = order.time(s), next = order.next_time(s);
     const T* h_prev = h_in + t * B * H;
     gemm(dev, a.xg.dtype(), gemm_shape, 1.0, h_prev, w_hh, 0.0, hg.data<T>());
-    parallel_for(dev, B * H,
+    parallel_for_rows(dev, B, H,
                  GruGatesForward<T>{xg + t * B * G, hg.data<T>(), a.b_ih.data<T>(), a.b_hh.data<T>(), h_prev,
-                                    mask ? mask + t * B : nullptr, gates + t * B * 4 * H,
+                                    mask + t * B, gates + t * B * 4 * H,
                                     s == steps - 1 ? a.h_n.data<T>() : h_in + next * B * H, y + t * B * H, H},
                  /*grain=*/4096);
   }
@@ -94,12 +103,13 @@ template <class T> void gru_backward_typed(const GruLayerBackward& a) {
   const Device dev = a.gates.device();
   const StepOrder order{steps, a.reverse};
   const GemmShape gemm_shape = recurrent_gemm(B, G, H, false);  // dh += dgh_t W_hh
-  const T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *mask = optional<T>(a.mask), *dy = a.dy.data<T>();
+  Tensor ones;  // backs `mask` when the layer has none
+  const T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *mask = mask_or_ones<T>(a.mask, a.gates, ones), *dy = a.dy.data<T>();
   T *dh = a.dh.data<T>(), *dgx = a.dgx.data<T>(), *dgh = a.dgh.data<T>();
   for (int64_t s = steps - 1; s >= 0; --s) {
     int64_t t = order.time(s);
-    parallel_for(dev, B * H,
-                 GruGatesBackward<T>{gates + t * B * 4 * H, h_in + t * B * H, mask ? mask + t * B : nullptr,
+    parallel_for_rows(dev, B, H,
+                 GruGatesBackward<T>{gates + t * B * 4 * H, h_in + t * B * H, mask + t * B,
                                      dy + t * B * H, dh, dgx + t * B * G, dgh + t * B * G, H},
                  /*grain=*/4096);
     gemm(dev, a.gates.dtype(), gemm_shape, 1.0, dgh + t * B * G, a.w_hh.data<T>(), 1.0, dh);

@@ -38,17 +38,28 @@ Tensor binary(BinaryKind kind, const Tensor& a, const Tensor& b) {
   ops_detail::check_floating(name, a);
   Tensor y = empty(broadcast_shapes(a.shape(), b.shape(), name), a.options());
   kernels::binary_forward(kind, a, b, y);
-  if (autograd::needs_grad({a, b})) {
-    bool grad_a = a.requires_grad(), grad_b = b.requires_grad();
-    Tensor saved_a = a.detach(), saved_b = b.detach(), saved_y = y.detach();
+  if (!autograd::needs_grad({a, b})) return y;
+  bool grad_a = a.requires_grad(), grad_b = b.requires_grad();
+  if (kind == BinaryKind::add || kind == BinaryKind::sub) {
+    // d/da = g, d/db = +-g: nothing is saved, and the incoming gradient is summed straight to each
+    // operand's shape (an operand of y's shape gets g itself: the engine never writes into a
+    // gradient it is given).
+    Shape a_shape = a.shape(), b_shape = b.shape();
     autograd::record(name, {a, b}, {y}, [=](const TensorList& grads) {
-      Tensor full_a = grad_a ? empty(saved_y.shape(), saved_y.options()) : Tensor();
-      Tensor full_b = grad_b ? empty(saved_y.shape(), saved_y.options()) : Tensor();
-      kernels::binary_backward(kind, saved_a, saved_b, saved_y, grads[0], full_a, full_b);
-      return TensorList{grad_a ? sum_to(full_a, saved_a.shape()) : Tensor(),
-                        grad_b ? sum_to(full_b, saved_b.shape()) : Tensor()};
+      Tensor grad_b_out = grad_b ? sum_to(grads[0], b_shape) : Tensor();
+      if (grad_b_out.defined() && kind == BinaryKind::sub) grad_b_out = neg(grad_b_out);
+      return TensorList{grad_a ? sum_to(grads[0], a_shape) : Tensor(), grad_b_out};
     });
+    return y;
   }
+  Tensor saved_a = a.detach(), saved_b = b.detach(), saved_y = y.detach();
+  autograd::record(name, {a, b}, {y}, [=](const TensorList& grads) {
+    Tensor full_a = grad_a ? empty(saved_y.shape(), saved_y.options()) : Tensor();
+    Tensor full_b = grad_b ? empty(saved_y.shape(), saved_y.options()) : Tensor();
+    kernels::binary_backward(kind, saved_a, saved_b, saved_y, grads[0], full_a, full_b);
+    return TensorList{grad_a ? sum_to(full_a, saved_a.shape()) : Tensor(),
+                      grad_b ? sum_to(full_b, saved_b.shape()) : Tensor()};
+  });
   return y;
 }
 

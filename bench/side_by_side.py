@@ -1,0 +1,248 @@
+#!/usr/bin/python3
+"""kiln and PyTorch side by side on the same Seq2Seq work (`make bench`).
+
+For each workload of bench/seq2seq_workload.h it
+  1. has kiln write its initial weights and batch (`seq2seq_side export`), and has the PyTorch peer
+     (bench/peers/torch_seq2seq.py) load them and check that it computes the same loss before and
+     after one training step (within 1e-4) and mostly the same greedy / beam-5 outputs; a mismatch
+     stops the run, since timing two different computations means nothing;
+  2. times each task in interleaved rounds (kiln, PyTorch, PyTorch, kiln, ...), every round a fresh
+     process per side, and takes each side's median over all timed repetitions;
+  3. prints one table (kiln ms, PyTorch ms, ratio, target, peak memory: RSS on the CPU, allocator
+     peaks on the GPU) and appends it, with the date, machine, commit and command, to
+     bench/RESULTS.md; then runs kiln's Google Benchmark kernel suites.
+
+    bench/side_by_side.py [--device cpu|cuda|auto] [--rounds 3] [--quick] [--no-record]
+
+Fairness, CPU: both sides get the same cores and the same OpenBLAS (kiln links its OpenMP build,
+PyTorch Debian's pthread build through libblas.so.3: install libopenblas0-pthread, or PyTorch
+falls back to the reference BLAS, ~20x slower). Each side runs at its best thread setting found
+here: kiln OMP_NUM_THREADS = cores; PyTorch OPENBLAS_NUM_THREADS = cores with
+torch.set_num_threads(1) (2 and 2 oversubscribes 2 cores). GPU: fp32 on both sides, TF32 off;
+PyTorch's RNNs run on cuDNN.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEER = os.path.join(ROOT, "bench", "peers", "torch_seq2seq.py")
+
+# (workload, task, warmup, timed repetitions per round). Targets: kiln time / PyTorch time, at most.
+ROWS = [
+    ("small-gru", "step", 3, 20),
+    ("small-lstm", "step", 3, 20),
+    ("large-gru", "step", 1, 2),
+    ("large-lstm", "step", 1, 2),
+    ("large-gru-attn", "step", 1, 2),
+    ("large-gru", "greedy", 1, 2),
+    ("large-gru", "beam5", 1, 1),
+    ("large-gru-attn", "greedy", 1, 2),
+    ("large-gru-attn", "beam5", 1, 1),
+]
+TARGETS = {  # issue 5: CPU small <= 0.25x, large <= 0.8x, decoding >= 2x the sentences/s
+    "cpu": {"small": 0.25, "large": 0.8, "decode": 0.5},
+    "cuda": {"small": 0.5, "large": 1.0, "decode": None},
+}
+
+
+def target_for(device, work, task):
+    kind = "decode" if task != "step" else work.split("-")[0]
+    return TARGETS[device][kind]
+
+
+def run_child(cmd, env):
+    """Runs cmd to completion; exits with its stderr when it fails. Returns its stdout."""
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        sys.exit(f"side_by_side: `{shlex.join(cmd)}` failed (exit {done.returncode}):\n{done.stderr.strip()}")
+    return done.stdout
+
+
+def child_rss(cmd, env):
+    """Runs cmd; returns (its last stdout line as JSON, its own peak RSS in MiB)."""
+    with tempfile.TemporaryFile(mode="w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env, text=True)
+        stdout = proc.stdout.read()
+        # wait4 on this pid gives this child's own rusage (RUSAGE_CHILDREN would mix all of them).
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            sys.exit(f"side_by_side: `{shlex.join(cmd)}` failed (exit {proc.returncode}):\n{err.read().strip()}")
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    return json.loads(lines[-1]), usage.ru_maxrss / 1024.0
+
+
+def environments(cores):
+    kiln = dict(os.environ, OMP_NUM_THREADS=str(cores))
+    torch = dict(os.environ, OPENBLAS_NUM_THREADS=str(cores), OMP_NUM_THREADS="1")
+    return kiln, torch
+
+
+def machine(device):
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{cpu}, {len(os.sched_getaffinity(0))} cores, {platform.system()} {platform.release()}"
+    if device == "cuda":
+        try:
+            gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, check=True).stdout.strip().splitlines()[0]
+            text += f"; GPU {gpu}"
+        except (OSError, subprocess.CalledProcessError, IndexError):
+            text += "; GPU (nvidia-smi unavailable)"
+    return text
+
+
+def commit():
+    try:
+        head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+def cuda_visible(python):
+    probe = subprocess.run([python, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True,
+                           text=True)
+    return probe.returncode == 0 and probe.stdout.strip() == "True"
+
+
+def fmt_mem(mib):
+    return f"{mib:,.0f} MiB" if mib >= 10 else f"{mib:.1f} MiB"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--build", default=os.path.join(ROOT, "build"), help="kiln's CMake build folder")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per row (a process per side each)")
+    p.add_argument("--quick", action="store_true", help="one round, small workloads and one large step only")
+    p.add_argument("--only", default="", help="regex over 'workload task' selecting rows")
+    p.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    p.add_argument("--no-kernels", action="store_true", help="skip kiln's Google Benchmark kernel suites")
+    p.add_argument("--python", default="/usr/bin/python3", help="the Python that has torch")
+    args = p.parse_args()
+
+    side = os.path.join(args.build, "bench", "seq2seq_side")
+    if not os.access(side, os.X_OK):
+        sys.exit(f"side_by_side: {side} not found: build first (make bench builds it)")
+    probe = subprocess.run([args.python, "-c", "import torch; print(torch.__version__)"], capture_output=True,
+                           text=True)
+    if probe.returncode != 0:
+        sys.exit("side_by_side: PyTorch is not importable by " + args.python +
+                 " (Debian: apt-get install python3-torch libopenblas0-pthread)")
+    torch_version = probe.stdout.strip()
+    device = args.device
+    if device == "auto":
+        device = "cuda" if cuda_visible(args.python) else "cpu"
+    cores = len(os.sched_getaffinity(0))
+    env_kiln, env_torch = environments(cores)
+    rows = ROWS
+    rounds = args.rounds
+    if args.quick:
+        rows, rounds = [r for r in ROWS if r[0].startswith("small") or r[:2] == ("large-gru", "step")], 1
+    if args.only:
+        rows = [r for r in rows if re.search(args.only, f"{r[0]} {r[1]}")]
+    if not rows:
+        sys.exit("side_by_side: --only selected no row")
+
+    print(f"kiln vs PyTorch {torch_version} on {device}: {machine(device)}")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="kiln-side-by-side-") as tmp:
+        blas = None
+        for work in dict.fromkeys(r[0] for r in rows):
+            folder = os.path.join(tmp, work)
+            run_child([side, "export", "--work", work, "--device", device, "--out", folder], env_kiln)
+            out = run_child([args.python, PEER, "check", folder, "--device", device], env_torch)
+            print(f"check {work}: same loss and outputs on both sides\n" + out.rstrip())
+        for work, task, warmup, steps in rows:
+            folder = os.path.join(tmp, work)
+            kiln_cmd = [side, "time", "--work", work, "--device", device, "--task", task, "--steps", str(steps),
+                        "--warmup", str(warmup)]
+            torch_cmd = [args.python, PEER, "time", folder, "--device", device, "--task", task, "--steps",
+                         str(steps), "--warmup", str(warmup), "--threads", "1"]
+            ms = {"kiln": [], "torch": []}
+            rss = {"kiln": 0.0, "torch": 0.0}
+            peak = {"kiln": 0.0, "torch": 0.0}
+            for r in range(rounds):
+                order = [("kiln", kiln_cmd, env_kiln), ("torch", torch_cmd, env_torch)]
+                for name, cmd, env in (order if r % 2 == 0 else order[::-1]):
+                    out, mib = child_rss(cmd, env)
+                    ms[name] += out["ms"]
+                    rss[name] = max(rss[name], mib)
+                    peak[name] = max(peak[name], out["peak_bytes"] / 2**20)
+                    if name == "torch":
+                        blas = out.get("blas", blas)
+                    else:
+                        size = out["tokens"] if task == "step" else out["sentences"]
+            k, t = statistics.median(ms["kiln"]), statistics.median(ms["torch"])
+            target = target_for(device, work, task)
+            unit = "tok/s" if task == "step" else "sent/s"
+            row = {"work": work, "task": task, "kiln_ms": k, "torch_ms": t, "ratio": k / t, "target": target,
+                   "kiln_rate": size / k * 1e3, "torch_rate": size / t * 1e3, "unit": unit,
+                   "kiln_mem": peak["kiln"] if device == "cuda" else rss["kiln"],
+                   "torch_mem": peak["torch"] if device == "cuda" else rss["torch"]}
+            results.append(row)
+            verdict = "" if target is None else ("met" if row["ratio"] <= target else "MISSED")
+            print(f"  {work:15s} {task:6s} kiln {k:9.2f} ms  PyTorch {t:9.2f} ms  ratio {k / t:5.2f}"
+                  + (f"  (target <= {target}: {verdict})" if target is not None else ""), flush=True)
+
+    mem_kind = "allocator peak (kiln's / torch.cuda.max_memory_allocated)" if device == "cuda" else "peak RSS"
+    lines = ["| workload | task | kiln ms | PyTorch ms | kiln / PyTorch | target | kiln rate | PyTorch rate "
+             "| kiln mem | PyTorch mem |",
+             "|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for r in results:
+        target = "-" if r["target"] is None else (f"<= {r['target']} " + ("met" if r["ratio"] <= r["target"] else "**missed**"))
+        lines.append(f"| {r['work']} | {r['task']} | {r['kiln_ms']:.2f} | {r['torch_ms']:.2f} | {r['ratio']:.2f} | "
+                     f"{target} | {r['kiln_rate']:,.0f} {r['unit']} | {r['torch_rate']:,.0f} {r['unit']} | "
+                     f"{fmt_mem(r['kiln_mem'])} | {fmt_mem(r['torch_mem'])} |")
+    blas_text = ", ".join(blas or ["unknown"])
+    if device == "cpu":
+        fairness = (f"CPU, {cores} cores, fp32. kiln: OpenBLAS (OpenMP build), OMP_NUM_THREADS={cores}. "
+                    f"PyTorch {torch_version}: BLAS {blas_text}, OPENBLAS_NUM_THREADS={cores}, "
+                    f"torch.set_num_threads(1). Memory: {mem_kind} of each side's process.")
+        if not any("openblas" in b.lower() for b in (blas or [])):
+            fairness += " WARNING: PyTorch is not on OpenBLAS here (install libopenblas0-pthread): unfair to it."
+    else:
+        fairness = (f"CUDA, fp32 with TF32 off on both sides; PyTorch {torch_version} runs its RNNs on cuDNN. "
+                    f"Memory: {mem_kind}.")
+    command = "make bench" if os.environ.get("KILN_MAKE_BENCH") else shlex.join([sys.argv[0]] + sys.argv[1:])
+    header = [f"### {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} - {device} - commit {commit()}",
+              "", f"Machine: {machine(device)}. Command: `{command}` ({rounds} interleaved rounds, medians).",
+              "", fairness, ""]
+    table = "\n".join(header + lines) + "\n"
+    print("\n" + table)
+    if not args.no_record:
+        with open(os.path.join(ROOT, "bench", "RESULTS.md"), "a") as f:
+            f.write("\n" + table)
+        print("appended to bench/RESULTS.md")
+
+    if not args.no_kernels:
+        layers = [] if device == "cuda" else ["--benchmark_filter=cuda:0"]
+        for suite, extra in (("bench_kernels", []), ("bench_layers", layers)):
+            path = os.path.join(args.build, "bench", suite)
+            if os.access(path, os.X_OK):
+                print(f"\n== kiln kernel suite: {suite} {' '.join(extra)}", flush=True)
+                subprocess.run([path] + extra, env=env_kiln, check=False)
+
+
+if __name__ == "__main__":
+    main()
