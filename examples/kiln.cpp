@@ -34,6 +34,7 @@ void apply_preset(const std::string& name, TrainOptions& o) {
   o.min_freq = 2;
   o.vocab_from_valid = true;
   o.sample_sentences = {"go .", "i lost .", "he's calm .", "i'm home ."};
+  o.sample_references = {"va !", "j'ai perdu .", "il est calme .", "je suis chez moi ."};  // the book's
   if (name == "d2l") {  // d2l.ai 1.0, section 10.7
     o.model.embed_size = 256;
     o.model.hidden_size = 256;
@@ -58,12 +59,19 @@ void apply_preset(const std::string& name, TrainOptions& o) {
 }
 
 void print_samples(const seq2seq::Translator& t, const std::vector<std::string>& sentences,
-                   const std::vector<data::SentencePair>& reference_pairs) {
+                   const std::vector<std::string>& references, const std::vector<data::SentencePair>& reference_pairs) {
   auto hyps = t.translate(sentences);
   for (size_t i = 0; i < sentences.size(); ++i) {
     std::string out = t.to_text(hyps[i][0]);
     std::string line = sentences[i] + " => " + out;
-    // d2l's BLEU (k = 2) against the reference, when the sentence is in the data.
+    // d2l's BLEU (k = 2) against the given reference, or the sentence's own in the data.
+    if (i < references.size()) {
+      char score[64];
+      std::snprintf(score, sizeof score, ", bleu %.3f",
+                    metrics::bleu_d2l(data::tokenize_d2l(out), data::tokenize_d2l(references[i]), 2));
+      std::printf("%s%s\n", line.c_str(), score);
+      continue;
+    }
     for (const data::SentencePair& p : reference_pairs) {
       if (data::detokenize(data::tokenize_d2l(p.source)) == data::detokenize(data::tokenize_d2l(sentences[i]))) {
         double bleu = metrics::bleu_d2l(data::tokenize_d2l(out), data::tokenize_d2l(p.target), 2);
@@ -85,7 +93,7 @@ int run_train(const TrainOptions& options, const std::string& out, const std::st
   if (!t.options.sample_sentences.empty()) {
     std::vector<data::SentencePair> all = split.train;
     all.insert(all.end(), split.valid.begin(), split.valid.end());
-    print_samples(t, t.options.sample_sentences, all);
+    print_samples(t, t.options.sample_sentences, t.options.sample_references, all);
   }
   std::printf("checkpoints: %s/last, %s/best; metrics: %s/metrics.jsonl; loss curve: %s/loss.svg\n", out.c_str(),
               out.c_str(), out.c_str(), out.c_str());

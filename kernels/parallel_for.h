@@ -23,6 +23,15 @@
 #define KILN_DEVICE
 #endif
 
+// KILN_SIMD(clauses): `#pragma omp simd clauses` for the host compiler (a row loop inside a
+// functor that is safe to vectorize, e.g. KILN_SIMD(reduction(+ : sum))); nothing in device code.
+#define KILN_PRAGMA(text) _Pragma(#text)
+#if defined(__CUDA_ARCH__)
+#define KILN_SIMD(...)
+#else
+#define KILN_SIMD(...) KILN_PRAGMA(omp simd __VA_ARGS__)
+#endif
+
 namespace kiln {
 
 // Below this many elements the OpenMP fork/join costs more than the loop.

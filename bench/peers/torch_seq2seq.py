@@ -209,10 +209,12 @@ def beam_search(model, batch, max_length, K, alpha=1.0):
 
     for t in range(max_length):
         logits, state = model.decode_step(enc, token, state)
-        lp = torch.log_softmax(logits, -1).double()
-        V = lp.shape[1]
-        top_lp, top_ix = (alive_lp.unsqueeze(-1) + lp.view(B, K, V)).view(B, K * V).topk(2 * K, dim=1)
-        top_lp, top_ix = top_lp.tolist(), top_ix.tolist()
+        # Each beam's best 2K tokens (f32), then the best 2K of those K x 2K sums per sentence (f64).
+        beam_lp, beam_tok = torch.log_softmax(logits, -1).topk(2 * K, dim=1)
+        sums = (alive_lp.view(-1, 1) + beam_lp.double()).view(B, K * 2 * K)
+        top_lp, top_j = sums.topk(2 * K, dim=1)
+        top_tok = beam_tok.view(B, K * 2 * K).gather(1, top_j)
+        top_lp, top_j, top_tok = top_lp.tolist(), top_j.tolist(), top_tok.tolist()
         parents, next_token = list(range(0, B * K)), [c["eos_id"]] * (B * K)
         next_lp = [[-math.inf] * K for _ in range(B)]
         next_seq = [[] for _ in range(B * K)]
@@ -223,10 +225,10 @@ def beam_search(model, batch, max_length, K, alpha=1.0):
             if done[b]:
                 continue
             filled = 0
-            for score, ix in zip(top_lp[b], top_ix[b]):
+            for score, j, v in zip(top_lp[b], top_j[b], top_tok[b]):
                 if filled == K or score == -math.inf:
                     break
-                k, v = divmod(ix, V)
+                k = j // (2 * K)
                 seq = alive_seq[b * K + k] + [v]
                 if v == c["eos_id"] or at_limit:
                     finished[b].append((norm(score, len(seq)), seq))

@@ -39,7 +39,8 @@ std::string TrainOptions::to_json() const {
       {"momentum", momentum}, {"warmup", warmup}, {"step_size", step_size}, {"gamma", gamma}, {"clip", clip},
       {"label_smoothing", label_smoothing}, {"teacher_forcing", teacher_forcing}, {"epochs", epochs},
       {"seed", seed}, {"device", device}, {"bleu_sentences", bleu_sentences}, {"max_length_a", max_length_a},
-      {"max_length_b", max_length_b}, {"sample_sentences", sample_sentences}};
+      {"max_length_b", max_length_b}, {"sample_sentences", sample_sentences},
+      {"sample_references", sample_references}};
   return j.dump(2);
 }
 
@@ -84,6 +85,7 @@ TrainOptions TrainOptions::from_json(const std::string& text, const std::string&
     o.max_length_a = j.value("max_length_a", o.max_length_a);
     o.max_length_b = j.value("max_length_b", o.max_length_b);
     o.sample_sentences = j.value("sample_sentences", o.sample_sentences);
+    o.sample_references = j.value("sample_references", o.sample_references);
   } catch (const nlohmann::json::exception& e) {
     KILN_FAIL(source, ": ", e.what());
   }

@@ -8,7 +8,7 @@ namespace kiln::seq2seq {
 
 Seq2SeqStepper::Seq2SeqStepper(const Seq2Seq& model, const Tensor& source, const Tensor& source_lengths,
                                int64_t repeat, bool keep_attention)
-    : model_(model), keep_attention_(keep_attention) {
+    : model_(model), repeat_(repeat), keep_attention_(keep_attention) {
   NoGradGuard no_grad;
   enc_ = model.encode(source, source_lengths);
   if (repeat > 1) {
@@ -30,7 +30,15 @@ Tensor Seq2SeqStepper::step(const Tensor& tokens) {
 void Seq2SeqStepper::reorder(const Tensor& index) {
   NoGradGuard no_grad;
   Tensor on_device = kiln::to(index, enc_.keys.device());
-  enc_ = Seq2Seq::select_rows(enc_, on_device);
+  // The `repeat` rows of a sentence hold the same encoder outputs, so when every row's parent is a
+  // row of its own sentence (beam search's case) only the decoder state moves: gathering the keys
+  // ([rows, S, H] per step) would copy them onto themselves.
+  std::vector<int64_t> parents = kiln::to(index, Device::cpu()).to_vector<int64_t>();
+  bool within_sentence = true;
+  for (size_t i = 0; i < parents.size(); ++i) {
+    within_sentence = within_sentence && parents[i] / repeat_ == static_cast<int64_t>(i) / repeat_;
+  }
+  if (!within_sentence) enc_ = Seq2Seq::select_rows(enc_, on_device);
   state_ = Seq2Seq::select_rows(state_, on_device);
 }
 
@@ -44,6 +52,43 @@ namespace {
 double normalized(double log_prob, size_t length, double alpha) {
   return alpha == 0 ? log_prob : log_prob / std::pow(static_cast<double>(std::max<size_t>(length, 1)), alpha);
 }
+
+// Log-probabilities [rows, V] on the host in their own dtype (f32 from a model, f64 from a test's
+// table), so no conversion pass over the whole [rows, V] block is made.
+class HostLogProbs {
+ public:
+  explicit HostLogProbs(const Tensor& log_probs) : vocab_(log_probs.size(1)) {
+    Tensor host = to(log_probs, Device::cpu());
+    if (host.dtype() == DType::f64) {
+      f64_ = host.to_vector<double>();
+    } else {
+      f32_ = to(host, DType::f32).to_vector<float>();
+    }
+  }
+  int64_t vocab() const { return vocab_; }
+  double at(int64_t row, int64_t v) const { return f64_.empty() ? f32_[row * vocab_ + v] : f64_[row * vocab_ + v]; }
+
+  // The indices of the n largest of a row, largest first, ties to the lower index: one pass
+  // keeping a short sorted list (most values lose against its last entry at once).
+  std::vector<int64_t> top(int64_t row, int64_t n) const {
+    n = std::min(n, vocab_);
+    std::vector<int64_t> best;
+    best.reserve(n + 1);
+    for (int64_t v = 0; v < vocab_; ++v) {
+      double x = at(row, v);
+      if (static_cast<int64_t>(best.size()) == n && !(x > at(row, best.back()))) continue;
+      auto pos = std::upper_bound(best.begin(), best.end(), x, [&](double value, int64_t b) { return value > at(row, b); });
+      best.insert(pos, v);
+      if (static_cast<int64_t>(best.size()) > n) best.pop_back();
+    }
+    return best;
+  }
+
+ private:
+  int64_t vocab_;
+  std::vector<float> f32_;
+  std::vector<double> f64_;
+};
 
 Tensor token_tensor(const std::vector<int64_t>& tokens, Device device) {
   return kiln::to(from_vector(tokens, {static_cast<int64_t>(tokens.size())}), device);
@@ -98,20 +143,21 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
   std::vector<int64_t> tokens(batch * K, options.bos_id);
   for (int64_t t = 0;; ++t) {
     Tensor log_probs = stepper.step(token_tensor(tokens, Device::cpu()));
-    int64_t vocab = log_probs.size(1);
-    std::vector<double> lp = to(to(log_probs, DType::f64), Device::cpu()).to_vector<double>();
+    const HostLogProbs lp(log_probs);
+    const int64_t vocab = lp.vocab();
     std::vector<int64_t> parents(batch * K), next_tokens(batch * K, options.eos_id);
     std::vector<double> next_lp(batch * K, kDead);
     std::vector<std::vector<int64_t>> next_seq(batch * K);
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t k = 0; k < K; ++k) parents[b * K + k] = b * K;  // dead rows follow beam 0
       if (done[b]) continue;
-      // The best 2K extensions over all K beams x V tokens (K of them may end in <eos>).
+      // The best 2K extensions over all K beams x V tokens (K of them may end in <eos>). They are
+      // among the union of each beam's own best 2K tokens, so only those are ranked.
       std::vector<std::pair<double, int64_t>> candidates;  // (log prob, k * V + v)
       for (int64_t k = 0; k < K; ++k) {
         double base = alive_lp[b * K + k];
         if (base == kDead) continue;
-        for (int64_t v = 0; v < vocab; ++v) candidates.push_back({base + lp[(b * K + k) * vocab + v], k * vocab + v});
+        for (int64_t v : lp.top(b * K + k, 2 * K)) candidates.push_back({base + lp.at(b * K + k, v), k * vocab + v});
       }
       size_t keep = std::min<size_t>(2 * K, candidates.size());
       std::partial_sort(candidates.begin(), candidates.begin() + keep, candidates.end(),

@@ -32,6 +32,7 @@ class Seq2SeqStepper : public Stepper {
 
  private:
   const Seq2Seq& model_;
+  int64_t repeat_;
   EncoderOutput enc_;
   DecoderState state_;
   bool keep_attention_;
