@@ -34,9 +34,15 @@ demo: build
 mlp-demo: build
 	$(BUILD)/examples/mlp_demo
 
+# kiln next to PyTorch on the same Seq2Seq work (bench/side_by_side.py; CUDA when a GPU is
+# visible), the table appended to bench/RESULTS.md, then kiln's kernel suites. ~10 min on 2 cores.
+# BENCH_FLAGS=--quick for a 1-round smoke run; BENCH_FLAGS=--no-record to leave RESULTS.md alone.
+BENCH_FLAGS ?=
+PYTHON ?= /usr/bin/python3
 bench: build
-	OMP_NUM_THREADS=2 $(BUILD)/bench/bench_kernels
-	OMP_NUM_THREADS=2 $(BUILD)/bench/bench_layers --benchmark_filter=cuda:0
+	@scripts/install-deps.sh --bench
+	KILN_MAKE_BENCH="make bench$(if $(BENCH_FLAGS), BENCH_FLAGS='$(BENCH_FLAGS)')" \
+	  $(PYTHON) bench/side_by_side.py --build $(BUILD) --python $(PYTHON) $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -224,8 +224,8 @@ def main():
     else:
         fairness = (f"CUDA, fp32 with TF32 off on both sides; PyTorch {torch_version} runs its RNNs on cuDNN. "
                     f"Memory: {mem_kind}.")
-    command = "make bench" if os.environ.get("KILN_MAKE_BENCH") else shlex.join([sys.argv[0]] + sys.argv[1:])
-    header = [f"### {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} - {device} - commit {commit()}",
+    command = os.environ.get("KILN_MAKE_BENCH") or shlex.join([sys.argv[0]] + sys.argv[1:])
+    header = [f"### {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} - {device} - commit {commit()}",
               "", f"Machine: {machine(device)}. Command: `{command}` ({rounds} interleaved rounds, medians).",
               "", fairness, ""]
     table = "\n".join(header + lines) + "\n"

@@ -4,6 +4,11 @@
 set -euo pipefail
 
 packages=(cmake g++ make pkg-config libopenblas-dev libopenblas-openmp-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libsentencepiece-dev)
+# --bench: also the PyTorch peer of `make bench`, on OpenBLAS (python3-torch alone pulls the
+# reference BLAS, ~20x slower, which would make the comparison meaningless).
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(python3-torch libopenblas0-pthread)
+fi
 
 missing=()
 for pkg in "${packages[@]}"; do
