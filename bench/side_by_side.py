@@ -132,6 +132,7 @@ def fmt_mem(mib):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build", default=os.path.join(ROOT, "build"), help="kiln's CMake build folder")
+    p.add_argument("--side", default="", help="the seq2seq_side binary (default: BUILD/bench/seq2seq_side)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per row (a process per side each)")
     p.add_argument("--quick", action="store_true", help="one round, small workloads and one large step only")
@@ -141,7 +142,7 @@ def main():
     p.add_argument("--python", default="/usr/bin/python3", help="the Python that has torch")
     args = p.parse_args()
 
-    side = os.path.join(args.build, "bench", "seq2seq_side")
+    side = args.side or os.path.join(args.build, "bench", "seq2seq_side")
     if not os.access(side, os.X_OK):
         sys.exit(f"side_by_side: {side} not found: build first (make bench builds it)")
     probe = subprocess.run([args.python, "-c", "import torch; print(torch.__version__)"], capture_output=True,

@@ -42,7 +42,7 @@ else
     && cmake --build build-gpu -j "$(nproc)" >"$out/build.log" 2>&1 || { tail -40 "$out/build.log" "$out/cmake.log"; exit 1; }
   bin="$out/bin"
   mkdir -p "$bin"
-  cp build-gpu/tests/kiln_tests build-gpu/bench/bench_* build-gpu/examples/* "$bin/" 2>/dev/null
+  cp build-gpu/tests/kiln_tests build-gpu/bench/bench_* build-gpu/bench/seq2seq_side build-gpu/examples/* "$bin/" 2>/dev/null
 fi
 
 status=0
@@ -71,6 +71,15 @@ if [ "$run_bench" = 1 ]; then
     grep -E "^(BM_|-|Benchmark)" "$out/$name.txt"
     if grep -q "ERROR OCCURRED" "$out/$name.txt"; then status=1; fi
   done
+fi
+
+# kiln vs PyTorch on the GPU (bench/side_by_side.py), when this machine's Python has torch; the
+# table goes to $out/side_by_side.txt (copy it into bench/RESULTS.md on the machine you commit on).
+python=${PYTHON:-python3}
+if [ "$run_bench" = 1 ] && [ -x "$bin/seq2seq_side" ] && "$python" -c "import torch" 2>/dev/null; then
+  echo "== kiln vs PyTorch on cuda"
+  "$python" bench/side_by_side.py --device cuda --side "$bin/seq2seq_side" --python "$python" --no-record \
+    --no-kernels 2>&1 | tee "$out/side_by_side.txt" | grep -E "ratio|check|MISMATCH|failed|^\|" || status=1
 fi
 
 echo "== summary: $([ $status = 0 ] && echo PASS || echo FAIL)"
