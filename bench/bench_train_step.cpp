@@ -7,7 +7,6 @@
 #include <cmath>
 
 #include "bench/seq2seq_workload.h"
-#include "models/seq2seq/search.h"
 
 namespace kiln::bench {
 namespace {
@@ -53,16 +52,7 @@ void BM_Decode(benchmark::State& state) {
   model.to(device);
   model.eval();
   Batch b = random_batch(w, device);
-  int64_t beam = state.range(1);
-  seq2seq::SearchOptions options{2, 3, std::vector<int64_t>(w.batch, w.length)};
-  for (auto _ : state) {
-    seq2seq::Seq2SeqStepper stepper(model, b.source, b.lengths, beam);
-    if (beam == 1) {
-      benchmark::DoNotOptimize(seq2seq::greedy_search(stepper, w.batch, options));
-    } else {
-      benchmark::DoNotOptimize(seq2seq::beam_search(stepper, w.batch, options, {beam, 1.0, 1}));
-    }
-  }
+  for (auto _ : state) benchmark::DoNotOptimize(decode_batch(model, w, b, state.range(1)));
   state.counters["sentences/s"] = benchmark::Counter(static_cast<double>(w.batch), benchmark::Counter::kIsIterationInvariantRate);
 }
 

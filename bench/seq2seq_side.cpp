@@ -20,7 +20,6 @@
 
 #include "bench/seq2seq_workload.h"
 #include "core/safetensors.h"
-#include "models/seq2seq/search.h"
 
 namespace {
 
@@ -50,26 +49,6 @@ Setup setup(const std::string& work_name, const std::string& device_name) {
   return s;
 }
 
-seq2seq::SearchOptions search_options(const Setup& s) {
-  return {s.work.config.bos_id, s.work.config.eos_id, std::vector<int64_t>(s.work.batch, s.work.length)};
-}
-
-// Decodes the batch; returns each sentence's best tokens.
-std::vector<std::vector<int64_t>> decode(const Setup& s, int64_t beam) {
-  seq2seq::Seq2SeqStepper stepper(*s.model, s.batch.source, s.batch.lengths, beam);
-  std::vector<std::vector<int64_t>> out;
-  if (beam == 1) {
-    for (const seq2seq::Hypothesis& h : seq2seq::greedy_search(stepper, s.work.batch, search_options(s))) {
-      out.push_back(h.tokens);
-    }
-  } else {
-    for (const auto& list : seq2seq::beam_search(stepper, s.work.batch, search_options(s), {beam, 1.0, 1})) {
-      out.push_back(list.front().tokens);
-    }
-  }
-  return out;
-}
-
 void run_export(const std::string& work_name, const std::string& device_name, const std::string& dir) {
   Setup s = setup(work_name, device_name);
   std::filesystem::create_directories(dir);
@@ -85,13 +64,10 @@ void run_export(const std::string& work_name, const std::string& device_name, co
   meta["tokens"] = s.batch.tokens;
   meta["max_length"] = s.work.length;
   meta["beam"] = kBeam;
-  {
-    NoGradGuard no_grad;
-    s.model->eval();
-    meta["greedy"] = decode(s, 1);
-    meta["beam5"] = decode(s, kBeam);
-    s.model->train();
-  }
+  s.model->eval();
+  meta["greedy"] = decode_batch(*s.model, s.work, s.batch, 1);
+  meta["beam5"] = decode_batch(*s.model, s.work, s.batch, kBeam);
+  s.model->train();
   nn::Adam adam(s.model->parameters(), nn::AdamOptions{1e-3});
   meta["loss0"] = train_step(*s.model, adam, s.batch).item();
   {
@@ -116,8 +92,7 @@ void run_time(const std::string& work_name, const std::string& device_name, cons
     if (task == "step") {
       train_step(*s.model, *adam, s.batch);
     } else {
-      NoGradGuard no_grad;
-      decode(s, task == "greedy" ? 1 : kBeam);
+      decode_batch(*s.model, s.work, s.batch, task == "greedy" ? 1 : kBeam);
     }
     if (s.device.is_cuda()) cuda::synchronize();
   };

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "models/seq2seq/model.h"
+#include "models/seq2seq/search.h"
 
 namespace kiln::bench {
 
@@ -105,6 +106,24 @@ inline Tensor train_step(const seq2seq::Seq2Seq& model, nn::Adam& adam, const Ba
   nn::clip_grad_norm(model.parameters(), 1.0);
   adam.step();
   return loss;
+}
+
+// Greedy (beam 1) or beam-search decoding of the batch (length penalty 1, max length = the
+// workload's length, no grad); returns each sentence's best tokens.
+inline std::vector<std::vector<int64_t>> decode_batch(const seq2seq::Seq2Seq& model, const Workload& w,
+                                                      const Batch& b, int64_t beam) {
+  NoGradGuard no_grad;
+  seq2seq::SearchOptions options{w.config.bos_id, w.config.eos_id, std::vector<int64_t>(w.batch, w.length)};
+  seq2seq::Seq2SeqStepper stepper(model, b.source, b.lengths, beam);
+  std::vector<std::vector<int64_t>> out;
+  if (beam == 1) {
+    for (const seq2seq::Hypothesis& h : seq2seq::greedy_search(stepper, w.batch, options)) out.push_back(h.tokens);
+  } else {
+    for (const auto& best : seq2seq::beam_search(stepper, w.batch, options, {beam, 1.0, 1})) {
+      out.push_back(best.front().tokens);
+    }
+  }
+  return out;
 }
 
 }  // namespace kiln::bench

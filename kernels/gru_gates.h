@@ -19,7 +19,7 @@ template <class T> struct GruGatesForward {
   const T* b_ih;    // [3H]
   const T* b_hh;    // [3H]
   const T* h_prev;  // [B, H]
-  const T* mask;    // [B]: 1 for a real step, 0 for padding (never null: the loop passes ones)
+  const T* mask;    // [B]: 1 for a real step, 0 for padding (never null)
   T* gates;         // [B, 4H]: r, z, n, hn
   T* h_next;        // [B, H]
   T* y;             // [B, H]
@@ -48,7 +48,7 @@ template <class T> struct GruGatesForward {
 template <class T> struct GruGatesBackward {
   const T* gates;   // [B, 4H] saved r, z, n, hn
   const T* h_prev;  // [B, H]
-  const T* mask;    // [B]: 1 for a real step, 0 for padding (never null: the loop passes ones)
+  const T* mask;    // [B]: 1 for a real step, 0 for padding (never null)
   const T* dy;      // [B, H]
   T* dh;            // [B, H] in: dL/dh_t from later steps; out: the direct part of dL/dh_{t-1}
   T* dgx;           // [B, 3H]
@@ -83,7 +83,7 @@ template <class T> struct GruGatesBackward {
 struct GruLayerForward {
   Tensor xg;                // [T, B, 3H]
   Tensor w_hh, b_ih, b_hh;  // [3H, H], [3H], [3H]
-  Tensor mask;              // [T, B] or undefined
+  Tensor mask;              // [T, B]: 1 for a real step, 0 for padding (all ones when unpadded)
   bool reverse = false;
   Tensor gates, h_in;       // [T, B, 4H], [T, B, H] (h_in holds h0 at the first step)
   Tensor y, h_n;            // [T, B, H], [B, H]

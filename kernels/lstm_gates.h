@@ -22,7 +22,7 @@ template <class T> struct LstmGatesForward {
   const T* b_hh;    // [4H]
   const T* h_prev;  // [B, H]
   const T* c_prev;  // [B, H]
-  const T* mask;    // [B]: 1 for a real step, 0 for padding (never null: the loop passes ones)
+  const T* mask;    // [B]: 1 for a real step, 0 for padding (never null)
   T* gates;         // [B, 4H] activated i, f, g, o
   T* h_next;        // [B, H]
   T* c_next;        // [B, H]
@@ -55,7 +55,7 @@ template <class T> struct LstmGatesForward {
 template <class T> struct LstmGatesBackward {
   const T* gates;   // [B, 4H] saved i, f, g, o
   const T* c_prev;  // [B, H]
-  const T* mask;    // [B]: 1 for a real step, 0 for padding (never null: the loop passes ones)
+  const T* mask;    // [B]: 1 for a real step, 0 for padding (never null)
   const T* dy;      // [B, H]
   T* dh;            // [B, H] in: dL/dh_t from later steps; out: the carry part of dL/dh_{t-1}
   T* dc;            // [B, H] in: dL/dc_t; out: dL/dc_{t-1}
@@ -93,7 +93,7 @@ template <class T> struct LstmGatesBackward {
 struct LstmLayerForward {
   Tensor xg;                  // [T, B, 4H] input projections, no bias
   Tensor w_hh, b_ih, b_hh;    // [4H, H], [4H], [4H]
-  Tensor mask;                // [T, B] or undefined
+  Tensor mask;                // [T, B]: 1 for a real step, 0 for padding (all ones when unpadded)
   bool reverse = false;
   Tensor gates, h_in, c_in;   // [T, B, 4H], [T, B, H] x 2: h_in/c_in hold h0/c0 at the first step
   Tensor y, h_n, c_n;         // [T, B, H], [B, H], [B, H]

@@ -86,12 +86,11 @@ template <class F> void parallel_for(Device device, int64_t n, const F& f, int64
 // On CUDA: one thread per element of the flat grid, the index split once. As on the GPU, the
 // calls must be independent of each other.
 #ifdef __CUDACC__
-template <class F> __global__ void parallel_for_rows_kernel(int64_t rows, int64_t cols, F f) {
-  int64_t n = rows * cols, stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride) {
-    f(i / cols, i % cols);
-  }
-}
+template <class F> struct RowsAsFlat {  // element i of the flat grid as f(row, col)
+  F f;
+  int64_t cols;
+  __device__ void operator()(int64_t i) const { f(i / cols, i % cols); }
+};
 #endif
 
 template <class F>
@@ -106,10 +105,7 @@ void parallel_for_rows(Device device, int64_t rows, int64_t cols, const F& f, in
     return;
   }
 #ifdef __CUDACC__
-  constexpr int kThreads = 256;
-  int64_t blocks = std::min<int64_t>((rows * cols + kThreads - 1) / kThreads, int64_t(cuda_sm_count()) * 16);
-  parallel_for_rows_kernel<<<static_cast<unsigned>(blocks), kThreads>>>(rows, cols, f);
-  KILN_CUDA_CHECK(cudaGetLastError());
+  parallel_for_cuda(rows * cols, RowsAsFlat<F>{f, cols});
 #else
   KILN_FAIL("parallel_for_rows on ", device.str(),
             ": this translation unit was not compiled by nvcc; compile it as CUDA to launch there");

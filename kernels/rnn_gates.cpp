@@ -10,14 +10,6 @@ namespace kiln::kernels {
 
 namespace {
 
-// The layer's [T, B] step mask, or ones when it has none. The gate functors always read a mask:
-// a load that may not happen (`!mask || mask[b]`) is control flow, and keeps the CPU loop scalar.
-template <class T> const T* mask_or_ones(const Tensor& mask, const Tensor& like, Tensor& ones) {
-  if (mask.defined()) return mask.data<T>();
-  ones = full({like.size(0), like.size(1)}, 1.0, like.options());
-  return ones.data<T>();
-}
-
 // Step s of T in processing order -> time index; and the time index processed next.
 struct StepOrder {
   int64_t steps;
@@ -42,8 +34,7 @@ template <class T> void lstm_forward_typed(const LstmLayerForward& a) {
   const StepOrder order{steps, a.reverse};
   const GemmShape gemm_shape = recurrent_gemm(B, G, H, true);
   Tensor hg = empty({B, G}, a.xg.options());
-  Tensor ones;  // backs `mask` when the layer has none
-  const T *xg = a.xg.data<T>(), *w_hh = a.w_hh.data<T>(), *mask = mask_or_ones<T>(a.mask, a.xg, ones);
+  const T *xg = a.xg.data<T>(), *w_hh = a.w_hh.data<T>(), *mask = a.mask.data<T>();
   T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *c_in = a.c_in.data<T>(), *y = a.y.data<T>();
   for (int64_t s = 0; s < steps; ++s) {
     int64_t t = order.time(s), next = order.next_time(s);
@@ -64,8 +55,7 @@ template <class T> void lstm_backward_typed(const LstmLayerBackward& a) {
   const Device dev = a.gates.device();
   const StepOrder order{steps, a.reverse};
   const GemmShape gemm_shape = recurrent_gemm(B, G, H, false);  // dh += dgates_t W_hh
-  Tensor ones;  // backs `mask` when the layer has none
-  const T *gates = a.gates.data<T>(), *c_in = a.c_in.data<T>(), *mask = mask_or_ones<T>(a.mask, a.gates, ones), *dy = a.dy.data<T>();
+  const T *gates = a.gates.data<T>(), *c_in = a.c_in.data<T>(), *mask = a.mask.data<T>(), *dy = a.dy.data<T>();
   T *dh = a.dh.data<T>(), *dc = a.dc.data<T>(), *dgates = a.dgates.data<T>();
   for (int64_t s = steps - 1; s >= 0; --s) {
     int64_t t = order.time(s);
@@ -83,8 +73,7 @@ template <class T> void gru_forward_typed(const GruLayerForward& a) {
   const StepOrder order{steps, a.reverse};
   const GemmShape gemm_shape = recurrent_gemm(B, G, H, true);
   Tensor hg = empty({B, G}, a.xg.options());
-  Tensor ones;  // backs `mask` when the layer has none
-  const T *xg = a.xg.data<T>(), *w_hh = a.w_hh.data<T>(), *mask = mask_or_ones<T>(a.mask, a.xg, ones);
+  const T *xg = a.xg.data<T>(), *w_hh = a.w_hh.data<T>(), *mask = a.mask.data<T>();
   T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *y = a.y.data<T>();
   for (int64_t s = 0; s < steps; ++s) {
     int64_t t = order.time(s), next = order.next_time(s);
@@ -103,8 +92,7 @@ template <class T> void gru_backward_typed(const GruLayerBackward& a) {
   const Device dev = a.gates.device();
   const StepOrder order{steps, a.reverse};
   const GemmShape gemm_shape = recurrent_gemm(B, G, H, false);  // dh += dgh_t W_hh
-  Tensor ones;  // backs `mask` when the layer has none
-  const T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *mask = mask_or_ones<T>(a.mask, a.gates, ones), *dy = a.dy.data<T>();
+  const T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *mask = a.mask.data<T>(), *dy = a.dy.data<T>();
   T *dh = a.dh.data<T>(), *dgx = a.dgx.data<T>(), *dgh = a.dgh.data<T>();
   for (int64_t s = steps - 1; s >= 0; --s) {
     int64_t t = order.time(s);

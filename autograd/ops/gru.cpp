@@ -18,20 +18,23 @@ RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, cons
   RnnDims d = rnn_detail::check_rnn_args("gru", 3, x, h0, w, mask);
   const int64_t T = d.steps, B = d.batch, H = d.hidden, I = d.input;
   Options opt = x.options();
+  // The gate kernels always read a step mask (a load behind `if (mask)` would keep their CPU
+  // loops scalar): ones when nothing is padded.
+  Tensor step_mask = mask.defined() ? mask : full({T, B}, 1.0, opt);
 
   Tensor xg = empty({T, B, 3 * H}, opt);
   kernels::gemm_2d(view_as_shape(x, {T * B, I}), false, w.w_ih, true, 0.0, view_as_shape(xg, {T * B, 3 * H}));
   Tensor gates = empty({T, B, 4 * H}, opt), h_in = empty({T, B, H}, opt);
   Tensor y = empty({T, B, H}, opt), h_n = empty({B, H}, opt);
   step(h_in, reverse ? T - 1 : 0).copy_(h0);
-  kernels::gru_forward_steps({xg, w.w_hh, w.b_ih, w.b_hh, mask, reverse, gates, h_in, y, h_n});
+  kernels::gru_forward_steps({xg, w.w_hh, w.b_ih, w.b_hh, step_mask, reverse, gates, h_in, y, h_n});
 
   TensorList inputs{x, h0, w.w_ih, w.w_hh, w.b_ih, w.b_hh};
   if (autograd::needs_grad(inputs)) {
     auto node = autograd::record("gru_layer", inputs, {y, h_n}, nullptr);
     bool need_x = node->needs_input_grad(0), need_w_ih = node->needs_input_grad(2);
     node->backward_fn = [=, x = x.detach(), w_ih = w.w_ih.detach(), w_hh = w.w_hh.detach(),
-                         mask = mask.defined() ? mask.detach() : Tensor(), gates = gates.detach(),
+                         mask = step_mask.detach(), gates = gates.detach(),
                          h_in = h_in.detach()](const TensorList& grads) {
       const Tensor& dy = grads[0];
       Tensor dh = copy_to(grads[1], grads[1].options());

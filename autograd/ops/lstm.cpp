@@ -22,6 +22,9 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
   rnn_detail::check_state("lstm", "c0", c0, x, d);
   const int64_t T = d.steps, B = d.batch, H = d.hidden, I = d.input;
   Options opt = x.options();
+  // The gate kernels always read a step mask (a load behind `if (mask)` would keep their CPU
+  // loops scalar): ones when nothing is padded.
+  Tensor step_mask = mask.defined() ? mask : full({T, B}, 1.0, opt);
 
   Tensor xg = empty({T, B, 4 * H}, opt);
   kernels::gemm_2d(view_as_shape(x, {T * B, I}), false, w.w_ih, true, 0.0, view_as_shape(xg, {T * B, 4 * H}));
@@ -30,14 +33,14 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
   int64_t first = reverse ? T - 1 : 0;
   step(h_in, first).copy_(h0);
   step(c_in, first).copy_(c0);
-  kernels::lstm_forward_steps({xg, w.w_hh, w.b_ih, w.b_hh, mask, reverse, gates, h_in, c_in, y, h_n, c_n});
+  kernels::lstm_forward_steps({xg, w.w_hh, w.b_ih, w.b_hh, step_mask, reverse, gates, h_in, c_in, y, h_n, c_n});
 
   TensorList inputs{x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh};
   if (autograd::needs_grad(inputs)) {
     auto node = autograd::record("lstm_layer", inputs, {y, h_n, c_n}, nullptr);
     bool need_x = node->needs_input_grad(0), need_w_ih = node->needs_input_grad(3);
     node->backward_fn = [=, x = x.detach(), w_ih = w.w_ih.detach(), w_hh = w.w_hh.detach(),
-                         mask = mask.defined() ? mask.detach() : Tensor(), gates = gates.detach(),
+                         mask = step_mask.detach(), gates = gates.detach(),
                          h_in = h_in.detach(), c_in = c_in.detach()](const TensorList& grads) {
       const Tensor& dy = grads[0];
       Tensor dh = copy_to(grads[1], grads[1].options()), dc = copy_to(grads[2], grads[2].options());
