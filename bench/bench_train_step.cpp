@@ -35,7 +35,8 @@ void BM_TrainStep(benchmark::State& state) {
     if (device.is_cuda()) cuda::synchronize();
     benchmark::DoNotOptimize(loss.raw_data());
   }
-  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(b.tokens), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(b.tokens),
+                                                  benchmark::Counter::kIsIterationInvariantRate);
   state.counters["peak_MiB"] = memory_stats(device).peak_in_use / 1048576.0;
 }
 
@@ -53,7 +54,8 @@ void BM_Decode(benchmark::State& state) {
   model.eval();
   Batch b = random_batch(w, device);
   for (auto _ : state) benchmark::DoNotOptimize(decode_batch(model, w, b, state.range(1)));
-  state.counters["sentences/s"] = benchmark::Counter(static_cast<double>(w.batch), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["sentences/s"] = benchmark::Counter(static_cast<double>(w.batch),
+                                                     benchmark::Counter::kIsIterationInvariantRate);
 }
 
 BENCHMARK(BM_TrainStep)
@@ -64,7 +66,11 @@ BENCHMARK(BM_TrainStep)
     ->Args({1, 1, 0, 1})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Decode)->ArgNames({"cuda", "beam"})->ArgsProduct({{0, 1}, {1, 5}})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Decode)
+    ->ArgNames({"cuda", "beam"})
+    ->ArgsProduct({{0, 1}, {1, 5}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace kiln::bench

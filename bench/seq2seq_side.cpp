@@ -43,13 +43,15 @@ Setup setup(const std::string& work_name, const std::string& device_name) {
   s.model = std::make_unique<seq2seq::Seq2Seq>(s.work.config);
   s.batch = random_batch(s.work, Device::cpu());
   s.model->to(s.device);
-  for (Tensor* t : {&s.batch.source, &s.batch.lengths, &s.batch.target_in, &s.batch.target_out, &s.batch.mask}) {
+  for (Tensor* t : {&s.batch.source, &s.batch.lengths, &s.batch.target_in, &s.batch.target_out,
+                    &s.batch.mask}) {
     *t = to(*t, s.device);
   }
   return s;
 }
 
-void run_export(const std::string& work_name, const std::string& device_name, const std::string& dir) {
+void run_export(const std::string& work_name, const std::string& device_name,
+                const std::string& dir) {
   Setup s = setup(work_name, device_name);
   std::filesystem::create_directories(dir);
   safetensors::save(dir + "/model.safetensors", s.model->state_dict());
@@ -75,12 +77,12 @@ void run_export(const std::string& work_name, const std::string& device_name, co
     meta["loss1"] = teacher_forced_loss(*s.model, s.batch).item();
   }
   std::ofstream(dir + "/meta.json") << meta.dump(1) << "\n";
-  std::cout << "exported " << work_name << " to " << dir << ": loss " << meta["loss0"] << " -> " << meta["loss1"]
-            << "\n";
+  std::cout << "exported " << work_name << " to " << dir << ": loss " << meta["loss0"] << " -> "
+            << meta["loss1"] << "\n";
 }
 
-void run_time(const std::string& work_name, const std::string& device_name, const std::string& task, int steps,
-              int warmup) {
+void run_time(const std::string& work_name, const std::string& device_name, const std::string& task,
+              int steps, int warmup) {
   Setup s = setup(work_name, device_name);
   std::unique_ptr<nn::Adam> adam;
   if (task == "step") {
@@ -102,7 +104,8 @@ void run_time(const std::string& work_name, const std::string& device_name, cons
   for (int i = 0; i < steps; ++i) {
     auto start = std::chrono::steady_clock::now();
     once();
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                     .count());
   }
   nlohmann::json out;
   out["ms"] = ms;
@@ -121,7 +124,8 @@ int main(int argc, char** argv) {
   int steps = 5, warmup = 1;
   std::vector<std::string> names = workload_names();
 
-  CLI::App* exp = app.add_subcommand("export", "write weights, batch and reference results for the peer");
+  CLI::App* exp =
+      app.add_subcommand("export", "write weights, batch and reference results for the peer");
   exp->add_option("--work", work, "workload")->required()->check(CLI::IsMember(names));
   exp->add_option("--device", device, "cpu or cuda");
   exp->add_option("--out", out, "output folder")->required();
@@ -129,7 +133,8 @@ int main(int argc, char** argv) {
   CLI::App* tim = app.add_subcommand("time", "time a task, one JSON line of milliseconds");
   tim->add_option("--work", work, "workload")->required()->check(CLI::IsMember(names));
   tim->add_option("--device", device, "cpu or cuda");
-  tim->add_option("--task", task, "step, greedy or beam5")->check(CLI::IsMember({"step", "greedy", "beam5"}));
+  tim->add_option("--task", task, "step, greedy or beam5")
+      ->check(CLI::IsMember({"step", "greedy", "beam5"}));
   tim->add_option("--steps", steps, "timed repetitions")->check(CLI::PositiveNumber);
   tim->add_option("--warmup", warmup, "untimed repetitions first")->check(CLI::NonNegativeNumber);
 

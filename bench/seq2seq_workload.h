@@ -1,9 +1,10 @@
 // The Seq2Seq workloads of the side-by-side benchmark (issue 5), shared by bench_train_step (the
 // Google Benchmark suite) and seq2seq_side (the kiln half of bench/side_by_side.py).
 //
-//   step   = encode + teacher-forced decode + masked CE + backward + clip_grad_norm(1.0) + Adam(1e-3)
-//   small  = embed 32, hidden 32, 2 layers, batch 64, source/target length 10, vocab 200, no padding
-//   large  = embed 256, hidden 512, 2 layers, batch 64, length 30, vocab 8000, ~20% padding
+//   step   = encode + teacher-forced decode + masked CE + backward + clip_grad_norm(1.0) +
+//   Adam(1e-3) small  = embed 32, hidden 32, 2 layers, batch 64, source/target length 10, vocab
+//   200, no padding large  = embed 256, hidden 512, 2 layers, batch 64, length 30, vocab 8000, ~20%
+//   padding
 //            (each sentence's length uniform in [0.6 L, L])
 // The model is d2l's (decoder input = embedding + fixed context, decoder init = encoder final
 // state), or with Bahdanau attention. Dropout is off so that both sides compute the same numbers.
@@ -27,7 +28,8 @@ struct Workload {
 
 inline Workload make_workload(bool large, bool lstm, bool attention) {
   Workload w;
-  w.name = std::string(large ? "large" : "small") + (lstm ? "-lstm" : "-gru") + (attention ? "-attn" : "");
+  w.name = std::string(large ? "large" : "small") + (lstm ? "-lstm" : "-gru") +
+           (attention ? "-attn" : "");
   seq2seq::ModelConfig& c = w.config;
   c.cell = lstm ? nn::CellType::lstm : nn::CellType::gru;
   c.attention = attention ? seq2seq::Attention::bahdanau : seq2seq::Attention::none;
@@ -42,7 +44,8 @@ inline Workload make_workload(bool large, bool lstm, bool attention) {
 }
 
 inline std::vector<std::string> workload_names() {
-  return {"small-gru", "small-lstm", "large-gru", "large-lstm", "large-gru-attn", "large-lstm-attn"};
+  return {"small-gru",  "small-lstm",     "large-gru",
+          "large-lstm", "large-gru-attn", "large-lstm-attn"};
 }
 
 // Throws a kiln::Error listing the names when `name` is not one of them.
@@ -61,8 +64,9 @@ inline Workload workload_named(const std::string& name) {
 }
 
 struct Batch {
-  Tensor source, lengths, target_in, target_out, mask;  // [L, B] ids, [B], [L, B], [L, B], [L, B] f32
-  int64_t tokens = 0;                                   // real target tokens
+  Tensor source, lengths, target_in, target_out,
+      mask;            // [L, B] ids, [B], [L, B], [L, B], [L, B] f32
+  int64_t tokens = 0;  // real target tokens
 };
 
 // Random ids in [4, vocab) (0-3 are <pad> <unk> <bos> <eos>), from kiln's Philox stream (seed it
@@ -78,7 +82,8 @@ inline Batch random_batch(const Workload& w, Device device) {
     len[j] = std::min(std::max<int64_t>(len[j], 2), L);
     for (int64_t t = 0; t < len[j]; ++t) {
       src[t * B + j] = 4 + static_cast<int64_t>(u[t * B + j] * (V - 4));
-      tout[t * B + j] = t + 1 == len[j] ? 3 : 4 + static_cast<int64_t>(u[(L + t) * B + j] * (V - 4));
+      tout[t * B + j] =
+          t + 1 == len[j] ? 3 : 4 + static_cast<int64_t>(u[(L + t) * B + j] * (V - 4));
       tin[t * B + j] = t == 0 ? 2 : tout[(t - 1) * B + j];
       mask[t * B + j] = 1.0f;
     }
@@ -110,14 +115,17 @@ inline Tensor train_step(const seq2seq::Seq2Seq& model, nn::Adam& adam, const Ba
 
 // Greedy (beam 1) or beam-search decoding of the batch (length penalty 1, max length = the
 // workload's length, no grad); returns each sentence's best tokens.
-inline std::vector<std::vector<int64_t>> decode_batch(const seq2seq::Seq2Seq& model, const Workload& w,
-                                                      const Batch& b, int64_t beam) {
+inline std::vector<std::vector<int64_t>> decode_batch(const seq2seq::Seq2Seq& model,
+                                                      const Workload& w, const Batch& b,
+                                                      int64_t beam) {
   NoGradGuard no_grad;
-  seq2seq::SearchOptions options{w.config.bos_id, w.config.eos_id, std::vector<int64_t>(w.batch, w.length)};
+  seq2seq::SearchOptions options{w.config.bos_id, w.config.eos_id,
+                                 std::vector<int64_t>(w.batch, w.length)};
   seq2seq::Seq2SeqStepper stepper(model, b.source, b.lengths, beam);
   std::vector<std::vector<int64_t>> out;
   if (beam == 1) {
-    for (const seq2seq::Hypothesis& h : seq2seq::greedy_search(stepper, w.batch, options)) out.push_back(h.tokens);
+    for (const seq2seq::Hypothesis& h : seq2seq::greedy_search(stepper, w.batch, options))
+      out.push_back(h.tokens);
   } else {
     for (const auto& best : seq2seq::beam_search(stepper, w.batch, options, {beam, 1.0, 1})) {
       out.push_back(best.front().tokens);

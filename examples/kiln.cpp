@@ -34,7 +34,8 @@ void apply_preset(const std::string& name, TrainOptions& o) {
   o.min_freq = 2;
   o.vocab_from_valid = true;
   o.sample_sentences = {"go .", "i lost .", "he's calm .", "i'm home ."};
-  o.sample_references = {"va !", "j'ai perdu .", "il est calme .", "je suis chez moi ."};  // the book's
+  // The book's references for d2l's BLEU of the four sample sentences.
+  o.sample_references = {"va !", "j'ai perdu .", "il est calme .", "je suis chez moi ."};
   if (name == "d2l") {  // d2l.ai 1.0, section 10.7
     o.model.embed_size = 256;
     o.model.hidden_size = 256;
@@ -59,7 +60,8 @@ void apply_preset(const std::string& name, TrainOptions& o) {
 }
 
 void print_samples(const seq2seq::Translator& t, const std::vector<std::string>& sentences,
-                   const std::vector<std::string>& references, const std::vector<data::SentencePair>& reference_pairs) {
+                   const std::vector<std::string>& references,
+                   const std::vector<data::SentencePair>& reference_pairs) {
   auto hyps = t.translate(sentences);
   for (size_t i = 0; i < sentences.size(); ++i) {
     std::string out = t.to_text(hyps[i][0]);
@@ -67,8 +69,9 @@ void print_samples(const seq2seq::Translator& t, const std::vector<std::string>&
     // d2l's BLEU (k = 2) against the given reference, or the sentence's own in the data.
     if (i < references.size()) {
       char score[64];
-      std::snprintf(score, sizeof score, ", bleu %.3f",
-                    metrics::bleu_d2l(data::tokenize_d2l(out), data::tokenize_d2l(references[i]), 2));
+      std::snprintf(
+          score, sizeof score, ", bleu %.3f",
+          metrics::bleu_d2l(data::tokenize_d2l(out), data::tokenize_d2l(references[i]), 2));
       std::printf("%s%s\n", line.c_str(), score);
       continue;
     }

@@ -12,9 +12,10 @@ namespace {
 // The CPU kernels work a row at a time: OpenMP over rows, `omp simd` over a row's classes, with
 // everything per row (target, lse, scale) read once. The max and the sums are SIMD reductions, so
 // their order differs from a sequential loop by a few ulps (the CUDA kernel's order differs too).
-template <class T> void cross_entropy_forward_rows(const T* logits, const int64_t* targets, const T* mask,
-                                                   T* loss_rows, T* lse_out, T* valid, int64_t rows,
-                                                   int64_t classes, int64_t ignore_index, T eps) {
+template <class T>
+void cross_entropy_forward_rows(const T* logits, const int64_t* targets, const T* mask,
+                                T* loss_rows, T* lse_out, T* valid, int64_t rows, int64_t classes,
+                                int64_t ignore_index, T eps) {
 #pragma omp parallel for schedule(static) if (rows * classes >= kParallelGrain)
   for (int64_t n = 0; n < rows; ++n) {
     int64_t t = targets[n];
@@ -39,9 +40,10 @@ template <class T> void cross_entropy_forward_rows(const T* logits, const int64_
   }
 }
 
-template <class T> void cross_entropy_backward_rows(const T* logits, const int64_t* targets, const T* lse,
-                                                    const T* valid, const T* grad_rows, const T* divisor,
-                                                    T* grad_logits, int64_t rows, int64_t classes, T eps) {
+template <class T>
+void cross_entropy_backward_rows(const T* logits, const int64_t* targets, const T* lse,
+                                 const T* valid, const T* grad_rows, const T* divisor,
+                                 T* grad_logits, int64_t rows, int64_t classes, T eps) {
 #pragma omp parallel for schedule(static) if (rows * classes >= kParallelGrain)
   for (int64_t n = 0; n < rows; ++n) {
     T* out = grad_logits + n * classes;
@@ -54,7 +56,8 @@ template <class T> void cross_entropy_backward_rows(const T* logits, const int64
     const T row_lse = lse[n];
     const int64_t target = targets[n];
 #pragma omp simd
-    for (int64_t c = 0; c < classes; ++c) out[c] = cross_entropy_grad(row[c], row_lse, c == target, eps, classes, scale);
+    for (int64_t c = 0; c < classes; ++c)
+      out[c] = cross_entropy_grad(row[c], row_lse, c == target, eps, classes, scale);
   }
 }
 
@@ -77,8 +80,9 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Te
   int64_t rows = logits.size(0), classes = logits.size(1);
   KILN_DISPATCH_FLOAT(logits.dtype(), "cross_entropy", [&] {
     cross_entropy_forward_rows(logits.data<scalar_t>(), targets.data<int64_t>(),
-                               mask.defined() ? mask.data<scalar_t>() : nullptr, loss_rows.data<scalar_t>(),
-                               lse.data<scalar_t>(), valid.data<scalar_t>(), rows, classes, args.ignore_index,
+                               mask.defined() ? mask.data<scalar_t>() : nullptr,
+                               loss_rows.data<scalar_t>(), lse.data<scalar_t>(),
+                               valid.data<scalar_t>(), rows, classes, args.ignore_index,
                                scalar_t(args.label_smoothing));
   });
 }
@@ -91,11 +95,11 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const T
     return;
   }
   KILN_DISPATCH_FLOAT(logits.dtype(), "cross_entropy_backward", [&] {
-    cross_entropy_backward_rows(logits.data<scalar_t>(), targets.data<int64_t>(), lse.data<scalar_t>(),
-                                valid.data<scalar_t>(), grad_rows.data<scalar_t>(),
-                                divisor.defined() ? divisor.data<scalar_t>() : nullptr,
-                                grad_logits.data<scalar_t>(), logits.size(0), logits.size(1),
-                                scalar_t(args.label_smoothing));
+    cross_entropy_backward_rows(
+        logits.data<scalar_t>(), targets.data<int64_t>(), lse.data<scalar_t>(),
+        valid.data<scalar_t>(), grad_rows.data<scalar_t>(),
+        divisor.defined() ? divisor.data<scalar_t>() : nullptr, grad_logits.data<scalar_t>(),
+        logits.size(0), logits.size(1), scalar_t(args.label_smoothing));
   });
 }
 

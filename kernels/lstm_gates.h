@@ -43,7 +43,8 @@ template <class T> struct LstmGatesForward {
     gr[2 * H + j] = g;
     gr[3 * H + j] = o;
     bool keep = mask[b] != T(0);
-    T c_old = c_prev[idx], h_old = h_prev[idx];  // loaded either way: a conditional load is a branch
+    T c_old = c_prev[idx],
+      h_old = h_prev[idx];  // loaded either way: a conditional load is a branch
     T c = f * c_old + i * g;
     T h = o * math::tanh(c);
     c_next[idx] = keep ? c : c_old;

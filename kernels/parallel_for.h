@@ -86,7 +86,8 @@ template <class F> void parallel_for(Device device, int64_t n, const F& f, int64
 // On CUDA: one thread per element of the flat grid, the index split once. As on the GPU, the
 // calls must be independent of each other.
 #ifdef __CUDACC__
-template <class F> struct RowsAsFlat {  // element i of the flat grid as f(row, col)
+template <class F>
+struct RowsAsFlat {  // element i of the flat grid as f(row, col)
   F f;
   int64_t cols;
   __device__ void operator()(int64_t i) const { f(i / cols, i % cols); }
@@ -94,7 +95,8 @@ template <class F> struct RowsAsFlat {  // element i of the flat grid as f(row, 
 #endif
 
 template <class F>
-void parallel_for_rows(Device device, int64_t rows, int64_t cols, const F& f, int64_t grain = kParallelGrain) {
+void parallel_for_rows(Device device, int64_t rows, int64_t cols, const F& f,
+                       int64_t grain = kParallelGrain) {
   if (rows <= 0 || cols <= 0) return;
   if (device.is_cpu()) {
 #pragma omp parallel for schedule(static) if (rows * cols >= grain)

@@ -39,7 +39,8 @@ template <class Op, class T> struct BinaryForwardFunctor {
 // The common broadcast y[r, c] = op(a[r, c], b[c]) (a bias row added to a batch), or its mirror
 // op(a[c], b[r, c]): rows x contiguous columns, so the CPU loop vectorizes and no per-element
 // index arithmetic is left.
-template <class Op, class T> struct BinaryRowBroadcastFunctor {
+template <class Op, class T>
+struct BinaryRowBroadcastFunctor {
   Op op;
   const T* a;
   const T* b;
@@ -155,7 +156,7 @@ void unary_backward(UnaryKind kind, double scalar, const Tensor& x, const Tensor
 
 void binary_forward(BinaryKind kind, const Tensor& a, const Tensor& b, const Tensor& y) {
   bool a_full = a.shape() == y.shape(), b_full = b.shape() == y.shape();
-  int64_t row_cols = a_full && !b_full ? row_broadcast_cols(b.shape(), y.shape())
+  int64_t row_cols = a_full && !b_full   ? row_broadcast_cols(b.shape(), y.shape())
                      : b_full && !a_full ? row_broadcast_cols(a.shape(), y.shape())
                                          : 0;
   if (row_cols > 0) {
@@ -163,7 +164,8 @@ void binary_forward(BinaryKind kind, const Tensor& a, const Tensor& b, const Ten
       with_binary_op(kind, [&](auto op) {
         using Functor = BinaryRowBroadcastFunctor<decltype(op), scalar_t>;
         parallel_for_rows(y.device(), y.numel() / row_cols, row_cols,
-                          Functor{op, a.data<scalar_t>(), b.data<scalar_t>(), y.data<scalar_t>(), row_cols, !a_full});
+                          Functor{op, a.data<scalar_t>(), b.data<scalar_t>(), y.data<scalar_t>(),
+                                  row_cols, !a_full});
       });
     });
     return;

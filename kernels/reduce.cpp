@@ -85,12 +85,15 @@ template <class T> struct MaxLastBackwardFunctor {
 // CPU sum over the middle dim of [outer, reduce, inner] when inner is wide: rows are streamed in
 // order and each is added into a block of accumulators in SIMD lanes (contiguous loads), instead
 // of one strided walk per output column. Each column is still summed in row order.
-template <class T> void sum_dim_rows_cpu(const T* x, T* y, int64_t outer, int64_t reduce, int64_t inner, T scale) {
+template <class T>
+void sum_dim_rows_cpu(const T* x, T* y, int64_t outer, int64_t reduce, int64_t inner, T scale) {
   constexpr int64_t kBlock = 256;
   const int64_t blocks = (inner + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) if (outer * reduce * inner >= kParallelGrain && outer * blocks > 1)
+#pragma omp parallel for schedule(static) if (outer * reduce * inner >= kParallelGrain && \
+                                              outer * blocks > 1)
   for (int64_t ob = 0; ob < outer * blocks; ++ob) {
-    const int64_t o = ob / blocks, j0 = (ob % blocks) * kBlock, width = std::min(kBlock, inner - j0);
+    const int64_t o = ob / blocks, j0 = (ob % blocks) * kBlock,
+                  width = std::min(kBlock, inner - j0);
     T acc[kBlock] = {};
     const T* base = x + o * reduce * inner + j0;
     for (int64_t r = 0; r < reduce; ++r) {

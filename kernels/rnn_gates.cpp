@@ -1,6 +1,6 @@
 // The time loops of the LSTM and GRU layers (kernels/lstm_gates.h, kernels/gru_gates.h): per step
-// one recurrent GEMM and one parallel_for_rows of the gate functor, on the CPU or CUDA. Pointers are
-// computed here once per step, so the loop costs the host two launches and nothing else.
+// one recurrent GEMM and one parallel_for_rows of the gate functor, on the CPU or CUDA. Pointers
+// are computed here once per step, so the loop costs the host two launches and nothing else.
 #include "kernels/dispatch.h"
 #include "kernels/gemm.h"
 #include "kernels/gru_gates.h"
@@ -41,12 +41,13 @@ template <class T> void lstm_forward_typed(const LstmLayerForward& a) {
     bool last = s == steps - 1;
     const T* h_prev = h_in + t * B * H;
     gemm(dev, a.xg.dtype(), gemm_shape, 1.0, h_prev, w_hh, 0.0, hg.data<T>());
-    parallel_for_rows(dev, B, H,
-                 LstmGatesForward<T>{xg + t * B * G, hg.data<T>(), a.b_ih.data<T>(), a.b_hh.data<T>(), h_prev,
-                                     c_in + t * B * H, mask + t * B, gates + t * B * G,
-                                     last ? a.h_n.data<T>() : h_in + next * B * H,
-                                     last ? a.c_n.data<T>() : c_in + next * B * H, y + t * B * H, H},
-                 /*grain=*/4096);
+    parallel_for_rows(
+        dev, B, H,
+        LstmGatesForward<T>{xg + t * B * G, hg.data<T>(), a.b_ih.data<T>(), a.b_hh.data<T>(),
+                            h_prev, c_in + t * B * H, mask + t * B, gates + t * B * G,
+                            last ? a.h_n.data<T>() : h_in + next * B * H,
+                            last ? a.c_n.data<T>() : c_in + next * B * H, y + t * B * H, H},
+        /*grain=*/4096);
   }
 }
 
@@ -55,14 +56,15 @@ template <class T> void lstm_backward_typed(const LstmLayerBackward& a) {
   const Device dev = a.gates.device();
   const StepOrder order{steps, a.reverse};
   const GemmShape gemm_shape = recurrent_gemm(B, G, H, false);  // dh += dgates_t W_hh
-  const T *gates = a.gates.data<T>(), *c_in = a.c_in.data<T>(), *mask = a.mask.data<T>(), *dy = a.dy.data<T>();
+  const T *gates = a.gates.data<T>(), *c_in = a.c_in.data<T>(), *mask = a.mask.data<T>(),
+          *dy = a.dy.data<T>();
   T *dh = a.dh.data<T>(), *dc = a.dc.data<T>(), *dgates = a.dgates.data<T>();
   for (int64_t s = steps - 1; s >= 0; --s) {
     int64_t t = order.time(s);
     parallel_for_rows(dev, B, H,
-                 LstmGatesBackward<T>{gates + t * B * G, c_in + t * B * H, mask + t * B,
-                                      dy + t * B * H, dh, dc, dgates + t * B * G, H},
-                 /*grain=*/4096);
+                      LstmGatesBackward<T>{gates + t * B * G, c_in + t * B * H, mask + t * B,
+                                           dy + t * B * H, dh, dc, dgates + t * B * G, H},
+                      /*grain=*/4096);
     gemm(dev, a.gates.dtype(), gemm_shape, 1.0, dgates + t * B * G, a.w_hh.data<T>(), 1.0, dh);
   }
 }
@@ -80,10 +82,11 @@ template <class T> void gru_forward_typed(const GruLayerForward& a) {
     const T* h_prev = h_in + t * B * H;
     gemm(dev, a.xg.dtype(), gemm_shape, 1.0, h_prev, w_hh, 0.0, hg.data<T>());
     parallel_for_rows(dev, B, H,
-                 GruGatesForward<T>{xg + t * B * G, hg.data<T>(), a.b_ih.data<T>(), a.b_hh.data<T>(), h_prev,
-                                    mask + t * B, gates + t * B * 4 * H,
-                                    s == steps - 1 ? a.h_n.data<T>() : h_in + next * B * H, y + t * B * H, H},
-                 /*grain=*/4096);
+                      GruGatesForward<T>{
+                          xg + t * B * G, hg.data<T>(), a.b_ih.data<T>(), a.b_hh.data<T>(), h_prev,
+                          mask + t * B, gates + t * B * 4 * H,
+                          s == steps - 1 ? a.h_n.data<T>() : h_in + next * B * H, y + t * B * H, H},
+                      /*grain=*/4096);
   }
 }
 
@@ -92,14 +95,15 @@ template <class T> void gru_backward_typed(const GruLayerBackward& a) {
   const Device dev = a.gates.device();
   const StepOrder order{steps, a.reverse};
   const GemmShape gemm_shape = recurrent_gemm(B, G, H, false);  // dh += dgh_t W_hh
-  const T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *mask = a.mask.data<T>(), *dy = a.dy.data<T>();
+  const T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *mask = a.mask.data<T>(),
+          *dy = a.dy.data<T>();
   T *dh = a.dh.data<T>(), *dgx = a.dgx.data<T>(), *dgh = a.dgh.data<T>();
   for (int64_t s = steps - 1; s >= 0; --s) {
     int64_t t = order.time(s);
     parallel_for_rows(dev, B, H,
-                 GruGatesBackward<T>{gates + t * B * 4 * H, h_in + t * B * H, mask + t * B,
-                                     dy + t * B * H, dh, dgx + t * B * G, dgh + t * B * G, H},
-                 /*grain=*/4096);
+                      GruGatesBackward<T>{gates + t * B * 4 * H, h_in + t * B * H, mask + t * B,
+                                          dy + t * B * H, dh, dgx + t * B * G, dgh + t * B * G, H},
+                      /*grain=*/4096);
     gemm(dev, a.gates.dtype(), gemm_shape, 1.0, dgh + t * B * G, a.w_hh.data<T>(), 1.0, dh);
   }
 }

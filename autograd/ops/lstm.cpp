@@ -33,15 +33,16 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
   int64_t first = reverse ? T - 1 : 0;
   step(h_in, first).copy_(h0);
   step(c_in, first).copy_(c0);
-  kernels::lstm_forward_steps({xg, w.w_hh, w.b_ih, w.b_hh, step_mask, reverse, gates, h_in, c_in, y, h_n, c_n});
+  kernels::lstm_forward_steps(
+      {xg, w.w_hh, w.b_ih, w.b_hh, step_mask, reverse, gates, h_in, c_in, y, h_n, c_n});
 
   TensorList inputs{x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh};
   if (autograd::needs_grad(inputs)) {
     auto node = autograd::record("lstm_layer", inputs, {y, h_n, c_n}, nullptr);
     bool need_x = node->needs_input_grad(0), need_w_ih = node->needs_input_grad(3);
     node->backward_fn = [=, x = x.detach(), w_ih = w.w_ih.detach(), w_hh = w.w_hh.detach(),
-                         mask = step_mask.detach(), gates = gates.detach(),
-                         h_in = h_in.detach(), c_in = c_in.detach()](const TensorList& grads) {
+                         mask = step_mask.detach(), gates = gates.detach(), h_in = h_in.detach(),
+                         c_in = c_in.detach()](const TensorList& grads) {
       const Tensor& dy = grads[0];
       Tensor dh = copy_to(grads[1], grads[1].options()), dc = copy_to(grads[2], grads[2].options());
       Tensor dgates = empty({T, B, 4 * H}, opt);

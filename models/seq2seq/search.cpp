@@ -6,8 +6,8 @@
 
 namespace kiln::seq2seq {
 
-Seq2SeqStepper::Seq2SeqStepper(const Seq2Seq& model, const Tensor& source, const Tensor& source_lengths,
-                               int64_t repeat, bool keep_attention)
+Seq2SeqStepper::Seq2SeqStepper(const Seq2Seq& model, const Tensor& source,
+                               const Tensor& source_lengths, int64_t repeat, bool keep_attention)
     : model_(model), repeat_(repeat), keep_attention_(keep_attention) {
   NoGradGuard no_grad;
   enc_ = model.encode(source, source_lengths);
@@ -66,7 +66,9 @@ class HostLogProbs {
     }
   }
   int64_t vocab() const { return vocab_; }
-  double at(int64_t row, int64_t v) const { return f64_.empty() ? f32_[row * vocab_ + v] : f64_[row * vocab_ + v]; }
+  double at(int64_t row, int64_t v) const {
+    return f64_.empty() ? f32_[row * vocab_ + v] : f64_[row * vocab_ + v];
+  }
 
   // The indices of the n largest of a row, largest first, ties to the lower index: one pass
   // keeping a short sorted list (most values lose against its last entry at once).
@@ -77,7 +79,8 @@ class HostLogProbs {
     for (int64_t v = 0; v < vocab_; ++v) {
       double x = at(row, v);
       if (static_cast<int64_t>(best.size()) == n && !(x > at(row, best.back()))) continue;
-      auto pos = std::upper_bound(best.begin(), best.end(), x, [&](double value, int64_t b) { return value > at(row, b); });
+      auto pos = std::upper_bound(best.begin(), best.end(), x,
+                                  [&](double value, int64_t b) { return value > at(row, b); });
       best.insert(pos, v);
       if (static_cast<int64_t>(best.size()) > n) best.pop_back();
     }
@@ -157,7 +160,8 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
       for (int64_t k = 0; k < K; ++k) {
         double base = alive_lp[b * K + k];
         if (base == kDead) continue;
-        for (int64_t v : lp.top(b * K + k, 2 * K)) candidates.push_back({base + lp.at(b * K + k, v), k * vocab + v});
+        for (int64_t v : lp.top(b * K + k, 2 * K))
+          candidates.push_back({base + lp.at(b * K + k, v), k * vocab + v});
       }
       size_t keep = std::min<size_t>(2 * K, candidates.size());
       std::partial_sort(candidates.begin(), candidates.begin() + keep, candidates.end(),

@@ -288,11 +288,15 @@ std::vector<EpochMetrics> train(const TrainOptions& options_in, const std::strin
     history.push_back(m);
     char line[256];
     if (p.split.valid.empty()) {
-      std::snprintf(line, sizeof line, "epoch %ld: train loss %.4f, no validation split, %.0f tok/s, %.1f s",
+      std::snprintf(line, sizeof line,
+                    "epoch %ld: train loss %.4f, no validation split, %.0f tok/s, %.1f s",
                     static_cast<long>(epoch), m.train_loss, m.tokens_per_second, m.seconds);
     } else {
-      std::snprintf(line, sizeof line, "epoch %ld: train loss %.4f, valid loss %.4f, valid BLEU %.2f, exact %.1f%%, %.1f s",
-                    static_cast<long>(epoch), m.train_loss, m.valid_loss, m.valid_bleu, 100 * m.valid_exact, m.seconds);
+      std::snprintf(
+          line, sizeof line,
+          "epoch %ld: train loss %.4f, valid loss %.4f, valid BLEU %.2f, exact %.1f%%, %.1f s",
+          static_cast<long>(epoch), m.train_loss, m.valid_loss, m.valid_bleu, 100 * m.valid_exact,
+          m.seconds);
     }
     log(line);
     std::ofstream(out_dir + "/metrics.jsonl", std::ios::app) << metrics_json(m) << "\n";

@@ -46,7 +46,8 @@ struct TrainOptions {
   int64_t bleu_sentences = 200;  // validation sentences translated (greedy) for BLEU each epoch
   double max_length_a = 1.5, max_length_b = 5;  // decoding length: a * source length + b
   std::vector<std::string> sample_sentences;    // translated and printed after training
-  std::vector<std::string> sample_references;   // their references for d2l's BLEU (else looked up in the data)
+  std::vector<std::string>
+      sample_references;  // their references for d2l's BLEU (else looked up in the data)
   bool quiet = false;
 
   void validate() const;
