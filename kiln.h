@@ -1,4 +1,6 @@
-// The public API in one include: tensors, ops, autograd and gradcheck.
+// The framework in one include: tensors and devices (core), factories and in-place updates
+// (kernels/factories.h), ops, backward and gradcheck (autograd), and the nn layers, losses and
+// optimizers. Built as the `kiln` CMake target (kiln::kiln when installed).
 #pragma once
 
 #include "autograd/gradcheck.h"
@@ -9,3 +11,5 @@
 #include "core/grad_mode.h"
 #include "core/random.h"
 #include "core/tensor.h"
+#include "kernels/factories.h"
+#include "nn/nn.h"

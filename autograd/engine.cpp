@@ -12,7 +12,6 @@ namespace kiln {
 namespace autograd {
 
 namespace {
-thread_local bool grad_mode_enabled = true;
 std::atomic<uint64_t> next_sequence_nr{0};
 
 void accumulate_into_leaf(TensorImpl& leaf, const Tensor& grad) {
@@ -47,9 +46,6 @@ Node::~Node() {
     }
   }
 }
-
-bool GradMode::is_enabled() { return grad_mode_enabled; }
-void GradMode::set_enabled(bool enabled) { grad_mode_enabled = enabled; }
 
 bool needs_grad(const TensorList& inputs) {
   if (!GradMode::is_enabled()) return false;
@@ -88,7 +84,10 @@ std::shared_ptr<Node> record(const char* name, const TensorList& inputs, const T
   return node;
 }
 
-void run_backward(const Tensor& root, const Tensor& grad_root_in, bool retain_graph) {
+}  // namespace autograd
+
+void backward(const Tensor& root, const Tensor& grad_root_in, bool retain_graph) {
+  using namespace autograd;
   KILN_CHECK(root.defined(), "backward: called on an undefined tensor");
   KILN_CHECK(root.requires_grad(), "backward: ", root.describe(),
              " does not require grad (no input of the ops that made it requires grad)");
@@ -162,12 +161,6 @@ void run_backward(const Tensor& root, const Tensor& grad_root_in, bool retain_gr
       acc = acc.defined() ? add(acc, grad) : grad;
     }
   }
-}
-
-}  // namespace autograd
-
-void Tensor::backward(const Tensor& grad_output, bool retain_graph) const {
-  autograd::run_backward(*this, grad_output, retain_graph);
 }
 
 }  // namespace kiln

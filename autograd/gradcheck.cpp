@@ -3,6 +3,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "autograd/node.h"
 #include "autograd/ops.h"
 #include "core/grad_mode.h"
 
@@ -30,7 +31,7 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
     for (Tensor& leaf : leaves) leaf.set_grad(Tensor());
     std::vector<double> one_hot(out_n, 0.0);
     one_hot[j] = 1.0;
-    out.backward(from_vector(one_hot, out.shape()), /*retain_graph=*/true);
+    backward(out, from_vector(one_hot, out.shape()), /*retain_graph=*/true);
     for (size_t k = 0; k < leaves.size(); ++k) {
       Tensor grad = leaves[k].grad();
       if (!grad.defined()) continue;  // the output does not depend on this input

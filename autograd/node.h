@@ -67,7 +67,13 @@ bool needs_grad(const TensorList& inputs);
 std::shared_ptr<Node> record(const char* name, const TensorList& inputs, const TensorList& outputs,
                              BackwardFn backward_fn);
 
-// Runs backpropagation from `root`; grad_root defaults to ones for a single-element root.
-void run_backward(const Tensor& root, const Tensor& grad_root, bool retain_graph);
-
 }  // namespace kiln::autograd
+
+namespace kiln {
+
+// Backpropagation from `root` (usually the loss): d root / d leaf is accumulated into the .grad()
+// of every leaf that requires grad. grad_root defaults to ones for a single-element root. The
+// graph's saved tensors are freed as it runs unless retain_graph.
+void backward(const Tensor& root, const Tensor& grad_root = Tensor(), bool retain_graph = false);
+
+}  // namespace kiln

@@ -15,12 +15,12 @@
 
 #include "kernels/cross_entropy.h"
 #include "kernels/reduce.h"
-#include "nn/nn.h"
+#include "kiln.h"
 
 #ifdef KILN_WITH_CUDNN
 #include <chrono>
 
-#include "bench/cudnn_rnn.h"
+#include "cudnn_rnn.h"
 #endif
 
 namespace kiln {
@@ -92,7 +92,7 @@ void BM_RnnLayer(benchmark::State& state) {
   auto run = [&] {
     Tensor y = composed ? composed_lstm(x, w_ih, w_hh, b, gru)
                         : (gru ? gru_layer(x, h0, w) : lstm_layer(x, h0, c0, w)).y;
-    if (backward) sum(y).backward();
+    if (backward) kiln::backward(sum(y));
     return y;
   };
   if (!finite(run())) {
@@ -198,7 +198,7 @@ void BM_ClipGradNorm(benchmark::State& state) {
     state.PauseTiming();
     for (Tensor& p : params) {
       NoGradGuard no_grad;
-      p.grad().mul_(1000.0);
+      mul_(p.grad(), 1000.0);
     }
     sync(device);
     state.ResumeTiming();
@@ -235,7 +235,7 @@ void BM_CudnnVsKiln(benchmark::State& state) {
   Tensor h0 = zeros({B, H}, gpu), c0 = zeros({B, H}, gpu), dy = uniform({T, B, H}, -1, 1, gpu);
   auto kiln_run = [&] {
     Tensor y = (gru ? gru_layer(x, h0, w) : lstm_layer(x, h0, c0, w)).y;
-    if (backward) y.backward(dy);
+    if (backward) kiln::backward(y, dy);
   };
   kiln_run();
   double kiln_seconds = 0, cudnn_seconds = 0;

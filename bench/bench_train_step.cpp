@@ -6,7 +6,7 @@
 
 #include <cmath>
 
-#include "bench/seq2seq_workload.h"
+#include "seq2seq_workload.h"
 
 namespace kiln::bench {
 namespace {

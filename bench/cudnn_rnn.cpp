@@ -1,4 +1,4 @@
-#include "bench/cudnn_rnn.h"
+#include "cudnn_rnn.h"
 
 #include <cudnn.h>
 

@@ -18,8 +18,8 @@
 #include <fstream>
 #include <iostream>
 
-#include "bench/seq2seq_workload.h"
 #include "core/safetensors.h"
+#include "seq2seq_workload.h"
 
 namespace {
 

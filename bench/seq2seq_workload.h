@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "kiln.h"
 #include "models/seq2seq/model.h"
 #include "models/seq2seq/search.h"
 
@@ -107,7 +108,7 @@ inline Tensor teacher_forced_loss(const seq2seq::Seq2Seq& model, const Batch& b)
 inline Tensor train_step(const seq2seq::Seq2Seq& model, nn::Adam& adam, const Batch& b) {
   adam.zero_grad();
   Tensor loss = teacher_forced_loss(model, b);
-  loss.backward();
+  backward(loss);
   nn::clip_grad_norm(model.parameters(), 1.0);
   adam.step();
   return loss;

@@ -13,6 +13,8 @@ bool is_available();   // and at least one device is visible
 int device_count();
 void set_device(int index);
 void synchronize();
+// Errors unless this build and machine can use `device`; `op` names the caller in the message.
+void check_device_usable(Device device, const char* op);
 // Copies `bytes` between any two devices (blocking).
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 

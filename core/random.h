@@ -6,11 +6,7 @@
 
 #include <cstdint>
 
-#ifdef __CUDACC__
-#define KILN_RNG_HD __host__ __device__
-#else
-#define KILN_RNG_HD
-#endif
+#include "core/host_device.h"
 
 namespace kiln {
 
@@ -18,14 +14,14 @@ struct PhiloxOutput {
   uint32_t x[4];
 };
 
-KILN_RNG_HD inline uint32_t philox_mulhilo(uint32_t a, uint32_t b, uint32_t* hi) {
+KILN_HD inline uint32_t philox_mulhilo(uint32_t a, uint32_t b, uint32_t* hi) {
   uint64_t product = static_cast<uint64_t>(a) * b;
   *hi = static_cast<uint32_t>(product >> 32);
   return static_cast<uint32_t>(product);
 }
 
 // Ten rounds over the 128-bit counter (`counter` low 64 bits, `stream` high) with the 64-bit key.
-KILN_RNG_HD inline PhiloxOutput philox4x32(uint64_t counter, uint64_t stream, uint64_t key) {
+KILN_HD inline PhiloxOutput philox4x32(uint64_t counter, uint64_t stream, uint64_t key) {
   uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32);
   uint32_t c2 = static_cast<uint32_t>(stream), c3 = static_cast<uint32_t>(stream >> 32);
   uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
@@ -45,8 +41,8 @@ KILN_RNG_HD inline PhiloxOutput philox4x32(uint64_t counter, uint64_t stream, ui
 }
 
 // Uniform in [0, 1) with 24 (float) or 53 (double) random bits.
-KILN_RNG_HD inline float philox_uniform_float(uint32_t bits) { return (bits >> 8) * (1.0f / 16777216.0f); }
-KILN_RNG_HD inline double philox_uniform_double(uint32_t lo, uint32_t hi) {
+KILN_HD inline float philox_uniform_float(uint32_t bits) { return (bits >> 8) * (1.0f / 16777216.0f); }
+KILN_HD inline double philox_uniform_double(uint32_t lo, uint32_t hi) {
   uint64_t bits = (static_cast<uint64_t>(hi) << 32 | lo) >> 11;
   return bits * (1.0 / 9007199254740992.0);
 }

@@ -1,5 +1,5 @@
-// Tensor's data-structure half: storage, views, host copies, printing. Factories and in-place
-// updates, which launch kernels, are in kernels/tensor_factories.cpp.
+// Tensor's data-structure half: storage, allocation, views, host copies, printing. Factories and
+// in-place updates that launch kernels are in kernels/factories.cpp.
 #include "core/tensor.h"
 
 #include <iomanip>
@@ -79,6 +79,31 @@ Tensor Tensor::detach() const {
   detached->dtype = impl().dtype;
   return Tensor(detached);
 }
+
+Tensor empty(const Shape& shape, Options options) {
+  for (int64_t size : shape) {
+    KILN_CHECK(size >= 0, "empty: negative size in shape ", shape_str(shape));
+  }
+  cuda::check_device_usable(options.device, "empty");
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(options.dtype),
+                                            options.device);
+  impl->shape = shape;
+  impl->dtype = options.dtype;
+  return Tensor(impl);
+}
+
+template <class T> Tensor from_vector(const std::vector<T>& values, const Shape& shape, Device device) {
+  KILN_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape), "from_vector: ", values.size(),
+             " values do not fill shape ", shape_str(shape), " (", shape_numel(shape), " elements)");
+  Tensor t = empty(shape, {dtype_of<T>::value, device});
+  cuda::copy_bytes(t.raw_data(), device, values.data(), Device::cpu(), t.nbytes());
+  return t;
+}
+template Tensor from_vector<float>(const std::vector<float>&, const Shape&, Device);
+template Tensor from_vector<double>(const std::vector<double>&, const Shape&, Device);
+template Tensor from_vector<int32_t>(const std::vector<int32_t>&, const Shape&, Device);
+template Tensor from_vector<int64_t>(const std::vector<int64_t>&, const Shape&, Device);
 
 Tensor view_rows(const Tensor& tensor, int64_t start, int64_t length) {
   KILN_CHECK(tensor.dim() >= 1, "narrow: expected a tensor of rank >= 1, got ", tensor.describe());

@@ -2,8 +2,9 @@
 // contiguous row-major storage; views are contiguous slices along the first dimension (one time
 // step of a [T, B, H] tensor is one). Everything else is an explicit copy.
 //
-// The math on tensors (add, matmul, softmax, ...) lives in autograd/ops.h; this file is the data
-// structure, its factories and the few methods every tensor needs.
+// This file is the data structure, allocation (empty), views and host copies. Factories that run a
+// kernel (zeros, uniform, ...), conversions and in-place updates are in kernels/factories.h; the
+// math on tensors (add, matmul, softmax, ...) and backward() are in autograd/.
 #pragma once
 
 #include <cstdint>
@@ -87,24 +88,15 @@ class Tensor {
   template <class T> std::vector<T> to_vector() const;
   double item() const;  // the single element as double; error unless numel() == 1
 
-  // Autograd. backward() is defined in autograd/engine.cpp.
+  // Autograd state (backward() itself is kiln::backward in autograd/node.h).
   bool requires_grad() const { return impl().requires_grad; }
   Tensor& set_requires_grad(bool flag);
   Tensor grad() const { return Tensor(impl().grad); }
   void set_grad(const Tensor& grad);
   bool is_leaf() const { return impl().grad_fn == nullptr; }
   const std::shared_ptr<autograd::Node>& grad_fn() const { return impl().grad_fn; }
-  void backward(const Tensor& grad_output = Tensor(), bool retain_graph = false) const;
   // Same data, no autograd history.
   Tensor detach() const;
-
-  // In-place updates, never recorded on the tape (optimizers, gradient accumulation). They refuse
-  // a tensor that requires grad unless grad mode is off (NoGradGuard).
-  Tensor& copy_(const Tensor& source);
-  Tensor& fill_(double value);
-  Tensor& zero_() { return fill_(0.0); }
-  Tensor& add_(const Tensor& other, double alpha = 1.0);  // this += alpha * other
-  Tensor& mul_(double factor);
 
   TensorImpl& impl() const {
     KILN_CHECK(impl_ != nullptr, "Tensor: use of an undefined tensor");
@@ -117,24 +109,15 @@ class Tensor {
   std::shared_ptr<TensorImpl> impl_;
 };
 
-// Factories. Random ones draw from the global Philox generator (core/random.h).
+// A new tensor with uninitialised contents. Errors on a negative size or an unusable device.
 Tensor empty(const Shape& shape, Options options = {});
-Tensor zeros(const Shape& shape, Options options = {});
-Tensor ones(const Shape& shape, Options options = {});
-Tensor full(const Shape& shape, double value, Options options = {});
-Tensor arange(int64_t end, Options options = {});
-Tensor arange(double start, double end, double step, Options options = {});
+// A new tensor holding `values` (row-major), copied from the host.
 template <class T> Tensor from_vector(const std::vector<T>& values, const Shape& shape, Device device = Device::cpu());
-Tensor scalar_tensor(double value, Options options = {});
-Tensor uniform(const Shape& shape, double low, double high, Options options = {});
-Tensor normal(const Shape& shape, double mean, double stddev, Options options = {});
 
 // A view sharing storage: rows [start, start + length) of dim 0. No autograd (see ops narrow).
 Tensor view_rows(const Tensor& tensor, int64_t start, int64_t length);
 // A view with another shape of the same numel. No autograd (see ops reshape).
 Tensor view_as_shape(const Tensor& tensor, const Shape& shape);
-// A new tensor with the same contents on `options`' device and dtype. No autograd (see ops to).
-Tensor copy_to(const Tensor& tensor, Options options);
 
 // Prints values (abbreviated past a few rows) with shape, dtype and device.
 std::ostream& operator<<(std::ostream& out, const Tensor& tensor);

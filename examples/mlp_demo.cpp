@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
     auto start = std::chrono::steady_clock::now();
     for (int step = 0; step <= 1500; ++step) {
       Tensor loss = examples::cross_entropy(model.forward(points), one_hot);
-      loss.backward();
+      backward(loss);
       examples::sgd_step(model.parameters(), 1.0);
       if (step % 150 == 0) std::printf("step %4d  loss %.4f\n", step, loss.item());
     }

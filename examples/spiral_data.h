@@ -58,8 +58,8 @@ inline Tensor cross_entropy(const Tensor& logits, const Tensor& one_hot) {
 inline void sgd_step(const std::vector<Tensor>& parameters, double lr) {
   NoGradGuard no_grad;
   for (Tensor p : parameters) {
-    p.add_(p.grad(), -lr);
-    p.grad().zero_();
+    add_(p, p.grad(), -lr);
+    zero_(p.grad());
   }
 }
 

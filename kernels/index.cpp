@@ -5,6 +5,7 @@
 #include "core/cuda_runtime.h"
 #include "kernels/broadcast.h"
 #include "kernels/dispatch.h"
+#include "kernels/factories.h"
 #include "kernels/parallel_for.h"
 
 namespace kiln::kernels {

@@ -1,6 +1,7 @@
 #include "kernels/multi_tensor.h"
 
 #include "core/cuda_runtime.h"
+#include "kernels/factories.h"
 
 namespace kiln::kernels {
 

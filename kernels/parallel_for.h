@@ -13,14 +13,9 @@
 
 #include "core/device.h"
 #include "core/error.h"
-
+#include "core/host_device.h"
 #ifdef __CUDACC__
-#define KILN_HD __host__ __device__
-#define KILN_DEVICE __device__
 #include "core/cuda_check.h"
-#else
-#define KILN_HD
-#define KILN_DEVICE
 #endif
 
 // KILN_SIMD(clauses): `#pragma omp simd clauses` for the host compiler (a row loop inside a

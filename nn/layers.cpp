@@ -27,7 +27,7 @@ Embedding::Embedding(int64_t num_embeddings, int64_t embedding_dim, int64_t padd
   KILN_CHECK(padding_idx < num_embeddings, "Embedding: padding_idx ", padding_idx, " >= num_embeddings ",
              num_embeddings);
   Tensor w = normal({num_embeddings, embedding_dim}, 0.0, 1.0, options);
-  if (padding_idx >= 0) view_rows(w, padding_idx, 1).zero_();
+  if (padding_idx >= 0) zero_(view_rows(w, padding_idx, 1));
   weight = register_parameter("weight", w);
 }
 
@@ -44,9 +44,9 @@ void xavier_uniform(Module& module) {
     if (param.dim() >= 2) {
       double fan_out = static_cast<double>(param.size(0)), fan_in = static_cast<double>(param.numel() / param.size(0));
       double bound = std::sqrt(6.0 / (fan_in + fan_out));
-      param.copy_(uniform(param.shape(), -bound, bound, param.options()));
+      copy_(param, uniform(param.shape(), -bound, bound, param.options()));
     } else {
-      param.zero_();
+      zero_(param);
     }
   }
 }

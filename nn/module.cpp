@@ -75,7 +75,7 @@ void Module::load_state_dict(const StateDict& state, bool strict) {
   NoGradGuard no_grad;
   for (auto& [name, param] : params) {
     auto found = state.find(name);
-    if (found != state.end()) param.copy_(found->second);
+    if (found != state.end()) copy_(param, found->second);
   }
 }
 
@@ -98,7 +98,7 @@ void Module::to(Device device) {
 void Module::zero_grad() {
   NoGradGuard no_grad;
   for (auto& [name, param] : named_parameters()) {
-    if (param.grad().defined()) param.grad().zero_();
+    if (param.grad().defined()) zero_(param.grad());
   }
 }
 

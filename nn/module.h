@@ -9,7 +9,10 @@
 #include <utility>
 #include <vector>
 
-#include "kiln.h"
+#include "autograd/node.h"
+#include "autograd/ops.h"
+#include "core/tensor.h"
+#include "kernels/factories.h"
 
 namespace kiln::nn {
 

@@ -3,12 +3,18 @@
 #include <cmath>
 
 #include "kernels/clip_norm.h"
+#include "kernels/factories.h"
+#include "kernels/multi_tensor.h"
 #include "kernels/optimizers.h"
 
 namespace kiln::nn {
 
+struct Optimizer::LaunchCache {
+  kernels::MultiTensorPlan plan;
+};
+
 Optimizer::Optimizer(std::vector<Tensor> params, double lr, const char* name)
-    : params_(std::move(params)), lr_(lr), name_(name) {
+    : params_(std::move(params)), lr_(lr), name_(name), launch_cache_(std::make_unique<LaunchCache>()) {
   KILN_CHECK(lr >= 0, name, ": learning rate must be >= 0, got ", lr);
   for (size_t i = 0; i < params_.size(); ++i) {
     KILN_CHECK(params_[i].defined() && params_[i].is_leaf() && params_[i].requires_grad(), name, ": parameter ", i,
@@ -16,10 +22,12 @@ Optimizer::Optimizer(std::vector<Tensor> params, double lr, const char* name)
   }
 }
 
+Optimizer::~Optimizer() = default;
+
 void Optimizer::step(const Tensor& grad_scale) {
   std::vector<std::string> names = buffer_names();
   if (buffers_.empty()) buffers_.assign(names.size(), std::vector<Tensor>(params_.size()));
-  kernels::TensorLists lists(2 + names.size());
+  TensorLists lists(2 + names.size());
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!params_[i].grad().defined()) continue;  // not used in this step's loss
     lists[0].push_back(params_[i]);
@@ -38,7 +46,7 @@ void Optimizer::step(const Tensor& grad_scale) {
 void Optimizer::zero_grad() {
   NoGradGuard no_grad;
   for (Tensor& p : params_) {
-    if (p.grad().defined()) p.grad().zero_();
+    if (p.grad().defined()) zero_(p.grad());
   }
 }
 
@@ -86,8 +94,8 @@ std::vector<std::string> SGD::buffer_names() const {
   return {"momentum_buffer"};
 }
 
-void SGD::update(const kernels::TensorLists& lists, const Tensor& grad_scale) {
-  kernels::sgd_step(plan(), lists,
+void SGD::update(const TensorLists& lists, const Tensor& grad_scale) {
+  kernels::sgd_step(launch_cache().plan, lists,
                     {lr_, options.momentum, options.dampening, options.weight_decay, options.nesterov, steps_ == 1},
                     grad_scale);
 }
@@ -98,8 +106,8 @@ Adam::Adam(std::vector<Tensor> params, AdamOptions o, bool decoupled_)
              o.beta1, ", ", o.beta2);
 }
 
-void Adam::update(const kernels::TensorLists& lists, const Tensor& grad_scale) {
-  kernels::adam_step(plan(), lists,
+void Adam::update(const TensorLists& lists, const Tensor& grad_scale) {
+  kernels::adam_step(launch_cache().plan, lists,
                      {lr_, options.beta1, options.beta2, options.eps, options.weight_decay, decoupled, steps_},
                      grad_scale);
 }
@@ -112,8 +120,8 @@ std::vector<std::string> RMSprop::buffer_names() const {
   return {"square_avg", "momentum_buffer"};
 }
 
-void RMSprop::update(const kernels::TensorLists& lists, const Tensor& grad_scale) {
-  kernels::rmsprop_step(plan(), lists, {lr_, options.alpha, options.eps, options.weight_decay, options.momentum},
+void RMSprop::update(const TensorLists& lists, const Tensor& grad_scale) {
+  kernels::rmsprop_step(launch_cache().plan, lists, {lr_, options.alpha, options.eps, options.weight_decay, options.momentum},
                         grad_scale);
 }
 

@@ -3,15 +3,22 @@
 // schedules. Formulas and defaults follow torch.optim.
 #pragma once
 
-#include "kernels/multi_tensor.h"
+#include <memory>
+#include <string>
+#include <vector>
+
 #include "nn/module.h"
 
 namespace kiln::nn {
 
+// lists[l][n]: tensor n of list l; an optimizer's update gets {params, grads, buffers...}, each
+// list holding the parameters that have a gradient this step, in the same order.
+using TensorLists = std::vector<std::vector<Tensor>>;
+
 class Optimizer {
  public:
   Optimizer(std::vector<Tensor> params, double lr, const char* name);
-  virtual ~Optimizer() = default;
+  virtual ~Optimizer();
 
   // One update of every parameter that has a gradient. grad_scale: a device scalar multiplying
   // every gradient first (e.g. a clip factor), or undefined.
@@ -28,19 +35,21 @@ class Optimizer {
   // Buffers kept per parameter, allocated (zero) on first use: e.g. {"exp_avg", "exp_avg_sq"}.
   virtual std::vector<std::string> buffer_names() const = 0;
   // Applies the update with `lists` = {params, grads, buffers...} of the parameters with grads.
-  virtual void update(const kernels::TensorLists& lists, const Tensor& grad_scale) = 0;
+  virtual void update(const TensorLists& lists, const Tensor& grad_scale) = 0;
 
   std::vector<Tensor> params_;
   double lr_;
   int64_t steps_ = 0;
   const char* name_;
 
+  // What the built-in optimizers' fused launches keep between steps (the device table of the
+  // multi-tensor launch); its contents are private to nn/optim.cpp.
+  struct LaunchCache;
+  LaunchCache& launch_cache() { return *launch_cache_; }
+
  private:
   std::vector<std::vector<Tensor>> buffers_;  // [buffer kind][param]
-  kernels::MultiTensorPlan plan_;
-
- protected:
-  kernels::MultiTensorPlan& plan() { return plan_; }
+  std::unique_ptr<LaunchCache> launch_cache_;
 };
 
 struct SgdOptions {
@@ -54,7 +63,7 @@ class SGD : public Optimizer {
 
  protected:
   std::vector<std::string> buffer_names() const override;
-  void update(const kernels::TensorLists& lists, const Tensor& grad_scale) override;
+  void update(const TensorLists& lists, const Tensor& grad_scale) override;
 };
 
 struct AdamOptions {
@@ -69,7 +78,7 @@ class Adam : public Optimizer {
 
  protected:
   std::vector<std::string> buffer_names() const override { return {"exp_avg", "exp_avg_sq"}; }
-  void update(const kernels::TensorLists& lists, const Tensor& grad_scale) override;
+  void update(const TensorLists& lists, const Tensor& grad_scale) override;
 };
 class AdamW : public Adam {
  public:
@@ -87,7 +96,7 @@ class RMSprop : public Optimizer {
 
  protected:
   std::vector<std::string> buffer_names() const override;
-  void update(const kernels::TensorLists& lists, const Tensor& grad_scale) override;
+  void update(const TensorLists& lists, const Tensor& grad_scale) override;
 };
 
 // Scales all gradients so their global L2 norm is at most max_norm (two launches on CUDA for any

@@ -46,7 +46,7 @@ TEST(CustomLayer, HighwayTrainsInsideAModel) {
   for (int step = 0; step < 200; ++step) {
     opt.zero_grad();
     Tensor loss = mean(pow(layer.forward(x) - target, 2.0));
-    loss.backward();
+    backward(loss);
     opt.step();
     (step == 0 ? first : last) = loss.item();
   }

@@ -12,7 +12,7 @@ TEST(EndToEnd, MlpLearnsTheSpiral) {
   double first = 0, last = 0;
   for (int step = 0; step < 1500; ++step) {
     Tensor loss = examples::cross_entropy(model.forward(data.points), data.one_hot);
-    loss.backward();
+    backward(loss);
     examples::sgd_step(model.parameters(), 1.0);
     if (step == 0) first = loss.item();
     last = loss.item();

@@ -103,7 +103,7 @@ TEST(Layers, EmbeddingPaddingRowIsZeroAndGetsNoGradient) {
   nn::Embedding emb(5, 3, /*padding_idx=*/0);
   EXPECT_EQ(select(emb.weight, 0).to_vector<float>(), std::vector<float>(3, 0.0f));
   Tensor index = from_vector<int64_t>({0, 2, 0, 2, 4}, {5});
-  sum(emb.forward(index)).backward();
+  backward(sum(emb.forward(index)));
   std::vector<float> g = emb.weight.grad().to_vector<float>();
   EXPECT_EQ(std::vector<float>(g.begin(), g.begin() + 3), std::vector<float>(3, 0.0f));  // padding row
   EXPECT_EQ(g[2 * 3], 2.0f);  // row 2 looked up twice
@@ -121,7 +121,7 @@ TEST(Layers, DropoutScalesKeptElementsAndIsIdentityInEval) {
     kept += e != 0.0f;
   }
   EXPECT_NEAR(kept / 10000.0, 0.75, 0.02);
-  sum(y).backward();
+  backward(sum(y));
   EXPECT_EQ(x.grad().to_vector<float>(), v);  // the backward regenerates the same mask
   drop.eval();
   EXPECT_TRUE(drop.forward(x).same_as(x));
@@ -222,7 +222,7 @@ TEST(Optim, ResumeFromStateDictIsExact) {
     Tensor x = uniform({8, 4}, -1, 1);
     auto one_step = [&](nn::Linear& m, nn::Optimizer& o) {
       o.zero_grad();
-      sum(tanh(m.forward(x))).backward();
+      backward(sum(tanh(m.forward(x))));
       o.step();
     };
     for (int i = 0; i < steps_before; ++i) one_step(model, opt);

@@ -217,8 +217,8 @@ TEST_P(OpTable, CudaMatchesCpu) {
   EXPECT_TRUE(testing::all_close(cuda_out, cpu_out, op.atol, op.rtol)) << op.name << " forward";
   if (!op.differentiable) return;
   Tensor grad = make_input({cpu_out.shape()}, DType::f32);
-  cpu_out.backward(grad);
-  cuda_out.backward(to(grad, Device::cuda()));
+  backward(cpu_out, grad);
+  backward(cuda_out, to(grad, Device::cuda()));
   for (size_t k = 0; k < cpu_inputs.size(); ++k) {
     if (!cpu_inputs[k].requires_grad()) continue;
     // An input may get no gradient at all (where's condition): then on neither device.

@@ -64,7 +64,7 @@ void check_rnn_fixture(nn::CellType cell, const std::string& file) {
     if (lstm) EXPECT_REL(out.c_n, get(f, c + ".c_n"), 1e-5);
     Tensor loss = sum(out.y * get(f, "grad_y")) + sum(out.h_n * get(f, "grad_h_n"));
     if (lstm) loss = loss + sum(out.c_n * get(f, "grad_c_n"));
-    loss.backward();
+    backward(loss);
     EXPECT_REL(x.grad(), get(f, c + ".grad.x"), 1e-4);
     if (with_state) {
       EXPECT_REL(h0.grad(), get(f, c + ".grad.h0"), 1e-4);
@@ -90,7 +90,7 @@ TEST(Reference, LinearCrossEntropyWithSmoothingMatchesPyTorch) {
   EXPECT_REL(logits, get(f, "logits"), 1e-5);
   Tensor loss = cross_entropy(logits, targets, {-100, 0.1, Reduction::mean});
   EXPECT_REL(loss, get(f, "loss"), 1e-5);
-  loss.backward();
+  backward(loss);
   EXPECT_REL(linear.weight.grad(), get(f, "grad.weight"), 1e-4);
   EXPECT_REL(linear.bias.grad(), get(f, "grad.bias"), 1e-4);
   EXPECT_REL(x.grad(), get(f, "grad.x"), 1e-4);

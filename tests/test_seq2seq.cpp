@@ -40,7 +40,7 @@ TEST(Seq2Seq, ShapesForEveryVariant) {
         Tensor logits = model.decode_teacher(enc, ids({2, 2, 4, 5}, 2, 2));
         EXPECT_EQ(logits.shape(), (Shape{2, 2, 10}));
         Tensor loss = model.loss(logits, ids({4, 5, 3, 3}, 2, 2), ones({2, 2}));
-        loss.backward();
+        backward(loss);
         EXPECT_TRUE(model.state_dict()["decoder.dense.weight"].grad().defined());
       }
     }
@@ -161,7 +161,7 @@ TEST(Seq2Seq, LearnsToReverseShortSequences) {
     opt.zero_grad();
     seq2seq::EncoderOutput enc = model.encode(ids(src, S, B), full({B}, S, DType::i64));
     Tensor loss = model.loss(model.decode_teacher(enc, ids(tin, S + 1, B)), ids(tout, S + 1, B), ones({S + 1, B}));
-    loss.backward();
+    backward(loss);
     nn::clip_grad_norm(model.parameters(), 1.0);
     opt.step();
     last = loss.item();
@@ -198,7 +198,7 @@ TEST(Seq2Seq, CudaMatchesCpu) {
     auto run = [&](seq2seq::Seq2Seq& model, Device d) {
       Tensor logits = model.decode_teacher(model.encode(to(source, d), to(lengths, d)), to(target_in, d));
       Tensor loss = model.loss(logits, to(target_out, d), to(mask, d));
-      loss.backward();
+      backward(loss);
       return std::pair{logits, loss};
     };
     auto [cpu_logits, cpu_loss] = run(cpu_model, Device::cpu());

@@ -37,7 +37,7 @@ TEST(Tensor, RowViewsShareStorage) {
   EXPECT_EQ(rows.to_vector<double>(), (std::vector<double>{3, 4, 5, 6, 7, 8}));
   Tensor row = select(m, 3);
   EXPECT_EQ(row.to_vector<double>(), (std::vector<double>{9, 10, 11}));
-  rows.fill_(-1);  // writes through to the parent
+  fill_(rows, -1);  // writes through to the parent
   EXPECT_EQ(m.to_vector<double>()[3], -1);
   EXPECT_EQ(m.to_vector<double>()[9], 9);
 }
@@ -47,7 +47,7 @@ TEST(Tensor, DtypeConversions) {
   EXPECT_EQ(to(x, DType::i32).to_vector<int32_t>(), (std::vector<int32_t>{1, -2, 3}));
   EXPECT_EQ(to(x, DType::f32).to_vector<float>(), (std::vector<float>{1.7f, -2.2f, 3.0f}));
   Tensor x_grad = x.detach().set_requires_grad(true);
-  sum(to(x_grad, DType::f32) * 2.0).backward();
+  backward(sum(to(x_grad, DType::f32) * 2.0));
   EXPECT_EQ(x_grad.grad().dtype(), DType::f64);
   EXPECT_EQ(x_grad.grad().to_vector<double>(), (std::vector<double>{2, 2, 2}));
 }
@@ -59,7 +59,7 @@ TEST(Tensor, DeviceRoundTrip) {
   EXPECT_EQ(y.device(), Device::cuda());
   EXPECT_EQ(to(y, Device::cpu()).to_vector<float>(), x.to_vector<float>());
   Tensor leaf = x.detach().set_requires_grad(true);
-  sum(to(leaf, Device::cuda()) * 3.0).backward();
+  backward(sum(to(leaf, Device::cuda()) * 3.0));
   EXPECT_EQ(leaf.grad().device(), Device::cpu());
   EXPECT_EQ(leaf.grad().to_vector<float>(), std::vector<float>(15, 3.0f));
 }
@@ -75,9 +75,9 @@ TEST(Tensor, PrintIsReadable) {
 
 TEST(Tensor, InPlaceUpdates) {
   Tensor y = ones({3}, DType::f64);
-  y.add_(from_vector<double>({1, 2, 3}, {3}), 2.0).mul_(0.5);
+  mul_(add_(y, from_vector<double>({1, 2, 3}, {3}), 2.0), 0.5);
   EXPECT_EQ(y.to_vector<double>(), (std::vector<double>{1.5, 2.5, 3.5}));
-  y.zero_();
+  zero_(y);
   EXPECT_EQ(y.to_vector<double>(), (std::vector<double>{0, 0, 0}));
 }
 

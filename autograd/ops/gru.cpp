@@ -26,7 +26,7 @@ RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, cons
   kernels::gemm_2d(view_as_shape(x, {T * B, I}), false, w.w_ih, true, 0.0, view_as_shape(xg, {T * B, 3 * H}));
   Tensor gates = empty({T, B, 4 * H}, opt), h_in = empty({T, B, H}, opt);
   Tensor y = empty({T, B, H}, opt), h_n = empty({B, H}, opt);
-  step(h_in, reverse ? T - 1 : 0).copy_(h0);
+  copy_(step(h_in, reverse ? T - 1 : 0), h0);
   kernels::gru_forward_steps({xg, w.w_hh, w.b_ih, w.b_hh, step_mask, reverse, gates, h_in, y, h_n});
 
   TensorList inputs{x, h0, w.w_ih, w.w_hh, w.b_ih, w.b_hh};

@@ -31,8 +31,8 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
   Tensor gates = empty({T, B, 4 * H}, opt), h_in = empty({T, B, H}, opt), c_in = empty({T, B, H}, opt);
   Tensor y = empty({T, B, H}, opt), h_n = empty({B, H}, opt), c_n = empty({B, H}, opt);
   int64_t first = reverse ? T - 1 : 0;
-  step(h_in, first).copy_(h0);
-  step(c_in, first).copy_(c0);
+  copy_(step(h_in, first), h0);
+  copy_(step(c_in, first), c0);
   kernels::lstm_forward_steps(
       {xg, w.w_hh, w.b_ih, w.b_hh, step_mask, reverse, gates, h_in, c_in, y, h_n, c_n});
 

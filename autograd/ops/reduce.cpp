@@ -18,7 +18,7 @@ Tensor reduce_all(const Tensor& x, bool average, const char* name) {
   double scale = average ? 1.0 / static_cast<double>(x.numel()) : 1.0;
   Tensor y = empty({}, x.options());
   if (x.numel() == 0) {
-    y.fill_(0.0);
+    fill_(y, 0.0);
   } else {
     kernels::sum_all(x, scale, y);
   }

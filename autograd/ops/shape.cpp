@@ -67,7 +67,7 @@ Tensor narrow(const Tensor& x, int64_t start, int64_t length) {
     Shape x_shape = x.shape();
     autograd::record("narrow", {x}, {y}, [=](const TensorList& grads) {
       Tensor grad_x = zeros(x_shape, grads[0].options());
-      view_rows(grad_x, start, length).copy_(grads[0]);
+      copy_(view_rows(grad_x, start, length), grads[0]);
       return TensorList{grad_x};
     });
   }

@@ -12,6 +12,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "core/random.h"
 #include "core/safetensors.h"
 #include "models/data/text_file.h"
 #include "models/data/tokenizer.h"
@@ -237,7 +238,7 @@ std::vector<EpochMetrics> train(const TrainOptions& options_in, const std::strin
       opt->zero_grad();
       Tensor logits = model.decode_teacher(model.encode(b.source, b.source_lengths), b.target_in, o.teacher_forcing);
       Tensor loss = model.loss(logits, b.target_out, b.target_mask, o.label_smoothing);
-      loss.backward();
+      backward(loss);
       Tensor norm = o.clip > 0 ? nn::clip_grad_norm(model.parameters(), o.clip) : Tensor();
       double norm_value = norm.defined() ? norm.item() : 0.0;
       if (norm.defined() && !std::isfinite(norm_value)) {
