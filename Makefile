@@ -5,7 +5,7 @@ ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-asan demo mlp-demo bench clean
+.PHONY: all deps build test test-asan out-of-tree demo mlp-demo bench clean
 
 all: build
 
@@ -18,6 +18,11 @@ build: deps
 
 test: build
 	cd $(BUILD) && OMP_NUM_THREADS=2 ctest --output-on-failure -j $(JOBS)
+
+# kiln as a package: install this build into a temporary prefix, then build and run
+# examples/out_of_tree, a separate CMake project, against it (find_package(kiln)).
+out-of-tree: build
+	scripts/out-of-tree.sh $(BUILD)
 
 # CPU tests under AddressSanitizer + UndefinedBehaviorSanitizer (CUDA off: the sanitizers do not
 # see device code, and the CUDA build above already compiles it).
