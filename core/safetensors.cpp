@@ -1,13 +1,9 @@
 // safetensors reading and writing; the format is described in core/safetensors.h. Writing goes
-// through a temporary file renamed into place; reading trusts nothing in the header: every size is
+// through a DurableFile (core/durable_file.h); reading trusts nothing in the header: every size is
 // checked in uint64 against the bytes actually present before anything is allocated or copied.
 #include "core/safetensors.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -18,6 +14,7 @@
 #include <vector>
 
 #include "core/cuda_runtime.h"
+#include "core/durable_file.h"
 
 namespace kiln::safetensors {
 namespace {
@@ -89,80 +86,11 @@ std::string make_header(const std::string& path, const TensorMap& tensors,
   return text;
 }
 
+// ---- reading ------------------------------------------------------------------------------------
+
 std::string os_error() {
   return std::strerror(errno);
 }
-
-std::string directory_of(const std::string& path) {
-  std::string parent = std::filesystem::path(path).parent_path().string();
-  return parent.empty() ? "." : parent;
-}
-
-// A new file next to `target` that replaces it on commit(); until then the destructor removes it,
-// so a failure anywhere (an OS error, a CUDA copy) leaves the directory as it was.
-class TempFile {
- public:
-  explicit TempFile(const std::string& target) : target_(target) {
-    static std::atomic<unsigned> counter{0};
-    for (int attempt = 0; fd_ < 0; ++attempt) {
-      path_ = detail::concat(target, ".tmp-", ::getpid(), "-", counter++);
-      // 0666 and the umask give the permissions any new file gets (mkstemp would force 0600).
-      fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-      if (fd_ < 0 && (errno != EEXIST || attempt == 100)) fail("cannot create temporary file");
-    }
-  }
-  ~TempFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(path_.c_str());
-  }
-  TempFile(const TempFile&) = delete;
-  TempFile& operator=(const TempFile&) = delete;
-
-  void write(const void* data, size_t bytes) {
-    const char* next = static_cast<const char*>(data);
-    while (bytes > 0) {
-      ssize_t written = ::write(fd_, next, std::min<size_t>(bytes, size_t{1} << 30));
-      if (written < 0 && errno == EINTR) continue;
-      if (written <= 0) {
-        if (written == 0) errno = EIO;  // no progress and no reason: do not spin
-        fail("cannot write temporary file");
-      }
-      next += written;
-      bytes -= static_cast<size_t>(written);
-    }
-  }
-
-  // fsync, close, rename over the target, then fsync the directory so the rename is durable too.
-  void commit() {
-    if (::fsync(fd_) != 0) fail("cannot fsync temporary file");
-    int fd = fd_;
-    fd_ = -1;
-    if (::close(fd) != 0) fail("cannot close temporary file");
-    if (::rename(path_.c_str(), target_.c_str()) != 0) fail("cannot rename temporary file");
-    committed_ = true;
-    std::string directory = directory_of(target_);
-    int dir_fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    // EINVAL: the file system cannot sync directories; there is nothing more to do.
-    bool synced = dir_fd >= 0 && (::fsync(dir_fd) == 0 || errno == EINVAL);
-    std::string reason = synced ? "" : os_error();
-    if (dir_fd >= 0) ::close(dir_fd);
-    KILN_CHECK(synced, "safetensors::save: '", target_,
-               "': the file was written but fsync of directory '", directory,
-               "' failed, so it may not survive a crash: ", reason);
-  }
-
- private:
-  [[noreturn]] void fail(const char* what) const {
-    KILN_FAIL("safetensors::save: '", target_, "': ", what, " '", path_, "': ", os_error());
-  }
-
-  std::string target_;
-  std::string path_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
-
-// ---- reading ------------------------------------------------------------------------------------
 
 // One tensor entry of the header, validated against the size of the data section.
 struct Entry {
@@ -318,7 +246,7 @@ void save(const std::string& path, const TensorMap& tensors, const Metadata& met
   for (int i = 0; i < 8; ++i)
     length[i] = static_cast<char>(static_cast<uint64_t>(header.size()) >> (8 * i));
 
-  TempFile file(path);
+  DurableFile file(path, "safetensors::save");
   file.write(length, sizeof(length));
   file.write(header.data(), header.size());
   std::vector<char> staging;  // host copy of one device tensor at a time

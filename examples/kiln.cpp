@@ -16,8 +16,11 @@
 #include "models/data/tokenizer.h"
 #include "models/metrics.h"
 #include "models/seq2seq/attention_svg.h"
-#include "models/seq2seq/checkpoint.h"
+#include "models/seq2seq/options.h"
+#include "models/seq2seq/prepare.h"
+#include "models/seq2seq/report.h"
 #include "models/seq2seq/trainer.h"
+#include "models/seq2seq/translator.h"
 
 namespace {
 

@@ -8,7 +8,10 @@
 
 #include "core/safetensors.h"
 #include "models/data/text_file.h"
+#include "models/seq2seq/options.h"
+#include "models/seq2seq/report.h"
 #include "models/seq2seq/trainer.h"
+#include "models/seq2seq/translator.h"
 #include "test_util.h"
 
 namespace kiln {

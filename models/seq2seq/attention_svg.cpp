@@ -2,7 +2,7 @@
 
 #include <sstream>
 
-#include "models/seq2seq/checkpoint.h"
+#include "core/durable_file.h"
 
 namespace kiln::seq2seq {
 
@@ -45,7 +45,7 @@ void write_attention_svg(const std::string& path, const std::vector<std::string>
     }
   }
   svg << "</svg>\n";
-  write_text_file(path, svg.str());
+  durable_write(path, svg.str(), "write_attention_svg");
 }
 
 }  // namespace kiln::seq2seq

@@ -1,19 +1,50 @@
 // Checkpoint folders (DESIGN.md): model.safetensors (PyTorch names and layouts), config.json,
-// source_vocab.txt / target_vocab.txt, optimizer.safetensors and state.json for resume. A folder
-// is written whole into `<dir>.tmp`, every file fsynced, then swapped in by renames, so a crash
-// leaves either the previous checkpoint or the new one, never a mix or a half-written file.
+// source_vocab.txt / target_vocab.txt, the SentencePiece models when subwords are used, and
+// optimizer.safetensors and state.json for resume. A folder is written whole into `<dir>.tmp`,
+// every file fsynced, then swapped in by renames, so a crash leaves either the previous
+// checkpoint or the new one, never a mix or a half-written file. This file is the one that knows
+// the folder's layout: both saving and the loading done by resume and Translator::load.
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <limits>
 #include <string>
+#include <utility>
+
+#include "models/data/vocab.h"
+#include "models/seq2seq/model.h"
+#include "models/seq2seq/options.h"
+#include "models/seq2seq/prepare.h"
+#include "nn/optim.h"
 
 namespace kiln::seq2seq {
 
-// Fills a fresh `<dir>.tmp` through `fill(tmp_dir)`, then replaces `dir` with it. If `fill` throws,
-// `dir` is untouched and the temporary folder is removed.
-void write_directory_atomically(const std::string& dir, const std::function<void(const std::string&)>& fill);
+// Where a run stands after an epoch (state.json): what resume continues from.
+struct TrainState {
+  int64_t epoch = 0, steps = 0;
+  double train_loss = 0, valid_loss = 0;
+  double best_valid_loss = std::numeric_limits<double>::infinity();
+  uint64_t rng_seed = 0, rng_offset = 0;  // the default generator's, to replay dropout exactly
+};
 
-// Writes `text` to `path` through a temporary file, fsync and rename. (Reading: data::read_text_file.)
-void write_text_file(const std::string& path, const std::string& text);
+// Fills a fresh `<dir>.tmp` through `fill(tmp_dir)`, then replaces `dir` with it. If `fill`
+// throws, `dir` is untouched and the temporary folder is removed.
+void write_directory_atomically(const std::string& dir,
+                                const std::function<void(const std::string&)>& fill);
+
+// Saves everything resume and Translator::load read back, atomically (above).
+void save_checkpoint(const std::string& dir, const TrainOptions& options, const Seq2Seq& model,
+                     const nn::Optimizer& optimizer, const Prepared& prepared,
+                     const TrainState& state);
+
+// config.json; errors name `op` and the file.
+TrainOptions load_checkpoint_options(const std::string& dir, const char* op);
+// state.json; errors name the file and the field.
+TrainState load_train_state(const std::string& dir);
+// source_vocab.txt and target_vocab.txt.
+std::pair<data::Vocab, data::Vocab> load_checkpoint_vocabs(const std::string& dir);
+void load_model_weights(const std::string& dir, Seq2Seq& model);
+void load_optimizer_state(const std::string& dir, nn::Optimizer& optimizer);
 
 }  // namespace kiln::seq2seq

@@ -1,0 +1,52 @@
+// TrainOptions: everything a training run is told (data, model, optimization, reporting), and its
+// JSON form, stored as a checkpoint's config.json and read from `kiln train --config` files.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "models/seq2seq/config.h"
+
+namespace kiln::seq2seq {
+
+struct TrainOptions {
+  // data: a TSV file, or two aligned files, or a generated task
+  std::string data, data_source, data_target, task;
+  int64_t task_size = 20000;
+  int64_t max_pairs = -1;
+  bool strict_data = false;  // a bad corpus line is fatal instead of skipped
+  int64_t train_pairs = -1, valid_pairs = 0, test_pairs = 0;  // -1 train: all but valid + test
+  // used when valid_pairs == 0 and test_pairs == 0 and train_pairs == -1
+  double valid_fraction = 0.05;
+  bool vocab_from_valid = false;  // d2l 1.0 builds the vocabulary from train + valid
+  int64_t min_freq = 1, max_vocab = -1;
+  std::string tokenizer = "word";  // or "sentencepiece": subwords trained on the training side
+  int64_t subword_vocab = 4000;    // SentencePiece pieces per side
+  int64_t num_steps = -1, batch_size = 64;
+  // model
+  ModelConfig model;
+  // optimization
+  std::string optimizer = "adam", schedule = "constant";
+  double lr = 0.005, weight_decay = 0, momentum = 0.9;
+  int64_t warmup = 0, step_size = 1;
+  double gamma = 0.5, clip = 1.0, label_smoothing = 0, teacher_forcing = 1.0;
+  int64_t epochs = 10;
+  uint64_t seed = 1;
+  std::string device = "cpu";
+  // reporting
+  int64_t bleu_sentences = 200;  // validation sentences translated (greedy) for BLEU each epoch
+  double max_length_a = 1.5, max_length_b = 5;  // decoding length: a * source length + b
+  std::vector<std::string> sample_sentences;    // translated and printed after training
+  // their references for d2l's BLEU (else looked up in the data)
+  std::vector<std::string> sample_references;
+  bool quiet = false;
+
+  // Throws kiln::Error naming the first invalid option.
+  void validate() const;
+  std::string to_json() const;
+  // Errors name `source` (a file) and the field.
+  static TrainOptions from_json(const std::string& text, const std::string& source);
+};
+
+}  // namespace kiln::seq2seq

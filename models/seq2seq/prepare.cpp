@@ -1,0 +1,111 @@
+// Corpus -> split -> tokenizers -> vocabularies -> ids (see prepare.h).
+#include "models/seq2seq/prepare.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <tuple>
+
+#include "core/error.h"
+#include "models/data/tasks.h"
+#include "models/seq2seq/checkpoint.h"
+
+namespace kiln::seq2seq {
+
+data::Split load_data(const TrainOptions& o, const std::function<void(const std::string&)>& log) {
+  data::ReadOptions read{!o.strict_data, o.max_pairs};
+  std::vector<data::SentencePair> pairs;
+  if (!o.task.empty()) {
+    pairs = data::generate_task(o.task, o.task_size, o.seed);
+  } else {
+    data::Corpus corpus = o.data.empty() ? data::read_parallel(o.data_source, o.data_target, read)
+                                         : data::read_tsv(o.data, read);
+    if (corpus.skipped > 0 && log) {
+      log("skipped " + std::to_string(corpus.skipped) + " bad line(s); first: " +
+          (corpus.problems.empty() ? std::string("?") : corpus.problems[0]));
+    }
+    pairs = std::move(corpus.pairs);
+  }
+  int64_t total = static_cast<int64_t>(pairs.size());
+  KILN_CHECK(total > 0, "train: the data has no usable sentence pairs");
+  int64_t valid = o.valid_pairs, test = o.test_pairs, train = o.train_pairs;
+  if (train < 0 && valid == 0 && test == 0 && o.valid_fraction > 0) {
+    valid = std::max<int64_t>(1, static_cast<int64_t>(std::round(o.valid_fraction * total)));
+  }
+  if (train < 0) train = total - valid - test;
+  return data::split_pairs(pairs, train, valid, test);
+}
+
+std::pair<std::shared_ptr<data::Tokenizer>, std::shared_ptr<data::Tokenizer>> load_tokenizers(
+    const TrainOptions& o, const std::string& dir) {
+  if (o.tokenizer == "sentencepiece") {
+    return {std::make_shared<data::SentencePieceTokenizer>(dir + "/source.spm.model"),
+            std::make_shared<data::SentencePieceTokenizer>(dir + "/target.spm.model")};
+  }
+  return {std::make_shared<data::WordTokenizer>(), std::make_shared<data::WordTokenizer>()};
+}
+
+data::TokenizedPairs tokenize_with(const data::Tokenizer& source, const data::Tokenizer& target,
+                                   const std::vector<data::SentencePair>& pairs) {
+  data::TokenizedPairs out;
+  for (const data::SentencePair& pair : pairs) {
+    out.source.push_back(source.tokenize(pair.source));
+    out.target.push_back(target.tokenize(pair.target));
+  }
+  return out;
+}
+
+namespace {
+
+// Subwords learned from the training side of each language, into `dir`.
+void train_subwords(const TrainOptions& o, const data::Split& split, const std::string& dir) {
+  std::filesystem::create_directories(dir);
+  std::vector<std::string> sources, targets;
+  for (const data::SentencePair& pair : split.train) {
+    sources.push_back(pair.source);
+    targets.push_back(pair.target);
+  }
+  data::SentencePieceTokenizer::train(sources, o.subword_vocab, dir + "/source.spm.model");
+  data::SentencePieceTokenizer::train(targets, o.subword_vocab, dir + "/target.spm.model");
+}
+
+// The vocabularies of a new run: from the training tokens, plus the validation ones when d2l 1.0's
+// setting asks for them.
+void build_vocabs(const TrainOptions& o, const data::TokenizedPairs& train_tokens, Prepared& p) {
+  data::TokenizedPairs vocab_tokens = train_tokens;
+  if (o.vocab_from_valid) {
+    data::TokenizedPairs valid =
+        tokenize_with(*p.source_tokenizer, *p.target_tokenizer, p.split.valid);
+    vocab_tokens.source.insert(vocab_tokens.source.end(), valid.source.begin(), valid.source.end());
+    vocab_tokens.target.insert(vocab_tokens.target.end(), valid.target.begin(), valid.target.end());
+  }
+  p.source_vocab = data::Vocab::build(vocab_tokens.source, o.min_freq, o.max_vocab);
+  p.target_vocab = data::Vocab::build(vocab_tokens.target, o.min_freq, o.max_vocab);
+}
+
+}  // namespace
+
+Prepared prepare(TrainOptions& o, const std::string& out_dir, const std::string& resume_dir,
+                 const std::function<void(const std::string&)>& log) {
+  Prepared p;
+  p.split = load_data(o, log);
+  if (o.tokenizer == "sentencepiece") {
+    p.tokenizer_dir = resume_dir.empty() ? out_dir + "/tokenizers" : resume_dir;
+    if (resume_dir.empty()) train_subwords(o, p.split, p.tokenizer_dir);
+  }
+  std::tie(p.source_tokenizer, p.target_tokenizer) = load_tokenizers(o, p.tokenizer_dir);
+  data::TokenizedPairs train_tokens =
+      tokenize_with(*p.source_tokenizer, *p.target_tokenizer, p.split.train);
+  if (resume_dir.empty()) {
+    build_vocabs(o, train_tokens, p);
+  } else {
+    std::tie(p.source_vocab, p.target_vocab) = load_checkpoint_vocabs(resume_dir);
+  }
+  o.model.source_vocab = p.source_vocab.size();
+  o.model.target_vocab = p.target_vocab.size();
+  p.train =
+      data::encode_pairs(train_tokens.source, train_tokens.target, p.source_vocab, p.target_vocab);
+  return p;
+}
+
+}  // namespace kiln::seq2seq
