@@ -48,17 +48,6 @@ std::string ModelConfig::to_json() const {
   return j.dump(2);
 }
 
-nlohmann::json parse_json_object(const std::string& text, const std::string& source) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const std::exception& e) {
-    KILN_FAIL(source, ": not valid JSON: ", e.what());
-  }
-  KILN_CHECK(j.is_object(), source, ": expected a JSON object");
-  return j;
-}
-
 ModelConfig ModelConfig::from_json(const std::string& text, const std::string& source) {
   nlohmann::json j = parse_json_object(text, source);
   ModelConfig c;
