@@ -7,7 +7,6 @@
 
 #include "core/allocator.h"
 #include "core/cuda_runtime.h"
-#include "core/random.h"
 
 namespace kiln {
 
@@ -16,11 +15,6 @@ Storage::Storage(size_t bytes_, Device device_) : bytes(bytes_), device(device_)
 }
 
 Storage::~Storage() { free_bytes(data, device); }
-
-Generator& default_generator() {
-  static Generator generator;
-  return generator;
-}
 
 int64_t Tensor::size(int64_t dim) const { return shape()[normalize_dim(dim, this->dim(), "Tensor::size")]; }
 
