@@ -1,5 +1,7 @@
-// CPU forward and backward of kernels/cross_entropy.h; the CUDA versions map a row to a block
-// (kernels/cuda/cross_entropy.cu) around the same row math (cross_entropy_row_loss/_grad).
+// CPU forward and backward of kernels/cross_entropy.h, one row at a time: the forward reads each
+// row twice (max, then exponentials and the raw sum), the backward reads it once and writes it.
+// The CUDA versions map a row to a block (kernels/cuda/cross_entropy.cu) around the same row math
+// (kernels/row_math.h).
 #include "kernels/cross_entropy.h"
 
 #include "kernels/dispatch.h"
@@ -19,21 +21,13 @@ void cross_entropy_forward_rows(const T* logits, const int64_t* targets, const T
 #pragma omp parallel for schedule(static) if (rows * classes >= kParallelGrain)
   for (int64_t n = 0; n < rows; ++n) {
     int64_t t = targets[n];
-    if (t == ignore_index || (mask && mask[n] == T(0))) {
+    if (!cross_entropy_keeps_row(t, ignore_index, mask, n)) {
       loss_rows[n] = lse_out[n] = valid[n] = T(0);
       continue;
     }
     const T* row = logits + n * classes;
-    T max = row[0];
-#pragma omp simd reduction(max : max)
-    for (int64_t c = 0; c < classes; ++c) max = row[c] > max ? row[c] : max;
-    T sum = T(0), row_sum = T(0);
-#pragma omp simd reduction(+ : sum, row_sum)
-    for (int64_t c = 0; c < classes; ++c) {
-      sum += math::exp(row[c] - max);
-      row_sum += row[c];
-    }
-    T lse = max + math::log(sum);
+    T row_sum;
+    T lse = row_log_sum_exp</*kRowSum=*/true>(row, classes, &row_sum).value();
     loss_rows[n] = cross_entropy_row_loss(lse, row[t], row_sum, eps, classes);
     lse_out[n] = lse;
     valid[n] = T(1);
@@ -52,7 +46,7 @@ void cross_entropy_backward_rows(const T* logits, const int64_t* targets, const 
       continue;
     }
     const T* row = logits + n * classes;
-    const T scale = divisor ? grad_rows[0] / math::max(divisor[0], T(1)) : grad_rows[n];
+    const T scale = cross_entropy_row_scale(grad_rows, divisor, n);
     const T row_lse = lse[n];
     const int64_t target = targets[n];
 #pragma omp simd
@@ -61,11 +55,12 @@ void cross_entropy_backward_rows(const T* logits, const int64_t* targets, const 
   }
 }
 
-template <class T> struct DivideByCount {
+template <class T>
+struct DivideByCount {
   const T* total;
   const T* count;
   T* out;
-  KILN_HD void operator()(int64_t) const { out[0] = total[0] / math::max(count[0], T(1)); }
+  KILN_HD void operator()(int64_t) const { out[0] = mean_over_count(total[0], count[0]); }
 };
 
 }  // namespace
@@ -87,8 +82,9 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& targets, const Te
   });
 }
 
-void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse, const Tensor& valid,
-                            const CrossEntropyArgs& args, const Tensor& grad_rows, const Tensor& divisor,
+void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                            const Tensor& valid, const CrossEntropyArgs& args,
+                            const Tensor& grad_rows, const Tensor& divisor,
                             const Tensor& grad_logits) {
   if (logits.device().is_cuda()) {
     cross_entropy_backward_cuda(logits, targets, lse, valid, args, grad_rows, divisor, grad_logits);
@@ -106,17 +102,20 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const T
 void divide_by_count(const Tensor& total, const Tensor& count, const Tensor& out) {
   KILN_DISPATCH_FLOAT(total.dtype(), "cross_entropy", [&] {
     parallel_for(total.device(), 1,
-                 DivideByCount<scalar_t>{total.data<scalar_t>(), count.data<scalar_t>(), out.data<scalar_t>()});
+                 DivideByCount<scalar_t>{total.data<scalar_t>(), count.data<scalar_t>(),
+                                         out.data<scalar_t>()});
   });
 }
 
 #ifndef KILN_WITH_CUDA
 void cross_entropy_backward_cuda(const Tensor& logits, const Tensor&, const Tensor&, const Tensor&,
-                                 const CrossEntropyArgs&, const Tensor&, const Tensor&, const Tensor&) {
+                                 const CrossEntropyArgs&, const Tensor&, const Tensor&,
+                                 const Tensor&) {
   KILN_FAIL("cross_entropy on ", logits.device().str(), ": this build of kiln has no CUDA support");
 }
-void cross_entropy_forward_cuda(const Tensor& logits, const Tensor&, const Tensor&, const CrossEntropyArgs&,
-                                const Tensor&, const Tensor&, const Tensor&) {
+void cross_entropy_forward_cuda(const Tensor& logits, const Tensor&, const Tensor&,
+                                const CrossEntropyArgs&, const Tensor&, const Tensor&,
+                                const Tensor&) {
   KILN_FAIL("cross_entropy on ", logits.device().str(), ": this build of kiln has no CUDA support");
 }
 #endif

@@ -1,11 +1,11 @@
 // The fused GRU gate kernels: one time step, element (b, j) of [B, H]; derivation in
-// docs/rnn_backward.md. PyTorch's gate order r, z, n:
-//   r = s(xg_r + b_ir + hg_r + b_hr),  z = s(xg_z + b_iz + hg_z + b_hz)
+// docs/rnn_backward.md. PyTorch's gate order r, z, n, with xg = x_t W_ih^T, hg = h_{t-1} W_hh^T:
+//   r = s(xg_r + b_ir + hg_r + b_hr),  z = s(xg_z + b_iz + hg_z + b_hz)        xg, hg: [B, 3H]
 //   hn = hg_n + b_hn,  n = tanh(xg_n + b_in + r hn),  h_t = (1 - z) n + z h_{t-1}
-// with xg = x_t W_ih^T, hg = h_{t-1} W_hh^T ([B, 3H] each). Masked steps keep h and output 0.
-// Forward saves r, z, n, hn ([B, 4H], =). Backward writes the pre-activation gradients of the
-// input side dgx = (dr, dz, dn) and of the recurrent side dgh = (dr, dz, dn * r) ([B, 3H], =),
-// and leaves in dh the direct part z * dh_t (the recurrent GEMM adds dgh W_hh).
+// Masked steps keep h and output 0. Forward writes gates r, z, n, hn ([B, 4H], =, saved), h_t, y_t
+// (=): reads 2*3BH + BH + 6H, writes 4BH + 2BH elements per step. Backward reads gates, h_{t-1},
+// dy_t, dh (7BH), writes dgx = (dr, dz, dn), dgh = (dr, dz, dn * r) ([B, 3H] each, =) and leaves in
+// dh the direct part z * dh_t (7BH); the recurrent GEMM then adds dgh W_hh to dh.
 #pragma once
 
 #include "core/tensor.h"
@@ -79,7 +79,7 @@ template <class T> struct GruGatesBackward {
   }
 };
 
-// The time loops of one layer direction, as for the LSTM (kernels/lstm_gates.h).
+// The time loops of one layer direction (kernels/gru_layer.cpp), as for the LSTM.
 struct GruLayerForward {
   Tensor xg;                // [T, B, 3H]
   Tensor w_hh, b_ih, b_hh;  // [3H, H], [3H], [3H]

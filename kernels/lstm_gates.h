@@ -87,10 +87,10 @@ template <class T> struct LstmGatesBackward {
   }
 };
 
-// The time loop of one layer direction: per step one recurrent GEMM hg = h_prev W_hh^T and one
-// gate kernel, on raw pointers (no per-step tensor objects). Time-indexed buffers: step t reads
-// h_in[t], c_in[t] (the state entering it) and writes the state entering the next step processed
-// (t + 1, or t - 1 when reverse), or h_n, c_n after the last one.
+// The time loop of one layer direction (kernels/lstm_layer.cpp): per step one recurrent GEMM
+// hg = h_prev W_hh^T and one gate kernel, on raw pointers (no per-step tensor objects).
+// Time-indexed buffers: step t reads h_in[t], c_in[t] (the state entering it) and writes the state
+// entering the next step processed (t + 1, or t - 1 when reverse), or h_n, c_n after the last one.
 struct LstmLayerForward {
   Tensor xg;                  // [T, B, 4H] input projections, no bias
   Tensor w_hh, b_ih, b_hh;    // [4H, H], [4H], [4H]

@@ -40,27 +40,47 @@ class MultiTensorPlan {
   int num_lists_ = 0;
 };
 
-#ifdef __CUDACC__
-template <class T, class F> __global__ void multi_tensor_kernel(const int64_t* table, int64_t tensors, int lists, F f) {
+// Chunks of kMultiTensorChunk elements a tensor of numel elements takes (the last may be short).
+KILN_HD inline int64_t multi_tensor_chunks(int64_t numel) {
+  return (numel + kMultiTensorChunk - 1) / kMultiTensorChunk;
+}
+
+// Which tensor and which elements [begin, end) chunk c of the device table covers: a binary
+// search for the last tensor whose first chunk is <= c. Every multi-tensor kernel's block b
+// handles chunk b through this one lookup.
+struct MultiTensorChunk {
+  int64_t tensor, begin, end;
+};
+KILN_HD inline MultiTensorChunk multi_tensor_chunk(const int64_t* table, int64_t tensors, int lists,
+                                                   int64_t chunk) {
   const int64_t* sizes = table + lists * tensors;
   const int64_t* first_chunk = sizes + tensors;
-  int64_t chunk = blockIdx.x;
-  int64_t lo = 0, hi = tensors - 1;  // the last tensor whose first chunk <= chunk
+  int64_t lo = 0, hi = tensors - 1;
   while (lo < hi) {
     int64_t mid = (lo + hi + 1) / 2;
-    if (first_chunk[mid] <= chunk) lo = mid;
-    else hi = mid - 1;
+    if (first_chunk[mid] <= chunk)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
-  T* ptrs[kMaxLists];
-  for (int l = 0; l < lists; ++l) ptrs[l] = reinterpret_cast<T*>(table[l * tensors + lo]);
   int64_t begin = (chunk - first_chunk[lo]) * kMultiTensorChunk;
   int64_t end = begin + kMultiTensorChunk < sizes[lo] ? begin + kMultiTensorChunk : sizes[lo];
-  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) f(ptrs, i);
+  return {lo, begin, end};
+}
+
+#ifdef __CUDACC__
+template <class T, class F>
+__global__ void multi_tensor_kernel(const int64_t* table, int64_t tensors, int lists, F f) {
+  MultiTensorChunk r = multi_tensor_chunk(table, tensors, lists, blockIdx.x);
+  T* ptrs[kMaxLists];
+  for (int l = 0; l < lists; ++l) ptrs[l] = reinterpret_cast<T*>(table[l * tensors + r.tensor]);
+  for (int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x) f(ptrs, i);
 }
 #endif
 
 // Runs f over every element of every tensor: one launch on CUDA, OpenMP loops on the CPU.
-template <class T, class F> void multi_tensor_apply(const MultiTensorPlan& plan, const TensorLists& lists, const F& f) {
+template <class T, class F>
+void multi_tensor_apply(const MultiTensorPlan& plan, const TensorLists& lists, const F& f) {
   if (plan.num_tensors() == 0) return;
   Device device = lists[0][0].device();
   if (device.is_cpu()) {
@@ -72,11 +92,12 @@ template <class T, class F> void multi_tensor_apply(const MultiTensorPlan& plan,
     return;
   }
 #ifdef __CUDACC__
-  multi_tensor_kernel<T><<<static_cast<unsigned>(plan.num_chunks()), 512>>>(plan.device_table(), plan.num_tensors(),
-                                                                          plan.num_lists(), f);
+  multi_tensor_kernel<T><<<static_cast<unsigned>(plan.num_chunks()), 512>>>(
+      plan.device_table(), plan.num_tensors(), plan.num_lists(), f);
   KILN_CUDA_CHECK(cudaGetLastError());
 #else
-  KILN_FAIL("multi_tensor_apply on ", device.str(), ": this translation unit was not compiled by nvcc");
+  KILN_FAIL("multi_tensor_apply on ", device.str(),
+            ": this translation unit was not compiled by nvcc");
 #endif
 }
 

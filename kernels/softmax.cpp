@@ -1,13 +1,17 @@
+// The row functors of kernels/softmax.h: one row per thread on the CPU (OpenMP over rows, SIMD
+// inside the row) and on CUDA. The row's max and sum of exponentials come from row_log_sum_exp
+// (kernels/row_math.h), shared with cross-entropy. Shapes and bytes: kernels/softmax.h.
 #include "kernels/softmax.h"
 
 #include "kernels/dispatch.h"
-#include "kernels/math.h"
+#include "kernels/row_math.h"
 
 namespace kiln::kernels {
 
 namespace {
 
-template <class T> struct SoftmaxForwardFunctor {
+template <class T>
+struct SoftmaxForwardFunctor {
   const T* x;
   T* y;
   int64_t cols;
@@ -16,12 +20,8 @@ template <class T> struct SoftmaxForwardFunctor {
     const T* in = x + row * cols;
     T* out = y + row * cols;
     // Each loop vectorizes on the CPU (KILN_SIMD); the reductions' order is then by lanes.
-    T m = in[0];
-    KILN_SIMD(reduction(max : m))
-    for (int64_t c = 1; c < cols; ++c) m = math::max(m, in[c]);
-    T s = T(0);
-    KILN_SIMD(reduction(+ : s))
-    for (int64_t c = 0; c < cols; ++c) s += math::exp(in[c] - m);
+    const OnlineLogSumExp<T> lse = row_log_sum_exp(in, cols);
+    const T m = lse.max, s = lse.sum;
     if (log) {
       T log_s = math::log(s);
       KILN_SIMD()
@@ -34,7 +34,8 @@ template <class T> struct SoftmaxForwardFunctor {
   }
 };
 
-template <class T> struct SoftmaxBackwardFunctor {
+template <class T>
+struct SoftmaxBackwardFunctor {
   const T* y;
   const T* grad_y;
   T* grad_x;

@@ -1,0 +1,68 @@
+// The time loop of one LSTM layer direction (kernels/lstm_gates.h), on the CPU or CUDA: per step
+// one recurrent GEMM hg = h_{t-1} W_hh^T and one parallel_for_rows of LstmGatesForward over
+// [B, H]; backward, per step in reverse, LstmGatesBackward then dh += dgates_t W_hh. Pointers are
+// computed here once per step, so a step costs the host two launches and nothing else. Bytes and
+// FLOPs per step: the gate functors' header and kernels/rnn_steps.h (the GEMM).
+#include "kernels/dispatch.h"
+#include "kernels/lstm_gates.h"
+#include "kernels/rnn_steps.h"
+
+namespace kiln::kernels {
+
+namespace {
+
+template <class T>
+void lstm_forward_typed(const LstmLayerForward& a) {
+  const int64_t steps = a.xg.size(0), B = a.xg.size(1), H = a.h_n.size(1), G = 4 * H;
+  const Device dev = a.xg.device();
+  const StepOrder order{steps, a.reverse};
+  const GemmShape gemm_shape = recurrent_gemm(B, G, H, true);
+  Tensor hg = empty({B, G}, a.xg.options());
+  const T *xg = a.xg.data<T>(), *w_hh = a.w_hh.data<T>(), *mask = a.mask.data<T>();
+  T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *c_in = a.c_in.data<T>(),
+    *y = a.y.data<T>();
+  for (int64_t s = 0; s < steps; ++s) {
+    int64_t t = order.time(s), next = order.next_time(s);
+    bool last = s == steps - 1;
+    const T* h_prev = h_in + t * B * H;
+    gemm(dev, a.xg.dtype(), gemm_shape, 1.0, h_prev, w_hh, 0.0, hg.data<T>());
+    parallel_for_rows(
+        dev, B, H,
+        LstmGatesForward<T>{xg + t * B * G, hg.data<T>(), a.b_ih.data<T>(), a.b_hh.data<T>(),
+                            h_prev, c_in + t * B * H, mask + t * B, gates + t * B * G,
+                            last ? a.h_n.data<T>() : h_in + next * B * H,
+                            last ? a.c_n.data<T>() : c_in + next * B * H, y + t * B * H, H},
+        /*grain=*/4096);
+  }
+}
+
+template <class T>
+void lstm_backward_typed(const LstmLayerBackward& a) {
+  const int64_t steps = a.gates.size(0), B = a.gates.size(1), H = a.dh.size(1), G = 4 * H;
+  const Device dev = a.gates.device();
+  const StepOrder order{steps, a.reverse};
+  const GemmShape gemm_shape = recurrent_gemm(B, G, H, false);  // dh += dgates_t W_hh
+  const T *gates = a.gates.data<T>(), *c_in = a.c_in.data<T>(), *mask = a.mask.data<T>(),
+          *dy = a.dy.data<T>();
+  T *dh = a.dh.data<T>(), *dc = a.dc.data<T>(), *dgates = a.dgates.data<T>();
+  for (int64_t s = steps - 1; s >= 0; --s) {
+    int64_t t = order.time(s);
+    parallel_for_rows(dev, B, H,
+                      LstmGatesBackward<T>{gates + t * B * G, c_in + t * B * H, mask + t * B,
+                                           dy + t * B * H, dh, dc, dgates + t * B * G, H},
+                      /*grain=*/4096);
+    gemm(dev, a.gates.dtype(), gemm_shape, 1.0, dgates + t * B * G, a.w_hh.data<T>(), 1.0, dh);
+  }
+}
+
+}  // namespace
+
+void lstm_forward_steps(const LstmLayerForward& layer) {
+  KILN_DISPATCH_FLOAT(layer.xg.dtype(), "lstm", [&] { lstm_forward_typed<scalar_t>(layer); });
+}
+void lstm_backward_steps(const LstmLayerBackward& layer) {
+  KILN_DISPATCH_FLOAT(layer.gates.dtype(), "lstm_backward",
+                      [&] { lstm_backward_typed<scalar_t>(layer); });
+}
+
+}  // namespace kiln::kernels

@@ -1,0 +1,34 @@
+// What the LSTM and GRU time loops (kernels/lstm_layer.cpp, kernels/gru_layer.cpp) share: the
+// order in which a layer direction visits its T steps, and the shape of the per-step recurrent
+// GEMM hg = h_{t-1} W_hh^T ([B, H] x [G*H, H]^T -> [B, G*H], 2 B G H^2 FLOPs) or, backward,
+// dh += dgates_t W_hh ([B, G*H] x [G*H, H] -> [B, H], the same FLOPs, accumulated with +=).
+// Host code only: the loops launch one GEMM and one gate kernel per step.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/gemm.h"
+
+namespace kiln::kernels {
+
+// Step s of T in processing order -> time index; and the time index processed next.
+struct StepOrder {
+  int64_t steps;
+  bool reverse;
+  int64_t time(int64_t s) const { return reverse ? steps - 1 - s : s; }
+  int64_t next_time(int64_t s) const { return reverse ? steps - 2 - s : s + 1; }
+};
+
+// hg = h W_hh^T (transpose_w, forward) or dh += dg W_hh (backward) for one step, with
+// gates_width = G * H.
+inline GemmShape recurrent_gemm(int64_t batch, int64_t gates_width, int64_t hidden,
+                                bool transpose_w) {
+  GemmShape g;
+  g.trans_b = transpose_w;
+  g.m = batch;
+  g.n = transpose_w ? gates_width : hidden;
+  g.k = transpose_w ? hidden : gates_width;
+  return g;
+}
+
+}  // namespace kiln::kernels

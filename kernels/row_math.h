@@ -1,0 +1,130 @@
+// Row math written once for softmax, log-softmax and cross-entropy, on the CPU and CUDA:
+//   lse(x) = m + log sum_c exp(x_c - m),  m = max_c x_c          (x: one row [C])
+//   a cross-entropy row n counts when targets[n] != ignore_index and mask[n] != 0; its loss and
+//   gradient scale are the mean over counted rows or grad_rows[n] (docs/cross_entropy.md).
+// Helpers only: no memory of their own. A contiguous row costs two reads of C values (max, then
+// the sum of exponentials); a block reduction reads and writes blockDim values of shared memory.
+#pragma once
+
+#include "kernels/math.h"
+
+namespace kiln::kernels {
+
+// ---- log-sum-exp ------------------------------------------------------------------------------
+
+// Online log-sum-exp: absorbs values one at a time or merges two partial states, so a row can be
+// split across the threads of a block and combined in any tree.
+template <class T>
+struct OnlineLogSumExp {
+  T max;
+  T sum;  // sum of exp(x - max)
+  KILN_HD void add(T x) {
+    if (x > max) {
+      sum = sum * math::exp(max - x) + T(1);
+      max = x;
+    } else {
+      sum += math::exp(x - max);
+    }
+  }
+  KILN_HD void merge(const OnlineLogSumExp& other) {
+    if (other.sum == T(0)) return;
+    if (sum == T(0)) {
+      *this = other;
+      return;
+    }
+    T m = math::max(max, other.max);
+    sum = sum * math::exp(max - m) + other.sum * math::exp(other.max - m);
+    max = m;
+  }
+  KILN_HD T value() const { return max + math::log(sum); }
+};
+
+// The state of a whole contiguous row x[0, n), n >= 1, in two passes (the max, then the sum of
+// exp(x - max)): each pass is a SIMD reduction on the host, so the order of its sums is by lanes.
+// With kRowSum the second pass also returns sum_c x_c in *row_sum (cross-entropy's smoothing
+// term) from the same read. One thread per row on CUDA (softmax's rows).
+template <bool kRowSum = false, class T>
+KILN_HD inline OnlineLogSumExp<T> row_log_sum_exp(const T* x, int64_t n, T* row_sum = nullptr) {
+  T m = x[0];
+  KILN_SIMD(reduction(max : m))
+  for (int64_t c = 1; c < n; ++c) m = math::max(m, x[c]);
+  T s = T(0);
+  if constexpr (kRowSum) {
+    T total = T(0);
+    KILN_SIMD(reduction(+ : s, total))
+    for (int64_t c = 0; c < n; ++c) {
+      s += math::exp(x[c] - m);
+      total += x[c];
+    }
+    *row_sum = total;
+  } else {
+    KILN_SIMD(reduction(+ : s))
+    for (int64_t c = 0; c < n; ++c) s += math::exp(x[c] - m);
+  }
+  return {m, s};
+}
+
+// ---- cross-entropy rows -------------------------------------------------------------------------
+
+// Whether row n counts: its target is not the ignore index and its mask (optional) is not 0.
+template <class T>
+KILN_HD inline bool cross_entropy_keeps_row(int64_t target, int64_t ignore_index, const T* mask,
+                                            int64_t n) {
+  return target != ignore_index && (!mask || mask[n] != T(0));
+}
+
+// The mean over counted rows: total / max(count, 1), so a batch of padding gives 0, not NaN.
+template <class T>
+KILN_HD inline T mean_over_count(T total, T count) {
+  return total / math::max(count, T(1));
+}
+
+// The gradient scale of row n: grad_rows[n] when grad_rows has N entries (reduction none), else
+// grad_rows[0] / divisor[0] (divisor: the number of counted rows for mean, a one for sum).
+template <class T>
+KILN_HD inline T cross_entropy_row_scale(const T* grad_rows, const T* divisor, int64_t n) {
+  return divisor ? mean_over_count(grad_rows[0], divisor[0]) : grad_rows[n];
+}
+
+// loss_n from the row's log-sum-exp, the target logit and the sum of the row's logits, with label
+// smoothing eps: lse - (1 - eps) x_t - (eps / V) sum_c x_c.
+template <class T>
+KILN_HD inline T cross_entropy_row_loss(T lse, T target_logit, T row_sum, T eps, int64_t classes) {
+  return lse - (T(1) - eps) * target_logit - eps / T(classes) * row_sum;
+}
+
+// d loss_n / d x_nc = softmax_nc - (1 - eps) [c == t] - eps / V, times scale.
+template <class T>
+KILN_HD inline T cross_entropy_grad(T x, T lse, bool is_target, T eps, int64_t classes, T scale) {
+  T p = math::exp(x - lse);
+  return scale * (p - (is_target ? T(1) - eps : T(0)) - eps / T(classes));
+}
+
+// ---- CUDA block reduction -----------------------------------------------------------------------
+
+#ifdef __CUDACC__
+// Combines one value per thread of a kThreads-thread block in a fixed tree in shared memory
+// (shared: kThreads entries): the same order on every run, no atomics (deterministic, STYLE 9).
+// combine(a, b) returns the merge of two partials. Every thread gets the total.
+template <int kThreads, class V, class Combine>
+__device__ V block_reduce(V value, V* shared, Combine combine) {
+  shared[threadIdx.x] = value;
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) {
+      shared[threadIdx.x] = combine(shared[threadIdx.x], shared[threadIdx.x + stride]);
+    }
+    __syncthreads();
+  }
+  V total = shared[0];
+  __syncthreads();  // shared may be reused right after
+  return total;
+}
+
+template <int kThreads, class T>
+__device__ T block_sum(T value, T* shared) {
+  return block_reduce<kThreads>(value, shared, [](T a, T b) { return a + b; });
+}
+#endif
+
+}  // namespace kiln::kernels
