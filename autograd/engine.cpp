@@ -25,9 +25,11 @@ void accumulate_into_leaf(TensorImpl& leaf, const Tensor& grad) {
 
 void check_grad_matches(const Node& node, size_t i, const Tensor& grad) {
   const TensorMeta& meta = node.input_meta[i];
-  KILN_CHECK(grad.shape() == meta.shape && grad.dtype() == meta.dtype && grad.device() == meta.device,
-             "backward of '", node.name, "': gradient for input ", i, " is ", grad.describe(), " but the input was ",
-             dtype_name(meta.dtype), shape_str(meta.shape), " on ", meta.device.str());
+  KILN_CHECK(
+      grad.shape() == meta.shape && grad.dtype() == meta.dtype && grad.device() == meta.device,
+      "backward of '", node.name, "': gradient for input ", i, " is ", grad.describe(),
+      " but the input was ", dtype_name(meta.dtype), shape_str(meta.shape), " on ",
+      meta.device.str());
 }
 }  // namespace
 
@@ -99,7 +101,8 @@ void backward(const Tensor& root, const Tensor& grad_root_in, bool retain_graph)
   }
   KILN_CHECK(grad_root.shape() == root.shape() && grad_root.dtype() == root.dtype() &&
                  grad_root.device() == root.device(),
-             "backward: gradient ", grad_root.describe(), " does not match the output ", root.describe());
+             "backward: gradient ", grad_root.describe(), " does not match the output ",
+             root.describe());
   NoGradGuard no_grad;
   if (root.is_leaf()) {
     accumulate_into_leaf(root.impl(), grad_root);
@@ -119,7 +122,8 @@ void backward(const Tensor& root, const Tensor& grad_root_in, bool retain_graph)
       if (edge.node && seen.insert(edge.node.get()).second) stack.push_back(edge.node.get());
     }
   }
-  std::sort(order.begin(), order.end(), [](Node* a, Node* b) { return a->sequence_nr > b->sequence_nr; });
+  std::sort(order.begin(), order.end(),
+            [](Node* a, Node* b) { return a->sequence_nr > b->sequence_nr; });
 
   std::unordered_map<Node*, TensorList> pending;
   pending[root.grad_fn().get()].resize(root.grad_fn()->output_meta.size());
@@ -130,9 +134,10 @@ void backward(const Tensor& root, const Tensor& grad_root_in, bool retain_graph)
     if (found == pending.end()) continue;
     TensorList grad_outputs = std::move(found->second);
     pending.erase(found);
-    KILN_CHECK(!node->released, "backward: the graph through '", node->name,
-               "' has already been freed by an earlier backward(); pass retain_graph=true to the first "
-               "backward() to run backward twice");
+    KILN_CHECK(
+        !node->released, "backward: the graph through '", node->name,
+        "' has already been freed by an earlier backward(); pass retain_graph=true to the first "
+        "backward() to run backward twice");
     for (size_t k = 0; k < grad_outputs.size(); ++k) {
       if (!grad_outputs[k].defined()) {
         const TensorMeta& meta = node->output_meta[k];
@@ -140,8 +145,9 @@ void backward(const Tensor& root, const Tensor& grad_root_in, bool retain_graph)
       }
     }
     TensorList grad_inputs = node->backward_fn(grad_outputs);
-    KILN_CHECK(grad_inputs.size() == node->inputs.size(), "backward of '", node->name, "' returned ",
-               grad_inputs.size(), " gradients for ", node->inputs.size(), " inputs");
+    KILN_CHECK(grad_inputs.size() == node->inputs.size(), "backward of '", node->name,
+               "' returned ", grad_inputs.size(), " gradients for ", node->inputs.size(),
+               " inputs");
     if (!retain_graph) {
       node->backward_fn = nullptr;  // frees the saved tensors now, not when the graph dies
       node->released = true;

@@ -13,7 +13,8 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
                           const std::vector<Tensor>& inputs, GradcheckOptions options) {
   std::vector<Tensor> leaves;
   for (const Tensor& input : inputs) {
-    KILN_CHECK(input.device().is_cpu(), "gradcheck: inputs must be on the CPU, got ", input.describe());
+    KILN_CHECK(input.device().is_cpu(), "gradcheck: inputs must be on the CPU, got ",
+               input.describe());
     KILN_CHECK(input.dtype() == DType::f64 || !is_floating(input.dtype()),
                "gradcheck: floating inputs must be f64, got ", input.describe());
     Tensor leaf = copy_to(input, input.options());
@@ -21,7 +22,8 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
     leaves.push_back(leaf);
   }
   Tensor out = f(leaves);
-  KILN_CHECK(out.dtype() == DType::f64, "gradcheck: the function must return f64, got ", out.describe());
+  KILN_CHECK(out.dtype() == DType::f64, "gradcheck: the function must return f64, got ",
+             out.describe());
   int64_t out_n = out.numel();
 
   // analytic[k][j * n_k + e]: d out[j] / d input_k[e]
@@ -63,9 +65,10 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
         if (!(error <= bound) && error / bound > worst_ratio) {
           worst_ratio = error / bound;
           std::ostringstream msg;
-          msg << "gradcheck failed: d output[" << j << "] / d input" << k << "[" << e << "]: analytic " << exact
-              << ", numeric " << numeric << ", error " << error << " > bound " << bound << " (atol "
-              << options.atol << ", rtol " << options.rtol << ")";
+          msg << "gradcheck failed: d output[" << j << "] / d input" << k << "[" << e
+              << "]: analytic " << exact << ", numeric " << numeric << ", error " << error
+              << " > bound " << bound << " (atol " << options.atol << ", rtol " << options.rtol
+              << ")";
           result.ok = false;
           result.message = msg.str();
         }

@@ -1,6 +1,7 @@
 // gradcheck: compares the analytic Jacobian (backward with a one-hot output gradient, per output
 // element) with central finite differences (f(x + eps) - f(x - eps)) / 2 eps, over every input
-// element, in f64 on the CPU. An element passes when |analytic - numeric| <= atol + rtol * |numeric|.
+// element, in f64 on the CPU. An element passes when |analytic - numeric| <= atol + rtol *
+// |numeric|.
 #pragma once
 
 #include <functional>
@@ -23,8 +24,8 @@ struct GradcheckResult {
   std::string message;   // on failure: the worst element, both values and the error
 };
 
-// `inputs` are f64 CPU tensors; floating ones are differentiated, integer ones (indices) held fixed.
-// `f` must be deterministic. Its output may have any shape.
+// `inputs` are f64 CPU tensors; floating ones are differentiated, integer ones (indices) held
+// fixed. `f` must be deterministic. Its output may have any shape.
 GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
                           const std::vector<Tensor>& inputs, GradcheckOptions options = {});
 

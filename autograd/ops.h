@@ -11,7 +11,8 @@
 namespace kiln {
 
 // ---- pointwise (autograd/ops/pointwise.cpp) ----
-// Binary ops broadcast like NumPy: shapes align at the trailing dim; a size-1 or missing dim repeats.
+// Binary ops broadcast like NumPy: shapes align at the trailing dim; a size-1 or missing dim
+// repeats.
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
@@ -54,7 +55,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans
 Tensor reshape(const Tensor& x, Shape shape);  // one size may be -1; shares storage
 Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1);  // a copy
 Tensor narrow(const Tensor& x, int64_t start, int64_t length);  // rows of dim 0; a view
-Tensor select(const Tensor& x, int64_t index);                  // row `index` of dim 0, dim dropped; a view
+Tensor select(const Tensor& x, int64_t index);  // row `index` of dim 0, dim dropped; a view
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim);
 Tensor stack(const std::vector<Tensor>& tensors, int64_t dim);
 Tensor clone(const Tensor& x);
@@ -112,8 +113,8 @@ struct RnnOutput {
 // or undefined. reverse processes t = T-1 .. 0 (the backward half of a bidirectional layer).
 RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const RnnWeights& weights,
                      const Tensor& mask = Tensor(), bool reverse = false);
-RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& weights, const Tensor& mask = Tensor(),
-                    bool reverse = false);
+RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& weights,
+                    const Tensor& mask = Tensor(), bool reverse = false);
 // One step: x [B, I], h, c [B, H] -> (h', c') in h_n, c_n. The same gate kernels as the layers.
 RnnOutput lstm_cell(const Tensor& x, const Tensor& h, const Tensor& c, const RnnWeights& weights);
 RnnOutput gru_cell(const Tensor& x, const Tensor& h, const RnnWeights& weights);
@@ -130,8 +131,9 @@ struct CrossEntropyOptions {
   Reduction reduction = Reduction::mean;  // mean: over the rows that count (real tokens)
 };
 // Fused masked softmax cross-entropy. logits: [N, V]; targets: [N] (i64/i32); mask: [N] in the
-// logits' dtype (0 drops a row) or undefined. Returns [] (mean, sum) or [N] (none; 0 on dropped rows).
-Tensor cross_entropy(const Tensor& logits, const Tensor& targets, const CrossEntropyOptions& options = {},
-                     const Tensor& mask = Tensor());
+// logits' dtype (0 drops a row) or undefined. Returns [] (mean, sum) or [N] (none; 0 on dropped
+// rows).
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets,
+                     const CrossEntropyOptions& options = {}, const Tensor& mask = Tensor());
 
 }  // namespace kiln

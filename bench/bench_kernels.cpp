@@ -29,7 +29,8 @@ void BM_Matmul(benchmark::State& state) {
   Tensor a = uniform({n, n}, -1, 1, device), b = uniform({n, n}, -1, 1, device);
   {
     // Check: row 0 of a*b against a host dot product.
-    std::vector<float> ha = to(a, Device::cpu()).to_vector<float>(), hb = to(b, Device::cpu()).to_vector<float>();
+    std::vector<float> ha = to(a, Device::cpu()).to_vector<float>(),
+                       hb = to(b, Device::cpu()).to_vector<float>();
     std::vector<float> hc = to(matmul(a, b), Device::cpu()).to_vector<float>();
     for (int64_t j = 0; j < n; j += n / 8) {
       double dot = 0;
@@ -45,7 +46,8 @@ void BM_Matmul(benchmark::State& state) {
     if (device.is_cuda()) cuda::synchronize();
     benchmark::DoNotOptimize(c.raw_data());
   }
-  state.counters["GFLOP"] = benchmark::Counter(2.0 * n * n * n * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP"] =
+      benchmark::Counter(2.0 * n * n * n * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // Args: {device, n}: y = a + b over n floats.
@@ -55,7 +57,8 @@ void BM_Add(benchmark::State& state) {
   int64_t n = state.range(1);
   Tensor a = uniform({n}, -1, 1, device), b = uniform({n}, -1, 1, device);
   {
-    std::vector<float> ha = to(a, Device::cpu()).to_vector<float>(), hb = to(b, Device::cpu()).to_vector<float>();
+    std::vector<float> ha = to(a, Device::cpu()).to_vector<float>(),
+                       hb = to(b, Device::cpu()).to_vector<float>();
     std::vector<float> hy = to(add(a, b), Device::cpu()).to_vector<float>();
     for (int64_t i = 0; i < n; i += 9973) {
       if (hy[i] != ha[i] + hb[i]) {
@@ -69,7 +72,8 @@ void BM_Add(benchmark::State& state) {
     if (device.is_cuda()) cuda::synchronize();
     benchmark::DoNotOptimize(y.raw_data());
   }
-  state.counters["GB"] = benchmark::Counter(3.0 * n * sizeof(float) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB"] = benchmark::Counter(3.0 * n * sizeof(float) * 1e-9,
+                                            benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // Args: {n}: device-to-device copy of n floats, the bandwidth ceiling (bytes read + written).
@@ -82,11 +86,24 @@ void BM_CudaCopy(benchmark::State& state) {
     cuda::synchronize();
     benchmark::DoNotOptimize(y.raw_data());
   }
-  state.counters["GB"] = benchmark::Counter(2.0 * n * sizeof(float) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB"] = benchmark::Counter(2.0 * n * sizeof(float) * 1e-9,
+                                            benchmark::Counter::kIsIterationInvariantRate);
 }
 
-BENCHMARK(BM_Matmul)->ArgNames({"cuda", "n"})->Args({0, 256})->Args({0, 1024})->Args({1, 1024})->Args({1, 4096})->UseRealTime();
-BENCHMARK(BM_Add)->ArgNames({"cuda", "n"})->Args({0, 1 << 20})->Args({0, 1 << 24})->Args({1, 1 << 24})->Args({1, 1 << 27})->UseRealTime();
+BENCHMARK(BM_Matmul)
+    ->ArgNames({"cuda", "n"})
+    ->Args({0, 256})
+    ->Args({0, 1024})
+    ->Args({1, 1024})
+    ->Args({1, 4096})
+    ->UseRealTime();
+BENCHMARK(BM_Add)
+    ->ArgNames({"cuda", "n"})
+    ->Args({0, 1 << 20})
+    ->Args({0, 1 << 24})
+    ->Args({1, 1 << 24})
+    ->Args({1, 1 << 27})
+    ->UseRealTime();
 BENCHMARK(BM_CudaCopy)->ArgNames({"n"})->Args({1 << 24})->Args({1 << 27})->UseRealTime();
 
 }  // namespace

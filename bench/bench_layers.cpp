@@ -44,17 +44,20 @@ bool finite(const Tensor& t) { return std::isfinite(sum(t).item()); }
 
 // The same LSTM layer written with foundation ops only: per step, per gate, two matmuls and a
 // pointwise chain. What a user would write without the fused op.
-Tensor composed_lstm(const Tensor& x, const std::vector<Tensor>& w_ih, const std::vector<Tensor>& w_hh,
-                     const std::vector<Tensor>& b, bool gru) {
+Tensor composed_lstm(const Tensor& x, const std::vector<Tensor>& w_ih,
+                     const std::vector<Tensor>& w_hh, const std::vector<Tensor>& b, bool gru) {
   int64_t steps = x.size(0), batch = x.size(1), hidden = w_hh[0].size(0);
   Tensor h = zeros({batch, hidden}, x.options()), c = zeros({batch, hidden}, x.options());
   std::vector<Tensor> ys;
   for (int64_t t = 0; t < steps; ++t) {
     Tensor xt = select(x, t);
-    auto pre = [&](int k) { return matmul(xt, w_ih[k], false, true) + matmul(h, w_hh[k], false, true) + b[k]; };
+    auto pre = [&](int k) {
+      return matmul(xt, w_ih[k], false, true) + matmul(h, w_hh[k], false, true) + b[k];
+    };
     if (gru) {
       Tensor r = sigmoid(pre(0)), z = sigmoid(pre(1));
-      Tensor n = tanh(matmul(xt, w_ih[2], false, true) + b[2] + r * (matmul(h, w_hh[2], false, true) + b[3]));
+      Tensor n = tanh(matmul(xt, w_ih[2], false, true) + b[2] +
+                      r * (matmul(h, w_hh[2], false, true) + b[3]));
       h = (1.0 - z) * n + z * h;
     } else {
       Tensor i = sigmoid(pre(0)), f = sigmoid(pre(1)), g = tanh(pre(2)), o = sigmoid(pre(3));
@@ -75,8 +78,9 @@ void BM_RnnLayer(benchmark::State& state) {
   manual_seed(1);
   double bound = 1 / std::sqrt(double(H));
   Tensor x = uniform({T, B, I}, -1, 1, device).set_requires_grad(backward);
-  RnnWeights w{uniform({G * H, I}, -bound, bound, device), uniform({G * H, H}, -bound, bound, device),
-               uniform({G * H}, -bound, bound, device), uniform({G * H}, -bound, bound, device)};
+  RnnWeights w{uniform({G * H, I}, -bound, bound, device),
+               uniform({G * H, H}, -bound, bound, device), uniform({G * H}, -bound, bound, device),
+               uniform({G * H}, -bound, bound, device)};
   std::vector<Tensor> w_ih, w_hh, b;
   for (int k = 0; k < G; ++k) {
     w_ih.push_back(uniform({H, I}, -bound, bound, device));
@@ -105,7 +109,8 @@ void BM_RnnLayer(benchmark::State& state) {
     benchmark::DoNotOptimize(y.raw_data());
   }
   double flops = 2.0 * T * B * G * H * (I + H) * (backward ? 3 : 1);
-  state.counters["GFLOP"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP"] =
+      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // Args: {cuda}. The fused kernels themselves (forward, mean over valid rows, backward), as a
@@ -118,7 +123,8 @@ void BM_CrossEntropy(benchmark::State& state) {
   manual_seed(2);
   Tensor logits = uniform({N, V}, -4, 4, device);
   std::vector<int64_t> targets(N);
-  for (int64_t n = 0; n < N; ++n) targets[n] = n % 7 == 3 ? -100 : (n * 7919) % V;  // 1/7 ~ 14% ignored
+  for (int64_t n = 0; n < N; ++n)
+    targets[n] = n % 7 == 3 ? -100 : (n * 7919) % V;  // 1/7 ~ 14% ignored
   Tensor target_t = to(from_vector(targets, {N}), device);
   kernels::CrossEntropyArgs args{-100, 0.1};
   Tensor rows = empty({N}, device), lse = empty({N}, device), valid = empty({N}, device);
@@ -129,7 +135,8 @@ void BM_CrossEntropy(benchmark::State& state) {
     kernels::sum_all(rows, 1.0, total);
     kernels::sum_all(valid, 1.0, count);
     kernels::divide_by_count(total, count, loss);
-    kernels::cross_entropy_backward(logits, target_t, lse, valid, args, grad_loss, count, grad_logits);
+    kernels::cross_entropy_backward(logits, target_t, lse, valid, args, grad_loss, count,
+                                    grad_logits);
   };
   run();
   // Check against the op (which the reference tests compare with PyTorch).
@@ -142,7 +149,8 @@ void BM_CrossEntropy(benchmark::State& state) {
     run();
     sync(device);
   }
-  state.counters["GB"] = benchmark::Counter(3.0 * N * V * 4 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB"] =
+      benchmark::Counter(3.0 * N * V * 4 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // ~58M parameters in 20 tensors, the shape of a mid-size seq2seq model.
@@ -179,8 +187,8 @@ void BM_AdamStep(benchmark::State& state) {
     adam.step();
     sync(device);
   }
-  state.counters["GB"] =
-      benchmark::Counter(7.0 * total_numel(params) * 4 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB"] = benchmark::Counter(7.0 * total_numel(params) * 4 * 1e-9,
+                                            benchmark::Counter::kIsIterationInvariantRate);
   state.counters["params_M"] = total_numel(params) * 1e-6;
 }
 
@@ -194,7 +202,8 @@ void BM_ClipGradNorm(benchmark::State& state) {
     return;
   }
   for (auto _ : state) {
-    // Rescale up first so each timed call clips (the scale pass runs); that extra pass is not counted.
+    // Rescale up first so each timed call clips (the scale pass runs); that extra pass is not
+    // counted.
     state.PauseTiming();
     for (Tensor& p : params) {
       NoGradGuard no_grad;
@@ -206,8 +215,8 @@ void BM_ClipGradNorm(benchmark::State& state) {
     sync(device);
     benchmark::DoNotOptimize(norm.raw_data());
   }
-  state.counters["GB"] =
-      benchmark::Counter(3.0 * total_numel(params) * 4 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB"] = benchmark::Counter(3.0 * total_numel(params) * 4 * 1e-9,
+                                            benchmark::Counter::kIsIterationInvariantRate);
 }
 
 #ifdef KILN_WITH_CUDNN
@@ -251,7 +260,8 @@ void BM_CudnnVsKiln(benchmark::State& state) {
     kiln_run();
     cuda::synchronize();
     auto t2 = clock::now();
-    double c = std::chrono::duration<double>(t1 - t0).count(), k = std::chrono::duration<double>(t2 - t1).count();
+    double c = std::chrono::duration<double>(t1 - t0).count(),
+           k = std::chrono::duration<double>(t2 - t1).count();
     state.SetIterationTime(c);
     cudnn_seconds += c;
     kiln_seconds += k;
@@ -275,7 +285,8 @@ void rnn_args(benchmark::internal::Benchmark* b) {
   for (int cuda : {0, 1}) {
     for (int gru : {0, 1}) {
       for (auto [T, H] : {std::pair{10, 32}, std::pair{50, 512}, std::pair{50, 1024}}) {
-        if (!cuda && H == 1024) continue;  // minutes per iteration on 2 cores; the 512 case shows the ratio
+        if (!cuda && H == 1024)
+          continue;  // minutes per iteration on 2 cores; the 512 case shows the ratio
         for (int bwd : {0, 1}) {
           b->Args({cuda, gru, T, 64, H, bwd, 0});
           if (!cuda) b->Args({cuda, gru, T, 64, H, bwd, 1});
@@ -286,9 +297,24 @@ void rnn_args(benchmark::internal::Benchmark* b) {
 }
 
 BENCHMARK(BM_RnnLayer)->Apply(rnn_args)->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_CrossEntropy)->ArgNames({"cuda"})->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_AdamStep)->ArgNames({"cuda"})->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_ClipGradNorm)->ArgNames({"cuda"})->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CrossEntropy)
+    ->ArgNames({"cuda"})
+    ->Arg(0)
+    ->Arg(1)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_AdamStep)
+    ->ArgNames({"cuda"})
+    ->Arg(0)
+    ->Arg(1)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ClipGradNorm)
+    ->ArgNames({"cuda"})
+    ->Arg(0)
+    ->Arg(1)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace kiln

@@ -13,9 +13,9 @@ class CudnnRnn {
   // lstm: true for LSTM, false for GRU. Sizes as kiln's lstm_layer: x [T, B, I], state [B, H].
   CudnnRnn(bool lstm, int64_t steps, int64_t batch, int64_t input, int64_t hidden);
   ~CudnnRnn();
-  void forward();                  // training-mode forward (fills the reserve space)
-  void backward();                 // backward data + backward weights, after forward()
-  bool output_is_finite() const;   // checks y after a forward
+  void forward();                 // training-mode forward (fills the reserve space)
+  void backward();                // backward data + backward weights, after forward()
+  bool output_is_finite() const;  // checks y after a forward
 
  private:
   struct State;

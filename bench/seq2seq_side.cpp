@@ -11,12 +11,11 @@
 //
 // Both commands seed Philox the same way, so `time` runs on the weights `export` wrote.
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "core/safetensors.h"
 #include "seq2seq_workload.h"

@@ -51,8 +51,8 @@ void* CachingAllocator::allocate(size_t bytes) {
       release_cached_locked();
       ptr = raw_->allocate(size);
     }
-    KILN_CHECK(ptr != nullptr, name_, ": out of memory allocating ", bytes, " bytes (rounded to ", size,
-               "); ", stats_.in_use, " bytes in use by tensors, peak ", stats_.peak_in_use,
+    KILN_CHECK(ptr != nullptr, name_, ": out of memory allocating ", bytes, " bytes (rounded to ",
+               size, "); ", stats_.in_use, " bytes in use by tensors, peak ", stats_.peak_in_use,
                ", cache already released. Reduce batch or model size.");
     stats_.raw_allocs++;
   }
@@ -146,13 +146,14 @@ CachingAllocator& cuda_allocator(int device) {
   static std::vector<std::unique_ptr<CachingAllocator>> allocators = [] {
     std::vector<std::unique_ptr<CachingAllocator>> list;
     for (int d = 0; d < cuda::device_count(); ++d) {
-      list.push_back(std::make_unique<CachingAllocator>(std::make_unique<CudaRawAllocator>(d),
-                                                        "cuda:" + std::to_string(d) + " allocator"));
+      list.push_back(std::make_unique<CachingAllocator>(
+          std::make_unique<CudaRawAllocator>(d), "cuda:" + std::to_string(d) + " allocator"));
     }
     return list;
   }();
-  KILN_CHECK(device >= 0 && device < static_cast<int>(allocators.size()), "allocate: device cuda:",
-             device, " is not available (", allocators.size(), " CUDA devices visible)");
+  KILN_CHECK(device >= 0 && device < static_cast<int>(allocators.size()),
+             "allocate: device cuda:", device, " is not available (", allocators.size(),
+             " CUDA devices visible)");
   return *allocators[device];
 }
 #endif
@@ -169,14 +170,17 @@ void* allocate_bytes(size_t bytes, Device device) {
 #ifdef KILN_WITH_CUDA
   return cuda_allocator(device.index).allocate(bytes);
 #else
-  KILN_FAIL("allocate: cannot allocate on ", device.str(), ": this build of kiln has no CUDA support");
+  KILN_FAIL("allocate: cannot allocate on ", device.str(),
+            ": this build of kiln has no CUDA support");
 #endif
 }
 
 void free_bytes(void* ptr, Device device) {
   if (device.is_cpu()) {
-    if (kCacheHostMemory) cpu_allocator().free(ptr);
-    else std::free(ptr);
+    if (kCacheHostMemory)
+      cpu_allocator().free(ptr);
+    else
+      std::free(ptr);
     return;
   }
 #ifdef KILN_WITH_CUDA

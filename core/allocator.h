@@ -17,11 +17,11 @@
 namespace kiln {
 
 struct AllocatorStats {
-  size_t in_use = 0;         // bytes held by live tensors (rounded sizes)
-  size_t cached = 0;         // bytes in freed blocks kept for reuse
-  size_t peak_in_use = 0;    // high-water mark of in_use
-  size_t raw_allocs = 0;     // calls that reached the backing allocator
-  size_t reuses = 0;         // requests served from the cache
+  size_t in_use = 0;       // bytes held by live tensors (rounded sizes)
+  size_t cached = 0;       // bytes in freed blocks kept for reuse
+  size_t peak_in_use = 0;  // high-water mark of in_use
+  size_t raw_allocs = 0;   // calls that reached the backing allocator
+  size_t reuses = 0;       // requests served from the cache
 };
 
 // The backing allocator a cache sits on: cudaMalloc in real use, a fake with a budget in tests.
@@ -41,7 +41,7 @@ class CachingAllocator {
 
   void* allocate(size_t bytes);  // throws kiln::Error when memory cannot be had
   void free(void* ptr);
-  void empty_cache();            // returns every cached block to the backing allocator
+  void empty_cache();  // returns every cached block to the backing allocator
   AllocatorStats stats() const;
   void reset_peak();
 
@@ -53,8 +53,8 @@ class CachingAllocator {
   std::unique_ptr<RawAllocator> raw_;
   std::string name_;
   mutable std::mutex mutex_;
-  std::unordered_map<void*, size_t> live_;        // pointer -> rounded size
-  std::multimap<size_t, void*> free_blocks_;      // rounded size -> cached block
+  std::unordered_map<void*, size_t> live_;    // pointer -> rounded size
+  std::multimap<size_t, void*> free_blocks_;  // rounded size -> cached block
   AllocatorStats stats_;
 };
 

@@ -6,10 +6,10 @@
 
 #include "core/error.h"
 
-#define KILN_CUDA_CHECK(expr)                                                              \
-  do {                                                                                     \
-    cudaError_t kiln_err_ = (expr);                                                        \
-    if (kiln_err_ != cudaSuccess)                                                          \
+#define KILN_CUDA_CHECK(expr)                                                                    \
+  do {                                                                                           \
+    cudaError_t kiln_err_ = (expr);                                                              \
+    if (kiln_err_ != cudaSuccess)                                                                \
       KILN_FAIL("CUDA error ", cudaGetErrorName(kiln_err_), " (", cudaGetErrorString(kiln_err_), \
-                ") in ", #expr, " at ", __FILE__, ":", __LINE__);                          \
+                ") in ", #expr, " at ", __FILE__, ":", __LINE__);                                \
   } while (0)

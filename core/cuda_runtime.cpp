@@ -66,9 +66,10 @@ bool is_available() { return device_count() > 0; }
 
 void check_device_usable(Device device, const char* op) {
   if (device.is_cpu()) return;
-  KILN_CHECK(is_compiled(), op, ": ", device.str(), " requested but this build of kiln has no CUDA support");
-  KILN_CHECK(device.index < device_count(), op, ": ", device.str(), " requested but ", device_count(),
-             " CUDA devices are visible");
+  KILN_CHECK(is_compiled(), op, ": ", device.str(),
+             " requested but this build of kiln has no CUDA support");
+  KILN_CHECK(device.index < device_count(), op, ": ", device.str(), " requested but ",
+             device_count(), " CUDA devices are visible");
 }
 
 }  // namespace kiln::cuda

@@ -8,8 +8,8 @@
 
 namespace kiln::cuda {
 
-bool is_compiled();    // this build has CUDA code in it
-bool is_available();   // and at least one device is visible
+bool is_compiled();   // this build has CUDA code in it
+bool is_available();  // and at least one device is visible
 int device_count();
 void set_device(int index);
 void synchronize();

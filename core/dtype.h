@@ -28,7 +28,9 @@ inline constexpr const char* dtype_name(DType dtype) {
   return "?";
 }
 
-inline constexpr bool is_floating(DType dtype) { return dtype == DType::f32 || dtype == DType::f64; }
+inline constexpr bool is_floating(DType dtype) {
+  return dtype == DType::f32 || dtype == DType::f64;
+}
 
 // The C++ type behind a DType: dtype_of<float>::value == DType::f32.
 template <class T> struct dtype_of;

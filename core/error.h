@@ -24,8 +24,8 @@ template <class... Parts> std::string concat(const Parts&... parts) {
 }  // namespace kiln
 
 // KILN_CHECK(cond, "op: ", details...) throws kiln::Error with the concatenated message.
-#define KILN_CHECK(cond, ...)                                      \
-  do {                                                             \
+#define KILN_CHECK(cond, ...)                                              \
+  do {                                                                     \
     if (!(cond)) throw ::kiln::Error(::kiln::detail::concat(__VA_ARGS__)); \
   } while (0)
 

@@ -41,7 +41,9 @@ KILN_HD inline PhiloxOutput philox4x32(uint64_t counter, uint64_t stream, uint64
 }
 
 // Uniform in [0, 1) with 24 (float) or 53 (double) random bits.
-KILN_HD inline float philox_uniform_float(uint32_t bits) { return (bits >> 8) * (1.0f / 16777216.0f); }
+KILN_HD inline float philox_uniform_float(uint32_t bits) {
+  return (bits >> 8) * (1.0f / 16777216.0f);
+}
 KILN_HD inline double philox_uniform_double(uint32_t lo, uint32_t hi) {
   uint64_t bits = (static_cast<uint64_t>(hi) << 32 | lo) >> 11;
   return bits * (1.0 / 9007199254740992.0);

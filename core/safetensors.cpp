@@ -32,14 +32,10 @@ const char* const kMetadataKey = "__metadata__";
 
 const char* format_dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::f32:
-      return "F32";
-    case DType::f64:
-      return "F64";
-    case DType::i32:
-      return "I32";
-    case DType::i64:
-      return "I64";
+    case DType::f32: return "F32";
+    case DType::f64: return "F64";
+    case DType::i32: return "I32";
+    case DType::i64: return "I64";
   }
   return "?";
 }
@@ -88,9 +84,7 @@ std::string make_header(const std::string& path, const TensorMap& tensors,
 
 // ---- reading ------------------------------------------------------------------------------------
 
-std::string os_error() {
-  return std::strerror(errno);
-}
+std::string os_error() { return std::strerror(errno); }
 
 // One tensor entry of the header, validated against the size of the data section.
 struct Entry {

@@ -23,8 +23,9 @@ std::string shape_str(const Shape& shape) {
 
 int normalize_dim(int64_t dim, int64_t rank, const char* op) {
   int64_t positive = dim < 0 ? dim + rank : dim;
-  KILN_CHECK(positive >= 0 && positive < rank, op, ": dim ", dim, " is out of range for a tensor of rank ",
-             rank, " (expected ", -rank, " <= dim < ", rank, ")");
+  KILN_CHECK(positive >= 0 && positive < rank, op, ": dim ", dim,
+             " is out of range for a tensor of rank ", rank, " (expected ", -rank, " <= dim < ",
+             rank, ")");
   return static_cast<int>(positive);
 }
 

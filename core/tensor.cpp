@@ -16,14 +16,18 @@ Storage::Storage(size_t bytes_, Device device_) : bytes(bytes_), device(device_)
 
 Storage::~Storage() { free_bytes(data, device); }
 
-int64_t Tensor::size(int64_t dim) const { return shape()[normalize_dim(dim, this->dim(), "Tensor::size")]; }
+int64_t Tensor::size(int64_t dim) const {
+  return shape()[normalize_dim(dim, this->dim(), "Tensor::size")];
+}
 
 std::string Tensor::describe() const {
   if (!defined()) return "undefined tensor";
   return detail::concat(dtype_name(dtype()), shape_str(shape()), " on ", device().str());
 }
 
-void* Tensor::raw_data() const { return static_cast<char*>(impl().storage->data) + impl().offset_bytes; }
+void* Tensor::raw_data() const {
+  return static_cast<char*>(impl().storage->data) + impl().offset_bytes;
+}
 
 template <class T> std::vector<T> Tensor::to_vector() const {
   KILN_CHECK(dtype_of<T>::value == dtype(), "Tensor::to_vector<", dtype_name(dtype_of<T>::value),
@@ -49,8 +53,8 @@ double Tensor::item() const {
 }
 
 Tensor& Tensor::set_requires_grad(bool flag) {
-  KILN_CHECK(!flag || is_floating(dtype()), "set_requires_grad: only floating tensors can require grad, got ",
-             describe());
+  KILN_CHECK(!flag || is_floating(dtype()),
+             "set_requires_grad: only floating tensors can require grad, got ", describe());
   KILN_CHECK(flag || is_leaf(), "set_requires_grad(false): tensor ", describe(),
              " was computed by an op; use detach() to cut it from the graph");
   impl().requires_grad = flag;
@@ -80,16 +84,18 @@ Tensor empty(const Shape& shape, Options options) {
   }
   cuda::check_device_usable(options.device, "empty");
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(options.dtype),
-                                            options.device);
+  impl->storage = std::make_shared<Storage>(
+      static_cast<size_t>(shape_numel(shape)) * dtype_size(options.dtype), options.device);
   impl->shape = shape;
   impl->dtype = options.dtype;
   return Tensor(impl);
 }
 
-template <class T> Tensor from_vector(const std::vector<T>& values, const Shape& shape, Device device) {
-  KILN_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape), "from_vector: ", values.size(),
-             " values do not fill shape ", shape_str(shape), " (", shape_numel(shape), " elements)");
+template <class T>
+Tensor from_vector(const std::vector<T>& values, const Shape& shape, Device device) {
+  KILN_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape),
+             "from_vector: ", values.size(), " values do not fill shape ", shape_str(shape), " (",
+             shape_numel(shape), " elements)");
   Tensor t = empty(shape, {dtype_of<T>::value, device});
   cuda::copy_bytes(t.raw_data(), device, values.data(), Device::cpu(), t.nbytes());
   return t;
@@ -102,8 +108,9 @@ template Tensor from_vector<int64_t>(const std::vector<int64_t>&, const Shape&, 
 Tensor view_rows(const Tensor& tensor, int64_t start, int64_t length) {
   KILN_CHECK(tensor.dim() >= 1, "narrow: expected a tensor of rank >= 1, got ", tensor.describe());
   int64_t rows = tensor.size(0);
-  KILN_CHECK(start >= 0 && length >= 0 && start + length <= rows, "narrow: rows [", start, ", ", start + length,
-             ") are out of range for ", tensor.describe(), " (dim 0 has ", rows, ")");
+  KILN_CHECK(start >= 0 && length >= 0 && start + length <= rows, "narrow: rows [", start, ", ",
+             start + length, ") are out of range for ", tensor.describe(), " (dim 0 has ", rows,
+             ")");
   Tensor view = tensor.detach();
   view.impl().shape[0] = length;
   view.impl().offset_bytes += static_cast<size_t>(start) * (tensor.nbytes() / (rows ? rows : 1));
@@ -111,8 +118,9 @@ Tensor view_rows(const Tensor& tensor, int64_t start, int64_t length) {
 }
 
 Tensor view_as_shape(const Tensor& tensor, const Shape& shape) {
-  KILN_CHECK(shape_numel(shape) == tensor.numel(), "reshape: cannot view ", tensor.describe(), " as ",
-             shape_str(shape), " (", tensor.numel(), " elements vs ", shape_numel(shape), ")");
+  KILN_CHECK(shape_numel(shape) == tensor.numel(), "reshape: cannot view ", tensor.describe(),
+             " as ", shape_str(shape), " (", tensor.numel(), " elements vs ", shape_numel(shape),
+             ")");
   Tensor view = tensor.detach();
   view.impl().shape = shape;
   return view;
@@ -120,7 +128,8 @@ Tensor view_as_shape(const Tensor& tensor, const Shape& shape) {
 
 namespace {
 
-template <class T> void print_values(std::ostream& out, const std::vector<T>& values, const Shape& shape) {
+template <class T>
+void print_values(std::ostream& out, const std::vector<T>& values, const Shape& shape) {
   constexpr int64_t kEdge = 3;  // elements shown at each end of a long dim
   // Recursive over dims; depth is the rank (<= 8), not the data size.
   auto print_dim = [&](auto&& self, size_t dim, int64_t offset, int64_t stride) -> void {
@@ -134,14 +143,18 @@ template <class T> void print_values(std::ostream& out, const std::vector<T>& va
       if (size > 2 * kEdge && i == kEdge) {
         out << "...";
         i = size - kEdge - 1;
-        if (dim + 1 < shape.size()) out << ",\n" << std::string(dim + 1, ' ');
-        else out << ", ";
+        if (dim + 1 < shape.size())
+          out << ",\n" << std::string(dim + 1, ' ');
+        else
+          out << ", ";
         continue;
       }
       self(self, dim + 1, offset + i * inner, inner);
       if (i + 1 < size) {
-        if (dim + 1 < shape.size()) out << ",\n" << std::string(dim + 1, ' ');
-        else out << ", ";
+        if (dim + 1 < shape.size())
+          out << ",\n" << std::string(dim + 1, ' ');
+        else
+          out << ", ";
       }
     }
     out << "]";
@@ -164,7 +177,8 @@ std::ostream& operator<<(std::ostream& out, const Tensor& tensor) {
   }
   out.flags(flags);
   return out << ", shape=" << shape_str(tensor.shape()) << ", dtype=" << dtype_name(tensor.dtype())
-             << ", device=" << tensor.device().str() << (tensor.requires_grad() ? ", requires_grad" : "") << ")";
+             << ", device=" << tensor.device().str()
+             << (tensor.requires_grad() ? ", requires_grad" : "") << ")";
 }
 
 }  // namespace kiln

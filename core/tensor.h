@@ -55,8 +55,8 @@ struct Options {
   DType dtype = DType::f32;
   Device device = Device::cpu();
   Options() = default;
-  Options(DType dtype_) : dtype(dtype_) {}                                  // NOLINT implicit
-  Options(Device device_) : device(device_) {}                              // NOLINT implicit
+  Options(DType dtype_) : dtype(dtype_) {}      // NOLINT implicit
+  Options(Device device_) : device(device_) {}  // NOLINT implicit
   Options(DType dtype_, Device device_) : dtype(dtype_), device(device_) {}
 };
 
@@ -112,7 +112,8 @@ class Tensor {
 // A new tensor with uninitialised contents. Errors on a negative size or an unusable device.
 Tensor empty(const Shape& shape, Options options = {});
 // A new tensor holding `values` (row-major), copied from the host.
-template <class T> Tensor from_vector(const std::vector<T>& values, const Shape& shape, Device device = Device::cpu());
+template <class T>
+Tensor from_vector(const std::vector<T>& values, const Shape& shape, Device device = Device::cpu());
 
 // A view sharing storage: rows [start, start + length) of dim 0. No autograd (see ops narrow).
 Tensor view_rows(const Tensor& tensor, int64_t start, int64_t length);

@@ -5,11 +5,10 @@
 //   kiln eval --checkpoint runs/numbers/best --task numbers-en
 // Every flag has --help; a bad flag or value is named in the error and the exit code is non-zero.
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <fstream>
-#include <set>
 #include <iostream>
+#include <set>
 
 #include "models/data/tasks.h"
 #include "models/data/text_file.h"
@@ -79,7 +78,8 @@ void print_samples(const seq2seq::Translator& t, const std::vector<std::string>&
       continue;
     }
     for (const data::SentencePair& p : reference_pairs) {
-      if (data::detokenize(data::tokenize_d2l(p.source)) == data::detokenize(data::tokenize_d2l(sentences[i]))) {
+      if (data::detokenize(data::tokenize_d2l(p.source)) ==
+          data::detokenize(data::tokenize_d2l(sentences[i]))) {
         double bleu = metrics::bleu_d2l(data::tokenize_d2l(out), data::tokenize_d2l(p.target), 2);
         char score[64];
         std::snprintf(score, sizeof score, ", bleu %.3f", bleu);
@@ -92,7 +92,9 @@ void print_samples(const seq2seq::Translator& t, const std::vector<std::string>&
 }
 
 int run_train(const TrainOptions& options, const std::string& out, const std::string& resume) {
-  auto log = [](const std::string& line) { std::printf("%s\n", line.c_str()), std::fflush(stdout); };
+  auto log = [](const std::string& line) {
+    std::printf("%s\n", line.c_str()), std::fflush(stdout);
+  };
   std::vector<seq2seq::EpochMetrics> history = seq2seq::train(options, out, resume, log);
   seq2seq::Translator t = seq2seq::Translator::load(out + "/last", options.device);
   data::Split split = seq2seq::load_data(t.options, nullptr);
@@ -101,13 +103,13 @@ int run_train(const TrainOptions& options, const std::string& out, const std::st
     all.insert(all.end(), split.valid.begin(), split.valid.end());
     print_samples(t, t.options.sample_sentences, t.options.sample_references, all);
   }
-  std::printf("checkpoints: %s/last, %s/best; metrics: %s/metrics.jsonl; loss curve: %s/loss.svg\n", out.c_str(),
-              out.c_str(), out.c_str(), out.c_str());
+  std::printf("checkpoints: %s/last, %s/best; metrics: %s/metrics.jsonl; loss curve: %s/loss.svg\n",
+              out.c_str(), out.c_str(), out.c_str(), out.c_str());
   return 0;
 }
 
-int run_translate(const std::string& checkpoint, const std::string& device, int64_t beam, int64_t n_best,
-                  double length_penalty, const std::string& attention_svg) {
+int run_translate(const std::string& checkpoint, const std::string& device, int64_t beam,
+                  int64_t n_best, double length_penalty, const std::string& attention_svg) {
   seq2seq::Translator t = seq2seq::Translator::load(checkpoint, device);
   std::vector<std::string> lines;
   for (std::string line; std::getline(std::cin, line);) lines.push_back(line);
@@ -125,23 +127,25 @@ int run_translate(const std::string& checkpoint, const std::string& device, int6
   }
   if (!attention_svg.empty()) {
     auto first = t.translate({lines[0]}, 1, 1, 1.0, /*keep_attention=*/true)[0][0];
-    KILN_CHECK(!first.attention.empty(), "--attention-svg: the model in ", checkpoint, " has no attention (",
-               seq2seq::attention_name(t.options.model.attention), ")");
-    seq2seq::write_attention_svg(attention_svg, data::tokenize_d2l(lines[0]), t.target_vocab.decode(first.tokens, false),
-                                 first.attention);
+    KILN_CHECK(!first.attention.empty(), "--attention-svg: the model in ", checkpoint,
+               " has no attention (", seq2seq::attention_name(t.options.model.attention), ")");
+    seq2seq::write_attention_svg(attention_svg, data::tokenize_d2l(lines[0]),
+                                 t.target_vocab.decode(first.tokens, false), first.attention);
   }
   return 0;
 }
 
-int run_eval(const std::string& checkpoint, const std::string& device, TrainOptions data_options, int64_t beam) {
+int run_eval(const std::string& checkpoint, const std::string& device, TrainOptions data_options,
+             int64_t beam) {
   seq2seq::Translator t = seq2seq::Translator::load(checkpoint, device);
   data_options.valid_pairs = 0;
   data_options.test_pairs = 0;
   data_options.train_pairs = -1;
   data_options.valid_fraction = 0;
-  std::vector<data::SentencePair> pairs = seq2seq::load_data(data_options, [](const std::string& line) {
-    std::fprintf(stderr, "%s\n", line.c_str());
-  }).train;
+  std::vector<data::SentencePair> pairs =
+      seq2seq::load_data(data_options, [](const std::string& line) {
+        std::fprintf(stderr, "%s\n", line.c_str());
+      }).train;
   std::vector<std::string> sources, references, hypotheses;
   for (const auto& p : pairs) {
     sources.push_back(p.source);
@@ -149,9 +153,10 @@ int run_eval(const std::string& checkpoint, const std::string& device, TrainOpti
   }
   for (const auto& h : t.translate(sources, beam)) hypotheses.push_back(t.to_text(h[0]));
   double nll = t.mean_nll(pairs);
-  std::printf("pairs %zu\ncorpus BLEU %.2f\nexact match %.2f%%\nloss per token %.6f\nperplexity %.4f\n",
-              pairs.size(), metrics::corpus_bleu(hypotheses, references),
-              100 * metrics::exact_match(hypotheses, references), nll, std::exp(nll));
+  std::printf(
+      "pairs %zu\ncorpus BLEU %.2f\nexact match %.2f%%\nloss per token %.6f\nperplexity %.4f\n",
+      pairs.size(), metrics::corpus_bleu(hypotheses, references),
+      100 * metrics::exact_match(hypotheses, references), nll, std::exp(nll));
   return 0;
 }
 
@@ -159,8 +164,9 @@ int run_eval(const std::string& checkpoint, const std::string& device, TrainOpti
 // French numbers task, then translates numbers it never saw in training.
 int run_demo(TrainOptions o, const std::string& out) {
   if (o.task.empty() && o.data.empty() && o.data_source.empty()) o.task = "numbers-fr";
-  std::printf("kiln demo: %s, digits -> words; a GRU encoder-decoder with Bahdanau attention, on %s\n",
-              o.task.c_str(), o.device.c_str());
+  std::printf(
+      "kiln demo: %s, digits -> words; a GRU encoder-decoder with Bahdanau attention, on %s\n",
+      o.task.c_str(), o.device.c_str());
   run_train(o, out, "");
   seq2seq::Translator t = seq2seq::Translator::load(out + "/best", o.device);
   data::Split split = seq2seq::load_data(t.options, nullptr);
@@ -173,7 +179,8 @@ int run_demo(TrainOptions o, const std::string& out) {
     sources.push_back(p.source);
     references.push_back(data::detokenize(data::tokenize_d2l(p.target)));
   }
-  KILN_CHECK(!sources.empty(), "demo: no held-out pairs (every test source also occurs in training)");
+  KILN_CHECK(!sources.empty(),
+             "demo: no held-out pairs (every test source also occurs in training)");
   for (const auto& h : t.translate(sources)) hypotheses.push_back(t.to_text(h[0]));
   std::printf("\nheld-out translations (sources never seen in training):\n");
   for (size_t i = 0; i < std::min<size_t>(8, sources.size()); ++i) {
@@ -181,7 +188,8 @@ int run_demo(TrainOptions o, const std::string& out) {
                 hypotheses[i] == references[i] ? "ok" : ("expected: " + references[i]).c_str());
   }
   std::printf("held-out: %zu sentences, exact match %.2f%%, corpus BLEU %.2f\n", sources.size(),
-              100 * metrics::exact_match(hypotheses, references), metrics::corpus_bleu(hypotheses, references));
+              100 * metrics::exact_match(hypotheses, references),
+              metrics::corpus_bleu(hypotheses, references));
   return 0;
 }
 
@@ -206,14 +214,17 @@ const CLI::Validator kNonNegative(
     ">= 0");
 
 void add_data_flags(CLI::App* app, TrainOptions& o) {
-  app->add_option("--data", o.data, "sentence pairs, TSV: source<TAB>target[<TAB>...] (Tatoeba/Anki, d2l's fra.txt)");
-  app->add_option("--data-src", o.data_source, "source side, one sentence per line (with --data-tgt)");
+  app->add_option("--data", o.data,
+                  "sentence pairs, TSV: source<TAB>target[<TAB>...] (Tatoeba/Anki, d2l's fra.txt)");
+  app->add_option("--data-src", o.data_source,
+                  "source side, one sentence per line (with --data-tgt)");
   app->add_option("--data-tgt", o.data_target, "target side, line-aligned with --data-src");
   app->add_option("--task", o.task, "a generated task instead of a file")
       ->check(CLI::IsMember(data::task_names()));
   app->add_option("--task-size", o.task_size, "pairs generated for --task")->check(kPositive);
   app->add_option("--max-pairs", o.max_pairs, "read at most this many pairs");
-  app->add_flag("--strict", o.strict_data, "a malformed corpus line is fatal (default: reported and skipped)");
+  app->add_flag("--strict", o.strict_data,
+                "a malformed corpus line is fatal (default: reported and skipped)");
   app->add_option("--seed", o.seed, "seed of the generated task, shuffling, init and dropout");
   app->add_option("--device", o.device, "cpu, cuda or cuda:N");
 }
@@ -238,7 +249,8 @@ int main(int argc, char** argv) {
   std::string out = "runs/kiln", resume, config_file, preset, cell = "gru", attention = "none";
   try {
     if (std::string(argc > 1 ? argv[1] : "") == "train") {
-      std::string file = prescan(argc, argv, "--config"), preset_name = prescan(argc, argv, "--preset");
+      std::string file = prescan(argc, argv, "--config"),
+                  preset_name = prescan(argc, argv, "--preset");
       if (!file.empty()) o = TrainOptions::from_json(data::read_text_file("--config", file), file);
       if (!preset_name.empty()) apply_preset(preset_name, o);
       cell = seq2seq::cell_name(o.model.cell);
@@ -255,7 +267,8 @@ int main(int argc, char** argv) {
   CLI::App* train = app.add_subcommand("train", "train a model");
   add_data_flags(train, o);
   train->add_option("--config", config_file, "JSON file of options (flags given too win)");
-  train->add_option("--preset", preset, "d2l (d2l.ai 1.0) or d2l-classic: the book's settings on fra-eng");
+  train->add_option("--preset", preset,
+                    "d2l (d2l.ai 1.0) or d2l-classic: the book's settings on fra-eng");
   train->add_option("--out", out, "output folder: last/, best/, metrics.jsonl, loss.svg");
   train->add_option("--resume", resume, "continue from this checkpoint folder");
   train->add_option("--cell", cell, "gru or lstm")->check(CLI::IsMember({"gru", "lstm"}));
@@ -265,7 +278,8 @@ int main(int argc, char** argv) {
   train->add_option("--embed", o.model.embed_size, "embedding size")->check(kPositive);
   train->add_option("--hidden", o.model.hidden_size, "hidden size")->check(kPositive);
   train->add_option("--layers", o.model.num_layers, "recurrent layers")->check(kPositive);
-  train->add_option("--dropout", o.model.dropout, "dropout between recurrent layers")->check(CLI::Range(0.0, 0.99));
+  train->add_option("--dropout", o.model.dropout, "dropout between recurrent layers")
+      ->check(CLI::Range(0.0, 0.99));
   train->add_option("--optimizer", o.optimizer, "sgd, adam, adamw or rmsprop")
       ->check(CLI::IsMember({"sgd", "adam", "adamw", "rmsprop"}));
   train->add_option("--lr", o.lr, "learning rate")->check(kPositive);
@@ -276,32 +290,45 @@ int main(int argc, char** argv) {
   train->add_option("--clip", o.clip, "max global gradient norm (0: off)")->check(kNonNegative);
   train->add_option("--epochs", o.epochs, "epochs")->check(kNonNegative);
   train->add_option("--batch", o.batch_size, "sentence pairs per batch")->check(kPositive);
-  train->add_option("--num-steps", o.num_steps, "cut/pad every sequence to this length (-1: per batch)");
-  train->add_option("--label-smoothing", o.label_smoothing, "label smoothing")->check(CLI::Range(0.0, 0.99));
-  train->add_option("--teacher-forcing", o.teacher_forcing, "probability of feeding the reference token (< 1: scheduled sampling)")
+  train->add_option("--num-steps", o.num_steps,
+                    "cut/pad every sequence to this length (-1: per batch)");
+  train->add_option("--label-smoothing", o.label_smoothing, "label smoothing")
+      ->check(CLI::Range(0.0, 0.99));
+  train
+      ->add_option("--teacher-forcing", o.teacher_forcing,
+                   "probability of feeding the reference token (< 1: scheduled sampling)")
       ->check(CLI::Range(0.0, 1.0));
-  train->add_option("--tokenizer", o.tokenizer, "word (d2l) or sentencepiece (subwords trained on the training side)")
+  train
+      ->add_option("--tokenizer", o.tokenizer,
+                   "word (d2l) or sentencepiece (subwords trained on the training side)")
       ->check(CLI::IsMember({"word", "sentencepiece"}));
-  train->add_option("--subword-vocab", o.subword_vocab, "SentencePiece pieces per language")->check(kPositive);
+  train->add_option("--subword-vocab", o.subword_vocab, "SentencePiece pieces per language")
+      ->check(kPositive);
   train->add_option("--min-freq", o.min_freq, "vocabulary: minimum token count");
   train->add_option("--max-vocab", o.max_vocab, "vocabulary: maximum size (-1: no cap)");
-  train->add_option("--train-pairs", o.train_pairs, "first N pairs for training (-1: all but valid/test)");
+  train->add_option("--train-pairs", o.train_pairs,
+                    "first N pairs for training (-1: all but valid/test)");
   train->add_option("--valid-pairs", o.valid_pairs, "next N pairs for validation");
   train->add_option("--test-pairs", o.test_pairs, "next N pairs held out for testing");
-  train->add_option("--bleu-sentences", o.bleu_sentences, "validation sentences translated for BLEU per epoch");
+  train->add_option("--bleu-sentences", o.bleu_sentences,
+                    "validation sentences translated for BLEU per epoch");
   train->add_flag("--quiet", o.quiet, "no live progress line");
 
   std::string checkpoint, device;
   int64_t beam = 1, n_best = 1;
   double length_penalty = 1.0;
   std::string attention_svg;
-  CLI::App* translate = app.add_subcommand("translate", "translate stdin, one sentence per line, to stdout");
+  CLI::App* translate =
+      app.add_subcommand("translate", "translate stdin, one sentence per line, to stdout");
   translate->add_option("--checkpoint", checkpoint, "checkpoint folder")->required();
   translate->add_option("--device", device, "cpu, cuda or cuda:N (default: as trained)");
   translate->add_option("--beam", beam, "beam width (1: greedy)")->check(kPositive);
-  translate->add_option("--n-best", n_best, "hypotheses printed per sentence (<= beam)")->check(kPositive);
-  translate->add_option("--length-penalty", length_penalty, "alpha: beams ranked by log p / length^alpha");
-  translate->add_option("--attention-svg", attention_svg, "write the attention heatmap of the first sentence");
+  translate->add_option("--n-best", n_best, "hypotheses printed per sentence (<= beam)")
+      ->check(kPositive);
+  translate->add_option("--length-penalty", length_penalty,
+                        "alpha: beams ranked by log p / length^alpha");
+  translate->add_option("--attention-svg", attention_svg,
+                        "write the attention heatmap of the first sentence");
 
   TrainOptions demo_options;
   demo_options.task_size = 8000;
@@ -318,13 +345,15 @@ int main(int argc, char** argv) {
   demo_options.model.dropout = 0.0;
   demo_options.model.attention = seq2seq::Attention::bahdanau;
   std::string demo_out = "runs/demo";
-  CLI::App* demo = app.add_subcommand("demo", "train on a generated task, then translate held-out sentences");
+  CLI::App* demo =
+      app.add_subcommand("demo", "train on a generated task, then translate held-out sentences");
   add_data_flags(demo, demo_options);
   demo->add_option("--epochs", demo_options.epochs, "epochs")->check(kPositive);
   demo->add_option("--out", demo_out, "output folder");
 
   TrainOptions eval_data;
-  CLI::App* eval = app.add_subcommand("eval", "corpus BLEU, exact match and perplexity on a data set");
+  CLI::App* eval =
+      app.add_subcommand("eval", "corpus BLEU, exact match and perplexity on a data set");
   eval->add_option("--checkpoint", checkpoint, "checkpoint folder")->required();
   add_data_flags(eval, eval_data);
   eval->add_option("--beam", beam, "beam width (1: greedy)")->check(kPositive);
@@ -353,8 +382,9 @@ int main(int argc, char** argv) {
       return run_translate(checkpoint, device, beam, n_best, length_penalty, attention_svg);
     }
     if (*eval) {
-      KILN_CHECK(!eval_data.data.empty() || !eval_data.task.empty() || !eval_data.data_source.empty(),
-                 "eval: give --data, --data-src/--data-tgt or --task");
+      KILN_CHECK(
+          !eval_data.data.empty() || !eval_data.task.empty() || !eval_data.data_source.empty(),
+          "eval: give --data, --data-src/--data-tgt or --task");
       return run_eval(checkpoint, eval->count("--device") ? eval_data.device : "", eval_data, beam);
     }
   } catch (const kiln::Error& e) {

@@ -22,12 +22,15 @@ int main(int argc, char** argv) {
       if (step % 150 == 0) std::printf("step %4d  loss %.4f\n", step, loss.item());
     }
     NoGradGuard no_grad;
-    std::vector<int64_t> predicted = to(argmax(model.forward(points)), Device::cpu()).to_vector<int64_t>();
+    std::vector<int64_t> predicted =
+        to(argmax(model.forward(points)), Device::cpu()).to_vector<int64_t>();
     std::vector<int64_t> labels = data.labels.to_vector<int64_t>();
     int correct = 0;
     for (size_t i = 0; i < labels.size(); ++i) correct += predicted[i] == labels[i];
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::printf("train accuracy %d/300 (%.1f%%) in %.2f s\n", correct, 100.0 * correct / 300, seconds);
+    double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("train accuracy %d/300 (%.1f%%) in %.2f s\n", correct, 100.0 * correct / 300,
+                seconds);
     return 0;
   } catch (const Error& e) {
     std::fprintf(stderr, "mlp_demo: %s\n", e.what());

@@ -17,7 +17,8 @@ struct SpiralData {
 
 inline SpiralData make_spiral(int64_t per_class, int64_t classes, uint64_t seed) {
   manual_seed(seed);
-  std::vector<double> noise = normal({per_class * classes}, 0.0, 0.2, DType::f64).to_vector<double>();
+  std::vector<double> noise =
+      normal({per_class * classes}, 0.0, 0.2, DType::f64).to_vector<double>();
   std::vector<float> points, one_hot(per_class * classes * classes, 0.0f);
   std::vector<int64_t> labels;
   for (int64_t c = 0; c < classes; ++c) {
@@ -32,7 +33,8 @@ inline SpiralData make_spiral(int64_t per_class, int64_t classes, uint64_t seed)
     }
   }
   int64_t total = per_class * classes;
-  return {from_vector(points, {total, 2}), from_vector(one_hot, {total, classes}), from_vector(labels, {total})};
+  return {from_vector(points, {total, 2}), from_vector(one_hot, {total, classes}),
+          from_vector(labels, {total})};
 }
 
 // A 2-layer MLP, written with plain ops: logits = relu(x W1 + b1) W2 + b2.
@@ -40,7 +42,8 @@ struct Mlp {
   Tensor w1, b1, w2, b2;
 
   Mlp(int64_t in, int64_t hidden, int64_t out, Device device) {
-    double bound1 = 1.0 / std::sqrt(static_cast<double>(in)), bound2 = 1.0 / std::sqrt(static_cast<double>(hidden));
+    double bound1 = 1.0 / std::sqrt(static_cast<double>(in)),
+           bound2 = 1.0 / std::sqrt(static_cast<double>(hidden));
     w1 = uniform({in, hidden}, -bound1, bound1, device).set_requires_grad(true);
     b1 = zeros({hidden}, device).set_requires_grad(true);
     w2 = uniform({hidden, out}, -bound2, bound2, device).set_requires_grad(true);

@@ -4,7 +4,8 @@
 
 namespace kiln {
 
-BroadcastIndexer BroadcastIndexer::make(const Shape& out, std::initializer_list<const Shape*> operands) {
+BroadcastIndexer BroadcastIndexer::make(const Shape& out,
+                                        std::initializer_list<const Shape*> operands) {
   BroadcastIndexer indexer;
   KILN_CHECK(out.size() <= static_cast<size_t>(kMaxDims), "broadcast: rank ", out.size(),
              " exceeds the maximum of ", kMaxDims);

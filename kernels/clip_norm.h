@@ -15,8 +15,8 @@
 namespace kiln::kernels {
 
 // norm, scale: device scalars ([]) in the gradients' dtype, written with =.
-void clip_grad_norm(MultiTensorPlan& plan, const std::vector<Tensor>& grads, double max_norm, const Tensor& norm,
-                    const Tensor& scale);
+void clip_grad_norm(MultiTensorPlan& plan, const std::vector<Tensor>& grads, double max_norm,
+                    const Tensor& norm, const Tensor& scale);
 void clip_grad_norm_cuda(MultiTensorPlan& plan, const std::vector<Tensor>& grads, double max_norm,
                          const Tensor& norm, const Tensor& scale);
 

@@ -18,7 +18,9 @@ template <class T> struct FillFunctor {
 template <class T> struct ArangeFunctor {
   T* y;
   double start, step;
-  KILN_HD void operator()(int64_t i) const { y[i] = static_cast<T>(start + static_cast<double>(i) * step); }
+  KILN_HD void operator()(int64_t i) const {
+    y[i] = static_cast<T>(start + static_cast<double>(i) * step);
+  }
 };
 
 template <class In, class Out> struct CastFunctor {
@@ -83,7 +85,8 @@ template <class T> struct UniformFunctor {
   T low, span;
   KILN_HD void operator()(int64_t i) const {
     PhiloxOutput r = philox4x32(offset + static_cast<uint64_t>(i), 0, seed);
-    T u = sizeof(T) == 4 ? T(philox_uniform_float(r.x[0])) : T(philox_uniform_double(r.x[0], r.x[1]));
+    T u =
+        sizeof(T) == 4 ? T(philox_uniform_float(r.x[0])) : T(philox_uniform_double(r.x[0], r.x[1]));
     y[i] = low + math::mul_unfused(span, u);
   }
 };
@@ -106,7 +109,8 @@ template <class T> struct NormalFunctor {
 
 void fill(const Tensor& y, double value) {
   KILN_DISPATCH_ALL(y.dtype(), "fill", [&] {
-    parallel_for(y.device(), y.numel(), FillFunctor<scalar_t>{y.data<scalar_t>(), static_cast<scalar_t>(value)});
+    parallel_for(y.device(), y.numel(),
+                 FillFunctor<scalar_t>{y.data<scalar_t>(), static_cast<scalar_t>(value)});
   });
 }
 
@@ -120,7 +124,8 @@ void cast(const Tensor& x, const Tensor& y) {
   KILN_DISPATCH_ALL(x.dtype(), "cast", [&] {
     using In = scalar_t;
     KILN_DISPATCH_ALL(y.dtype(), "cast", [&] {
-      parallel_for(x.device(), x.numel(), CastFunctor<In, scalar_t>{x.data<In>(), y.data<scalar_t>()});
+      parallel_for(x.device(), x.numel(),
+                   CastFunctor<In, scalar_t>{x.data<In>(), y.data<scalar_t>()});
     });
   });
 }
@@ -144,46 +149,51 @@ void permute(const Tensor& x, const std::vector<int>& order, const Tensor& y) {
   });
 }
 
-void block_copy(const Tensor& src, int64_t src_ld, int64_t src_col, const Tensor& dst, int64_t dst_ld,
-                int64_t dst_col, int64_t rows, int64_t cols) {
+void block_copy(const Tensor& src, int64_t src_ld, int64_t src_col, const Tensor& dst,
+                int64_t dst_ld, int64_t dst_col, int64_t rows, int64_t cols) {
   KILN_DISPATCH_ALL(src.dtype(), "block_copy", [&] {
     parallel_for(src.device(), rows * cols,
-                 BlockCopyFunctor<scalar_t>{src.data<scalar_t>(), dst.data<scalar_t>(), src_ld, src_col,
-                                            dst_ld, dst_col, cols});
+                 BlockCopyFunctor<scalar_t>{src.data<scalar_t>(), dst.data<scalar_t>(), src_ld,
+                                            src_col, dst_ld, dst_col, cols});
   });
 }
 
 void expand(const Tensor& x, double scale, const Tensor& y) {
   BroadcastIndexer index = BroadcastIndexer::make(y.shape(), {&x.shape()});
   KILN_DISPATCH_FLOAT(x.dtype(), "expand", [&] {
-    parallel_for(y.device(), y.numel(),
-                 ExpandFunctor<scalar_t>{x.data<scalar_t>(), y.data<scalar_t>(), scalar_t(scale), index});
+    parallel_for(
+        y.device(), y.numel(),
+        ExpandFunctor<scalar_t>{x.data<scalar_t>(), y.data<scalar_t>(), scalar_t(scale), index});
   });
 }
 
 void axpy(double alpha, const Tensor& x, const Tensor& y) {
   KILN_DISPATCH_FLOAT(y.dtype(), "add_", [&] {
-    parallel_for(y.device(), y.numel(), AxpyFunctor<scalar_t>{scalar_t(alpha), x.data<scalar_t>(), y.data<scalar_t>()});
+    parallel_for(y.device(), y.numel(),
+                 AxpyFunctor<scalar_t>{scalar_t(alpha), x.data<scalar_t>(), y.data<scalar_t>()});
   });
 }
 
 void scale(const Tensor& y, double factor) {
   KILN_DISPATCH_FLOAT(y.dtype(), "mul_", [&] {
-    parallel_for(y.device(), y.numel(), ScaleFunctor<scalar_t>{y.data<scalar_t>(), scalar_t(factor)});
+    parallel_for(y.device(), y.numel(),
+                 ScaleFunctor<scalar_t>{y.data<scalar_t>(), scalar_t(factor)});
   });
 }
 
 void uniform(const Tensor& y, uint64_t seed, uint64_t offset, double low, double high) {
   KILN_DISPATCH_FLOAT(y.dtype(), "uniform", [&] {
     parallel_for(y.device(), y.numel(),
-                 UniformFunctor<scalar_t>{y.data<scalar_t>(), seed, offset, scalar_t(low), scalar_t(high - low)});
+                 UniformFunctor<scalar_t>{y.data<scalar_t>(), seed, offset, scalar_t(low),
+                                          scalar_t(high - low)});
   });
 }
 
 void normal(const Tensor& y, uint64_t seed, uint64_t offset, double mean, double stddev) {
   KILN_DISPATCH_FLOAT(y.dtype(), "normal", [&] {
     parallel_for(y.device(), y.numel(),
-                 NormalFunctor<scalar_t>{y.data<scalar_t>(), seed, offset, scalar_t(mean), scalar_t(stddev)});
+                 NormalFunctor<scalar_t>{y.data<scalar_t>(), seed, offset, scalar_t(mean),
+                                         scalar_t(stddev)});
   });
 }
 

@@ -55,8 +55,7 @@ void cross_entropy_backward_rows(const T* logits, const int64_t* targets, const 
   }
 }
 
-template <class T>
-struct DivideByCount {
+template <class T> struct DivideByCount {
   const T* total;
   const T* count;
   T* out;

@@ -1,18 +1,20 @@
 // Factories that fill a new tensor with a kernel, dtype/device conversion and in-place updates.
+#include "kernels/factories.h"
+
 #include <cmath>
 
-#include "core/grad_mode.h"
 #include "core/cuda_runtime.h"
+#include "core/grad_mode.h"
 #include "core/random.h"
 #include "core/tensor.h"
 #include "kernels/copy.h"
-#include "kernels/factories.h"
 
 namespace kiln {
 
 namespace {
 void check_inplace_allowed(const Tensor& t, const char* op) {
-  KILN_CHECK(!(t.requires_grad() && GradMode::is_enabled()), op, ": in-place update of ", t.describe(),
+  KILN_CHECK(!(t.requires_grad() && GradMode::is_enabled()), op, ": in-place update of ",
+             t.describe(),
              " which requires grad; wrap it in a kiln::NoGradGuard (as optimizers do)");
 }
 }  // namespace
@@ -35,7 +37,9 @@ Tensor arange(double start, double end, double step, Options options) {
   return t;
 }
 
-Tensor arange(int64_t end, Options options) { return arange(0.0, static_cast<double>(end), 1.0, options); }
+Tensor arange(int64_t end, Options options) {
+  return arange(0.0, static_cast<double>(end), 1.0, options);
+}
 
 Tensor uniform(const Shape& shape, double low, double high, Options options) {
   Tensor t = empty(shape, options);
@@ -55,7 +59,8 @@ Tensor copy_to(const Tensor& tensor, Options options) {
   cuda::check_device_usable(options.device, "to");
   if (tensor.dtype() == options.dtype) {
     Tensor out = empty(tensor.shape(), options);
-    cuda::copy_bytes(out.raw_data(), options.device, tensor.raw_data(), tensor.device(), tensor.nbytes());
+    cuda::copy_bytes(out.raw_data(), options.device, tensor.raw_data(), tensor.device(),
+                     tensor.nbytes());
     return out;
   }
   // Convert on the source device, then move.
@@ -68,10 +73,11 @@ Tensor copy_(const Tensor& destination, const Tensor& source) {
   check_inplace_allowed(destination, "copy_");
   KILN_CHECK(source.shape() == destination.shape(), "copy_: source ", source.describe(),
              " does not match destination ", destination.describe());
-  Tensor converted =
-      source.dtype() == destination.dtype() ? source : copy_to(source, {destination.dtype(), source.device()});
-  cuda::copy_bytes(destination.raw_data(), destination.device(), converted.raw_data(), converted.device(),
-                   destination.nbytes());
+  Tensor converted = source.dtype() == destination.dtype()
+                         ? source
+                         : copy_to(source, {destination.dtype(), source.device()});
+  cuda::copy_bytes(destination.raw_data(), destination.device(), converted.raw_data(),
+                   converted.device(), destination.nbytes());
   return destination;
 }
 
@@ -85,7 +91,8 @@ Tensor zero_(const Tensor& tensor) { return fill_(tensor, 0.0); }
 
 Tensor add_(const Tensor& tensor, const Tensor& other, double alpha) {
   check_inplace_allowed(tensor, "add_");
-  KILN_CHECK(other.shape() == tensor.shape() && other.dtype() == tensor.dtype() && other.device() == tensor.device(),
+  KILN_CHECK(other.shape() == tensor.shape() && other.dtype() == tensor.dtype() &&
+                 other.device() == tensor.device(),
              "add_: ", other.describe(), " cannot be added in place to ", tensor.describe(),
              " (expected the same shape, dtype, device)");
   kernels::axpy(alpha, other, tensor);

@@ -26,7 +26,8 @@ Tensor copy_to(const Tensor& tensor, Options options);
 Tensor copy_(const Tensor& tensor, const Tensor& source);  // tensor = source (converting dtype)
 Tensor fill_(const Tensor& tensor, double value);
 Tensor zero_(const Tensor& tensor);
-Tensor add_(const Tensor& tensor, const Tensor& other, double alpha = 1.0);  // tensor += alpha * other
-Tensor mul_(const Tensor& tensor, double factor);                           // tensor *= factor
+Tensor add_(const Tensor& tensor, const Tensor& other,
+            double alpha = 1.0);                   // tensor += alpha * other
+Tensor mul_(const Tensor& tensor, double factor);  // tensor *= factor
 
 }  // namespace kiln

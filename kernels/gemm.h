@@ -1,4 +1,5 @@
-// Matrix products through the vendor BLAS: OpenBLAS on the CPU, cuBLAS on CUDA (fp32/fp64, no TF32).
+// Matrix products through the vendor BLAS: OpenBLAS on the CPU, cuBLAS on CUDA (fp32/fp64, no
+// TF32).
 //   C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b],   row-major, b < batch
 //   op(A): [M, K] (A stored [K, M] when trans_a), op(B): [K, N] (B stored [N, K] when trans_b)
 // Batch strides are in elements; a stride of 0 reuses one matrix for every batch entry.
@@ -16,15 +17,18 @@ struct GemmShape {
 };
 
 // c = op(a) op(b) + beta * c for 2-D tensors (row views of larger tensors are fine).
-void gemm_2d(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, double beta, const Tensor& c);
+void gemm_2d(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, double beta,
+             const Tensor& c);
 
-void gemm(const GemmShape& shape, double alpha, const Tensor& a, const Tensor& b, double beta, const Tensor& c);
+void gemm(const GemmShape& shape, double alpha, const Tensor& a, const Tensor& b, double beta,
+          const Tensor& c);
 // The same on raw pointers of `dtype` elements on `device`: for loops that launch one GEMM per
 // time step, where building tensor views would cost more host time than the GEMM itself.
-void gemm(Device device, DType dtype, const GemmShape& shape, double alpha, const void* a, const void* b,
-          double beta, void* c);
-void gemm_cpu(DType dtype, const GemmShape& shape, double alpha, const void* a, const void* b, double beta, void* c);
-void gemm_cuda(int device, DType dtype, const GemmShape& shape, double alpha, const void* a, const void* b,
-               double beta, void* c);
+void gemm(Device device, DType dtype, const GemmShape& shape, double alpha, const void* a,
+          const void* b, double beta, void* c);
+void gemm_cpu(DType dtype, const GemmShape& shape, double alpha, const void* a, const void* b,
+              double beta, void* c);
+void gemm_cuda(int device, DType dtype, const GemmShape& shape, double alpha, const void* a,
+               const void* b, double beta, void* c);
 
 }  // namespace kiln::kernels

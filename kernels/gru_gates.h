@@ -85,16 +85,16 @@ struct GruLayerForward {
   Tensor w_hh, b_ih, b_hh;  // [3H, H], [3H], [3H]
   Tensor mask;              // [T, B]: 1 for a real step, 0 for padding (all ones when unpadded)
   bool reverse = false;
-  Tensor gates, h_in;       // [T, B, 4H], [T, B, H] (h_in holds h0 at the first step)
-  Tensor y, h_n;            // [T, B, H], [B, H]
+  Tensor gates, h_in;  // [T, B, 4H], [T, B, H] (h_in holds h0 at the first step)
+  Tensor y, h_n;       // [T, B, H], [B, H]
 };
 void gru_forward_steps(const GruLayerForward& layer);
 
 struct GruLayerBackward {
   Tensor gates, h_in, mask, dy, w_hh;
   bool reverse = false;
-  Tensor dh;          // [B, H] in: gradient of h_n; out: of h0
-  Tensor dgx, dgh;    // [T, B, 3H] out
+  Tensor dh;        // [B, H] in: gradient of h_n; out: of h0
+  Tensor dgx, dgh;  // [T, B, 3H] out
 };
 void gru_backward_steps(const GruLayerBackward& layer);
 

@@ -11,8 +11,7 @@ namespace kiln::kernels {
 
 namespace {
 
-template <class T>
-void gru_forward_typed(const GruLayerForward& a) {
+template <class T> void gru_forward_typed(const GruLayerForward& a) {
   const int64_t steps = a.xg.size(0), B = a.xg.size(1), H = a.h_n.size(1), G = 3 * H;
   const Device dev = a.xg.device();
   const StepOrder order{steps, a.reverse};
@@ -33,8 +32,7 @@ void gru_forward_typed(const GruLayerForward& a) {
   }
 }
 
-template <class T>
-void gru_backward_typed(const GruLayerBackward& a) {
+template <class T> void gru_backward_typed(const GruLayerBackward& a) {
   const int64_t steps = a.gates.size(0), B = a.gates.size(1), H = a.dh.size(1), G = 3 * H;
   const Device dev = a.gates.device();
   const StepOrder order{steps, a.reverse};

@@ -82,7 +82,8 @@ void check_index_range(const Tensor& index, int64_t limit, const char* op) {
   std::vector<int64_t> host = index_to_host(index);
   for (size_t n = 0; n < host.size(); ++n) {
     KILN_CHECK(host[n] >= 0 && host[n] < limit, op, ": index ", host[n], " at position ", n,
-               " is out of range for a table of ", limit, " rows (expected 0 <= index < ", limit, ")");
+               " is out of range for a table of ", limit, " rows (expected 0 <= index < ", limit,
+               ")");
   }
 }
 
@@ -92,12 +93,14 @@ void gather_rows(const Tensor& table, const Tensor& index, const Tensor& out) {
     using T = scalar_t;
     KILN_DISPATCH_INDEX(index.dtype(), "gather_rows", [&] {
       parallel_for(table.device(), index.numel() * cols,
-                   GatherRowsFunctor<T, scalar_t>{table.data<T>(), index.data<scalar_t>(), out.data<T>(), cols});
+                   GatherRowsFunctor<T, scalar_t>{table.data<T>(), index.data<scalar_t>(),
+                                                  out.data<T>(), cols});
     });
   });
 }
 
-void scatter_add_rows(const Tensor& grad_out, const Tensor& index, const Tensor& grad_table, int64_t skip_row) {
+void scatter_add_rows(const Tensor& grad_out, const Tensor& index, const Tensor& grad_table,
+                      int64_t skip_row) {
   int64_t cols = grad_table.numel() / grad_table.size(0);
   int64_t vocab = grad_table.size(0);
   // Counting sort of positions by row, on the host: keeps the sum order fixed (increasing n).
@@ -119,22 +122,25 @@ void scatter_add_rows(const Tensor& grad_out, const Tensor& index, const Tensor&
   }
   if (rows.empty()) return;
   Device device = grad_table.device();
-  Tensor rows_t = upload(rows, device), starts_t = upload(starts, device), positions_t = upload(positions, device);
+  Tensor rows_t = upload(rows, device), starts_t = upload(starts, device),
+         positions_t = upload(positions, device);
   KILN_DISPATCH_FLOAT(grad_table.dtype(), "scatter_add_rows", [&] {
     parallel_for(device, static_cast<int64_t>(rows.size()) * cols,
-                 ScatterAddRowsFunctor<scalar_t>{grad_out.data<scalar_t>(), rows_t.data<int64_t>(),
-                                                 starts_t.data<int64_t>(), positions_t.data<int64_t>(),
-                                                 grad_table.data<scalar_t>(), cols});
+                 ScatterAddRowsFunctor<scalar_t>{
+                     grad_out.data<scalar_t>(), rows_t.data<int64_t>(), starts_t.data<int64_t>(),
+                     positions_t.data<int64_t>(), grad_table.data<scalar_t>(), cols});
   });
 }
 
 void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& y) {
-  BroadcastIndexer index = BroadcastIndexer::make(y.shape(), {&cond.shape(), &a.shape(), &b.shape()});
+  BroadcastIndexer index =
+      BroadcastIndexer::make(y.shape(), {&cond.shape(), &a.shape(), &b.shape()});
   KILN_DISPATCH_ALL(y.dtype(), "where", [&] {
     using T = scalar_t;
     KILN_DISPATCH_ALL(cond.dtype(), "where", [&] {
       parallel_for(y.device(), y.numel(),
-                   WhereFunctor<scalar_t, T>{cond.data<scalar_t>(), a.data<T>(), b.data<T>(), y.data<T>(), index});
+                   WhereFunctor<scalar_t, T>{cond.data<scalar_t>(), a.data<T>(), b.data<T>(),
+                                             y.data<T>(), index});
     });
   });
 }
@@ -146,9 +152,10 @@ void where_backward(const Tensor& cond, const Tensor& grad_y, const Tensor& grad
     using T = scalar_t;
     KILN_DISPATCH_ALL(cond.dtype(), "where_backward", [&] {
       parallel_for(grad_y.device(), grad_y.numel(),
-                   WhereBackwardFunctor<scalar_t, T>{cond.data<scalar_t>(), grad_y.data<T>(),
-                                                     grad_a_full.defined() ? grad_a_full.data<T>() : nullptr,
-                                                     grad_b_full.defined() ? grad_b_full.data<T>() : nullptr, index});
+                   WhereBackwardFunctor<scalar_t, T>{
+                       cond.data<scalar_t>(), grad_y.data<T>(),
+                       grad_a_full.defined() ? grad_a_full.data<T>() : nullptr,
+                       grad_b_full.defined() ? grad_b_full.data<T>() : nullptr, index});
     });
   });
 }

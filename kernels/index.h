@@ -5,7 +5,8 @@
 //                  The rows touched are grouped on the host (counting sort of the index), then
 //                  one thread per (touched row, column) adds its rows in order.
 //   where:         y[i] = cond[i] != 0 ? a[i] : b[i], all three broadcast to y's shape
-// Bytes: gather reads N*D table values and writes N*D; scatter reads N*D and read-writes the touched rows.
+// Bytes: gather reads N*D table values and writes N*D; scatter reads N*D and read-writes the
+// touched rows.
 #pragma once
 
 #include "core/tensor.h"
@@ -14,9 +15,11 @@ namespace kiln::kernels {
 
 void gather_rows(const Tensor& table, const Tensor& index, const Tensor& out);
 // Rows whose index equals skip_row (an embedding's padding_idx; -1 for none) add nothing.
-void scatter_add_rows(const Tensor& grad_out, const Tensor& index, const Tensor& grad_table, int64_t skip_row = -1);
+void scatter_add_rows(const Tensor& grad_out, const Tensor& index, const Tensor& grad_table,
+                      int64_t skip_row = -1);
 void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& y);
-// grad_a_full[i] = cond ? g : 0, grad_b_full[i] = cond ? 0 : g (at y's shape; either may be undefined)
+// grad_a_full[i] = cond ? g : 0, grad_b_full[i] = cond ? 0 : g (at y's shape; either may be
+// undefined)
 void where_backward(const Tensor& cond, const Tensor& grad_y, const Tensor& grad_a_full,
                     const Tensor& grad_b_full);
 // Checks every index is in [0, limit); throws naming `op` and the first bad position otherwise.

@@ -92,12 +92,12 @@ template <class T> struct LstmGatesBackward {
 // Time-indexed buffers: step t reads h_in[t], c_in[t] (the state entering it) and writes the state
 // entering the next step processed (t + 1, or t - 1 when reverse), or h_n, c_n after the last one.
 struct LstmLayerForward {
-  Tensor xg;                  // [T, B, 4H] input projections, no bias
-  Tensor w_hh, b_ih, b_hh;    // [4H, H], [4H], [4H]
-  Tensor mask;                // [T, B]: 1 for a real step, 0 for padding (all ones when unpadded)
+  Tensor xg;                // [T, B, 4H] input projections, no bias
+  Tensor w_hh, b_ih, b_hh;  // [4H, H], [4H], [4H]
+  Tensor mask;              // [T, B]: 1 for a real step, 0 for padding (all ones when unpadded)
   bool reverse = false;
-  Tensor gates, h_in, c_in;   // [T, B, 4H], [T, B, H] x 2: h_in/c_in hold h0/c0 at the first step
-  Tensor y, h_n, c_n;         // [T, B, H], [B, H], [B, H]
+  Tensor gates, h_in, c_in;  // [T, B, 4H], [T, B, H] x 2: h_in/c_in hold h0/c0 at the first step
+  Tensor y, h_n, c_n;        // [T, B, H], [B, H], [B, H]
 };
 void lstm_forward_steps(const LstmLayerForward& layer);
 
@@ -105,8 +105,8 @@ void lstm_forward_steps(const LstmLayerForward& layer);
 struct LstmLayerBackward {
   Tensor gates, c_in, mask, dy, w_hh;
   bool reverse = false;
-  Tensor dh, dc;    // [B, H] in: gradients of h_n, c_n; out: of h0, c0
-  Tensor dgates;    // [T, B, 4H] out
+  Tensor dh, dc;  // [B, H] in: gradients of h_n, c_n; out: of h0, c0
+  Tensor dgates;  // [T, B, 4H] out
 };
 void lstm_backward_steps(const LstmLayerBackward& layer);
 

@@ -11,8 +11,7 @@ namespace kiln::kernels {
 
 namespace {
 
-template <class T>
-void lstm_forward_typed(const LstmLayerForward& a) {
+template <class T> void lstm_forward_typed(const LstmLayerForward& a) {
   const int64_t steps = a.xg.size(0), B = a.xg.size(1), H = a.h_n.size(1), G = 4 * H;
   const Device dev = a.xg.device();
   const StepOrder order{steps, a.reverse};
@@ -36,8 +35,7 @@ void lstm_forward_typed(const LstmLayerForward& a) {
   }
 }
 
-template <class T>
-void lstm_backward_typed(const LstmLayerBackward& a) {
+template <class T> void lstm_backward_typed(const LstmLayerBackward& a) {
   const int64_t steps = a.gates.size(0), B = a.gates.size(1), H = a.dh.size(1), G = 4 * H;
   const Device dev = a.gates.device();
   const StepOrder order{steps, a.reverse};

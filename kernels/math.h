@@ -17,8 +17,12 @@ inline float host_expf(float x) {
   const float kRound = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
   float n = (x * 1.44269504088896341f + kRound) - kRound;
   float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
-             1.6666665459e-1f) * r + 5.0000001201e-1f;
+  float p =
+      ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) *
+           r +
+       1.6666665459e-1f) *
+          r +
+      5.0000001201e-1f;
   float e = p * r * r + r + 1.0f;
   // 2^n as a float, in two halves so n = 128 (x near the top of the range) stays representable.
   int half = static_cast<int>(n) / 2;
@@ -32,8 +36,12 @@ inline float host_expf(float x) {
 inline float host_tanhf(float x) {
   float a = x < 0 ? -x : x;
   float s = x * x;  // near 0 an odd polynomial keeps full relative accuracy
-  float small = ((((-5.70498872745e-3f * s + 2.06390887954e-2f) * s - 5.37397155531e-2f) * s + 1.33314422036e-1f) * s -
-                 3.33332819422e-1f) * s * x + x;
+  float small = ((((-5.70498872745e-3f * s + 2.06390887954e-2f) * s - 5.37397155531e-2f) * s +
+                  1.33314422036e-1f) *
+                     s -
+                 3.33332819422e-1f) *
+                    s * x +
+                x;
   float large = 1.0f - 2.0f / (host_expf(2.0f * a) + 1.0f);
   large = x < 0 ? -large : large;
   return a < 0.625f ? small : large;

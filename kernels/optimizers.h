@@ -56,7 +56,8 @@ template <class T> struct AdamUpdate {
 template <class T> struct RmspropUpdate {
   T lr, alpha, eps, weight_decay, momentum;
   const T* grad_scale;
-  KILN_HD void operator()(T* const* ptr, int64_t i) const {  // ptr: p, g, sq, buf (buf only with momentum)
+  KILN_HD void operator()(T* const* ptr,
+                          int64_t i) const {  // ptr: p, g, sq, buf (buf only with momentum)
     T g = ptr[1][i] * (grad_scale ? *grad_scale : T(1)) + weight_decay * ptr[0][i];
     T sq = alpha * ptr[2][i] + (T(1) - alpha) * g * g;
     ptr[2][i] = sq;
@@ -86,8 +87,11 @@ class MultiTensorPlan;
 using TensorLists = std::vector<std::vector<Tensor>>;
 // lists: {params, grads, state...} as each functor's ptr comment says. grad_scale: a device
 // scalar in the params' dtype, or undefined for 1.
-void sgd_step(MultiTensorPlan& plan, const TensorLists& lists, const SgdArgs& args, const Tensor& grad_scale);
-void adam_step(MultiTensorPlan& plan, const TensorLists& lists, const AdamArgs& args, const Tensor& grad_scale);
-void rmsprop_step(MultiTensorPlan& plan, const TensorLists& lists, const RmspropArgs& args, const Tensor& grad_scale);
+void sgd_step(MultiTensorPlan& plan, const TensorLists& lists, const SgdArgs& args,
+              const Tensor& grad_scale);
+void adam_step(MultiTensorPlan& plan, const TensorLists& lists, const AdamArgs& args,
+               const Tensor& grad_scale);
+void rmsprop_step(MultiTensorPlan& plan, const TensorLists& lists, const RmspropArgs& args,
+                  const Tensor& grad_scale);
 
 }  // namespace kiln::kernels

@@ -44,7 +44,8 @@ template <class F> void parallel_for_cpu(int64_t n, const F& f, int64_t grain = 
 #ifdef __CUDACC__
 template <class F> __global__ void parallel_for_kernel(int64_t n, F f) {
   int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += stride) {
     f(i);
   }
 }
@@ -61,7 +62,8 @@ template <class F> void parallel_for_cuda(int64_t n, const F& f) {
 }
 #endif
 
-template <class F> void parallel_for(Device device, int64_t n, const F& f, int64_t grain = kParallelGrain) {
+template <class F>
+void parallel_for(Device device, int64_t n, const F& f, int64_t grain = kParallelGrain) {
   if (device.is_cpu()) {
     parallel_for_cpu(n, f, grain);
     return;
@@ -81,8 +83,7 @@ template <class F> void parallel_for(Device device, int64_t n, const F& f, int64
 // On CUDA: one thread per element of the flat grid, the index split once. As on the GPU, the
 // calls must be independent of each other.
 #ifdef __CUDACC__
-template <class F>
-struct RowsAsFlat {  // element i of the flat grid as f(row, col)
+template <class F> struct RowsAsFlat {  // element i of the flat grid as f(row, col)
   F f;
   int64_t cols;
   __device__ void operator()(int64_t i) const { f(i / cols, i % cols); }
@@ -136,7 +137,8 @@ template <class F> void parallel_for_2d(Device device, int64_t rows, int64_t col
   constexpr int kThreads = 256;
   // A few blocks per row, each striding over the columns: enough work per thread to hide the
   // per-row loads, and a grid of rows x 16 blocks at most.
-  unsigned blocks_x = static_cast<unsigned>(std::min<int64_t>((cols + kThreads - 1) / kThreads, 16));
+  unsigned blocks_x =
+      static_cast<unsigned>(std::min<int64_t>((cols + kThreads - 1) / kThreads, 16));
   unsigned blocks_y = static_cast<unsigned>(std::min<int64_t>(rows, 65535));
   parallel_for_2d_kernel<<<dim3(blocks_x, blocks_y), kThreads>>>(rows, cols, f);
   KILN_CUDA_CHECK(cudaGetLastError());

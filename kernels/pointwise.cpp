@@ -33,14 +33,15 @@ template <class Op, class T> struct BinaryForwardFunctor {
   const T* b;
   T* y;
   BroadcastIndexer index;
-  KILN_HD void operator()(int64_t i) const { y[i] = op.forward(a[index.offset(0, i)], b[index.offset(1, i)]); }
+  KILN_HD void operator()(int64_t i) const {
+    y[i] = op.forward(a[index.offset(0, i)], b[index.offset(1, i)]);
+  }
 };
 
 // The common broadcast y[r, c] = op(a[r, c], b[c]) (a bias row added to a batch), or its mirror
 // op(a[c], b[r, c]): rows x contiguous columns, so the CPU loop vectorizes and no per-element
 // index arithmetic is left.
-template <class Op, class T>
-struct BinaryRowBroadcastFunctor {
+template <class Op, class T> struct BinaryRowBroadcastFunctor {
   Op op;
   const T* a;
   const T* b;
@@ -114,14 +115,19 @@ template <class Fn> auto with_binary_op(BinaryKind kind, Fn&& fn) {
   KILN_FAIL("binary op: unknown kind");
 }
 
-template <class T> const T* data_or_null(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
-template <class T> T* mutable_or_null(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
+template <class T> const T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+template <class T> T* mutable_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
 
 }  // namespace
 
 UnaryInfo unary_info(UnaryKind kind) {
-  static const char* names[] = {"neg",  "exp",        "log",        "tanh",       "sigmoid",     "relu",
-                                "sqrt", "pow_scalar", "add_scalar", "mul_scalar", "rsub_scalar", "rdiv_scalar"};
+  static const char* names[] = {"neg",        "exp",        "log",         "tanh",
+                                "sigmoid",    "relu",       "sqrt",        "pow_scalar",
+                                "add_scalar", "mul_scalar", "rsub_scalar", "rdiv_scalar"};
   return with_unary_op(kind, 0.0, [&](auto op) {
     using Op = decltype(op);
     return UnaryInfo{names[static_cast<int>(kind)], Op::kUsesInput, Op::kUsesOutput};

@@ -56,7 +56,9 @@ struct PowScalarOp {  // y = x^p
   static constexpr bool kUsesInput = true, kUsesOutput = false;
   double p;
   template <class T> KILN_HD T forward(T x) const { return math::pow(x, T(p)); }
-  template <class T> KILN_HD T backward(T x, T, T gy) const { return gy * T(p) * math::pow(x, T(p - 1)); }
+  template <class T> KILN_HD T backward(T x, T, T gy) const {
+    return gy * T(p) * math::pow(x, T(p - 1));
+  }
 };
 struct AddScalarOp {  // y = x + s
   static constexpr bool kUsesInput = false, kUsesOutput = false;
@@ -107,13 +109,28 @@ struct DivOp {
 };
 struct PowOp {  // y = a^b (a > 0 where b is differentiated)
   template <class T> KILN_HD T forward(T a, T b) const { return math::pow(a, b); }
-  template <class T> KILN_HD T grad_a(T a, T b, T, T g) const { return g * b * math::pow(a, b - T(1)); }
+  template <class T> KILN_HD T grad_a(T a, T b, T, T g) const {
+    return g * b * math::pow(a, b - T(1));
+  }
   template <class T> KILN_HD T grad_b(T a, T, T y, T g) const { return g * y * math::log(a); }
 };
 
 // ---- launchers (defined in pointwise.cpp, compiled for CPU and CUDA) ------------------------
 
-enum class UnaryKind { neg, exp, log, tanh, sigmoid, relu, sqrt, pow_scalar, add_scalar, mul_scalar, rsub_scalar, rdiv_scalar };
+enum class UnaryKind {
+  neg,
+  exp,
+  log,
+  tanh,
+  sigmoid,
+  relu,
+  sqrt,
+  pow_scalar,
+  add_scalar,
+  mul_scalar,
+  rsub_scalar,
+  rdiv_scalar
+};
 enum class BinaryKind { add, sub, mul, div, pow };
 
 struct UnaryInfo {

@@ -122,13 +122,17 @@ void sum_dim(const Tensor& x, int dim, double scale, const Tensor& y) {
       // Few outputs, long sums: chunk the rows first (deterministic: fixed chunks, fixed order).
       int64_t chunks = (reduce + kChunk - 1) / kChunk;
       Tensor partial = empty({outer, chunks, inner}, x.options());
-      parallel_for(x.device(), outer * chunks * inner,
-                   SumChunkFunctor<T>{x.data<T>(), partial.data<T>(), reduce, inner, kChunk, chunks}, /*grain=*/256);
+      parallel_for(
+          x.device(), outer * chunks * inner,
+          SumChunkFunctor<T>{x.data<T>(), partial.data<T>(), reduce, inner, kChunk, chunks},
+          /*grain=*/256);
       parallel_for(x.device(), outer * inner,
-                   SumDimFunctor<T>{partial.data<T>(), y.data<T>(), chunks, inner, T(scale)}, /*grain=*/256);
+                   SumDimFunctor<T>{partial.data<T>(), y.data<T>(), chunks, inner, T(scale)},
+                   /*grain=*/256);
       return;
     }
-    parallel_for(x.device(), outer * inner, SumDimFunctor<T>{x.data<T>(), y.data<T>(), reduce, inner, T(scale)},
+    parallel_for(x.device(), outer * inner,
+                 SumDimFunctor<T>{x.data<T>(), y.data<T>(), reduce, inner, T(scale)},
                  /*grain=*/256);
   });
 }
@@ -143,8 +147,8 @@ void sum_all(const Tensor& x, double scale, const Tensor& y) {
       int64_t width = n > kWidth * kWidth ? kWidth * kWidth : kWidth;
       Tensor partial = empty({width}, x.options());
       parallel_for(x.device(), width,
-                   SumStridedFunctor<scalar_t>{current.data<scalar_t>(), partial.data<scalar_t>(), n,
-                                               width, scalar_t(1)},
+                   SumStridedFunctor<scalar_t>{current.data<scalar_t>(), partial.data<scalar_t>(),
+                                               n, width, scalar_t(1)},
                    /*grain=*/64);
       current = partial;
     }
@@ -167,9 +171,10 @@ void max_last(const Tensor& x, const Tensor& values, const Tensor& indices) {
 void max_last_backward(const Tensor& indices, const Tensor& grad_values, const Tensor& grad_x) {
   int64_t cols = grad_x.size(-1);
   KILN_DISPATCH_FLOAT(grad_x.dtype(), "max_backward", [&] {
-    parallel_for(grad_x.device(), grad_x.numel(),
-                 MaxLastBackwardFunctor<scalar_t>{indices.data<int64_t>(), grad_values.data<scalar_t>(),
-                                                  grad_x.data<scalar_t>(), cols});
+    parallel_for(
+        grad_x.device(), grad_x.numel(),
+        MaxLastBackwardFunctor<scalar_t>{indices.data<int64_t>(), grad_values.data<scalar_t>(),
+                                         grad_x.data<scalar_t>(), cols});
   });
 }
 

@@ -14,8 +14,7 @@ namespace kiln::kernels {
 
 // Online log-sum-exp: absorbs values one at a time or merges two partial states, so a row can be
 // split across the threads of a block and combined in any tree.
-template <class T>
-struct OnlineLogSumExp {
+template <class T> struct OnlineLogSumExp {
   T max;
   T sum;  // sum of exp(x - max)
   KILN_HD void add(T x) {
@@ -74,8 +73,7 @@ KILN_HD inline bool cross_entropy_keeps_row(int64_t target, int64_t ignore_index
 }
 
 // The mean over counted rows: total / max(count, 1), so a batch of padding gives 0, not NaN.
-template <class T>
-KILN_HD inline T mean_over_count(T total, T count) {
+template <class T> KILN_HD inline T mean_over_count(T total, T count) {
   return total / math::max(count, T(1));
 }
 
@@ -121,8 +119,7 @@ __device__ V block_reduce(V value, V* shared, Combine combine) {
   return total;
 }
 
-template <int kThreads, class T>
-__device__ T block_sum(T value, T* shared) {
+template <int kThreads, class T> __device__ T block_sum(T value, T* shared) {
   return block_reduce<kThreads>(value, shared, [](T a, T b) { return a + b; });
 }
 #endif

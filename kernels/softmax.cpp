@@ -10,8 +10,7 @@ namespace kiln::kernels {
 
 namespace {
 
-template <class T>
-struct SoftmaxForwardFunctor {
+template <class T> struct SoftmaxForwardFunctor {
   const T* x;
   T* y;
   int64_t cols;
@@ -34,8 +33,7 @@ struct SoftmaxForwardFunctor {
   }
 };
 
-template <class T>
-struct SoftmaxBackwardFunctor {
+template <class T> struct SoftmaxBackwardFunctor {
   const T* y;
   const T* grad_y;
   T* grad_x;

@@ -24,9 +24,7 @@ NgramCounts count_ngrams(const std::vector<std::string>& tokens, size_t n) {
   return counts;
 }
 
-bool is_digit(char c) {
-  return c >= '0' && c <= '9';
-}
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
 // Rule 1's class: { | } ~  [ \ ] ^ _ `  space ! " # $ % &  ( ) * +  : ; < = > ? @  /
 bool is_13a_punct(char c) {

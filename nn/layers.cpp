@@ -5,10 +5,11 @@
 namespace kiln::nn {
 
 Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias, Options options) {
-  KILN_CHECK(in_features > 0 && out_features > 0, "Linear: sizes must be positive, got ", in_features, " -> ",
-             out_features);
+  KILN_CHECK(in_features > 0 && out_features > 0, "Linear: sizes must be positive, got ",
+             in_features, " -> ", out_features);
   double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
-  weight = register_parameter("weight", uniform({out_features, in_features}, -bound, bound, options));
+  weight =
+      register_parameter("weight", uniform({out_features, in_features}, -bound, bound, options));
   if (with_bias) bias = register_parameter("bias", uniform({out_features}, -bound, bound, options));
 }
 
@@ -20,18 +21,21 @@ Tensor Linear::forward(const Tensor& x) const {
   return bias.defined() ? y + bias : y;
 }
 
-Embedding::Embedding(int64_t num_embeddings, int64_t embedding_dim, int64_t padding_idx_, Options options)
+Embedding::Embedding(int64_t num_embeddings, int64_t embedding_dim, int64_t padding_idx_,
+                     Options options)
     : padding_idx(padding_idx_) {
-  KILN_CHECK(num_embeddings > 0 && embedding_dim > 0, "Embedding: sizes must be positive, got ", num_embeddings,
-             " x ", embedding_dim);
-  KILN_CHECK(padding_idx < num_embeddings, "Embedding: padding_idx ", padding_idx, " >= num_embeddings ",
-             num_embeddings);
+  KILN_CHECK(num_embeddings > 0 && embedding_dim > 0, "Embedding: sizes must be positive, got ",
+             num_embeddings, " x ", embedding_dim);
+  KILN_CHECK(padding_idx < num_embeddings, "Embedding: padding_idx ", padding_idx,
+             " >= num_embeddings ", num_embeddings);
   Tensor w = normal({num_embeddings, embedding_dim}, 0.0, 1.0, options);
   if (padding_idx >= 0) zero_(view_rows(w, padding_idx, 1));
   weight = register_parameter("weight", w);
 }
 
-Tensor Embedding::forward(const Tensor& index) const { return embedding(weight, index, padding_idx); }
+Tensor Embedding::forward(const Tensor& index) const {
+  return embedding(weight, index, padding_idx);
+}
 
 Dropout::Dropout(double p_) : p(p_) {
   KILN_CHECK(p >= 0 && p < 1, "Dropout: p must be in [0, 1), got ", p);
@@ -42,7 +46,8 @@ void xavier_uniform(Module& module) {
   NoGradGuard no_grad;
   for (auto& [name, param] : module.named_parameters()) {
     if (param.dim() >= 2) {
-      double fan_out = static_cast<double>(param.size(0)), fan_in = static_cast<double>(param.numel() / param.size(0));
+      double fan_out = static_cast<double>(param.size(0)),
+             fan_in = static_cast<double>(param.numel() / param.size(0));
       double bound = std::sqrt(6.0 / (fan_in + fan_out));
       copy_(param, uniform(param.shape(), -bound, bound, param.options()));
     } else {

@@ -20,7 +20,8 @@ class Linear : public Module {
 // gradient. index: any shape of i32/i64 -> index.shape + [dim].
 class Embedding : public Module {
  public:
-  Embedding(int64_t num_embeddings, int64_t embedding_dim, int64_t padding_idx = -1, Options options = {});
+  Embedding(int64_t num_embeddings, int64_t embedding_dim, int64_t padding_idx = -1,
+            Options options = {});
   Tensor forward(const Tensor& index) const;
 
   Tensor weight;
@@ -37,7 +38,8 @@ class Dropout : public Module {
 
 namespace init {
 // Xavier/Glorot uniform on every parameter of rank >= 2 (bound sqrt(6 / (fan_in + fan_out))),
-// zeros on biases (rank 1). Embedding padding rows are zeroed again afterwards by the caller if needed.
+// zeros on biases (rank 1). Embedding padding rows are zeroed again afterwards by the caller if
+// needed.
 void xavier_uniform(Module& module);
 }  // namespace init
 

@@ -7,13 +7,16 @@ namespace kiln::nn {
 void Module::check_name(const std::string& name) const {
   KILN_CHECK(!name.empty() && name.find('.') == std::string::npos, "Module: invalid name '", name,
              "' (non-empty, no '.')");
-  for (const auto& [existing, _] : parameters_) KILN_CHECK(existing != name, "Module: '", name, "' registered twice");
-  for (const auto& [existing, _] : children_) KILN_CHECK(existing != name, "Module: '", name, "' registered twice");
+  for (const auto& [existing, _] : parameters_)
+    KILN_CHECK(existing != name, "Module: '", name, "' registered twice");
+  for (const auto& [existing, _] : children_)
+    KILN_CHECK(existing != name, "Module: '", name, "' registered twice");
 }
 
 Tensor Module::register_parameter(const std::string& name, Tensor value) {
   check_name(name);
-  KILN_CHECK(value.defined() && value.is_leaf(), "Module: parameter '", name, "' must be a defined leaf tensor");
+  KILN_CHECK(value.defined() && value.is_leaf(), "Module: parameter '", name,
+             "' must be a defined leaf tensor");
   value.set_requires_grad(true);
   parameters_.emplace_back(name, value);
   return value;
@@ -60,7 +63,8 @@ void Module::load_state_dict(const StateDict& state, bool strict) {
     }
     const Tensor& value = found->second;
     if (value.shape() != param.shape() || value.dtype() != param.dtype()) {
-      problems << "\n  mismatch: " << name << " is " << value.describe() << ", the model has " << param.describe();
+      problems << "\n  mismatch: " << name << " is " << value.describe() << ", the model has "
+               << param.describe();
       ++count;
     }
   }
@@ -68,10 +72,12 @@ void Module::load_state_dict(const StateDict& state, bool strict) {
     for (auto& [name, value] : state) {
       bool known = false;
       for (auto& [param_name, _] : params) known = known || param_name == name;
-      if (!known) problems << "\n  unexpected: " << name << " (" << value.describe() << ")", ++count;
+      if (!known)
+        problems << "\n  unexpected: " << name << " (" << value.describe() << ")", ++count;
     }
   }
-  KILN_CHECK(count == 0, "load_state_dict: ", count, " problem(s), nothing was loaded:", problems.str());
+  KILN_CHECK(count == 0, "load_state_dict: ", count,
+             " problem(s), nothing was loaded:", problems.str());
   NoGradGuard no_grad;
   for (auto& [name, param] : params) {
     auto found = state.find(name);

@@ -48,7 +48,8 @@ class Module {
  protected:
   // Registers `value` as a parameter (requires_grad set) and returns it.
   Tensor register_parameter(const std::string& name, Tensor value);
-  template <class M> std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> module) {
+  template <class M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> module) {
     check_name(name);
     children_.emplace_back(name, module);
     return module;

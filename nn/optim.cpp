@@ -14,11 +14,15 @@ struct Optimizer::LaunchCache {
 };
 
 Optimizer::Optimizer(std::vector<Tensor> params, double lr, const char* name)
-    : params_(std::move(params)), lr_(lr), name_(name), launch_cache_(std::make_unique<LaunchCache>()) {
+    : params_(std::move(params)),
+      lr_(lr),
+      name_(name),
+      launch_cache_(std::make_unique<LaunchCache>()) {
   KILN_CHECK(lr >= 0, name, ": learning rate must be >= 0, got ", lr);
   for (size_t i = 0; i < params_.size(); ++i) {
-    KILN_CHECK(params_[i].defined() && params_[i].is_leaf() && params_[i].requires_grad(), name, ": parameter ", i,
-               " must be a leaf that requires grad, got ", params_[i].describe());
+    KILN_CHECK(params_[i].defined() && params_[i].is_leaf() && params_[i].requires_grad(), name,
+               ": parameter ", i, " must be a leaf that requires grad, got ",
+               params_[i].describe());
   }
 }
 
@@ -33,7 +37,8 @@ void Optimizer::step(const Tensor& grad_scale) {
     lists[0].push_back(params_[i]);
     lists[1].push_back(params_[i].grad());
     for (size_t k = 0; k < names.size(); ++k) {
-      if (!buffers_[k][i].defined()) buffers_[k][i] = zeros(params_[i].shape(), params_[i].options());
+      if (!buffers_[k][i].defined())
+        buffers_[k][i] = zeros(params_[i].shape(), params_[i].options());
       lists[2 + k].push_back(buffers_[k][i]);
     }
   }
@@ -56,7 +61,8 @@ StateDict Optimizer::state_dict() const {
   std::vector<std::string> names = buffer_names();
   for (size_t k = 0; k < buffers_.size(); ++k) {
     for (size_t i = 0; i < params_.size(); ++i) {
-      if (buffers_[k][i].defined()) state["state." + std::to_string(i) + "." + names[k]] = buffers_[k][i];
+      if (buffers_[k][i].defined())
+        state["state." + std::to_string(i) + "." + names[k]] = buffers_[k][i];
     }
   }
   return state;
@@ -64,7 +70,8 @@ StateDict Optimizer::state_dict() const {
 
 void Optimizer::load_state_dict(const StateDict& state) {
   auto step = state.find("step");
-  KILN_CHECK(step != state.end() && step->second.numel() == 1, name_, "::load_state_dict: no 'step' entry");
+  KILN_CHECK(step != state.end() && step->second.numel() == 1, name_,
+             "::load_state_dict: no 'step' entry");
   std::vector<std::string> names = buffer_names();
   std::vector<std::vector<Tensor>> loaded(names.size(), std::vector<Tensor>(params_.size()));
   for (const auto& [key, value] : state) {
@@ -79,14 +86,17 @@ void Optimizer::load_state_dict(const StateDict& state) {
         matched = true;
       }
     }
-    KILN_CHECK(matched, name_, "::load_state_dict: unexpected entry '", key, "' (", params_.size(), " parameters)");
+    KILN_CHECK(matched, name_, "::load_state_dict: unexpected entry '", key, "' (", params_.size(),
+               " parameters)");
   }
   buffers_ = std::move(loaded);
   steps_ = static_cast<int64_t>(step->second.item());
 }
 
-SGD::SGD(std::vector<Tensor> params, SgdOptions o) : Optimizer(std::move(params), o.lr, "SGD"), options(o) {
-  KILN_CHECK(!o.nesterov || (o.momentum > 0 && o.dampening == 0), "SGD: nesterov needs momentum > 0 and no dampening");
+SGD::SGD(std::vector<Tensor> params, SgdOptions o)
+    : Optimizer(std::move(params), o.lr, "SGD"), options(o) {
+  KILN_CHECK(!o.nesterov || (o.momentum > 0 && o.dampening == 0),
+             "SGD: nesterov needs momentum > 0 and no dampening");
 }
 
 std::vector<std::string> SGD::buffer_names() const {
@@ -96,20 +106,24 @@ std::vector<std::string> SGD::buffer_names() const {
 
 void SGD::update(const TensorLists& lists, const Tensor& grad_scale) {
   kernels::sgd_step(launch_cache().plan, lists,
-                    {lr_, options.momentum, options.dampening, options.weight_decay, options.nesterov, steps_ == 1},
+                    {lr_, options.momentum, options.dampening, options.weight_decay,
+                     options.nesterov, steps_ == 1},
                     grad_scale);
 }
 
 Adam::Adam(std::vector<Tensor> params, AdamOptions o, bool decoupled_)
-    : Optimizer(std::move(params), o.lr, decoupled_ ? "AdamW" : "Adam"), options(o), decoupled(decoupled_) {
-  KILN_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, name_, ": betas must be in [0, 1), got ",
-             o.beta1, ", ", o.beta2);
+    : Optimizer(std::move(params), o.lr, decoupled_ ? "AdamW" : "Adam"),
+      options(o),
+      decoupled(decoupled_) {
+  KILN_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, name_,
+             ": betas must be in [0, 1), got ", o.beta1, ", ", o.beta2);
 }
 
 void Adam::update(const TensorLists& lists, const Tensor& grad_scale) {
-  kernels::adam_step(launch_cache().plan, lists,
-                     {lr_, options.beta1, options.beta2, options.eps, options.weight_decay, decoupled, steps_},
-                     grad_scale);
+  kernels::adam_step(
+      launch_cache().plan, lists,
+      {lr_, options.beta1, options.beta2, options.eps, options.weight_decay, decoupled, steps_},
+      grad_scale);
 }
 
 RMSprop::RMSprop(std::vector<Tensor> params, RmspropOptions o)
@@ -121,7 +135,8 @@ std::vector<std::string> RMSprop::buffer_names() const {
 }
 
 void RMSprop::update(const TensorLists& lists, const Tensor& grad_scale) {
-  kernels::rmsprop_step(launch_cache().plan, lists, {lr_, options.alpha, options.eps, options.weight_decay, options.momentum},
+  kernels::rmsprop_step(launch_cache().plan, lists,
+                        {lr_, options.alpha, options.eps, options.weight_decay, options.momentum},
                         grad_scale);
 }
 
@@ -138,7 +153,8 @@ Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   return norm;
 }
 
-StepDecayLr::StepDecayLr(double lr, int64_t step_size, double gamma) : lr_(lr), gamma_(gamma), step_size_(step_size) {
+StepDecayLr::StepDecayLr(double lr, int64_t step_size, double gamma)
+    : lr_(lr), gamma_(gamma), step_size_(step_size) {
   KILN_CHECK(step_size > 0, "StepDecayLr: step_size must be > 0, got ", step_size);
 }
 double StepDecayLr::lr_at(int64_t step) const {
@@ -155,8 +171,8 @@ double WarmupInverseSqrtLr::lr_at(int64_t step) const {
 
 WarmupCosineLr::WarmupCosineLr(double lr, int64_t warmup, int64_t total_steps, double min_lr)
     : lr_(lr), min_lr_(min_lr), warmup_(warmup), total_(total_steps) {
-  KILN_CHECK(warmup >= 0 && total_steps > warmup, "WarmupCosineLr: need 0 <= warmup < total_steps, got ", warmup,
-             " and ", total_steps);
+  KILN_CHECK(warmup >= 0 && total_steps > warmup,
+             "WarmupCosineLr: need 0 <= warmup < total_steps, got ", warmup, " and ", total_steps);
 }
 double WarmupCosineLr::lr_at(int64_t step) const {
   double s = static_cast<double>(std::max<int64_t>(step, 1));

@@ -27,7 +27,8 @@ class Optimizer {
   double lr() const { return lr_; }
   void set_lr(double lr) { lr_ = lr; }
   int64_t step_count() const { return steps_; }
-  // "step" (i64 []) and every state buffer as "state.<param index>.<buffer name>", for exact resume.
+  // "step" (i64 []) and every state buffer as "state.<param index>.<buffer name>", for exact
+  // resume.
   StateDict state_dict() const;
   void load_state_dict(const StateDict& state);
 

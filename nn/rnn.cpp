@@ -11,8 +11,8 @@ int64_t gate_count(CellType cell) { return cell == CellType::lstm ? 4 : 3; }
 // Registers the four tensors of one layer and direction through `register_fn` (the owner's
 // register_parameter), in PyTorch's order and init.
 template <class Register>
-RnnWeights make_weights(CellType cell, int64_t input, int64_t hidden, const std::string& suffix, Options options,
-                        Register&& register_fn) {
+RnnWeights make_weights(CellType cell, int64_t input, int64_t hidden, const std::string& suffix,
+                        Options options, Register&& register_fn) {
   double bound = 1.0 / std::sqrt(static_cast<double>(hidden));
   int64_t g = gate_count(cell) * hidden;
   return {register_fn("weight_ih" + suffix, uniform({g, input}, -bound, bound, options)),
@@ -21,19 +21,21 @@ RnnWeights make_weights(CellType cell, int64_t input, int64_t hidden, const std:
           register_fn("bias_hh" + suffix, uniform({g}, -bound, bound, options))};
 }
 
-Tensor zeros_state(const Tensor& x, int64_t batch, int64_t hidden) { return zeros({batch, hidden}, x.options()); }
+Tensor zeros_state(const Tensor& x, int64_t batch, int64_t hidden) {
+  return zeros({batch, hidden}, x.options());
+}
 
 }  // namespace
 
 Tensor sequence_mask(const Tensor& lengths, int64_t steps, Options options) {
-  KILN_CHECK(lengths.dim() == 1 && !is_floating(lengths.dtype()), "sequence_mask: lengths must be a 1-D integer tensor, got ",
-             lengths.describe());
+  KILN_CHECK(lengths.dim() == 1 && !is_floating(lengths.dtype()),
+             "sequence_mask: lengths must be a 1-D integer tensor, got ", lengths.describe());
   std::vector<int64_t> host = copy_to(lengths, {DType::i64, Device::cpu()}).to_vector<int64_t>();
   int64_t batch = static_cast<int64_t>(host.size());
   std::vector<double> mask(steps * batch);
   for (int64_t b = 0; b < batch; ++b) {
-    KILN_CHECK(host[b] >= 0 && host[b] <= steps, "sequence_mask: length ", host[b], " of sequence ", b,
-               " is outside [0, ", steps, "]");
+    KILN_CHECK(host[b] >= 0 && host[b] <= steps, "sequence_mask: length ", host[b], " of sequence ",
+               b, " is outside [0, ", steps, "]");
     for (int64_t t = 0; t < steps; ++t) mask[t * batch + b] = t < host[b] ? 1.0 : 0.0;
   }
   return copy_to(from_vector(mask, {steps, batch}), options);
@@ -42,33 +44,37 @@ Tensor sequence_mask(const Tensor& lengths, int64_t steps, Options options) {
 Recurrent::Recurrent(CellType cell, RnnOptions options) : cell_(cell), options_(options) {
   const char* name = cell == CellType::lstm ? "LSTM" : "GRU";
   KILN_CHECK(options.input_size > 0 && options.hidden_size > 0 && options.num_layers > 0, name,
-             ": input_size, hidden_size and num_layers must be positive, got ", options.input_size, ", ",
-             options.hidden_size, ", ", options.num_layers);
-  KILN_CHECK(options.dropout >= 0 && options.dropout < 1, name, ": dropout must be in [0, 1), got ", options.dropout);
+             ": input_size, hidden_size and num_layers must be positive, got ", options.input_size,
+             ", ", options.hidden_size, ", ", options.num_layers);
+  KILN_CHECK(options.dropout >= 0 && options.dropout < 1, name, ": dropout must be in [0, 1), got ",
+             options.dropout);
   auto reg = [this](const std::string& n, Tensor t) { return register_parameter(n, t); };
   for (int64_t layer = 0; layer < options.num_layers; ++layer) {
     int64_t input = layer == 0 ? options.input_size : options.hidden_size * num_directions();
     for (int64_t dir = 0; dir < num_directions(); ++dir) {
       std::string suffix = "_l" + std::to_string(layer) + (dir ? "_reverse" : "");
-      weights_.push_back(make_weights(cell, input, options.hidden_size, suffix, options.tensor_options, reg));
+      weights_.push_back(
+          make_weights(cell, input, options.hidden_size, suffix, options.tensor_options, reg));
     }
   }
 }
 
-RnnState Recurrent::forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& lengths) const {
+RnnState Recurrent::forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
+                            const Tensor& lengths) const {
   const char* name = cell_ == CellType::lstm ? "LSTM" : "GRU";
-  KILN_CHECK(x.defined() && x.dim() == 3 && x.size(2) == options_.input_size, name, ": x must be [T, B, ",
-             options_.input_size, "], got ", x.describe());
-  KILN_CHECK(cell_ == CellType::lstm || !c0.defined(), "GRU: has no cell state; c0 must be undefined");
+  KILN_CHECK(x.defined() && x.dim() == 3 && x.size(2) == options_.input_size, name,
+             ": x must be [T, B, ", options_.input_size, "], got ", x.describe());
+  KILN_CHECK(cell_ == CellType::lstm || !c0.defined(),
+             "GRU: has no cell state; c0 must be undefined");
   int64_t steps = x.size(0), batch = x.size(1), hidden = options_.hidden_size, D = num_directions();
   Shape state_shape{options_.num_layers * D, batch, hidden};
   for (const Tensor* s : {&h0, &c0}) {
-    KILN_CHECK(!s->defined() || s->shape() == state_shape, name, ": initial state must be ", shape_str(state_shape),
-               ", got ", s->describe());
+    KILN_CHECK(!s->defined() || s->shape() == state_shape, name, ": initial state must be ",
+               shape_str(state_shape), ", got ", s->describe());
   }
   Tensor mask = lengths.defined() ? sequence_mask(lengths, steps, x.options()) : Tensor();
-  KILN_CHECK(!lengths.defined() || lengths.size(0) == batch, name, ": lengths has ", lengths.numel(),
-             " entries for a batch of ", batch);
+  KILN_CHECK(!lengths.defined() || lengths.size(0) == batch, name, ": lengths has ",
+             lengths.numel(), " entries for a batch of ", batch);
 
   Tensor input = x;
   std::vector<Tensor> h_n, c_n;
@@ -116,7 +122,8 @@ GRUCell::GRUCell(int64_t input_size, int64_t hidden_size, Options options) {
 
 RnnState GRUCell::forward(const Tensor& x, const Tensor& h) const {
   KILN_CHECK(x.defined() && x.dim() == 2, "GRUCell: x must be [B, I], got ", x.describe());
-  RnnOutput out = gru_cell(x, h.defined() ? h : zeros_state(x, x.size(0), weights.w_hh.size(1)), weights);
+  RnnOutput out =
+      gru_cell(x, h.defined() ? h : zeros_state(x, x.size(0), weights.w_hh.size(1)), weights);
   return {Tensor(), out.h_n, Tensor()};
 }
 

@@ -65,7 +65,7 @@ TEST(CachingAllocator, OutOfMemoryFreesTheCacheAndRetriesOnce) {
   BudgetAllocator* fake = raw.get();
   CachingAllocator cache(std::move(raw), "test allocator");
   void* a = cache.allocate(4096);
-  cache.free(a);  // 4096 cached
+  cache.free(a);                   // 4096 cached
   void* b = cache.allocate(6000);  // 6144 does not fit beside the cached block: release, retry
   EXPECT_NE(b, nullptr);
   EXPECT_EQ(fake->releases, 1);
@@ -81,7 +81,8 @@ TEST(CachingAllocator, OutOfMemoryAfterRetryIsAClearError) {
     FAIL() << "expected out of memory";
   } catch (const Error& e) {
     std::string msg = e.what();
-    EXPECT_NE(msg.find("test allocator: out of memory allocating 100 bytes"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("test allocator: out of memory allocating 100 bytes"), std::string::npos)
+        << msg;
     EXPECT_NE(msg.find("4096 bytes in use"), std::string::npos) << msg;
   }
   cache.free(a);

@@ -135,8 +135,9 @@ TEST(Gradcheck, ReportsTheWorstElementOfAWrongGradient) {
     }
     if (autograd::needs_grad({in[0]})) {
       Tensor saved = in[0].detach();
-      autograd::record("wrong_square", {in[0]}, {y},
-                       [saved](const autograd::TensorList& g) { return autograd::TensorList{g[0] * saved}; });
+      autograd::record("wrong_square", {in[0]}, {y}, [saved](const autograd::TensorList& g) {
+        return autograd::TensorList{g[0] * saved};
+      });
     }
     return y;
   };

@@ -3,8 +3,8 @@
 #include <sys/wait.h>
 
 #include <cstdlib>
-#include <fstream>
 #include <filesystem>
+#include <fstream>
 
 #include "core/safetensors.h"
 #include "models/data/text_file.h"
@@ -20,7 +20,8 @@ namespace {
 namespace fs = std::filesystem;
 
 fs::path temp_dir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("kiln_cli_" + name + "_" + std::to_string(::getpid()));
+  fs::path dir =
+      fs::temp_directory_path() / ("kiln_cli_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   return dir;
 }
@@ -47,20 +48,22 @@ TEST(Cli, TrainCheckpointTranslateAndResumeExactly) {
   fs::path full = temp_dir("full"), split = temp_dir("split");
   std::vector<seq2seq::EpochMetrics> uninterrupted = seq2seq::train(tiny_options(), full.string());
   ASSERT_EQ(uninterrupted.size(), 3u);
-  for (const char* file : {"model.safetensors", "optimizer.safetensors", "config.json", "source_vocab.txt",
-                           "target_vocab.txt", "state.json"}) {
+  for (const char* file : {"model.safetensors", "optimizer.safetensors", "config.json",
+                           "source_vocab.txt", "target_vocab.txt", "state.json"}) {
     EXPECT_TRUE(fs::exists(full / "last" / file)) << file;
   }
   EXPECT_TRUE(fs::exists(full / "best" / "model.safetensors"));
   EXPECT_TRUE(fs::exists(full / "metrics.jsonl"));
   EXPECT_TRUE(fs::exists(full / "loss.svg"));
-  EXPECT_TRUE(safetensors::load((full / "last" / "model.safetensors").string()).tensors.count("decoder.dense.weight"));
+  EXPECT_TRUE(safetensors::load((full / "last" / "model.safetensors").string())
+                  .tensors.count("decoder.dense.weight"));
 
   seq2seq::TrainOptions first = tiny_options();
   first.epochs = 1;
   seq2seq::train(first, split.string());
   seq2seq::TrainOptions rest = tiny_options();
-  std::vector<seq2seq::EpochMetrics> resumed = seq2seq::train(rest, split.string(), (split / "last").string());
+  std::vector<seq2seq::EpochMetrics> resumed =
+      seq2seq::train(rest, split.string(), (split / "last").string());
   ASSERT_EQ(resumed.size(), 2u);
   EXPECT_EQ(resumed[0].epoch, 2);
   EXPECT_EQ(resumed[0].train_loss, uninterrupted[1].train_loss);  // bit for bit on the CPU
@@ -94,7 +97,8 @@ TEST(Cli, SentencePieceSubwordsEndToEnd) {
   std::vector<std::string> pieces = t.target_tokenizer->tokenize("Quatre-vingt-dix-sept");
   EXPECT_GT(pieces.size(), 1u);
   EXPECT_EQ(t.target_tokenizer->detokenize(pieces), "quatre-vingt-dix-sept");
-  for (const std::string& piece : pieces) EXPECT_NE(t.target_vocab.id(piece), data::Vocab::unk_id) << piece;
+  for (const std::string& piece : pieces)
+    EXPECT_NE(t.target_vocab.id(piece), data::Vocab::unk_id) << piece;
   EXPECT_EQ(t.translate({"1 2 3"}).size(), 1u);
   fs::remove_all(out);
 }
@@ -117,7 +121,8 @@ TEST(Cli, BadDataIsNamed) {
     o.validate();
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("optimizer 'adagrad' is not one of"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("optimizer 'adagrad' is not one of"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -154,21 +159,25 @@ TEST(CliBinary, TrainTranslateAndErrors) {
   fs::path dir = temp_dir("binary");
   fs::create_directories(dir);
   std::string log = (dir / "log.txt").string(), out = (dir / "run").string();
-  ASSERT_EQ(run_kiln("train --task reverse --task-size 200 --epochs 1 --hidden 16 --embed 8 --layers 1 --quiet --out " +
+  ASSERT_EQ(run_kiln("train --task reverse --task-size 200 --epochs 1 --hidden 16 --embed 8 "
+                     "--layers 1 --quiet --out " +
                          out,
                      log),
             0)
       << data::read_text_file("test", log);
   EXPECT_CONTAINS(data::read_text_file("test", log), "epoch 1: train loss");
   std::ofstream(dir / "in.txt") << "a b c\nd e\n";
-  ASSERT_EQ(run_kiln("translate --checkpoint " + out + "/last --beam 2 --n-best 2 < " + (dir / "in.txt").string(), log),
+  ASSERT_EQ(run_kiln("translate --checkpoint " + out + "/last --beam 2 --n-best 2 < " +
+                         (dir / "in.txt").string(),
+                     log),
             0);
   EXPECT_CONTAINS(data::read_text_file("test", log), "1\t");  // n-best lines: rank, score, text
   EXPECT_NE(run_kiln("train --task reverse --lr -1", log), 0);
   EXPECT_CONTAINS(data::read_text_file("test", log), "--lr: must be > 0, got '-1'");
   EXPECT_NE(run_kiln("train --task nosuchtask", log), 0);
   EXPECT_CONTAINS(data::read_text_file("test", log), "--task");
-  EXPECT_NE(run_kiln("translate --checkpoint " + (dir / "missing").string() + " < /dev/null", log), 0);
+  EXPECT_NE(run_kiln("translate --checkpoint " + (dir / "missing").string() + " < /dev/null", log),
+            0);
   EXPECT_CONTAINS(data::read_text_file("test", log), "missing/config.json");
   EXPECT_NE(run_kiln("train --data " + (dir / "nofile.tsv").string() + " --out " + out, log), 0);
   EXPECT_CONTAINS(data::read_text_file("test", log), "nofile.tsv");
@@ -184,16 +193,21 @@ TEST(CliBinary, D2lPresetOnATatoebaFile) {
   fs::create_directories(dir);
   {
     std::ofstream tsv(dir / "fra.txt");
-    const char* pairs[][2] = {{"Go.", "Va !"}, {"I lost.", "J'ai perdu."}, {"He's calm.", "Il est calme."},
-                              {"I'm home.", "Je suis chez moi."}, {"Hi.", "Salut !"}, {"Run!", "Cours !"}};
+    const char* pairs[][2] = {{"Go.", "Va !"},
+                              {"I lost.", "J'ai perdu."},
+                              {"He's calm.", "Il est calme."},
+                              {"I'm home.", "Je suis chez moi."},
+                              {"Hi.", "Salut !"},
+                              {"Run!", "Cours !"}};
     for (int i = 0; i < 700; ++i) {
-      tsv << pairs[i % 6][0] << "\t" << pairs[i % 6][1] << "\tCC-BY 2.0 (France) Attribution: tatoeba.org #" << i << "\n";
+      tsv << pairs[i % 6][0] << "\t" << pairs[i % 6][1]
+          << "\tCC-BY 2.0 (France) Attribution: tatoeba.org #" << i << "\n";
     }
     tsv << "a line without a tab\n";
   }
   std::string log = (dir / "log.txt").string();
-  ASSERT_EQ(run_kiln("train --data " + (dir / "fra.txt").string() + " --preset d2l-classic --epochs 3 --quiet --out " +
-                         (dir / "run").string(),
+  ASSERT_EQ(run_kiln("train --data " + (dir / "fra.txt").string() +
+                         " --preset d2l-classic --epochs 3 --quiet --out " + (dir / "run").string(),
                      log),
             0)
       << data::read_text_file("test", log);

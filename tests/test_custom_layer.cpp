@@ -8,7 +8,8 @@ namespace kiln {
 namespace {
 
 // The math as a free function of all its tensors: easy to gradcheck.
-Tensor highway(const Tensor& x, const Tensor& w_h, const Tensor& b_h, const Tensor& w_t, const Tensor& b_t) {
+Tensor highway(const Tensor& x, const Tensor& w_h, const Tensor& b_h, const Tensor& w_t,
+               const Tensor& b_t) {
   Tensor t = sigmoid(matmul(x, w_t, false, true) + b_t);
   return t * relu(matmul(x, w_h, false, true) + b_h) + (1.0 - t) * x;
 }
@@ -32,8 +33,8 @@ TEST(CustomLayer, HighwayGradcheck) {
   Highway layer(3, DType::f64);
   Tensor x = uniform({4, 3}, -1, 1, DType::f64);
   auto f = [](const std::vector<Tensor>& in) { return highway(in[0], in[1], in[2], in[3], in[4]); };
-  GradcheckResult result = gradcheck(f, {x, layer.w_h.detach(), layer.b_h.detach(), layer.w_t.detach(),
-                                         layer.b_t.detach()});
+  GradcheckResult result = gradcheck(
+      f, {x, layer.w_h.detach(), layer.b_h.detach(), layer.w_t.detach(), layer.b_t.detach()});
   EXPECT_TRUE(result.ok) << result.message;
 }
 

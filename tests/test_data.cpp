@@ -310,8 +310,7 @@ D2lArrays d2l_build_arrays(const EncodedPair& pair, int64_t num_steps) {
 }
 
 // Column b of a [steps, B] tensor.
-template <class T>
-std::vector<T> column(const Tensor& tensor, int64_t b) {
+template <class T> std::vector<T> column(const Tensor& tensor, int64_t b) {
   const std::vector<T> values = tensor.to_vector<T>();
   const int64_t steps = tensor.size(0), batch = tensor.size(1);
   std::vector<T> out;

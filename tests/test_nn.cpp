@@ -19,9 +19,9 @@ std::vector<std::string> names_of(const nn::Module& m) {
 TEST(Module, RecurrentParameterNamesAndShapesArePyTorchs) {
   nn::LSTM lstm(RnnOptions{3, 5, 2, 0.0, true});
   std::vector<std::string> expected = {
-      "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0",
+      "weight_ih_l0",         "weight_hh_l0",         "bias_ih_l0",         "bias_hh_l0",
       "weight_ih_l0_reverse", "weight_hh_l0_reverse", "bias_ih_l0_reverse", "bias_hh_l0_reverse",
-      "weight_ih_l1", "weight_hh_l1", "bias_ih_l1", "bias_hh_l1",
+      "weight_ih_l1",         "weight_hh_l1",         "bias_ih_l1",         "bias_hh_l1",
       "weight_ih_l1_reverse", "weight_hh_l1_reverse", "bias_ih_l1_reverse", "bias_hh_l1_reverse"};
   EXPECT_EQ(names_of(lstm), expected);
   nn::StateDict state = lstm.state_dict();
@@ -31,12 +31,14 @@ TEST(Module, RecurrentParameterNamesAndShapesArePyTorchs) {
   nn::GRU gru(RnnOptions{3, 5});
   EXPECT_EQ(gru.state_dict()["weight_hh_l0"].shape(), (Shape{15, 5}));
   // PyTorch's init: uniform(-1/sqrt(H), 1/sqrt(H)).
-  for (float v : state["weight_hh_l0"].to_vector<float>()) EXPECT_LE(std::fabs(v), 1 / std::sqrt(5.0f));
+  for (float v : state["weight_hh_l0"].to_vector<float>())
+    EXPECT_LE(std::fabs(v), 1 / std::sqrt(5.0f));
 }
 
 struct TwoLayer : nn::Module {
   std::shared_ptr<nn::Linear> first = register_module("first", std::make_shared<nn::Linear>(4, 3));
-  std::shared_ptr<nn::Linear> second = register_module("second", std::make_shared<nn::Linear>(3, 2, false));
+  std::shared_ptr<nn::Linear> second =
+      register_module("second", std::make_shared<nn::Linear>(3, 2, false));
 };
 
 TEST(Module, NestedNamesStateDictRoundTrip) {
@@ -63,8 +65,9 @@ TEST(Module, StrictLoadListsEveryProblemAndLoadsNothing) {
     std::string msg = e.what();
     EXPECT_NE(msg.find("3 problem(s)"), std::string::npos) << msg;
     EXPECT_NE(msg.find("missing: second.weight"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("mismatch: first.weight is f32[4, 4] on cpu, the model has f32[3, 4] on cpu"),
-              std::string::npos)
+    EXPECT_NE(
+        msg.find("mismatch: first.weight is f32[4, 4] on cpu, the model has f32[3, 4] on cpu"),
+        std::string::npos)
         << msg;
     EXPECT_NE(msg.find("unexpected: third.weight"), std::string::npos) << msg;
   }
@@ -105,8 +108,9 @@ TEST(Layers, EmbeddingPaddingRowIsZeroAndGetsNoGradient) {
   Tensor index = from_vector<int64_t>({0, 2, 0, 2, 4}, {5});
   backward(sum(emb.forward(index)));
   std::vector<float> g = emb.weight.grad().to_vector<float>();
-  EXPECT_EQ(std::vector<float>(g.begin(), g.begin() + 3), std::vector<float>(3, 0.0f));  // padding row
-  EXPECT_EQ(g[2 * 3], 2.0f);  // row 2 looked up twice
+  EXPECT_EQ(std::vector<float>(g.begin(), g.begin() + 3),
+            std::vector<float>(3, 0.0f));  // padding row
+  EXPECT_EQ(g[2 * 3], 2.0f);               // row 2 looked up twice
   EXPECT_EQ(g[4 * 3], 1.0f);
 }
 
@@ -166,14 +170,20 @@ void check_padding_is_invisible(nn::CellType cell, bool bidirectional) {
   }
 }
 
-TEST(Recurrent, PaddingDoesNotChangeAnyOutputLstm) { check_padding_is_invisible(nn::CellType::lstm, true); }
-TEST(Recurrent, PaddingDoesNotChangeAnyOutputGru) { check_padding_is_invisible(nn::CellType::gru, true); }
+TEST(Recurrent, PaddingDoesNotChangeAnyOutputLstm) {
+  check_padding_is_invisible(nn::CellType::lstm, true);
+}
+TEST(Recurrent, PaddingDoesNotChangeAnyOutputGru) {
+  check_padding_is_invisible(nn::CellType::gru, true);
+}
 
 TEST(Recurrent, CellEqualsOneStepOfTheLayer) {
   nn::LSTMCell cell(3, 4);
   nn::LSTM layer(RnnOptions{3, 4});
-  layer.load_state_dict({{"weight_ih_l0", cell.weights.w_ih}, {"weight_hh_l0", cell.weights.w_hh},
-                         {"bias_ih_l0", cell.weights.b_ih}, {"bias_hh_l0", cell.weights.b_hh}});
+  layer.load_state_dict({{"weight_ih_l0", cell.weights.w_ih},
+                         {"weight_hh_l0", cell.weights.w_hh},
+                         {"bias_ih_l0", cell.weights.b_ih},
+                         {"bias_hh_l0", cell.weights.b_hh}});
   Tensor x = uniform({2, 3}, -1, 1);
   nn::RnnState one = cell.forward(x);
   nn::RnnState full = layer.forward(reshape(x, {1, 2, 3}));
@@ -187,9 +197,12 @@ TEST(Recurrent, BadShapesAreNamed) {
     gru.forward(zeros({5, 2, 4}));
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("GRU: x must be [T, B, 3], got f32[5, 2, 4]"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("GRU: x must be [T, B, 3], got f32[5, 2, 4]"),
+              std::string::npos)
+        << e.what();
   }
-  EXPECT_THROW(gru.forward(zeros({5, 2, 3}), Tensor(), Tensor(), from_vector<int64_t>({6, 1}, {2})), Error);
+  EXPECT_THROW(gru.forward(zeros({5, 2, 3}), Tensor(), Tensor(), from_vector<int64_t>({6, 1}, {2})),
+               Error);
 }
 
 TEST(Optim, ClipGradNormScalesToMaxNorm) {
@@ -271,20 +284,26 @@ TEST(Optim, CudaStepsMatchCpu) {
     auto make = [&](std::vector<Tensor> params) -> std::unique_ptr<nn::Optimizer> {
       switch (which) {
         case 0: return std::make_unique<nn::SGD>(params, nn::SgdOptions{0.1, 0.9, 0, 0.01, true});
-        case 1: return std::make_unique<nn::Adam>(params, nn::AdamOptions{0.01, 0.9, 0.999, 1e-8, 0.01});
-        case 2: return std::make_unique<nn::AdamW>(params, nn::AdamOptions{0.01, 0.9, 0.999, 1e-8, 0.1});
-        default: return std::make_unique<nn::RMSprop>(params, nn::RmspropOptions{0.01, 0.99, 1e-8, 0, 0.9});
+        case 1:
+          return std::make_unique<nn::Adam>(params, nn::AdamOptions{0.01, 0.9, 0.999, 1e-8, 0.01});
+        case 2:
+          return std::make_unique<nn::AdamW>(params, nn::AdamOptions{0.01, 0.9, 0.999, 1e-8, 0.1});
+        default:
+          return std::make_unique<nn::RMSprop>(params,
+                                               nn::RmspropOptions{0.01, 0.99, 1e-8, 0, 0.9});
       }
     };
     auto cpu_opt = make(cpu_params), gpu_opt = make(gpu_params);
     for (int step = 0; step < 3; ++step) {
-      Tensor cpu_norm = nn::clip_grad_norm(cpu_params, 20.0), gpu_norm = nn::clip_grad_norm(gpu_params, 20.0);
+      Tensor cpu_norm = nn::clip_grad_norm(cpu_params, 20.0),
+             gpu_norm = nn::clip_grad_norm(gpu_params, 20.0);
       EXPECT_NEAR(gpu_norm.item(), cpu_norm.item(), 1e-3 * cpu_norm.item());
       cpu_opt->step();
       gpu_opt->step();
     }
     for (size_t i = 0; i < cpu_params.size(); ++i) {
-      EXPECT_TRUE(testing::all_close(gpu_params[i], cpu_params[i], 1e-5, 1e-4)) << "optimizer " << which << " param " << i;
+      EXPECT_TRUE(testing::all_close(gpu_params[i], cpu_params[i], 1e-5, 1e-4))
+          << "optimizer " << which << " param " << i;
     }
   }
 }

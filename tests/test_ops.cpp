@@ -96,13 +96,22 @@ std::vector<OpCase> op_table() {
   t.push_back({"div_scalar", {{{3, 4}}}, [](auto& x) { return x[0] / 4.0; }});
   // matrix products, every transpose flag, batched and folded
   t.push_back({"matmul", {{{3, 4}}, {{4, 5}}}, [](auto& x) { return matmul(x[0], x[1]); }});
-  t.push_back({"matmul_ta", {{{4, 3}}, {{4, 5}}}, [](auto& x) { return matmul(x[0], x[1], true, false); }});
-  t.push_back({"matmul_tb", {{{3, 4}}, {{5, 4}}}, [](auto& x) { return matmul(x[0], x[1], false, true); }});
-  t.push_back({"matmul_ta_tb", {{{4, 3}}, {{5, 4}}}, [](auto& x) { return matmul(x[0], x[1], true, true); }});
+  t.push_back(
+      {"matmul_ta", {{{4, 3}}, {{4, 5}}}, [](auto& x) { return matmul(x[0], x[1], true, false); }});
+  t.push_back(
+      {"matmul_tb", {{{3, 4}}, {{5, 4}}}, [](auto& x) { return matmul(x[0], x[1], false, true); }});
+  t.push_back({"matmul_ta_tb", {{{4, 3}}, {{5, 4}}}, [](auto& x) {
+                 return matmul(x[0], x[1], true, true);
+               }});
   t.push_back({"bmm", {{{2, 3, 4}}, {{2, 4, 5}}}, [](auto& x) { return matmul(x[0], x[1]); }});
-  t.push_back({"bmm_ta_tb", {{{2, 4, 3}}, {{2, 5, 4}}}, [](auto& x) { return matmul(x[0], x[1], true, true); }});
-  t.push_back({"matmul_3d_2d", {{{2, 3, 4}}, {{4, 5}}}, [](auto& x) { return matmul(x[0], x[1]); }});
-  t.push_back({"matmul_3d_2d_tb", {{{2, 3, 4}}, {{5, 4}}}, [](auto& x) { return matmul(x[0], x[1], false, true); }});
+  t.push_back({"bmm_ta_tb", {{{2, 4, 3}}, {{2, 5, 4}}}, [](auto& x) {
+                 return matmul(x[0], x[1], true, true);
+               }});
+  t.push_back(
+      {"matmul_3d_2d", {{{2, 3, 4}}, {{4, 5}}}, [](auto& x) { return matmul(x[0], x[1]); }});
+  t.push_back({"matmul_3d_2d_tb", {{{2, 3, 4}}, {{5, 4}}}, [](auto& x) {
+                 return matmul(x[0], x[1], false, true);
+               }});
   // shapes and copies
   t.push_back({"reshape", {{{2, 6}}}, [](auto& x) { return reshape(x[0], {3, -1}) * 2.0; }});
   t.push_back({"transpose", {{{2, 3, 4}}}, [](auto& x) { return transpose(x[0], 0, 2); }});
@@ -110,78 +119,103 @@ std::vector<OpCase> op_table() {
   t.push_back({"narrow", {{{5, 3}}}, [](auto& x) { return narrow(x[0], 1, 3) * 2.0; }});
   t.push_back({"select", {{{4, 3}}}, [](auto& x) { return select(x[0], 2) * 2.0; }});
   t.push_back({"cat_dim0", {{{2, 3}}, {{1, 3}}}, [](auto& x) { return cat({x[0], x[1]}, 0); }});
-  t.push_back({"cat_dim1", {{{2, 3}}, {{2, 4}}, {{2, 1}}}, [](auto& x) { return cat({x[0], x[1], x[2]}, 1); }});
-  t.push_back({"cat_last_3d", {{{2, 2, 3}}, {{2, 2, 2}}}, [](auto& x) { return cat({x[0], x[1]}, -1); }});
+  t.push_back({"cat_dim1", {{{2, 3}}, {{2, 4}}, {{2, 1}}}, [](auto& x) {
+                 return cat({x[0], x[1], x[2]}, 1);
+               }});
+  t.push_back({"cat_last_3d", {{{2, 2, 3}}, {{2, 2, 2}}}, [](auto& x) {
+                 return cat({x[0], x[1]}, -1);
+               }});
   t.push_back({"stack_dim1", {{{2, 3}}, {{2, 3}}}, [](auto& x) { return stack({x[0], x[1]}, 1); }});
   t.push_back({"clone", {{{3, 2}}}, [](auto& x) { return clone(x[0]) * 2.0; }});
   // reductions
   t.push_back({"sum_all", {{{3, 4}}}, [](auto& x) { return sum(x[0]); }});
   t.push_back({"sum_all_large", {{{3000}}}, [](auto& x) { return sum(x[0]); }, true, 1e-4, 1e-4});
   t.push_back({"sum_dim0", {{{3, 4}}}, [](auto& x) { return sum(x[0], 0); }});
-  t.push_back({"sum_dim0_long", {{{700, 3}}}, [](auto& x) { return sum(x[0], 0); }});  // chunked path
+  t.push_back(
+      {"sum_dim0_long", {{{700, 3}}}, [](auto& x) { return sum(x[0], 0); }});  // chunked path
   t.push_back({"mean_dim1_long", {{{2, 300, 2}}}, [](auto& x) { return mean(x[0], 1); }});
   t.push_back({"sum_dim1_keepdim", {{{2, 3, 4}}}, [](auto& x) { return sum(x[0], 1, true); }});
   t.push_back({"mean_all", {{{3, 4}}}, [](auto& x) { return mean(x[0]); }});
   t.push_back({"mean_dim", {{{3, 4}}}, [](auto& x) { return mean(x[0], -1); }});
   t.push_back({"max_last", {{{3, 5}}}, [](auto& x) { return max(x[0], -1); }});
-  t.push_back({"argmax_last", {{{4, 7}}}, [](auto& x) { return to(argmax(x[0]), DType::f64); }, false});
+  t.push_back(
+      {"argmax_last", {{{4, 7}}}, [](auto& x) { return to(argmax(x[0]), DType::f64); }, false});
   t.push_back({"sum_to", {{{4, 2, 3}}}, [](auto& x) { return sum_to(x[0], {2, 1}); }});
   // softmax
   t.push_back({"softmax", {{{3, 5}}}, [](auto& x) { return softmax(x[0]); }});
   t.push_back({"log_softmax", {{{2, 2, 5}}}, [](auto& x) { return log_softmax(x[0], -1); }});
   // indexing and selection
-  t.push_back({"embedding", {{{6, 3}}, {{2, 5}, Domain::index, 6}}, [](auto& x) { return embedding(x[0], x[1]); }});
-  t.push_back({"index_select", {{{5, 2}}, {{7}, Domain::index, 5}}, [](auto& x) { return index_select(x[0], 0, x[1]); }});
-  t.push_back({"where", {{{3}}, {{2, 3}}, {{2, 1}}}, [](auto& x) { return where(relu(x[0]), x[1], x[2]); }});
-  t.push_back({"masked_fill", {{{2, 3}}, {{3}}}, [](auto& x) { return masked_fill(x[0], relu(x[1]), -4.0); }});
+  t.push_back({"embedding", {{{6, 3}}, {{2, 5}, Domain::index, 6}}, [](auto& x) {
+                 return embedding(x[0], x[1]);
+               }});
+  t.push_back({"index_select", {{{5, 2}}, {{7}, Domain::index, 5}}, [](auto& x) {
+                 return index_select(x[0], 0, x[1]);
+               }});
+  t.push_back({"where", {{{3}}, {{2, 3}}, {{2, 1}}}, [](auto& x) {
+                 return where(relu(x[0]), x[1], x[2]);
+               }});
+  t.push_back({"masked_fill", {{{2, 3}}, {{3}}}, [](auto& x) {
+                 return masked_fill(x[0], relu(x[1]), -4.0);
+               }});
   // recurrent layers (x [T=3, B=3, I=2], H=2) and cells; every output and gradient compared
-  auto lstm_inputs = std::vector<Input>{{{3, 3, 2}}, {{3, 2}}, {{3, 2}}, {{8, 2}}, {{8, 2}}, {{8}}, {{8}}};
+  auto lstm_inputs =
+      std::vector<Input>{{{3, 3, 2}}, {{3, 2}}, {{3, 2}}, {{8, 2}}, {{8, 2}}, {{8}}, {{8}}};
   auto gru_inputs = std::vector<Input>{{{3, 3, 2}}, {{3, 2}}, {{6, 2}}, {{6, 2}}, {{6}}, {{6}}};
   t.push_back({"lstm_layer", lstm_inputs, [](auto& x) {
                  RnnOutput o = lstm_layer(x[0], x[1], x[2], {x[3], x[4], x[5], x[6]});
                  return flat({o.y, o.h_n, o.c_n});
                }});
   t.push_back({"lstm_layer_masked_reverse", lstm_inputs, [](auto& x) {
-                 RnnOutput o = lstm_layer(x[0], x[1], x[2], {x[3], x[4], x[5], x[6]}, fixed_mask(x[0], 3, 3), true);
+                 RnnOutput o = lstm_layer(x[0], x[1], x[2], {x[3], x[4], x[5], x[6]},
+                                          fixed_mask(x[0], 3, 3), true);
                  return flat({o.y, o.h_n, o.c_n});
                }});
   t.push_back({"lstm_layer_masked", lstm_inputs, [](auto& x) {
-                 RnnOutput o = lstm_layer(x[0], x[1], x[2], {x[3], x[4], x[5], x[6]}, fixed_mask(x[0], 3, 3));
+                 RnnOutput o =
+                     lstm_layer(x[0], x[1], x[2], {x[3], x[4], x[5], x[6]}, fixed_mask(x[0], 3, 3));
                  return flat({o.y, o.h_n, o.c_n});
                }});
-  t.push_back({"lstm_cell", {{{3, 2}}, {{3, 2}}, {{3, 2}}, {{8, 2}}, {{8, 2}}, {{8}}, {{8}}}, [](auto& x) {
-                 RnnOutput o = lstm_cell(x[0], x[1], x[2], {x[3], x[4], x[5], x[6]});
-                 return flat({o.h_n, o.c_n});
-               }});
+  t.push_back(
+      {"lstm_cell", {{{3, 2}}, {{3, 2}}, {{3, 2}}, {{8, 2}}, {{8, 2}}, {{8}}, {{8}}}, [](auto& x) {
+         RnnOutput o = lstm_cell(x[0], x[1], x[2], {x[3], x[4], x[5], x[6]});
+         return flat({o.h_n, o.c_n});
+       }});
   t.push_back({"gru_layer", gru_inputs, [](auto& x) {
                  RnnOutput o = gru_layer(x[0], x[1], {x[2], x[3], x[4], x[5]});
                  return flat({o.y, o.h_n});
                }});
   t.push_back({"gru_layer_masked_reverse", gru_inputs, [](auto& x) {
-                 RnnOutput o = gru_layer(x[0], x[1], {x[2], x[3], x[4], x[5]}, fixed_mask(x[0], 3, 3), true);
+                 RnnOutput o =
+                     gru_layer(x[0], x[1], {x[2], x[3], x[4], x[5]}, fixed_mask(x[0], 3, 3), true);
                  return flat({o.y, o.h_n});
                }});
-  t.push_back({"gru_layer_masked", gru_inputs, [](auto& x) {
-                 RnnOutput o = gru_layer(x[0], x[1], {x[2], x[3], x[4], x[5]}, fixed_mask(x[0], 3, 3));
-                 return flat({o.y, o.h_n});
-               }});
+  t.push_back(
+      {"gru_layer_masked", gru_inputs, [](auto& x) {
+         RnnOutput o = gru_layer(x[0], x[1], {x[2], x[3], x[4], x[5]}, fixed_mask(x[0], 3, 3));
+         return flat({o.y, o.h_n});
+       }});
   t.push_back({"gru_cell", {{{3, 2}}, {{3, 2}}, {{6, 2}}, {{6, 2}}, {{6}}, {{6}}}, [](auto& x) {
                  return gru_cell(x[0], x[1], {x[2], x[3], x[4], x[5]}).h_n;
                }});
   // fused masked softmax cross-entropy
-  t.push_back({"cross_entropy_mean_smoothed", {{{5, 6}}}, [](auto& x) {
-                 return cross_entropy(x[0], targets_with_ignored(x[0]), {-100, 0.1, Reduction::mean});
-               }});
-  t.push_back({"cross_entropy_sum_masked", {{{5, 6}}}, [](auto& x) {
-                 Tensor mask = to(to(from_vector<double>({1, 1, 0, 1, 1}, {5}), x[0].dtype()), x[0].device());
-                 return cross_entropy(x[0], targets_with_ignored(x[0]), {-100, 0.0, Reduction::sum}, mask);
-               }});
-  t.push_back({"cross_entropy_none", {{{5, 6}}}, [](auto& x) {
-                 return cross_entropy(x[0], targets_with_ignored(x[0]), {-100, 0.2, Reduction::none});
-               }});
+  t.push_back(
+      {"cross_entropy_mean_smoothed", {{{5, 6}}}, [](auto& x) {
+         return cross_entropy(x[0], targets_with_ignored(x[0]), {-100, 0.1, Reduction::mean});
+       }});
+  t.push_back(
+      {"cross_entropy_sum_masked", {{{5, 6}}}, [](auto& x) {
+         Tensor mask =
+             to(to(from_vector<double>({1, 1, 0, 1, 1}, {5}), x[0].dtype()), x[0].device());
+         return cross_entropy(x[0], targets_with_ignored(x[0]), {-100, 0.0, Reduction::sum}, mask);
+       }});
+  t.push_back(
+      {"cross_entropy_none", {{{5, 6}}}, [](auto& x) {
+         return cross_entropy(x[0], targets_with_ignored(x[0]), {-100, 0.2, Reduction::none});
+       }});
   // a composite, as a model would use them
-  t.push_back({"mlp_layer", {{{4, 3}}, {{3, 5}}, {{5}}},
-               [](auto& x) { return log_softmax(tanh(matmul(x[0], x[1]) + x[2])); }});
+  t.push_back({"mlp_layer", {{{4, 3}}, {{3, 5}}, {{5}}}, [](auto& x) {
+                 return log_softmax(tanh(matmul(x[0], x[1]) + x[2]));
+               }});
   return t;
 }
 
@@ -222,7 +256,8 @@ TEST_P(OpTable, CudaMatchesCpu) {
   for (size_t k = 0; k < cpu_inputs.size(); ++k) {
     if (!cpu_inputs[k].requires_grad()) continue;
     // An input may get no gradient at all (where's condition): then on neither device.
-    ASSERT_EQ(cuda_inputs[k].grad().defined(), cpu_inputs[k].grad().defined()) << op.name << " input " << k;
+    ASSERT_EQ(cuda_inputs[k].grad().defined(), cpu_inputs[k].grad().defined())
+        << op.name << " input " << k;
     if (!cpu_inputs[k].grad().defined()) continue;
     EXPECT_TRUE(testing::all_close(cuda_inputs[k].grad(), cpu_inputs[k].grad(), op.atol, op.rtol))
         << op.name << " gradient of input " << k;
@@ -230,7 +265,9 @@ TEST_P(OpTable, CudaMatchesCpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Ops, OpTable, ::testing::ValuesIn(op_table()),
-                         [](const ::testing::TestParamInfo<OpCase>& info) { return info.param.name; });
+                         [](const ::testing::TestParamInfo<OpCase>& info) {
+                           return info.param.name;
+                         });
 
 }  // namespace
 }  // namespace kiln

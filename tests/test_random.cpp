@@ -57,7 +57,8 @@ TEST(Random, CudaStreamEqualsCpuStream) {
   manual_seed(5);
   Tensor cpu_u = uniform({4097}, -3, 3), cpu_n = normal({4097}, 0, 1, DType::f64);
   manual_seed(5);
-  Tensor gpu_u = uniform({4097}, -3, 3, Device::cuda()), gpu_n = normal({4097}, 0, 1, {DType::f64, Device::cuda()});
+  Tensor gpu_u = uniform({4097}, -3, 3, Device::cuda()),
+         gpu_n = normal({4097}, 0, 1, {DType::f64, Device::cuda()});
   EXPECT_EQ(gpu_u.to_vector<float>(), cpu_u.to_vector<float>());
   // Box-Muller goes through log/cos, whose last bit may differ between libm and CUDA's.
   EXPECT_TRUE(testing::all_close(gpu_n, cpu_n, 1e-12, 1e-12));

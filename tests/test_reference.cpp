@@ -17,7 +17,9 @@ namespace {
 
 using safetensors::TensorMap;
 
-TensorMap fixture(const std::string& name) { return safetensors::load(std::string(KILN_TEST_DATA_DIR) + "/" + name).tensors; }
+TensorMap fixture(const std::string& name) {
+  return safetensors::load(std::string(KILN_TEST_DATA_DIR) + "/" + name).tensors;
+}
 
 const Tensor& get(const TensorMap& map, const std::string& key) {
   auto found = map.find(key);
@@ -28,7 +30,8 @@ const Tensor& get(const TensorMap& map, const std::string& key) {
 // max |a - b| / max(|b|, tiny) over the whole tensor (the "relative error" of the issue): the
 // norm-wise form, so near-zero elements do not dominate.
 double relative_error(const Tensor& actual, const Tensor& expected) {
-  std::vector<double> a = to(actual, DType::f64).to_vector<double>(), e = to(expected, DType::f64).to_vector<double>();
+  std::vector<double> a = to(actual, DType::f64).to_vector<double>(),
+                      e = to(expected, DType::f64).to_vector<double>();
   double diff = 0, ref = 0;
   for (size_t i = 0; i < a.size(); ++i) {
     diff = std::max(diff, std::fabs(a[i] - e[i]));
@@ -37,11 +40,11 @@ double relative_error(const Tensor& actual, const Tensor& expected) {
   return diff / std::max(ref, 1e-30);
 }
 
-#define EXPECT_REL(actual, expected, tol)                                                          \
-  do {                                                                                             \
-    ASSERT_EQ((actual).shape(), (expected).shape()) << #actual;                                    \
-    double err_ = relative_error(actual, expected);                                                \
-    EXPECT_LE(err_, tol) << #actual << " vs " << #expected << ": relative error " << err_;        \
+#define EXPECT_REL(actual, expected, tol)                                                  \
+  do {                                                                                     \
+    ASSERT_EQ((actual).shape(), (expected).shape()) << #actual;                            \
+    double err_ = relative_error(actual, expected);                                        \
+    EXPECT_LE(err_, tol) << #actual << " vs " << #expected << ": relative error " << err_; \
   } while (0)
 
 void check_rnn_fixture(nn::CellType cell, const std::string& file) {
@@ -58,7 +61,8 @@ void check_rnn_fixture(nn::CellType cell, const std::string& file) {
     Tensor c0 = lstm ? clone(get(f, "c0")).set_requires_grad(true) : Tensor();
     bool with_state = c != "plain";
     Tensor lengths = c == "packed" ? get(f, "lengths") : Tensor();
-    nn::RnnState out = rnn.forward(x, with_state ? h0 : Tensor(), with_state ? c0 : Tensor(), lengths);
+    nn::RnnState out =
+        rnn.forward(x, with_state ? h0 : Tensor(), with_state ? c0 : Tensor(), lengths);
     EXPECT_REL(out.y, get(f, c + ".y"), 1e-5);
     EXPECT_REL(out.h_n, get(f, c + ".h_n"), 1e-5);
     if (lstm) EXPECT_REL(out.c_n, get(f, c + ".c_n"), 1e-5);
@@ -96,16 +100,23 @@ TEST(Reference, LinearCrossEntropyWithSmoothingMatchesPyTorch) {
   EXPECT_REL(x.grad(), get(f, "grad.x"), 1e-4);
   NoGradGuard no_grad;
   EXPECT_REL(cross_entropy(logits, targets, {-100, 0.1, Reduction::sum}), get(f, "loss_sum"), 1e-5);
-  EXPECT_REL(cross_entropy(logits, targets, {-100, 0.1, Reduction::none}), get(f, "loss_none"), 1e-5);
-  EXPECT_REL(cross_entropy(logits, targets, {-100, 0.0, Reduction::mean}), get(f, "loss_no_smoothing"), 1e-5);
+  EXPECT_REL(cross_entropy(logits, targets, {-100, 0.1, Reduction::none}), get(f, "loss_none"),
+             1e-5);
+  EXPECT_REL(cross_entropy(logits, targets, {-100, 0.0, Reduction::mean}),
+             get(f, "loss_no_smoothing"), 1e-5);
 }
 
 std::unique_ptr<nn::Optimizer> make_optimizer(const std::string& name, std::vector<Tensor> params) {
-  if (name == "sgd") return std::make_unique<nn::SGD>(params, nn::SgdOptions{0.1, 0.9, 0, 0.01, false});
-  if (name == "sgd_nesterov") return std::make_unique<nn::SGD>(params, nn::SgdOptions{0.1, 0.9, 0, 0.01, true});
-  if (name == "adam") return std::make_unique<nn::Adam>(params, nn::AdamOptions{0.01, 0.9, 0.999, 1e-8, 0.0});
-  if (name == "adamw") return std::make_unique<nn::AdamW>(params, nn::AdamOptions{0.01, 0.9, 0.999, 1e-8, 0.1});
-  if (name == "rmsprop") return std::make_unique<nn::RMSprop>(params, nn::RmspropOptions{0.01, 0.99, 1e-8, 0, 0});
+  if (name == "sgd")
+    return std::make_unique<nn::SGD>(params, nn::SgdOptions{0.1, 0.9, 0, 0.01, false});
+  if (name == "sgd_nesterov")
+    return std::make_unique<nn::SGD>(params, nn::SgdOptions{0.1, 0.9, 0, 0.01, true});
+  if (name == "adam")
+    return std::make_unique<nn::Adam>(params, nn::AdamOptions{0.01, 0.9, 0.999, 1e-8, 0.0});
+  if (name == "adamw")
+    return std::make_unique<nn::AdamW>(params, nn::AdamOptions{0.01, 0.9, 0.999, 1e-8, 0.1});
+  if (name == "rmsprop")
+    return std::make_unique<nn::RMSprop>(params, nn::RmspropOptions{0.01, 0.99, 1e-8, 0, 0});
   return std::make_unique<nn::RMSprop>(params, nn::RmspropOptions{0.01, 0.99, 1e-8, 0, 0.9});
 }
 
@@ -113,7 +124,8 @@ TEST(Reference, ClipAndOptimizerStepsMatchPyTorch) {
   TensorMap f = fixture("optimizers.safetensors");
   for (std::string name : {"sgd", "sgd_nesterov", "adam", "adamw", "rmsprop", "rmsprop_momentum"}) {
     SCOPED_TRACE(name);
-    Tensor p0 = clone(get(f, "p0")).set_requires_grad(true), p1 = clone(get(f, "p1")).set_requires_grad(true);
+    Tensor p0 = clone(get(f, "p0")).set_requires_grad(true),
+           p1 = clone(get(f, "p1")).set_requires_grad(true);
     auto opt = make_optimizer(name, {p0, p1});
     for (int k = 1; k <= 2; ++k) {
       std::string step = ".step" + std::to_string(k);

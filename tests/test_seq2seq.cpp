@@ -26,7 +26,9 @@ ModelConfig small_config(Attention attention, nn::CellType cell, bool bidirectio
   return c;
 }
 
-Tensor ids(std::vector<int64_t> values, int64_t steps, int64_t batch) { return from_vector(values, {steps, batch}); }
+Tensor ids(std::vector<int64_t> values, int64_t steps, int64_t batch) {
+  return from_vector(values, {steps, batch});
+}
 
 TEST(Seq2Seq, ShapesForEveryVariant) {
   for (Attention attention : {Attention::none, Attention::bahdanau, Attention::luong_general}) {
@@ -50,11 +52,13 @@ TEST(Seq2Seq, ShapesForEveryVariant) {
 TEST(Seq2Seq, ParameterNames) {
   Seq2Seq model(small_config(Attention::bahdanau, nn::CellType::gru, true));
   nn::StateDict s = model.state_dict();
-  for (const char* name : {"encoder.embedding.weight", "encoder.rnn.weight_ih_l0_reverse", "bridge.weight",
-                           "decoder.rnn.weight_hh_l1", "decoder.attention.w_v.weight", "decoder.dense.bias"}) {
+  for (const char* name :
+       {"encoder.embedding.weight", "encoder.rnn.weight_ih_l0_reverse", "bridge.weight",
+        "decoder.rnn.weight_hh_l1", "decoder.attention.w_v.weight", "decoder.dense.bias"}) {
     EXPECT_TRUE(s.count(name)) << name;
   }
-  EXPECT_EQ(s["decoder.rnn.weight_ih_l0"].shape(), (Shape{24, 6 + 16}));  // embedding + attention context
+  EXPECT_EQ(s["decoder.rnn.weight_ih_l0"].shape(),
+            (Shape{24, 6 + 16}));  // embedding + attention context
 }
 
 // A sentence padded inside a batch gives the same logits as the sentence alone.
@@ -64,17 +68,20 @@ TEST(Seq2Seq, PaddingDoesNotChangeAnyOutput) {
     ModelConfig c = small_config(attention, nn::CellType::lstm, true);
     Seq2Seq model(c, DType::f64);
     model.eval();
-    Tensor batch_src = ids({4, 9, 5, 10, 6, 0, 7, 0}, 4, 2), batch_len = from_vector<int64_t>({4, 3}, {2});
+    Tensor batch_src = ids({4, 9, 5, 10, 6, 0, 7, 0}, 4, 2),
+           batch_len = from_vector<int64_t>({4, 3}, {2});
     Tensor target = ids({2, 2, 4, 4, 5, 6}, 3, 2);
     Tensor both = model.decode_teacher(model.encode(batch_src, batch_len), target);
-    Tensor alone = model.decode_teacher(model.encode(ids({9, 10, 0}, 3, 1), from_vector<int64_t>({2}, {1})),
-                                        ids({2, 4, 6}, 3, 1));
+    Tensor alone = model.decode_teacher(
+        model.encode(ids({9, 10, 0}, 3, 1), from_vector<int64_t>({2}, {1})), ids({2, 4, 6}, 3, 1));
     // Sentence 1 of the batch has length 3 ({9, 10, 0} is real there: 0 is an id, not padding).
-    Tensor alone3 = model.decode_teacher(model.encode(ids({9, 10, 0}, 3, 1), from_vector<int64_t>({3}, {1})),
-                                         ids({2, 4, 6}, 3, 1));
+    Tensor alone3 = model.decode_teacher(
+        model.encode(ids({9, 10, 0}, 3, 1), from_vector<int64_t>({3}, {1})), ids({2, 4, 6}, 3, 1));
     Tensor row1 = transpose(narrow(transpose(both, 0, 1), 1, 1), 0, 1);
-    EXPECT_TRUE(testing::all_close(row1, alone3, 1e-12, 1e-10)) << seq2seq::attention_name(attention);
-    EXPECT_FALSE(testing::all_close(row1, alone, 1e-12, 1e-10));  // length matters: the mask is used
+    EXPECT_TRUE(testing::all_close(row1, alone3, 1e-12, 1e-10))
+        << seq2seq::attention_name(attention);
+    EXPECT_FALSE(
+        testing::all_close(row1, alone, 1e-12, 1e-10));  // length matters: the mask is used
   }
 }
 
@@ -82,7 +89,8 @@ TEST(Search, BeamOfWidthOneEqualsGreedy) {
   manual_seed(6);
   Seq2Seq model(small_config(Attention::bahdanau, nn::CellType::gru, false));
   model.eval();
-  Tensor source = ids({4, 5, 6, 7, 8, 9, 10, 11, 0}, 3, 3), lengths = from_vector<int64_t>({3, 3, 2}, {3});
+  Tensor source = ids({4, 5, 6, 7, 8, 9, 10, 11, 0}, 3, 3),
+         lengths = from_vector<int64_t>({3, 3, 2}, {3});
   seq2seq::SearchOptions options{2, 3, {6, 6, 6}};
   seq2seq::Seq2SeqStepper greedy_stepper(model, source, lengths);
   std::vector<seq2seq::Hypothesis> greedy = seq2seq::greedy_search(greedy_stepper, 3, options);
@@ -104,7 +112,8 @@ class TableStepper : public seq2seq::Stepper {
     for (int64_t token : t) {
       for (double p : table_[token]) out.push_back(std::log(p));
     }
-    return from_vector(out, {static_cast<int64_t>(t.size()), static_cast<int64_t>(table_[0].size())});
+    return from_vector(out,
+                       {static_cast<int64_t>(t.size()), static_cast<int64_t>(table_[0].size())});
   }
   void reorder(const Tensor&) override {}
 
@@ -116,12 +125,11 @@ TEST(Search, BeamFindsWhatGreedyMisses) {
   // Tokens: 0 pad, 1 unk, 2 bos, 3 eos, 4 A, 5 B. Greedy takes A (0.6) then ends at 0.6 * 0.35;
   // B then eos scores 0.4 * 0.9, which only a beam of 2 sees.
   const double e = 1e-6;
-  std::vector<std::vector<double>> table = {
-      {e, e, e, 0.5, 0.25, 0.25}, {e, e, e, 0.5, 0.25, 0.25},
-      {e, e, e, e, 0.6, 0.4},                                    // after bos
-      {e, e, e, 1.0, e, e},                                      // after eos
-      {e, e, e, 0.35, 0.33, 0.32},                               // after A
-      {e, e, e, 0.9, 0.05, 0.05}};                               // after B
+  std::vector<std::vector<double>> table = {{e, e, e, 0.5, 0.25, 0.25},  {e, e, e, 0.5, 0.25, 0.25},
+                                            {e, e, e, e, 0.6, 0.4},       // after bos
+                                            {e, e, e, 1.0, e, e},         // after eos
+                                            {e, e, e, 0.35, 0.33, 0.32},  // after A
+                                            {e, e, e, 0.9, 0.05, 0.05}};  // after B
   seq2seq::SearchOptions options{2, 3, {5}};
   TableStepper greedy_table(table);
   seq2seq::Hypothesis greedy = seq2seq::greedy_search(greedy_table, 1, options)[0];
@@ -160,7 +168,8 @@ TEST(Seq2Seq, LearnsToReverseShortSequences) {
     }
     opt.zero_grad();
     seq2seq::EncoderOutput enc = model.encode(ids(src, S, B), full({B}, S, DType::i64));
-    Tensor loss = model.loss(model.decode_teacher(enc, ids(tin, S + 1, B)), ids(tout, S + 1, B), ones({S + 1, B}));
+    Tensor loss = model.loss(model.decode_teacher(enc, ids(tin, S + 1, B)), ids(tout, S + 1, B),
+                             ones({S + 1, B}));
     backward(loss);
     nn::clip_grad_norm(model.parameters(), 1.0);
     opt.step();
@@ -192,11 +201,14 @@ TEST(Seq2Seq, CudaMatchesCpu) {
     seq2seq::Seq2Seq cpu_model(c), gpu_model(c);
     gpu_model.load_state_dict(cpu_model.state_dict());
     gpu_model.to(Device::cuda());
-    Tensor source = from_vector<int64_t>({4, 9, 5, 10, 6, 0, 7, 0}, {4, 2}), lengths = from_vector<int64_t>({4, 3}, {2});
-    Tensor target_in = from_vector<int64_t>({2, 2, 4, 4, 5, 6}, {3, 2}), target_out = from_vector<int64_t>({4, 4, 5, 6, 3, 3}, {3, 2});
+    Tensor source = from_vector<int64_t>({4, 9, 5, 10, 6, 0, 7, 0}, {4, 2}),
+           lengths = from_vector<int64_t>({4, 3}, {2});
+    Tensor target_in = from_vector<int64_t>({2, 2, 4, 4, 5, 6}, {3, 2}),
+           target_out = from_vector<int64_t>({4, 4, 5, 6, 3, 3}, {3, 2});
     Tensor mask = from_vector<float>({1, 1, 1, 1, 1, 0}, {3, 2});
     auto run = [&](seq2seq::Seq2Seq& model, Device d) {
-      Tensor logits = model.decode_teacher(model.encode(to(source, d), to(lengths, d)), to(target_in, d));
+      Tensor logits =
+          model.decode_teacher(model.encode(to(source, d), to(lengths, d)), to(target_in, d));
       Tensor loss = model.loss(logits, to(target_out, d), to(mask, d));
       backward(loss);
       return std::pair{logits, loss};
@@ -209,8 +221,8 @@ TEST(Seq2Seq, CudaMatchesCpu) {
     cpu_model.eval();
     gpu_model.eval();
     seq2seq::SearchOptions options{2, 3, {5, 5}};
-    seq2seq::Seq2SeqStepper cpu_stepper(cpu_model, source, lengths, 2), gpu_stepper(gpu_model, to(source, Device::cuda()),
-                                                                                   to(lengths, Device::cuda()), 2);
+    seq2seq::Seq2SeqStepper cpu_stepper(cpu_model, source, lengths, 2),
+        gpu_stepper(gpu_model, to(source, Device::cuda()), to(lengths, Device::cuda()), 2);
     auto cpu_beams = seq2seq::beam_search(cpu_stepper, 2, options, {2, 1.0, 1});
     auto gpu_beams = seq2seq::beam_search(gpu_stepper, 2, options, {2, 1.0, 1});
     for (int b = 0; b < 2; ++b) EXPECT_EQ(gpu_beams[b][0].tokens, cpu_beams[b][0].tokens);

@@ -11,7 +11,8 @@ TEST(Tensor, Factories) {
   EXPECT_EQ(ones({4}, DType::f64).to_vector<double>(), std::vector<double>(4, 1.0));
   EXPECT_EQ(full({2}, 7.0, DType::i32).to_vector<int32_t>(), (std::vector<int32_t>{7, 7}));
   EXPECT_EQ(arange(4, DType::i64).to_vector<int64_t>(), (std::vector<int64_t>{0, 1, 2, 3}));
-  EXPECT_EQ(arange(1.0, 2.0, 0.25, DType::f64).to_vector<double>(), (std::vector<double>{1, 1.25, 1.5, 1.75}));
+  EXPECT_EQ(arange(1.0, 2.0, 0.25, DType::f64).to_vector<double>(),
+            (std::vector<double>{1, 1.25, 1.5, 1.75}));
   Tensor s = scalar_tensor(2.5);
   EXPECT_EQ(s.dim(), 0);
   EXPECT_EQ(s.numel(), 1);

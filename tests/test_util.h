@@ -19,14 +19,14 @@ inline std::string no_gpu_reason() {
                              : "this build of kiln has no CUDA support (KILN_CUDA=OFF or no nvcc)";
 }
 
-#define KILN_REQUIRE_GPU()                                                   \
-  do {                                                                       \
+#define KILN_REQUIRE_GPU()                                                                   \
+  do {                                                                                       \
     if (!::kiln::testing::gpu_available()) GTEST_SKIP() << ::kiln::testing::no_gpu_reason(); \
   } while (0)
 
 // |actual - expected| <= atol + rtol * |expected| elementwise, on any devices and float dtypes.
-inline ::testing::AssertionResult all_close(const Tensor& actual, const Tensor& expected, double atol,
-                                            double rtol) {
+inline ::testing::AssertionResult all_close(const Tensor& actual, const Tensor& expected,
+                                            double atol, double rtol) {
   if (actual.shape() != expected.shape()) {
     return ::testing::AssertionFailure() << "shape " << shape_str(actual.shape()) << " vs expected "
                                          << shape_str(expected.shape());
@@ -44,10 +44,10 @@ inline ::testing::AssertionResult all_close(const Tensor& actual, const Tensor& 
     if (error > max_error || std::isnan(error)) max_error = error;
   }
   if (first_bad < 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << bad << " of " << a.size() << " elements differ; first at flat index "
-                                       << first_bad << ": " << a[first_bad] << " vs expected " << e[first_bad]
-                                       << "; max error " << max_error << " (atol " << atol << ", rtol " << rtol
-                                       << ")";
+  return ::testing::AssertionFailure()
+         << bad << " of " << a.size() << " elements differ; first at flat index " << first_bad
+         << ": " << a[first_bad] << " vs expected " << e[first_bad] << "; max error " << max_error
+         << " (atol " << atol << ", rtol " << rtol << ")";
 }
 
 // Runs `body`, expects a kiln::Error, and returns its message (error tests check the message).
@@ -63,4 +63,5 @@ template <class Body> std::string error_of(Body body) {
 
 }  // namespace kiln::testing
 
-#define EXPECT_CONTAINS(text, part) EXPECT_NE(std::string(text).find(part), std::string::npos) << (text)
+#define EXPECT_CONTAINS(text, part) \
+  EXPECT_NE(std::string(text).find(part), std::string::npos) << (text)

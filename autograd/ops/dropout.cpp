@@ -1,9 +1,11 @@
-// dropout: the mask is a function of (seed, offset), so backward regenerates it (kernels/dropout.h).
+// dropout: the mask is a function of (seed, offset), so backward regenerates it
+// (kernels/dropout.h).
+#include "kernels/dropout.h"
+
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/checks.h"
 #include "core/random.h"
-#include "kernels/dropout.h"
 
 namespace kiln {
 

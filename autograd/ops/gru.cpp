@@ -14,7 +14,8 @@ namespace kiln {
 using autograd::TensorList;
 using rnn_detail::step;
 
-RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, const Tensor& mask, bool reverse) {
+RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, const Tensor& mask,
+                    bool reverse) {
   RnnDims d = rnn_detail::check_rnn_args("gru", 3, x, h0, w, mask);
   const int64_t T = d.steps, B = d.batch, H = d.hidden, I = d.input;
   Options opt = x.options();
@@ -23,7 +24,8 @@ RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, cons
   Tensor step_mask = mask.defined() ? mask : full({T, B}, 1.0, opt);
 
   Tensor xg = empty({T, B, 3 * H}, opt);
-  kernels::gemm_2d(view_as_shape(x, {T * B, I}), false, w.w_ih, true, 0.0, view_as_shape(xg, {T * B, 3 * H}));
+  kernels::gemm_2d(view_as_shape(x, {T * B, I}), false, w.w_ih, true, 0.0,
+                   view_as_shape(xg, {T * B, 3 * H}));
   Tensor gates = empty({T, B, 4 * H}, opt), h_in = empty({T, B, H}, opt);
   Tensor y = empty({T, B, H}, opt), h_n = empty({B, H}, opt);
   copy_(step(h_in, reverse ? T - 1 : 0), h0);
@@ -41,7 +43,8 @@ RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, cons
       Tensor dgx = empty({T, B, 3 * H}, opt), dgh = empty({T, B, 3 * H}, opt);
       kernels::gru_backward_steps({gates, h_in, mask, dy, w_hh, reverse, dh, dgx, dgh});
       Tensor dgx2 = view_as_shape(dgx, {T * B, 3 * H}), dgh2 = view_as_shape(dgh, {T * B, 3 * H});
-      Tensor dx, dw_ih, dw_hh = empty({3 * H, H}, opt), db_ih = empty({3 * H}, opt), db_hh = empty({3 * H}, opt);
+      Tensor dx, dw_ih, dw_hh = empty({3 * H, H}, opt), db_ih = empty({3 * H}, opt),
+                        db_hh = empty({3 * H}, opt);
       if (need_x) {
         dx = empty({T, B, I}, opt);
         kernels::gemm_2d(dgx2, false, w_ih, false, 0.0, view_as_shape(dx, {T * B, I}));

@@ -1,9 +1,10 @@
 // Gathers and selections. embedding/index_select backward is a deterministic scatter-add of rows
 // (kernels/index.h); where/masked_fill route the gradient by the condition.
+#include "kernels/index.h"
+
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/checks.h"
-#include "kernels/index.h"
 
 namespace kiln {
 
@@ -15,8 +16,8 @@ Tensor embedding(const Tensor& weight, const Tensor& index, int64_t padding_idx)
   KILN_CHECK(index.dtype() == DType::i32 || index.dtype() == DType::i64,
              "embedding: index must be i32 or i64, got ", index.describe());
   KILN_CHECK(weight.dim() >= 1, "embedding: weight must have rank >= 1, got ", weight.describe());
-  KILN_CHECK(weight.device() == index.device(), "embedding: device mismatch: weight ", weight.describe(),
-             " vs index ", index.describe());
+  KILN_CHECK(weight.device() == index.device(), "embedding: device mismatch: weight ",
+             weight.describe(), " vs index ", index.describe());
   kernels::check_index_range(index, weight.size(0), "embedding");
   Shape shape = index.shape();
   shape.insert(shape.end(), weight.shape().begin() + 1, weight.shape().end());
@@ -46,9 +47,10 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   ops_detail::check_compatible("where", a, b);
   ops_detail::check_defined("where", cond, "condition");
-  KILN_CHECK(cond.device() == a.device(), "where: device mismatch: condition ", cond.describe(), " vs ",
-             a.describe());
-  Shape shape = broadcast_shapes(broadcast_shapes(a.shape(), b.shape(), "where"), cond.shape(), "where");
+  KILN_CHECK(cond.device() == a.device(), "where: device mismatch: condition ", cond.describe(),
+             " vs ", a.describe());
+  Shape shape =
+      broadcast_shapes(broadcast_shapes(a.shape(), b.shape(), "where"), cond.shape(), "where");
   Tensor y = empty(shape, a.options());
   kernels::where(cond, a, b, y);
   if (autograd::needs_grad({a, b})) {
@@ -69,8 +71,9 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
   ops_detail::check_floating("masked_fill", x);
   ops_detail::check_defined("masked_fill", mask, "mask");
-  KILN_CHECK(broadcast_shapes(mask.shape(), x.shape(), "masked_fill") == x.shape(), "masked_fill: mask ",
-             mask.describe(), " does not broadcast to the input ", x.describe());
+  KILN_CHECK(broadcast_shapes(mask.shape(), x.shape(), "masked_fill") == x.shape(),
+             "masked_fill: mask ", mask.describe(), " does not broadcast to the input ",
+             x.describe());
   return where(mask, scalar_tensor(value, x.options()), x);
 }
 

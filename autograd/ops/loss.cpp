@@ -11,22 +11,23 @@ namespace kiln {
 
 using autograd::TensorList;
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& targets_in, const CrossEntropyOptions& options,
-                     const Tensor& mask) {
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets_in,
+                     const CrossEntropyOptions& options, const Tensor& mask) {
   ops_detail::check_floating("cross_entropy", logits);
   ops_detail::check_defined("cross_entropy", targets_in, "targets");
   KILN_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N, V], got ", logits.describe());
-  KILN_CHECK(targets_in.shape() == Shape{logits.size(0)}, "cross_entropy: targets must be [N] = [", logits.size(0),
-             "], got ", targets_in.describe());
+  KILN_CHECK(targets_in.shape() == Shape{logits.size(0)}, "cross_entropy: targets must be [N] = [",
+             logits.size(0), "], got ", targets_in.describe());
   KILN_CHECK(targets_in.dtype() == DType::i64 || targets_in.dtype() == DType::i32,
              "cross_entropy: targets must be i64 or i32, got ", targets_in.describe());
-  KILN_CHECK(targets_in.device() == logits.device(), "cross_entropy: device mismatch: logits ", logits.describe(),
-             " vs targets ", targets_in.describe());
+  KILN_CHECK(targets_in.device() == logits.device(), "cross_entropy: device mismatch: logits ",
+             logits.describe(), " vs targets ", targets_in.describe());
   KILN_CHECK(options.label_smoothing >= 0 && options.label_smoothing <= 1,
              "cross_entropy: label_smoothing must be in [0, 1], got ", options.label_smoothing);
   if (mask.defined()) {
     ops_detail::check_compatible("cross_entropy", logits, mask);
-    KILN_CHECK(mask.shape() == Shape{logits.size(0)}, "cross_entropy: mask must be [N], got ", mask.describe());
+    KILN_CHECK(mask.shape() == Shape{logits.size(0)}, "cross_entropy: mask must be [N], got ",
+               mask.describe());
   }
   Tensor targets = to(targets_in, DType::i64);
   {
@@ -34,8 +35,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets_in, const Cross
     std::vector<int64_t> host = targets.to_vector<int64_t>();
     for (size_t n = 0; n < host.size(); ++n) {
       KILN_CHECK(host[n] == options.ignore_index || (host[n] >= 0 && host[n] < logits.size(1)),
-                 "cross_entropy: target ", host[n], " at row ", n, " is out of range for ", logits.size(1),
-                 " classes (and is not the ignore index ", options.ignore_index, ")");
+                 "cross_entropy: target ", host[n], " at row ", n, " is out of range for ",
+                 logits.size(1), " classes (and is not the ignore index ", options.ignore_index,
+                 ")");
     }
   }
   kernels::CrossEntropyArgs args{options.ignore_index, options.label_smoothing};
@@ -66,8 +68,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets_in, const Cross
     autograd::record("cross_entropy", {logits}, {out},
                      [=, logits = logits.detach()](const TensorList& grads) {
                        Tensor grad_logits = empty(logits.shape(), logits.options());
-                       kernels::cross_entropy_backward(logits, targets, lse, valid, args, grads[0], divisor,
-                                                       grad_logits);
+                       kernels::cross_entropy_backward(logits, targets, lse, valid, args, grads[0],
+                                                       divisor, grad_logits);
                        return TensorList{grad_logits};
                      });
   }

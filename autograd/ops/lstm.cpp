@@ -16,8 +16,8 @@ namespace kiln {
 using autograd::TensorList;
 using rnn_detail::step;
 
-RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const RnnWeights& w, const Tensor& mask,
-                     bool reverse) {
+RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const RnnWeights& w,
+                     const Tensor& mask, bool reverse) {
   RnnDims d = rnn_detail::check_rnn_args("lstm", 4, x, h0, w, mask);
   rnn_detail::check_state("lstm", "c0", c0, x, d);
   const int64_t T = d.steps, B = d.batch, H = d.hidden, I = d.input;
@@ -27,8 +27,10 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
   Tensor step_mask = mask.defined() ? mask : full({T, B}, 1.0, opt);
 
   Tensor xg = empty({T, B, 4 * H}, opt);
-  kernels::gemm_2d(view_as_shape(x, {T * B, I}), false, w.w_ih, true, 0.0, view_as_shape(xg, {T * B, 4 * H}));
-  Tensor gates = empty({T, B, 4 * H}, opt), h_in = empty({T, B, H}, opt), c_in = empty({T, B, H}, opt);
+  kernels::gemm_2d(view_as_shape(x, {T * B, I}), false, w.w_ih, true, 0.0,
+                   view_as_shape(xg, {T * B, 4 * H}));
+  Tensor gates = empty({T, B, 4 * H}, opt), h_in = empty({T, B, H}, opt),
+         c_in = empty({T, B, H}, opt);
   Tensor y = empty({T, B, H}, opt), h_n = empty({B, H}, opt), c_n = empty({B, H}, opt);
   int64_t first = reverse ? T - 1 : 0;
   copy_(step(h_in, first), h0);

@@ -14,11 +14,13 @@ using autograd::TensorList;
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   ops_detail::check_compatible("matmul", a, b);
   ops_detail::check_floating("matmul", a);
-  KILN_CHECK((a.dim() == 2 && b.dim() == 2) || (a.dim() == 3 && b.dim() == 3) || (a.dim() == 3 && b.dim() == 2),
-             "matmul: expected 2-D x 2-D, 3-D x 3-D or 3-D x 2-D operands, got ", a.describe(), " and ",
-             b.describe());
+  KILN_CHECK((a.dim() == 2 && b.dim() == 2) || (a.dim() == 3 && b.dim() == 3) ||
+                 (a.dim() == 3 && b.dim() == 2),
+             "matmul: expected 2-D x 2-D, 3-D x 3-D or 3-D x 2-D operands, got ", a.describe(),
+             " and ", b.describe());
   KILN_CHECK(!(a.dim() == 3 && b.dim() == 2 && trans_a),
-             "matmul: a 3-D a with a 2-D b cannot be used transposed (trans_a); got ", a.describe());
+             "matmul: a 3-D a with a 2-D b cannot be used transposed (trans_a); got ",
+             a.describe());
   kernels::GemmShape s;
   s.trans_a = trans_a;
   s.trans_b = trans_b;
@@ -30,14 +32,16 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   s.k = trans_a ? a_rows : a_cols;
   int64_t b_k = trans_b ? b.size(-1) : b.size(-2);
   s.n = trans_b ? b.size(-2) : b.size(-1);
-  KILN_CHECK(b_k == s.k, "matmul: inner dimensions differ: ", a.describe(), (trans_a ? " (transposed)" : ""),
-             " x ", b.describe(), (trans_b ? " (transposed)" : ""), " (", s.k, " vs ", b_k, ")");
-  KILN_CHECK(!batched || a.size(0) == b.size(0), "matmul: batch sizes differ: ", a.describe(), " vs ",
-             b.describe());
+  KILN_CHECK(b_k == s.k, "matmul: inner dimensions differ: ", a.describe(),
+             (trans_a ? " (transposed)" : ""), " x ", b.describe(),
+             (trans_b ? " (transposed)" : ""), " (", s.k, " vs ", b_k, ")");
+  KILN_CHECK(!batched || a.size(0) == b.size(0), "matmul: batch sizes differ: ", a.describe(),
+             " vs ", b.describe());
   s.stride_a = batched ? s.m * s.k : 0;
   s.stride_b = batched ? s.k * s.n : 0;
   s.stride_c = s.m * s.n;
-  Shape out_shape = a.dim() == 3 ? Shape{a.size(0), s.m / (batched ? 1 : a.size(0)), s.n} : Shape{s.m, s.n};
+  Shape out_shape =
+      a.dim() == 3 ? Shape{a.size(0), s.m / (batched ? 1 : a.size(0)), s.n} : Shape{s.m, s.n};
   Tensor c = empty(out_shape, a.options());
   kernels::gemm(s, 1.0, a, b, 0.0, c);
 

@@ -1,9 +1,10 @@
 // Pointwise ops: forward launches kernels/pointwise.h, backward right below it uses the same op
 // struct's derivative. Broadcast gradients are summed back to each operand's shape.
+#include "kernels/pointwise.h"
+
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/checks.h"
-#include "kernels/pointwise.h"
 
 namespace kiln {
 

@@ -1,10 +1,11 @@
 // Reductions. sum/mean backward broadcast the gradient back (kernels::expand, scaled by 1/R for
 // mean); max backward routes each row's gradient to its (first) argmax.
+#include "kernels/reduce.h"
+
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/checks.h"
 #include "kernels/copy.h"
-#include "kernels/reduce.h"
 
 namespace kiln {
 
@@ -59,16 +60,18 @@ Tensor reduce_dim(const Tensor& x, int64_t dim, bool keepdim, bool average, cons
 
 void check_last_dim(const Tensor& x, int64_t dim, const char* name) {
   ops_detail::check_floating(name, x);
-  KILN_CHECK(x.dim() >= 1 && x.size(-1) > 0, name, ": expected a non-empty tensor of rank >= 1, got ",
-             x.describe());
-  KILN_CHECK(normalize_dim(dim, x.dim(), name) == x.dim() - 1, name, ": only the last dim is supported, got dim ",
-             dim, " for ", x.describe());
+  KILN_CHECK(x.dim() >= 1 && x.size(-1) > 0, name,
+             ": expected a non-empty tensor of rank >= 1, got ", x.describe());
+  KILN_CHECK(normalize_dim(dim, x.dim(), name) == x.dim() - 1, name,
+             ": only the last dim is supported, got dim ", dim, " for ", x.describe());
 }
 
 Shape reduced_last(const Tensor& x, bool keepdim) {
   Shape shape = x.shape();
-  if (keepdim) shape.back() = 1;
-  else shape.pop_back();
+  if (keepdim)
+    shape.back() = 1;
+  else
+    shape.pop_back();
   return shape;
 }
 
@@ -76,8 +79,12 @@ Shape reduced_last(const Tensor& x, bool keepdim) {
 
 Tensor sum(const Tensor& x) { return reduce_all(x, false, "sum"); }
 Tensor mean(const Tensor& x) { return reduce_all(x, true, "mean"); }
-Tensor sum(const Tensor& x, int64_t dim, bool keepdim) { return reduce_dim(x, dim, keepdim, false, "sum"); }
-Tensor mean(const Tensor& x, int64_t dim, bool keepdim) { return reduce_dim(x, dim, keepdim, true, "mean"); }
+Tensor sum(const Tensor& x, int64_t dim, bool keepdim) {
+  return reduce_dim(x, dim, keepdim, false, "sum");
+}
+Tensor mean(const Tensor& x, int64_t dim, bool keepdim) {
+  return reduce_dim(x, dim, keepdim, true, "mean");
+}
 
 Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
   check_last_dim(x, dim, "max");
@@ -118,7 +125,8 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
     y = sum(reshape(y, folded), 0);
   }
   for (size_t d = 0; d < shape.size(); ++d) {
-    if (shape[d] == 1 && y.size(static_cast<int64_t>(d)) != 1) y = sum(y, static_cast<int64_t>(d), true);
+    if (shape[d] == 1 && y.size(static_cast<int64_t>(d)) != 1)
+      y = sum(y, static_cast<int64_t>(d), true);
   }
   return y;
 }

@@ -12,16 +12,18 @@ inline Tensor step(const Tensor& t, int64_t index) {
   return view_as_shape(view_rows(t, index, 1), Shape(t.shape().begin() + 1, t.shape().end()));
 }
 
-inline void check_state(const char* op, const char* name, const Tensor& state, const Tensor& x, const RnnDims& d) {
+inline void check_state(const char* op, const char* name, const Tensor& state, const Tensor& x,
+                        const RnnDims& d) {
   ops_detail::check_defined(op, state, name);
   ops_detail::check_compatible(op, x, state);
-  KILN_CHECK(state.shape() == (Shape{d.batch, d.hidden}), op, ": ", name, " must be [B, H] = [", d.batch, ", ",
-             d.hidden, "], got ", state.describe());
+  KILN_CHECK(state.shape() == (Shape{d.batch, d.hidden}), op, ": ", name, " must be [B, H] = [",
+             d.batch, ", ", d.hidden, "], got ", state.describe());
 }
 
-// x: [T, B, I], h0: [B, H], w_ih: [G*H, I], w_hh: [G*H, H], biases [G*H], mask: [T, B] or undefined.
-inline RnnDims check_rnn_args(const char* op, int64_t gates, const Tensor& x, const Tensor& h0, const RnnWeights& w,
-                              const Tensor& mask) {
+// x: [T, B, I], h0: [B, H], w_ih: [G*H, I], w_hh: [G*H, H], biases [G*H], mask: [T, B] or
+// undefined.
+inline RnnDims check_rnn_args(const char* op, int64_t gates, const Tensor& x, const Tensor& h0,
+                              const RnnWeights& w, const Tensor& mask) {
   ops_detail::check_floating(op, x);
   KILN_CHECK(x.dim() == 3, op, ": x must be [T, B, I], got ", x.describe());
   RnnDims d{x.size(0), x.size(1), x.size(2), w.w_hh.defined() ? w.w_hh.size(-1) : 0};
@@ -31,17 +33,17 @@ inline RnnDims check_rnn_args(const char* op, int64_t gates, const Tensor& x, co
     ops_detail::check_compatible(op, x, *t);
   }
   int64_t G = gates * d.hidden;
-  KILN_CHECK(w.w_ih.shape() == (Shape{G, d.input}), op, ": weight_ih must be [", G, ", ", d.input, "], got ",
-             w.w_ih.describe());
-  KILN_CHECK(w.w_hh.shape() == (Shape{G, d.hidden}), op, ": weight_hh must be [", G, ", ", d.hidden, "], got ",
-             w.w_hh.describe());
-  KILN_CHECK(w.b_ih.shape() == Shape{G} && w.b_hh.shape() == Shape{G}, op, ": biases must be [", G, "], got ",
-             w.b_ih.describe(), " and ", w.b_hh.describe());
+  KILN_CHECK(w.w_ih.shape() == (Shape{G, d.input}), op, ": weight_ih must be [", G, ", ", d.input,
+             "], got ", w.w_ih.describe());
+  KILN_CHECK(w.w_hh.shape() == (Shape{G, d.hidden}), op, ": weight_hh must be [", G, ", ", d.hidden,
+             "], got ", w.w_hh.describe());
+  KILN_CHECK(w.b_ih.shape() == Shape{G} && w.b_hh.shape() == Shape{G}, op, ": biases must be [", G,
+             "], got ", w.b_ih.describe(), " and ", w.b_hh.describe());
   check_state(op, "h0", h0, x, d);
   if (mask.defined()) {
     ops_detail::check_compatible(op, x, mask);
-    KILN_CHECK(mask.shape() == (Shape{d.steps, d.batch}), op, ": mask must be [T, B] = [", d.steps, ", ", d.batch,
-               "], got ", mask.describe());
+    KILN_CHECK(mask.shape() == (Shape{d.steps, d.batch}), op, ": mask must be [T, B] = [", d.steps,
+               ", ", d.batch, "], got ", mask.describe());
   }
   return d;
 }

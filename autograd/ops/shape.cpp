@@ -41,7 +41,8 @@ Tensor reshape(const Tensor& x, Shape shape) {
 
 Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1) {
   ops_detail::check_defined("transpose", x, "input");
-  int d0 = normalize_dim(dim0, x.dim(), "transpose"), d1 = normalize_dim(dim1, x.dim(), "transpose");
+  int d0 = normalize_dim(dim0, x.dim(), "transpose"),
+      d1 = normalize_dim(dim1, x.dim(), "transpose");
   std::vector<int> order(x.dim());
   std::iota(order.begin(), order.end(), 0);
   std::swap(order[d0], order[d1]);
@@ -77,8 +78,8 @@ Tensor narrow(const Tensor& x, int64_t start, int64_t length) {
 Tensor select(const Tensor& x, int64_t index) {
   ops_detail::check_defined("select", x, "input");
   KILN_CHECK(x.dim() >= 1, "select: expected a tensor of rank >= 1, got ", x.describe());
-  KILN_CHECK(index >= -x.size(0) && index < x.size(0), "select: index ", index, " is out of range for ",
-             x.describe(), " (dim 0 has ", x.size(0), ")");
+  KILN_CHECK(index >= -x.size(0) && index < x.size(0), "select: index ", index,
+             " is out of range for ", x.describe(), " (dim 0 has ", x.size(0), ")");
   if (index < 0) index += x.size(0);
   Shape row_shape(x.shape().begin() + 1, x.shape().end());
   return reshape(narrow(x, index, 1), row_shape);
@@ -95,9 +96,10 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
     const Tensor& t = tensors[i];
     ops_detail::check_compatible("cat", first, t);
     bool same_rank = t.dim() == first.dim();
-    for (int64_t k = 0; same_rank && k < t.dim(); ++k) same_rank = k == d || t.size(k) == first.size(k);
-    KILN_CHECK(same_rank, "cat: tensor ", i, " is ", t.describe(), " but tensor 0 is ", first.describe(),
-               " (all sizes must match except along dim ", d, ")");
+    for (int64_t k = 0; same_rank && k < t.dim(); ++k)
+      same_rank = k == d || t.size(k) == first.size(k);
+    KILN_CHECK(same_rank, "cat: tensor ", i, " is ", t.describe(), " but tensor 0 is ",
+               first.describe(), " (all sizes must match except along dim ", d, ")");
     shape[d] += t.size(d);
   }
   // View every tensor as [outer, size_d * inner]: a slab of columns in the output's rows.
@@ -141,8 +143,9 @@ Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
   std::vector<Tensor> expanded;
   for (size_t i = 0; i < tensors.size(); ++i) {
     ops_detail::check_defined("stack", tensors[i], "tensor");
-    KILN_CHECK(tensors[i].shape() == tensors[0].shape(), "stack: tensor ", i, " is ", tensors[i].describe(),
-               " but tensor 0 is ", tensors[0].describe(), " (all shapes must be equal)");
+    KILN_CHECK(tensors[i].shape() == tensors[0].shape(), "stack: tensor ", i, " is ",
+               tensors[i].describe(), " but tensor 0 is ", tensors[0].describe(),
+               " (all shapes must be equal)");
     Shape shape = tensors[i].shape();
     shape.insert(shape.begin() + d, 1);
     expanded.push_back(reshape(tensors[i], shape));

@@ -1,9 +1,10 @@
 // softmax / log_softmax over the last dim; both backward formulas read only the saved output
 // (kernels/softmax.h).
+#include "kernels/softmax.h"
+
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/checks.h"
-#include "kernels/softmax.h"
 
 namespace kiln {
 
@@ -13,8 +14,8 @@ namespace {
 Tensor softmax_impl(const Tensor& x, int64_t dim, bool log) {
   const char* name = log ? "log_softmax" : "softmax";
   ops_detail::check_floating(name, x);
-  KILN_CHECK(x.dim() >= 1 && x.size(-1) > 0, name, ": expected a non-empty tensor of rank >= 1, got ",
-             x.describe());
+  KILN_CHECK(x.dim() >= 1 && x.size(-1) > 0, name,
+             ": expected a non-empty tensor of rank >= 1, got ", x.describe());
   KILN_CHECK(normalize_dim(dim, x.dim(), name) == x.dim() - 1, name,
              ": only the last dim is supported, got dim ", dim, " for ", x.describe());
   Tensor y = empty(x.shape(), x.options());

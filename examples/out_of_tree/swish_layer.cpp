@@ -43,7 +43,8 @@ Tensor swish(const Tensor& a) {
   KILN_CHECK(is_floating(a.dtype()), "swish: expected a floating tensor, got ", a.describe());
   Tensor y = empty(a.shape(), a.options());
   KILN_DISPATCH_FLOAT(a.dtype(), "swish", [&] {
-    parallel_for(a.device(), a.numel(), SwishForward<scalar_t>{a.data<scalar_t>(), y.data<scalar_t>()});
+    parallel_for(a.device(), a.numel(),
+                 SwishForward<scalar_t>{a.data<scalar_t>(), y.data<scalar_t>()});
   });
   if (autograd::needs_grad({a})) {
     Tensor saved_a = a.detach();  // the backward reads the input, not the output
@@ -74,7 +75,8 @@ class SwishLinear : public nn::Module {
 };
 
 bool check(const char* what, const GradcheckResult& result) {
-  std::printf("gradcheck %-12s %s (max error %.2e)\n", what, result.ok ? "ok" : "FAILED", result.max_error);
+  std::printf("gradcheck %-12s %s (max error %.2e)\n", what, result.ok ? "ok" : "FAILED",
+              result.max_error);
   if (!result.ok) std::printf("  %s\n", result.message.c_str());
   return result.ok;
 }
@@ -83,7 +85,8 @@ int run() {
   manual_seed(1);
   // 1. Gradients, in f64 over the whole Jacobian: the op alone, then the layer's parameters.
   Tensor a = uniform({3, 4}, -3, 3, DType::f64);
-  bool ok = check("swish", gradcheck([](const std::vector<Tensor>& in) { return swish(in[0]); }, {a}));
+  bool ok =
+      check("swish", gradcheck([](const std::vector<Tensor>& in) { return swish(in[0]); }, {a}));
   SwishLinear probe(4, 3, DType::f64);
   Tensor x = uniform({5, 4}, -1, 1, DType::f64);
   ok &= check("SwishLinear", gradcheck(

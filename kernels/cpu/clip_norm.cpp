@@ -1,16 +1,18 @@
 // CPU clip_grad_norm (kernels/clip_norm.h): the same chunking and summation order as on CUDA's
 // first pass, partials summed in chunk order.
+#include "kernels/clip_norm.h"
+
 #include <cmath>
 
-#include "kernels/clip_norm.h"
 #include "kernels/dispatch.h"
 
 namespace kiln::kernels {
 
 namespace {
 
-template <class T> void clip_grad_norm_cpu(const std::vector<Tensor>& grads, T max_norm, const Tensor& norm,
-                                           const Tensor& scale) {
+template <class T>
+void clip_grad_norm_cpu(const std::vector<Tensor>& grads, T max_norm, const Tensor& norm,
+                        const Tensor& scale) {
   std::vector<std::pair<const T*, int64_t>> chunks;  // (start, length)
   for (const Tensor& g : grads) {
     for (int64_t begin = 0; begin < g.numel(); begin += kMultiTensorChunk) {
@@ -39,21 +41,24 @@ template <class T> void clip_grad_norm_cpu(const std::vector<Tensor>& grads, T m
 
 }  // namespace
 
-void clip_grad_norm(MultiTensorPlan& plan, const std::vector<Tensor>& grads, double max_norm, const Tensor& norm,
-                    const Tensor& scale) {
+void clip_grad_norm(MultiTensorPlan& plan, const std::vector<Tensor>& grads, double max_norm,
+                    const Tensor& norm, const Tensor& scale) {
   KILN_CHECK(max_norm > 0, "clip_grad_norm: max_norm must be > 0, got ", max_norm);
   plan.prepare({grads}, "clip_grad_norm");
   if (!grads.empty() && grads[0].device().is_cuda()) {
     clip_grad_norm_cuda(plan, grads, max_norm, norm, scale);
     return;
   }
-  KILN_DISPATCH_FLOAT(norm.dtype(), "clip_grad_norm",
-                      [&] { clip_grad_norm_cpu<scalar_t>(grads, scalar_t(max_norm), norm, scale); });
+  KILN_DISPATCH_FLOAT(norm.dtype(), "clip_grad_norm", [&] {
+    clip_grad_norm_cpu<scalar_t>(grads, scalar_t(max_norm), norm, scale);
+  });
 }
 
 #ifndef KILN_WITH_CUDA
-void clip_grad_norm_cuda(MultiTensorPlan&, const std::vector<Tensor>& grads, double, const Tensor&, const Tensor&) {
-  KILN_FAIL("clip_grad_norm on ", grads[0].device().str(), ": this build of kiln has no CUDA support");
+void clip_grad_norm_cuda(MultiTensorPlan&, const std::vector<Tensor>& grads, double, const Tensor&,
+                         const Tensor&) {
+  KILN_FAIL("clip_grad_norm on ", grads[0].device().str(),
+            ": this build of kiln has no CUDA support");
 }
 #endif
 

@@ -13,8 +13,7 @@ namespace {
 constexpr int kThreads = 256;
 
 // One thread's share of a row: its log-sum-exp state and its sum of raw logits.
-template <class T>
-struct RowPartial {
+template <class T> struct RowPartial {
   OnlineLogSumExp<T> lse;
   T row_sum;
 };

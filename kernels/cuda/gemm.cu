@@ -10,11 +10,12 @@
 #include "core/cuda_runtime.h"
 #include "kernels/gemm.h"
 
-#define KILN_CUBLAS_CHECK(expr)                                                               \
-  do {                                                                                        \
-    cublasStatus_t kiln_status_ = (expr);                                                     \
-    if (kiln_status_ != CUBLAS_STATUS_SUCCESS)                                                \
-      KILN_FAIL("cuBLAS error ", cublasGetStatusName(kiln_status_), " in ", #expr, " at ", __FILE__, ":", __LINE__); \
+#define KILN_CUBLAS_CHECK(expr)                                                            \
+  do {                                                                                     \
+    cublasStatus_t kiln_status_ = (expr);                                                  \
+    if (kiln_status_ != CUBLAS_STATUS_SUCCESS)                                             \
+      KILN_FAIL("cuBLAS error ", cublasGetStatusName(kiln_status_), " in ", #expr, " at ", \
+                __FILE__, ":", __LINE__);                                                  \
   } while (0)
 
 namespace kiln::kernels {
@@ -25,7 +26,8 @@ cublasHandle_t cublas_handle(int device) {
   static std::vector<cublasHandle_t> handles;
   std::lock_guard<std::mutex> lock(mutex);
   if (handles.empty()) handles.resize(cuda::device_count(), nullptr);
-  KILN_CHECK(device >= 0 && device < static_cast<int>(handles.size()), "matmul: no device cuda:", device);
+  KILN_CHECK(device >= 0 && device < static_cast<int>(handles.size()),
+             "matmul: no device cuda:", device);
   if (!handles[device]) {
     cuda::set_device(device);
     KILN_CUBLAS_CHECK(cublasCreate(&handles[device]));
@@ -35,22 +37,25 @@ cublasHandle_t cublas_handle(int device) {
 }
 }  // namespace
 
-void gemm_cuda(int device, DType dtype, const GemmShape& s, double alpha, const void* a, const void* b,
-               double beta, void* c) {
+void gemm_cuda(int device, DType dtype, const GemmShape& s, double alpha, const void* a,
+               const void* b, double beta, void* c) {
   cublasHandle_t handle = cublas_handle(device);
   int m = static_cast<int>(s.m), n = static_cast<int>(s.n), k = static_cast<int>(s.k);
   int lda = s.trans_a ? m : k, ldb = s.trans_b ? k : n;
-  cublasOperation_t op_a = s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasOperation_t op_a = s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                    op_b = s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   int batch = static_cast<int>(s.batch);
   if (dtype == DType::f32) {
     float alpha_f = static_cast<float>(alpha), beta_f = static_cast<float>(beta);
-    KILN_CUBLAS_CHECK(cublasSgemmStridedBatched(handle, op_b, op_a, n, m, k, &alpha_f, static_cast<const float*>(b),
-                                                ldb, s.stride_b, static_cast<const float*>(a), lda, s.stride_a,
-                                                &beta_f, static_cast<float*>(c), n, s.stride_c, batch));
+    KILN_CUBLAS_CHECK(cublasSgemmStridedBatched(
+        handle, op_b, op_a, n, m, k, &alpha_f, static_cast<const float*>(b), ldb, s.stride_b,
+        static_cast<const float*>(a), lda, s.stride_a, &beta_f, static_cast<float*>(c), n,
+        s.stride_c, batch));
   } else {
-    KILN_CUBLAS_CHECK(cublasDgemmStridedBatched(handle, op_b, op_a, n, m, k, &alpha, static_cast<const double*>(b),
-                                                ldb, s.stride_b, static_cast<const double*>(a), lda, s.stride_a,
-                                                &beta, static_cast<double*>(c), n, s.stride_c, batch));
+    KILN_CUBLAS_CHECK(cublasDgemmStridedBatched(
+        handle, op_b, op_a, n, m, k, &alpha, static_cast<const double*>(b), ldb, s.stride_b,
+        static_cast<const double*>(a), lda, s.stride_a, &beta, static_cast<double*>(c), n,
+        s.stride_c, batch));
   }
 }
 

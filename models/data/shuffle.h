@@ -22,8 +22,7 @@ inline uint64_t uniform_below(std::mt19937_64& generator, uint64_t n) {
 }
 
 // Fisher-Yates: for i = n-1 .. 1, swap item i with item uniform_below(i + 1).
-template <class T>
-void shuffle_in_place(std::vector<T>& items, std::mt19937_64& generator) {
+template <class T> void shuffle_in_place(std::vector<T>& items, std::mt19937_64& generator) {
   for (size_t i = items.size(); i > 1; --i) {
     const size_t j = static_cast<size_t>(uniform_below(generator, i));
     std::swap(items[i - 1], items[j]);

@@ -11,7 +11,9 @@
 
 namespace kiln::data {
 
-std::vector<std::string> WordTokenizer::tokenize(std::string_view text) const { return tokenize_d2l(text); }
+std::vector<std::string> WordTokenizer::tokenize(std::string_view text) const {
+  return tokenize_d2l(text);
+}
 std::string WordTokenizer::detokenize(const std::vector<std::string>& tokens) const {
   return data::detokenize(tokens);
 }
@@ -20,10 +22,10 @@ void SentencePieceTokenizer::train(const std::vector<std::string>& sentences, in
                                    const std::string& model_path) {
   KILN_CHECK(vocab_size > 4, "sentencepiece: vocabulary size must be > 4, got ", vocab_size);
   KILN_CHECK(!sentences.empty(), "sentencepiece: no sentences to train ", model_path, " on");
-  std::string prefix = model_path.substr(0, model_path.size() - (model_path.size() > 6 &&
-                                                                  model_path.substr(model_path.size() - 6) == ".model"
-                                                              ? 6
-                                                              : 0));
+  std::string prefix = model_path.substr(
+      0,
+      model_path.size() -
+          (model_path.size() > 6 && model_path.substr(model_path.size() - 6) == ".model" ? 6 : 0));
   std::string input = prefix + ".train.txt";
   {
     std::ofstream out(input, std::ios::binary | std::ios::trunc);
@@ -32,10 +34,12 @@ void SentencePieceTokenizer::train(const std::vector<std::string>& sentences, in
   }
   // Unigram model; <unk> only (kiln's Vocab adds <pad>, <bos>, <eos>); a soft vocabulary limit,
   // since a small corpus may not have vocab_size distinct pieces.
-  std::string args = "--input=" + input + " --model_prefix=" + prefix + " --vocab_size=" + std::to_string(vocab_size) +
-                     " --model_type=unigram --character_coverage=1.0 --hard_vocab_limit=false --bos_id=-1"
-                     " --eos_id=-1 --pad_id=-1 --unk_id=0 --num_threads=2 --minloglevel=2"
-                     " --normalization_rule_name=identity";
+  std::string args =
+      "--input=" + input + " --model_prefix=" + prefix +
+      " --vocab_size=" + std::to_string(vocab_size) +
+      " --model_type=unigram --character_coverage=1.0 --hard_vocab_limit=false --bos_id=-1"
+      " --eos_id=-1 --pad_id=-1 --unk_id=0 --num_threads=2 --minloglevel=2"
+      " --normalization_rule_name=identity";
   auto status = sentencepiece::SentencePieceTrainer::Train(args);
   std::filesystem::remove(input);
   std::filesystem::remove(prefix + ".vocab");
@@ -55,7 +59,8 @@ std::vector<std::string> SentencePieceTokenizer::tokenize(std::string_view text)
   std::vector<std::string> pieces;
   std::string normalized = data::detokenize(tokenize_d2l(text));
   auto status = processor_->Encode(normalized, &pieces);
-  KILN_CHECK(status.ok(), "sentencepiece (", path_, "): cannot encode '", normalized, "': ", status.ToString());
+  KILN_CHECK(status.ok(), "sentencepiece (", path_, "): cannot encode '", normalized,
+             "': ", status.ToString());
   return pieces;
 }
 

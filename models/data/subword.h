@@ -33,7 +33,8 @@ class SentencePieceTokenizer : public Tokenizer {
  public:
   // Trains a unigram model of (at most) vocab_size pieces on the preprocessed `sentences` and
   // writes it to model_path. Errors name the path and SentencePiece's message.
-  static void train(const std::vector<std::string>& sentences, int64_t vocab_size, const std::string& model_path);
+  static void train(const std::vector<std::string>& sentences, int64_t vocab_size,
+                    const std::string& model_path);
   explicit SentencePieceTokenizer(const std::string& model_path);
   ~SentencePieceTokenizer() override;
   std::vector<std::string> tokenize(std::string_view text) const override;

@@ -46,26 +46,20 @@ int64_t first_invalid_utf8(std::string_view text) {
   return -1;
 }
 
-bool valid_utf8(std::string_view text) {
-  return first_invalid_utf8(text) < 0;
-}
+bool valid_utf8(std::string_view text) { return first_invalid_utf8(text) < 0; }
 
 char32_t decode_utf8(std::string_view text, size_t pos, int length) {
   const auto at = [&](int i) {
     return static_cast<char32_t>(static_cast<unsigned char>(text[pos + i]));
   };
   switch (length) {
-    case 1:
-      return at(0);
-    case 2:
-      return ((at(0) & 0x1F) << 6) | (at(1) & 0x3F);
-    case 3:
-      return ((at(0) & 0x0F) << 12) | ((at(1) & 0x3F) << 6) | (at(2) & 0x3F);
+    case 1: return at(0);
+    case 2: return ((at(0) & 0x1F) << 6) | (at(1) & 0x3F);
+    case 3: return ((at(0) & 0x0F) << 12) | ((at(1) & 0x3F) << 6) | (at(2) & 0x3F);
     case 4:
       return ((at(0) & 0x07) << 18) | ((at(1) & 0x3F) << 12) | ((at(2) & 0x3F) << 6) |
              (at(3) & 0x3F);
-    default:
-      KILN_FAIL("decode_utf8: length ", length, " is not 1..4");
+    default: KILN_FAIL("decode_utf8: length ", length, " is not 1..4");
   }
 }
 

@@ -31,20 +31,31 @@ nn::CellType parse_cell(const std::string& name) {
 }
 
 void ModelConfig::validate() const {
-  KILN_CHECK(source_vocab > 4 && target_vocab > 4, "model config: vocab sizes must exceed the 4 reserved tokens, got ",
-             source_vocab, " and ", target_vocab);
-  KILN_CHECK(embed_size > 0 && hidden_size > 0 && num_layers > 0, "model config: embed_size, hidden_size and ",
-             "num_layers must be positive, got ", embed_size, ", ", hidden_size, ", ", num_layers);
+  KILN_CHECK(source_vocab > 4 && target_vocab > 4,
+             "model config: vocab sizes must exceed the 4 reserved tokens, got ", source_vocab,
+             " and ", target_vocab);
+  KILN_CHECK(embed_size > 0 && hidden_size > 0 && num_layers > 0,
+             "model config: embed_size, hidden_size and ", "num_layers must be positive, got ",
+             embed_size, ", ", hidden_size, ", ", num_layers);
   KILN_CHECK(dropout >= 0 && dropout < 1, "model config: dropout must be in [0, 1), got ", dropout);
-  KILN_CHECK(attention_size >= 0, "model config: attention_size must be >= 0, got ", attention_size);
+  KILN_CHECK(attention_size >= 0, "model config: attention_size must be >= 0, got ",
+             attention_size);
 }
 
 std::string ModelConfig::to_json() const {
-  nlohmann::json j = {{"source_vocab", source_vocab}, {"target_vocab", target_vocab}, {"embed_size", embed_size},
-                      {"hidden_size", hidden_size},   {"num_layers", num_layers},     {"dropout", dropout},
-                      {"cell", cell_name(cell)},      {"bidirectional", bidirectional},
-                      {"attention", attention_name(attention)}, {"attention_size", attention_size},
-                      {"pad_id", pad_id},             {"bos_id", bos_id},             {"eos_id", eos_id}};
+  nlohmann::json j = {{"source_vocab", source_vocab},
+                      {"target_vocab", target_vocab},
+                      {"embed_size", embed_size},
+                      {"hidden_size", hidden_size},
+                      {"num_layers", num_layers},
+                      {"dropout", dropout},
+                      {"cell", cell_name(cell)},
+                      {"bidirectional", bidirectional},
+                      {"attention", attention_name(attention)},
+                      {"attention_size", attention_size},
+                      {"pad_id", pad_id},
+                      {"bos_id", bos_id},
+                      {"eos_id", eos_id}};
   return j.dump(2);
 }
 

@@ -11,7 +11,8 @@ namespace kiln::seq2seq {
 enum class Attention { none, bahdanau, luong_dot, luong_general };
 
 const char* attention_name(Attention attention);  // "none", "bahdanau", "luong", "luong-general"
-Attention parse_attention(const std::string& name);  // also accepts "dot"/"general"; error lists the choices
+Attention parse_attention(
+    const std::string& name);  // also accepts "dot"/"general"; error lists the choices
 const char* cell_name(nn::CellType cell);
 nn::CellType parse_cell(const std::string& name);
 
@@ -23,9 +24,9 @@ struct ModelConfig {
   int64_t num_layers = 2;
   double dropout = 0.2;
   nn::CellType cell = nn::CellType::gru;
-  bool bidirectional = false;      // encoder only; its final states are projected to hidden_size
+  bool bidirectional = false;  // encoder only; its final states are projected to hidden_size
   Attention attention = Attention::none;
-  int64_t attention_size = 0;      // additive attention's inner size (0: hidden_size)
+  int64_t attention_size = 0;  // additive attention's inner size (0: hidden_size)
   int64_t pad_id = 0, bos_id = 2, eos_id = 3;
 
   // Throws kiln::Error naming the first invalid field.

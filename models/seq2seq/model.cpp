@@ -8,18 +8,21 @@ namespace {
 int64_t key_size(const ModelConfig& c) { return c.hidden_size * (c.bidirectional ? 2 : 1); }
 }  // namespace
 
-AttentionLayer::AttentionLayer(Attention kind, int64_t query_size, int64_t key_size_, int64_t attention_size,
-                               Options options)
+AttentionLayer::AttentionLayer(Attention kind, int64_t query_size, int64_t key_size_,
+                               int64_t attention_size, Options options)
     : kind_(kind) {
   if (kind == Attention::bahdanau) {
-    w_q_ = register_module("w_q", std::make_shared<nn::Linear>(query_size, attention_size, false, options));
-    w_k_ = register_module("w_k", std::make_shared<nn::Linear>(key_size_, attention_size, false, options));
+    w_q_ = register_module(
+        "w_q", std::make_shared<nn::Linear>(query_size, attention_size, false, options));
+    w_k_ = register_module("w_k",
+                           std::make_shared<nn::Linear>(key_size_, attention_size, false, options));
     w_v_ = register_module("w_v", std::make_shared<nn::Linear>(attention_size, 1, false, options));
   } else if (kind == Attention::luong_general) {
-    w_q_ = register_module("w_q", std::make_shared<nn::Linear>(query_size, key_size_, false, options));
+    w_q_ =
+        register_module("w_q", std::make_shared<nn::Linear>(query_size, key_size_, false, options));
   } else {
-    KILN_CHECK(query_size == key_size_, "luong (dot) attention needs the decoder hidden size ", query_size,
-               " to equal the encoder output size ", key_size_, "; use luong-general");
+    KILN_CHECK(query_size == key_size_, "luong (dot) attention needs the decoder hidden size ",
+               query_size, " to equal the encoder output size ", key_size_, "; use luong-general");
   }
 }
 
@@ -27,12 +30,13 @@ Tensor AttentionLayer::project_keys(const Tensor& keys) const {
   return kind_ == Attention::bahdanau ? w_k_->forward(keys) : Tensor();
 }
 
-std::pair<Tensor, Tensor> AttentionLayer::forward(const Tensor& query, const EncoderOutput& enc) const {
+std::pair<Tensor, Tensor> AttentionLayer::forward(const Tensor& query,
+                                                  const EncoderOutput& enc) const {
   int64_t batch = enc.keys.size(0), src_len = enc.keys.size(1);
   Tensor scores;  // [B, S]
   if (kind_ == Attention::bahdanau) {
-    Tensor q = reshape(w_q_->forward(query), {batch, 1, -1});                     // [B, 1, A]
-    scores = reshape(w_v_->forward(tanh(enc.key_proj + q)), {batch, src_len});     // [B, S]
+    Tensor q = reshape(w_q_->forward(query), {batch, 1, -1});                   // [B, 1, A]
+    scores = reshape(w_v_->forward(tanh(enc.key_proj + q)), {batch, src_len});  // [B, S]
   } else {
     Tensor q = kind_ == Attention::luong_general ? w_q_->forward(query) : query;  // [B, Hk]
     scores = reshape(matmul(enc.keys, reshape(q, {batch, -1, 1})), {batch, src_len});
@@ -43,50 +47,58 @@ std::pair<Tensor, Tensor> AttentionLayer::forward(const Tensor& query, const Enc
 }
 
 Encoder::Encoder(const ModelConfig& c, Options options) {
-  embedding = register_module("embedding",
-                              std::make_shared<nn::Embedding>(c.source_vocab, c.embed_size, c.pad_id, options));
+  embedding = register_module("embedding", std::make_shared<nn::Embedding>(
+                                               c.source_vocab, c.embed_size, c.pad_id, options));
   rnn = register_module("rnn", std::make_shared<nn::Recurrent>(
-                                   c.cell, nn::RnnOptions{c.embed_size, c.hidden_size, c.num_layers, c.dropout,
-                                                          c.bidirectional, options}));
+                                   c.cell, nn::RnnOptions{c.embed_size, c.hidden_size, c.num_layers,
+                                                          c.dropout, c.bidirectional, options}));
 }
 
 Decoder::Decoder(const ModelConfig& c, Options options) {
   int64_t context_size = c.attention == Attention::none ? c.hidden_size : key_size(c);
-  embedding = register_module("embedding",
-                              std::make_shared<nn::Embedding>(c.target_vocab, c.embed_size, c.pad_id, options));
-  rnn = register_module("rnn", std::make_shared<nn::Recurrent>(
-                                   c.cell, nn::RnnOptions{c.embed_size + context_size, c.hidden_size, c.num_layers,
-                                                          c.dropout, false, options}));
+  embedding = register_module("embedding", std::make_shared<nn::Embedding>(
+                                               c.target_vocab, c.embed_size, c.pad_id, options));
+  rnn =
+      register_module("rnn", std::make_shared<nn::Recurrent>(
+                                 c.cell, nn::RnnOptions{c.embed_size + context_size, c.hidden_size,
+                                                        c.num_layers, c.dropout, false, options}));
   if (c.attention != Attention::none) {
     int64_t size = c.attention_size > 0 ? c.attention_size : c.hidden_size;
-    attention = register_module("attention",
-                                std::make_shared<AttentionLayer>(c.attention, c.hidden_size, key_size(c), size, options));
+    attention = register_module(
+        "attention",
+        std::make_shared<AttentionLayer>(c.attention, c.hidden_size, key_size(c), size, options));
   }
-  dense = register_module("dense", std::make_shared<nn::Linear>(c.hidden_size, c.target_vocab, true, options));
+  dense = register_module(
+      "dense", std::make_shared<nn::Linear>(c.hidden_size, c.target_vocab, true, options));
 }
 
 Seq2Seq::Seq2Seq(const ModelConfig& config, Options options) : config_(config) {
   config_.validate();
   encoder_ = register_module("encoder", std::make_shared<Encoder>(config_, options));
   if (config_.bidirectional) {
-    bridge_ = register_module("bridge",
-                              std::make_shared<nn::Linear>(2 * config_.hidden_size, config_.hidden_size, true, options));
+    bridge_ = register_module(
+        "bridge",
+        std::make_shared<nn::Linear>(2 * config_.hidden_size, config_.hidden_size, true, options));
   }
   decoder_ = register_module("decoder", std::make_shared<Decoder>(config_, options));
 }
 
 EncoderOutput Seq2Seq::encode(const Tensor& source, const Tensor& source_lengths) const {
-  KILN_CHECK(source.dim() == 2, "Seq2Seq::encode: source must be [S, B] token ids, got ", source.describe());
+  KILN_CHECK(source.dim() == 2, "Seq2Seq::encode: source must be [S, B] token ids, got ",
+             source.describe());
   int64_t layers = config_.num_layers, batch = source.size(1), hidden = config_.hidden_size;
-  nn::RnnState s = encoder_->rnn->forward(encoder_->embedding->forward(source), Tensor(), Tensor(), source_lengths);
+  nn::RnnState s = encoder_->rnn->forward(encoder_->embedding->forward(source), Tensor(), Tensor(),
+                                          source_lengths);
   EncoderOutput enc;
   enc.keys = transpose(s.y, 0, 1);  // [B, S, Hk]
   // Padding mask, batch-major: 1 where position s >= length.
-  enc.source_pad = rsub(1.0, transpose(nn::sequence_mask(source_lengths, source.size(0), s.y.options()), 0, 1));
+  enc.source_pad =
+      rsub(1.0, transpose(nn::sequence_mask(source_lengths, source.size(0), s.y.options()), 0, 1));
   auto bridge = [&](const Tensor& state) {  // [L*D, B, H] -> [L, B, H]
     if (!config_.bidirectional) return state;
     // Per layer, concatenate the two directions' final states and project them.
-    Tensor both = reshape(transpose(reshape(state, {layers, 2, batch, hidden}), 1, 2), {layers, batch, 2 * hidden});
+    Tensor both = reshape(transpose(reshape(state, {layers, 2, batch, hidden}), 1, 2),
+                          {layers, batch, 2 * hidden});
     return bridge_->forward(both);
   };
   enc.init_h = bridge(s.h_n);
@@ -96,7 +108,9 @@ EncoderOutput Seq2Seq::encode(const Tensor& source, const Tensor& source_lengths
   return enc;
 }
 
-DecoderState Seq2Seq::initial_state(const EncoderOutput& enc) const { return {enc.init_h, enc.init_c}; }
+DecoderState Seq2Seq::initial_state(const EncoderOutput& enc) const {
+  return {enc.init_h, enc.init_c};
+}
 
 Tensor Seq2Seq::embed_step_input(const Tensor& embedded, const Tensor& context) const {
   return cat({embedded, context}, -1);
@@ -107,7 +121,8 @@ Tensor Seq2Seq::decode_step(const EncoderOutput& enc, const Tensor& token, Decod
   int64_t batch = token.size(0);
   Tensor context = enc.context;
   if (decoder_->attention) {
-    auto [ctx, weights] = decoder_->attention->forward(select(state.h, config_.num_layers - 1), enc);
+    auto [ctx, weights] =
+        decoder_->attention->forward(select(state.h, config_.num_layers - 1), enc);
     context = ctx;
     if (attention_weights) *attention_weights = weights;
   }
@@ -117,16 +132,18 @@ Tensor Seq2Seq::decode_step(const EncoderOutput& enc, const Tensor& token, Decod
   return decoder_->dense->forward(reshape(s.y, {batch, -1}));
 }
 
-Tensor Seq2Seq::decode_teacher(const EncoderOutput& enc, const Tensor& target_in, double teacher_forcing) const {
-  KILN_CHECK(target_in.dim() == 2, "Seq2Seq::decode_teacher: target must be [T, B] ids, got ", target_in.describe());
-  KILN_CHECK(teacher_forcing >= 0 && teacher_forcing <= 1, "teacher forcing ratio must be in [0, 1], got ",
-             teacher_forcing);
+Tensor Seq2Seq::decode_teacher(const EncoderOutput& enc, const Tensor& target_in,
+                               double teacher_forcing) const {
+  KILN_CHECK(target_in.dim() == 2, "Seq2Seq::decode_teacher: target must be [T, B] ids, got ",
+             target_in.describe());
+  KILN_CHECK(teacher_forcing >= 0 && teacher_forcing <= 1,
+             "teacher forcing ratio must be in [0, 1], got ", teacher_forcing);
   int64_t steps = target_in.size(0), batch = target_in.size(1);
   if (!decoder_->attention && teacher_forcing >= 1.0) {
     // The whole target in one RNN call: every step's input is [embedding; the fixed context].
-    Tensor embedded = decoder_->embedding->forward(target_in);                       // [T, B, E]
-    Tensor context = reshape(enc.context, {1, batch, -1}) + zeros({steps, batch, config_.hidden_size},
-                                                                   enc.context.options());
+    Tensor embedded = decoder_->embedding->forward(target_in);  // [T, B, E]
+    Tensor context = reshape(enc.context, {1, batch, -1}) +
+                     zeros({steps, batch, config_.hidden_size}, enc.context.options());
     nn::RnnState s = decoder_->rnn->forward(cat({embedded, context}, -1), enc.init_h, enc.init_c);
     return decoder_->dense->forward(s.y);
   }
@@ -141,7 +158,8 @@ Tensor Seq2Seq::decode_teacher(const EncoderOutput& enc, const Tensor& target_in
       // Scheduled sampling: per row, the reference token with probability teacher_forcing,
       // else the model's own argmax (no gradient flows through the choice).
       std::vector<int64_t> reference = kiln::to(token, Device::cpu()).to_vector<int64_t>();
-      std::vector<int64_t> predicted = kiln::to(argmax(logits.back().detach()), Device::cpu()).to_vector<int64_t>();
+      std::vector<int64_t> predicted =
+          kiln::to(argmax(logits.back().detach()), Device::cpu()).to_vector<int64_t>();
       std::vector<double> coin = uniform({batch}, 0, 1, DType::f64).to_vector<double>();
       for (int64_t b = 0; b < batch; ++b) {
         if (coin[b] >= teacher_forcing) reference[b] = predicted[b];
@@ -156,7 +174,8 @@ Tensor Seq2Seq::loss(const Tensor& logits, const Tensor& target_out, const Tenso
                      double label_smoothing) const {
   int64_t vocab = logits.size(-1);
   return cross_entropy(reshape(logits, {-1, vocab}), reshape(target_out, {-1}),
-                       {-1, label_smoothing, Reduction::mean}, reshape(kiln::to(target_mask, logits.dtype()), {-1}));
+                       {-1, label_smoothing, Reduction::mean},
+                       reshape(kiln::to(target_mask, logits.dtype()), {-1}));
 }
 
 EncoderOutput Seq2Seq::select_rows(const EncoderOutput& enc, const Tensor& index) {
@@ -164,8 +183,8 @@ EncoderOutput Seq2Seq::select_rows(const EncoderOutput& enc, const Tensor& index
   auto state_rows = [&](const Tensor& t) {  // [L, B, H]: select along dim 1
     return t.defined() ? transpose(index_select(transpose(t, 0, 1), 0, index), 0, 1) : t;
   };
-  return {rows(enc.keys), rows(enc.key_proj), rows(enc.source_pad), state_rows(enc.init_h), state_rows(enc.init_c),
-          rows(enc.context)};
+  return {rows(enc.keys),         rows(enc.key_proj),     rows(enc.source_pad),
+          state_rows(enc.init_h), state_rows(enc.init_c), rows(enc.context)};
 }
 
 DecoderState Seq2Seq::select_rows(const DecoderState& state, const Tensor& index) {

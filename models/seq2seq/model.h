@@ -21,12 +21,12 @@
 namespace kiln::seq2seq {
 
 struct EncoderOutput {
-  Tensor keys;         // [B, S, Hk] encoder outputs, batch-major (Hk = hidden * directions)
-  Tensor key_proj;     // [B, S, A] W_k keys, once per sentence (additive attention only)
-  Tensor source_pad;   // [B, S] 1 where the source is padding (attention mask)
-  Tensor init_h;       // [L, B, H] decoder initial state
-  Tensor init_c;       // [L, B, H] (LSTM)
-  Tensor context;      // [B, H] the fixed context of the attention-free decoder
+  Tensor keys;        // [B, S, Hk] encoder outputs, batch-major (Hk = hidden * directions)
+  Tensor key_proj;    // [B, S, A] W_k keys, once per sentence (additive attention only)
+  Tensor source_pad;  // [B, S] 1 where the source is padding (attention mask)
+  Tensor init_h;      // [L, B, H] decoder initial state
+  Tensor init_c;      // [L, B, H] (LSTM)
+  Tensor context;     // [B, H] the fixed context of the attention-free decoder
 };
 
 struct DecoderState {
@@ -36,7 +36,8 @@ struct DecoderState {
 // Additive attention: score(q, k) = w_v^T tanh(W_q q + W_k k); general: q^T W k; dot: q^T k.
 class AttentionLayer : public nn::Module {
  public:
-  AttentionLayer(Attention kind, int64_t query_size, int64_t key_size, int64_t attention_size, Options options);
+  AttentionLayer(Attention kind, int64_t query_size, int64_t key_size, int64_t attention_size,
+                 Options options);
   // keys [B, S, Hk] -> the per-sentence precomputation (additive: W_k keys; others: undefined).
   Tensor project_keys(const Tensor& keys) const;
   // query [B, H] -> (context [B, Hk], weights [B, S]) with padded keys masked out.
@@ -72,7 +73,8 @@ class Seq2Seq : public nn::Module {
   // Teacher forcing over a whole target_in [T, B] -> logits [T, B, V]. With teacher_forcing < 1
   // (scheduled sampling) each row's input at a step is, with probability 1 - teacher_forcing, the
   // model's own previous argmax instead of the reference token.
-  Tensor decode_teacher(const EncoderOutput& enc, const Tensor& target_in, double teacher_forcing = 1.0) const;
+  Tensor decode_teacher(const EncoderOutput& enc, const Tensor& target_in,
+                        double teacher_forcing = 1.0) const;
   // One step: token [B] -> logits [B, V]; `state` advances. attention_weights gets [B, S] if given.
   Tensor decode_step(const EncoderOutput& enc, const Tensor& token, DecoderState& state,
                      Tensor* attention_weights = nullptr) const;

@@ -14,7 +14,8 @@ Seq2SeqStepper::Seq2SeqStepper(const Seq2Seq& model, const Tensor& source,
   if (repeat > 1) {
     std::vector<int64_t> index;
     for (int64_t b = 0; b < source.size(1); ++b) index.insert(index.end(), repeat, b);
-    enc_ = Seq2Seq::select_rows(enc_, to(from_vector(index, {static_cast<int64_t>(index.size())}), source.device()));
+    enc_ = Seq2Seq::select_rows(
+        enc_, to(from_vector(index, {static_cast<int64_t>(index.size())}), source.device()));
   }
   state_ = model.initial_state(enc_);
 }
@@ -43,14 +44,16 @@ void Seq2SeqStepper::reorder(const Tensor& index) {
 }
 
 std::vector<int64_t> max_lengths_for(const Tensor& source_lengths, double a, double b) {
-  std::vector<int64_t> lengths = to(to(source_lengths, DType::i64), Device::cpu()).to_vector<int64_t>();
+  std::vector<int64_t> lengths =
+      to(to(source_lengths, DType::i64), Device::cpu()).to_vector<int64_t>();
   for (int64_t& l : lengths) l = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(a * l + b)));
   return lengths;
 }
 
 namespace {
 double normalized(double log_prob, size_t length, double alpha) {
-  return alpha == 0 ? log_prob : log_prob / std::pow(static_cast<double>(std::max<size_t>(length, 1)), alpha);
+  return alpha == 0 ? log_prob
+                    : log_prob / std::pow(static_cast<double>(std::max<size_t>(length, 1)), alpha);
 }
 
 // Log-probabilities [rows, V] on the host in their own dtype (f32 from a model, f64 from a test's
@@ -106,9 +109,12 @@ std::vector<Hypothesis> greedy_search(Stepper& stepper, int64_t batch, const Sea
   for (int64_t t = 0; t < longest; ++t) {
     Tensor log_probs = stepper.step(token_tensor(tokens, Device::cpu()));
     std::vector<int64_t> best = to(argmax(log_probs), Device::cpu()).to_vector<int64_t>();
-    std::vector<double> best_lp = to(to(max(log_probs), DType::f64), Device::cpu()).to_vector<double>();
+    std::vector<double> best_lp =
+        to(to(max(log_probs), DType::f64), Device::cpu()).to_vector<double>();
     std::vector<float> attention;
-    if (attention_source) attention = to(to(attention_source->last_attention(), DType::f32), Device::cpu()).to_vector<float>();
+    if (attention_source)
+      attention =
+          to(to(attention_source->last_attention(), DType::f32), Device::cpu()).to_vector<float>();
     bool all_done = true;
     for (int64_t b = 0; b < batch; ++b) {
       Hypothesis& h = hyps[b];
@@ -120,7 +126,8 @@ std::vector<Hypothesis> greedy_search(Stepper& stepper, int64_t batch, const Sea
         h.attention.emplace_back(attention.begin() + b * src, attention.begin() + (b + 1) * src);
       }
       h.finished = best[b] == options.eos_id;
-      all_done = all_done && (h.finished || static_cast<int64_t>(h.tokens.size()) >= options.max_lengths[b]);
+      all_done = all_done &&
+                 (h.finished || static_cast<int64_t>(h.tokens.size()) >= options.max_lengths[b]);
       tokens[b] = best[b];
     }
     if (all_done) break;
@@ -129,12 +136,13 @@ std::vector<Hypothesis> greedy_search(Stepper& stepper, int64_t batch, const Sea
   return hyps;
 }
 
-std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch, const SearchOptions& options,
+std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch,
+                                                 const SearchOptions& options,
                                                  const BeamOptions& beam) {
   const int64_t K = beam.beam_size;
   KILN_CHECK(K >= 1, "beam_search: beam size must be >= 1, got ", K);
-  KILN_CHECK(beam.n_best >= 1 && beam.n_best <= K, "beam_search: n_best must be in [1, beam size ", K, "], got ",
-             beam.n_best);
+  KILN_CHECK(beam.n_best >= 1 && beam.n_best <= K, "beam_search: n_best must be in [1, beam size ",
+             K, "], got ", beam.n_best);
   const double kDead = -std::numeric_limits<double>::infinity();
   // Alive beams: rows b*K + k. At the start only beam 0 of each sentence is alive, so the first
   // step does not expand K identical copies.
@@ -165,7 +173,9 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
       }
       size_t keep = std::min<size_t>(2 * K, candidates.size());
       std::partial_sort(candidates.begin(), candidates.begin() + keep, candidates.end(),
-                        [](const auto& x, const auto& y) { return x.first > y.first || (x.first == y.first && x.second < y.second); });
+                        [](const auto& x, const auto& y) {
+                          return x.first > y.first || (x.first == y.first && x.second < y.second);
+                        });
       int64_t filled = 0;
       bool at_limit = t + 1 >= options.max_lengths[b];
       for (size_t c = 0; c < keep && filled < K; ++c) {
@@ -173,8 +183,11 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
         std::vector<int64_t> seq = alive_tokens[b * K + k];
         seq.push_back(v);
         if (v == options.eos_id || at_limit) {
-          Hypothesis h{seq, candidates[c].first, normalized(candidates[c].first, seq.size(), beam.length_penalty),
-                       v == options.eos_id, {}};
+          Hypothesis h{seq,
+                       candidates[c].first,
+                       normalized(candidates[c].first, seq.size(), beam.length_penalty),
+                       v == options.eos_id,
+                       {}};
           finished[b].push_back(h);
           if (v == options.eos_id) continue;
         }
@@ -188,13 +201,16 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
       // Done when K hypotheses ended, or no alive beam can still beat the worst kept one: log
       // probabilities only fall, so an alive beam's best future normalized score is bounded by its
       // current log_prob over the longest length it may reach (alpha >= 0).
-      std::sort(finished[b].begin(), finished[b].end(), [](const Hypothesis& x, const Hypothesis& y) { return x.score > y.score; });
+      std::sort(finished[b].begin(), finished[b].end(),
+                [](const Hypothesis& x, const Hypothesis& y) { return x.score > y.score; });
       double best_alive = kDead;
       for (int64_t k = 0; k < filled; ++k) {
-        best_alive = std::max(best_alive, normalized(next_lp[b * K + k], options.max_lengths[b], beam.length_penalty));
+        best_alive = std::max(best_alive, normalized(next_lp[b * K + k], options.max_lengths[b],
+                                                     beam.length_penalty));
       }
-      done[b] = at_limit || filled == 0 ||
-                (static_cast<int64_t>(finished[b].size()) >= K && finished[b][K - 1].score >= best_alive);
+      done[b] =
+          at_limit || filled == 0 ||
+          (static_cast<int64_t>(finished[b].size()) >= K && finished[b][K - 1].score >= best_alive);
     }
     if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
     stepper.reorder(token_tensor(parents, Device::cpu()));
@@ -203,7 +219,8 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
     tokens = next_tokens;
   }
   for (auto& list : finished) {
-    std::sort(list.begin(), list.end(), [](const Hypothesis& x, const Hypothesis& y) { return x.score > y.score; });
+    std::sort(list.begin(), list.end(),
+              [](const Hypothesis& x, const Hypothesis& y) { return x.score > y.score; });
     if (static_cast<int64_t>(list.size()) > beam.n_best) list.resize(beam.n_best);
   }
   return finished;

@@ -24,8 +24,8 @@ class Stepper {
 class Seq2SeqStepper : public Stepper {
  public:
   // Encodes the batch; `repeat` copies each sentence that many times (beams are adjacent rows).
-  Seq2SeqStepper(const Seq2Seq& model, const Tensor& source, const Tensor& source_lengths, int64_t repeat = 1,
-                 bool keep_attention = false);
+  Seq2SeqStepper(const Seq2Seq& model, const Tensor& source, const Tensor& source_lengths,
+                 int64_t repeat = 1, bool keep_attention = false);
   Tensor step(const Tensor& tokens) override;
   void reorder(const Tensor& index) override;
   const Tensor& last_attention() const { return attention_; }  // [N, S] of the last step
@@ -44,7 +44,8 @@ struct Hypothesis {
   double log_prob = 0;          // sum of the tokens' log-probabilities
   double score = 0;             // log_prob / length^alpha
   bool finished = false;
-  std::vector<std::vector<float>> attention;  // per token, weights over the source (greedy, if asked)
+  std::vector<std::vector<float>>
+      attention;  // per token, weights over the source (greedy, if asked)
 };
 
 struct SearchOptions {
@@ -64,7 +65,8 @@ struct BeamOptions {
 
 // stepper must hold batch * beam_size rows (sentence b's beams are rows b*K .. b*K + K-1).
 // Returns, per sentence, its n_best hypotheses, best first.
-std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch, const SearchOptions& options,
+std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch,
+                                                 const SearchOptions& options,
                                                  const BeamOptions& beam);
 
 // max length per sentence = ceil(a * source length + b).
