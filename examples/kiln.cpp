@@ -5,6 +5,7 @@
 //   kiln eval --checkpoint runs/numbers/best --task numbers-en
 // Every flag has --help; a bad flag or value is named in the error and the exit code is non-zero.
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -109,11 +110,19 @@ int run_train(const TrainOptions& options, const std::string& out, const std::st
 }
 
 int run_translate(const std::string& checkpoint, const std::string& device, int64_t beam,
-                  int64_t n_best, double length_penalty, const std::string& attention_svg) {
+                  int64_t n_best, double length_penalty, const std::string& attention_svg,
+                  int64_t max_source_length) {
   seq2seq::Translator t = seq2seq::Translator::load(checkpoint, device);
+  if (max_source_length > 0) t.options.max_source_length = max_source_length;
   std::vector<std::string> lines;
   for (std::string line; std::getline(std::cin, line);) lines.push_back(line);
   if (lines.empty()) return 0;
+  if (int64_t n = t.count_long_sources(lines)) {
+    std::fprintf(stderr,
+                 "kiln: warning: cut %lld source(s) longer than %lld tokens to that length "
+                 "(--max-source-length)\n",
+                 static_cast<long long>(n), static_cast<long long>(t.options.max_source_length));
+  }
   auto results = t.translate(lines, beam, n_best, length_penalty);
   for (size_t i = 0; i < lines.size(); ++i) {
     if (n_best == 1) {
@@ -136,16 +145,25 @@ int run_translate(const std::string& checkpoint, const std::string& device, int6
 }
 
 int run_eval(const std::string& checkpoint, const std::string& device, TrainOptions data_options,
-             int64_t beam) {
+             int64_t beam, int64_t max_source_length, int64_t max_target_length) {
   seq2seq::Translator t = seq2seq::Translator::load(checkpoint, device);
+  if (max_source_length > 0) t.options.max_source_length = max_source_length;
+  if (max_target_length > 0) t.options.max_target_length = max_target_length;
   data_options.valid_pairs = 0;
   data_options.test_pairs = 0;
   data_options.train_pairs = -1;
   data_options.valid_fraction = 0;
   std::vector<data::SentencePair> pairs =
-      seq2seq::load_data(data_options, [](const std::string& line) {
-        std::fprintf(stderr, "%s\n", line.c_str());
-      }).train;
+      seq2seq::load_data(
+          data_options, [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); },
+          "eval")
+          .train;
+  if (int64_t n = t.count_long_pairs(pairs, data_options.strict_data)) {
+    std::fprintf(
+        stderr, "kiln: %s\n",
+        seq2seq::long_pairs_warning(n, t.options.max_source_length, t.options.max_target_length)
+            .c_str());
+  }
   std::vector<std::string> sources, references, hypotheses;
   for (const auto& p : pairs) {
     sources.push_back(p.source);
@@ -213,6 +231,17 @@ const CLI::Validator kNonNegative(
     },
     ">= 0");
 
+// Rejects NaN and infinities, which CLI11's Range lets through (NaN compares false both ways).
+const CLI::Validator kFinite(
+    [](std::string& value) {
+      try {
+        if (std::isfinite(std::stod(value))) return std::string();
+      } catch (const std::exception&) {
+      }
+      return "must be a finite number, got '" + value + "'";
+    },
+    "finite");
+
 void add_data_flags(CLI::App* app, TrainOptions& o) {
   app->add_option("--data", o.data,
                   "sentence pairs, TSV: source<TAB>target[<TAB>...] (Tatoeba/Anki, d2l's fra.txt)");
@@ -242,7 +271,7 @@ std::string prescan(int argc, char** argv, const std::string& name) {
   return "";
 }
 
-int main(int argc, char** argv) {
+int run_cli(int argc, char** argv) {
   CLI::App app{"kiln: a Seq2Seq translator built on the kiln framework"};
   app.require_subcommand(1);
   TrainOptions o;
@@ -279,11 +308,14 @@ int main(int argc, char** argv) {
   train->add_option("--hidden", o.model.hidden_size, "hidden size")->check(kPositive);
   train->add_option("--layers", o.model.num_layers, "recurrent layers")->check(kPositive);
   train->add_option("--dropout", o.model.dropout, "dropout between recurrent layers")
-      ->check(CLI::Range(0.0, 0.99));
+      ->check(CLI::Range(0.0, 0.99))
+      ->check(kFinite);
   train->add_option("--optimizer", o.optimizer, "sgd, adam, adamw or rmsprop")
       ->check(CLI::IsMember({"sgd", "adam", "adamw", "rmsprop"}));
   train->add_option("--lr", o.lr, "learning rate")->check(kPositive);
-  train->add_option("--weight-decay", o.weight_decay, "weight decay");
+  train->add_option("--weight-decay", o.weight_decay, "weight decay")
+      ->check(kNonNegative)
+      ->check(kFinite);
   train->add_option("--schedule", o.schedule, "constant, step, inverse-sqrt or cosine")
       ->check(CLI::IsMember({"constant", "step", "inverse-sqrt", "cosine"}));
   train->add_option("--warmup", o.warmup, "warmup steps (inverse-sqrt, cosine)");
@@ -312,6 +344,14 @@ int main(int argc, char** argv) {
   train->add_option("--test-pairs", o.test_pairs, "next N pairs held out for testing");
   train->add_option("--bleu-sentences", o.bleu_sentences,
                     "validation sentences translated for BLEU per epoch");
+  train
+      ->add_option("--max-source-length", o.max_source_length,
+                   "longest source in tokens; longer ones are cut (an error with --strict)")
+      ->check(kPositive);
+  train
+      ->add_option("--max-target-length", o.max_target_length,
+                   "longest target in tokens; longer ones are cut (an error with --strict)")
+      ->check(kPositive);
   train->add_flag("--quiet", o.quiet, "no live progress line");
 
   std::string checkpoint, device;
@@ -325,8 +365,15 @@ int main(int argc, char** argv) {
   translate->add_option("--beam", beam, "beam width (1: greedy)")->check(kPositive);
   translate->add_option("--n-best", n_best, "hypotheses printed per sentence (<= beam)")
       ->check(kPositive);
-  translate->add_option("--length-penalty", length_penalty,
-                        "alpha: beams ranked by log p / length^alpha");
+  translate
+      ->add_option("--length-penalty", length_penalty,
+                   "alpha: beams ranked by log p / length^alpha")
+      ->check(kFinite);
+  int64_t max_source_length = 0, max_target_length = 0;  // 0: the checkpoint's
+  translate
+      ->add_option("--max-source-length", max_source_length,
+                   "longest source in tokens, longer ones are cut (default: as trained)")
+      ->check(kPositive);
   translate->add_option("--attention-svg", attention_svg,
                         "write the attention heatmap of the first sentence");
 
@@ -357,6 +404,12 @@ int main(int argc, char** argv) {
   eval->add_option("--checkpoint", checkpoint, "checkpoint folder")->required();
   add_data_flags(eval, eval_data);
   eval->add_option("--beam", beam, "beam width (1: greedy)")->check(kPositive);
+  eval->add_option("--max-source-length", max_source_length,
+                   "longest source in tokens, longer ones are cut (default: as trained)")
+      ->check(kPositive);
+  eval->add_option("--max-target-length", max_target_length,
+                   "longest reference in tokens for the loss (default: as trained)")
+      ->check(kPositive);
 
   try {
     app.parse(argc, argv);
@@ -379,13 +432,15 @@ int main(int argc, char** argv) {
     if (*demo) return run_demo(demo_options, demo_out);
     if (*translate) {
       KILN_CHECK(n_best <= beam, "--n-best ", n_best, " exceeds --beam ", beam);
-      return run_translate(checkpoint, device, beam, n_best, length_penalty, attention_svg);
+      return run_translate(checkpoint, device, beam, n_best, length_penalty, attention_svg,
+                           max_source_length);
     }
     if (*eval) {
       KILN_CHECK(
           !eval_data.data.empty() || !eval_data.task.empty() || !eval_data.data_source.empty(),
           "eval: give --data, --data-src/--data-tgt or --task");
-      return run_eval(checkpoint, eval->count("--device") ? eval_data.device : "", eval_data, beam);
+      return run_eval(checkpoint, eval->count("--device") ? eval_data.device : "", eval_data, beam,
+                      max_source_length, max_target_length);
     }
   } catch (const kiln::Error& e) {
     std::fprintf(stderr, "kiln: error: %s\n", e.what());
@@ -394,4 +449,22 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   return 0;
+}
+
+// The last line of defence: every error kiln expects is a kiln::Error naming the file, line or
+// field; anything else (a library's exception that escaped, out of memory) still ends as a message
+// and exit code 1, never as an abort.
+int main(int argc, char** argv) {
+  try {
+    return run_cli(argc, argv);
+  } catch (const kiln::Error& e) {
+    std::fprintf(stderr, "kiln: error: %s\n", e.what());
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "kiln: error: out of host memory\n");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kiln: error (unexpected, please report): %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "kiln: error (unexpected, please report): unknown exception\n");
+  }
+  return 1;
 }

@@ -92,26 +92,28 @@ void save_checkpoint(const std::string& dir, const TrainOptions& options, const 
 
 TrainOptions load_checkpoint_options(const std::string& dir, const char* op) {
   std::string path = dir + "/config.json";
-  return TrainOptions::from_json(data::read_text_file(op, path), path);
+  TrainOptions options = TrainOptions::from_json(data::read_text_file(op, path), path);
+  try {
+    options.validate();
+  } catch (const Error& e) {
+    KILN_FAIL(path, ": ", e.what());
+  }
+  return options;
 }
 
 TrainState load_train_state(const std::string& dir) {
   std::string path = dir + "/state.json";
-  nlohmann::json j = parse_json_object(data::read_text_file("resume", path), path);
+  JsonReader r(data::read_text_file("resume", path), path);
   TrainState s;
-  try {
-    s.epoch = j.at("epoch").get<int64_t>();
-    // Informative only: resume does not need them, and a diverged loss is written as null.
-    auto number = [&](const char* key) { return j.contains(key) && j[key].is_number(); };
-    if (number("steps")) s.steps = j["steps"].get<int64_t>();
-    if (number("train_loss")) s.train_loss = j["train_loss"].get<double>();
-    if (number("valid_loss")) s.valid_loss = j["valid_loss"].get<double>();
-    s.best_valid_loss = j.value("best_valid_loss", s.best_valid_loss);
-    s.rng_seed = j.at("rng_seed").get<uint64_t>();
-    s.rng_offset = j.at("rng_offset").get<uint64_t>();
-  } catch (const nlohmann::json::exception& e) {
-    KILN_FAIL(path, ": ", e.what());
-  }
+  s.epoch = r.integer("epoch", std::nullopt, 0);
+  // Informative only: resume does not need them, and a diverged loss is written as null.
+  s.steps = r.integer("steps", 0, 0);
+  s.train_loss = r.number("train_loss", 0.0);
+  s.valid_loss = r.number("valid_loss", 0.0);
+  s.best_valid_loss = r.number("best_valid_loss", s.best_valid_loss);
+  s.rng_seed = r.unsigned_integer("rng_seed");
+  s.rng_offset = r.unsigned_integer("rng_offset");
+  r.reject_unknown_fields();
   return s;
 }
 
@@ -120,12 +122,25 @@ std::pair<data::Vocab, data::Vocab> load_checkpoint_vocabs(const std::string& di
           data::Vocab::load(dir + "/target_vocab.txt")};
 }
 
+// The state dict loaders know the names, not the file: their errors get the path in front.
 void load_model_weights(const std::string& dir, Seq2Seq& model) {
-  model.load_state_dict(safetensors::load(dir + "/model.safetensors").tensors);
+  std::string path = dir + "/model.safetensors";
+  nn::StateDict state = safetensors::load(path).tensors;
+  try {
+    model.load_state_dict(state);
+  } catch (const Error& e) {
+    KILN_FAIL(path, ": does not fit the model of config.json: ", e.what());
+  }
 }
 
 void load_optimizer_state(const std::string& dir, nn::Optimizer& optimizer) {
-  optimizer.load_state_dict(safetensors::load(dir + "/optimizer.safetensors").tensors);
+  std::string path = dir + "/optimizer.safetensors";
+  nn::StateDict state = safetensors::load(path).tensors;
+  try {
+    optimizer.load_state_dict(state);
+  } catch (const Error& e) {
+    KILN_FAIL(path, ": does not fit the optimizer of config.json: ", e.what());
+  }
 }
 
 }  // namespace kiln::seq2seq

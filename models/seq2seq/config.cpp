@@ -1,5 +1,8 @@
 #include "models/seq2seq/config.h"
 
+#include <algorithm>
+#include <utility>
+
 #include "models/seq2seq/json_util.h"
 
 namespace kiln::seq2seq {
@@ -38,6 +41,19 @@ void ModelConfig::validate() const {
              "model config: embed_size, hidden_size and ", "num_layers must be positive, got ",
              embed_size, ", ", hidden_size, ", ", num_layers);
   KILN_CHECK(dropout >= 0 && dropout < 1, "model config: dropout must be in [0, 1), got ", dropout);
+  // The special ids index both embeddings and the output layer: each must exist in both
+  // vocabularies (an out-of-range id would surface later as an embedding index error).
+  int64_t smallest = std::min(source_vocab, target_vocab);
+  for (auto [name, id] : {std::pair<const char*, int64_t>{"pad_id", pad_id},
+                          {"bos_id", bos_id},
+                          {"eos_id", eos_id}}) {
+    KILN_CHECK(id >= 0 && id < smallest, "model config: ", name, " ", id,
+               " is out of range for vocabularies of ", source_vocab, " and ", target_vocab,
+               " tokens (expected 0 <= id < ", smallest, ")");
+  }
+  KILN_CHECK(pad_id != bos_id && pad_id != eos_id && bos_id != eos_id,
+             "model config: pad_id, bos_id and eos_id must differ, got ", pad_id, ", ", bos_id,
+             ", ", eos_id);
   KILN_CHECK(attention_size >= 0, "model config: attention_size must be >= 0, got ",
              attention_size);
 }
@@ -60,26 +76,30 @@ std::string ModelConfig::to_json() const {
 }
 
 ModelConfig ModelConfig::from_json(const std::string& text, const std::string& source) {
-  nlohmann::json j = parse_json_object(text, source);
+  return from_json(JsonReader(text, source), source);
+}
+
+ModelConfig ModelConfig::from_json(const JsonReader& r, const std::string& source) {
   ModelConfig c;
+  c.source_vocab = r.integer("source_vocab");
+  c.target_vocab = r.integer("target_vocab");
+  c.embed_size = r.integer("embed_size");
+  c.hidden_size = r.integer("hidden_size");
+  c.num_layers = r.integer("num_layers");
+  c.dropout = r.number("dropout");
+  c.cell = parse_cell(r.string("cell"));
+  c.bidirectional = r.boolean("bidirectional");
+  c.attention = parse_attention(r.string("attention"));
+  c.attention_size = r.integer("attention_size", 0);
+  c.pad_id = r.integer("pad_id", 0);
+  c.bos_id = r.integer("bos_id", 2);
+  c.eos_id = r.integer("eos_id", 3);
+  r.reject_unknown_fields();
   try {
-    c.source_vocab = j.at("source_vocab").get<int64_t>();
-    c.target_vocab = j.at("target_vocab").get<int64_t>();
-    c.embed_size = j.at("embed_size").get<int64_t>();
-    c.hidden_size = j.at("hidden_size").get<int64_t>();
-    c.num_layers = j.at("num_layers").get<int64_t>();
-    c.dropout = j.at("dropout").get<double>();
-    c.cell = parse_cell(j.at("cell").get<std::string>());
-    c.bidirectional = j.at("bidirectional").get<bool>();
-    c.attention = parse_attention(j.at("attention").get<std::string>());
-    c.attention_size = j.value("attention_size", int64_t(0));
-    c.pad_id = j.value("pad_id", int64_t(0));
-    c.bos_id = j.value("bos_id", int64_t(2));
-    c.eos_id = j.value("eos_id", int64_t(3));
-  } catch (const nlohmann::json::exception& e) {
+    c.validate();
+  } catch (const Error& e) {
     KILN_FAIL(source, ": ", e.what());
   }
-  c.validate();
   return c;
 }
 

@@ -8,6 +8,8 @@
 
 namespace kiln::seq2seq {
 
+class JsonReader;  // models/seq2seq/json_util.h
+
 enum class Attention { none, bahdanau, luong_dot, luong_general };
 
 const char* attention_name(Attention attention);  // "none", "bahdanau", "luong", "luong-general"
@@ -32,7 +34,9 @@ struct ModelConfig {
   // Throws kiln::Error naming the first invalid field.
   void validate() const;
   std::string to_json() const;
+  // Reads and validates; errors name `source` (the file) and the field.
   static ModelConfig from_json(const std::string& text, const std::string& source);
+  static ModelConfig from_json(const JsonReader& reader, const std::string& source);
 };
 
 }  // namespace kiln::seq2seq

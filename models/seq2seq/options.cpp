@@ -1,6 +1,8 @@
 // TrainOptions: validation and the JSON form stored in config.json and read from --config files.
 #include "models/seq2seq/options.h"
 
+#include <cmath>
+
 #include "core/device.h"
 #include "core/error.h"
 #include "models/seq2seq/json_util.h"
@@ -17,7 +19,33 @@ void TrainOptions::validate() const {
   KILN_CHECK(num_steps == -1 || num_steps > 1, "train: num_steps must be -1 (dynamic) or > 1, got ",
              num_steps);
   KILN_CHECK(epochs >= 0, "train: epochs must be >= 0, got ", epochs);
-  KILN_CHECK(lr > 0, "train: lr must be positive, got ", lr);
+  KILN_CHECK(task.empty() || task_size > 0, "train: task size must be positive, got ", task_size);
+  KILN_CHECK(max_pairs >= -1, "train: max_pairs must be -1 (all) or >= 0, got ", max_pairs);
+  KILN_CHECK(train_pairs >= -1 && valid_pairs >= 0 && test_pairs >= 0,
+             "train: train_pairs must be >= -1 (the rest), valid_pairs and test_pairs >= 0, got ",
+             train_pairs, ", ", valid_pairs, ", ", test_pairs);
+  KILN_CHECK(valid_fraction >= 0 && valid_fraction < 1,
+             "train: valid_fraction must be in [0, 1), got ", valid_fraction);
+  KILN_CHECK(min_freq >= 1, "train: min_freq must be >= 1, got ", min_freq);
+  KILN_CHECK(max_vocab == -1 || max_vocab > 4,
+             "train: max_vocab must be -1 (no cap) or > 4 (the reserved tokens), got ", max_vocab);
+  KILN_CHECK(std::isfinite(weight_decay) && weight_decay >= 0,
+             "train: weight decay must be a finite number >= 0, got ", weight_decay);
+  KILN_CHECK(std::isfinite(momentum) && momentum >= 0,
+             "train: momentum must be a finite number >= 0, got ", momentum);
+  KILN_CHECK(std::isfinite(gamma) && gamma > 0, "train: gamma must be a finite number > 0, got ",
+             gamma);
+  KILN_CHECK(warmup >= 0 && step_size > 0, "train: warmup must be >= 0 and step_size > 0, got ",
+             warmup, " and ", step_size);
+  KILN_CHECK(bleu_sentences >= 0, "train: bleu_sentences must be >= 0, got ", bleu_sentences);
+  KILN_CHECK(std::isfinite(max_length_a) && max_length_a >= 0 && std::isfinite(max_length_b) &&
+                 max_length_b >= 0,
+             "train: max_length_a and max_length_b must be finite numbers >= 0, got ", max_length_a,
+             " and ", max_length_b);
+  KILN_CHECK(max_source_length > 0 && max_target_length > 0,
+             "train: max_source_length and max_target_length must be positive, got ",
+             max_source_length, " and ", max_target_length);
+  KILN_CHECK(std::isfinite(lr) && lr > 0, "train: lr must be a finite number > 0, got ", lr);
   KILN_CHECK(clip >= 0, "train: clip must be >= 0 (0 disables), got ", clip);
   KILN_CHECK(teacher_forcing >= 0 && teacher_forcing <= 1,
              "train: teacher forcing must be in [0, 1], got ", teacher_forcing);
@@ -74,57 +102,57 @@ std::string TrainOptions::to_json() const {
                       {"bleu_sentences", bleu_sentences},
                       {"max_length_a", max_length_a},
                       {"max_length_b", max_length_b},
+                      {"max_source_length", max_source_length},
+                      {"max_target_length", max_target_length},
                       {"sample_sentences", sample_sentences},
                       {"sample_references", sample_references}};
   return j.dump(2);
 }
 
 TrainOptions TrainOptions::from_json(const std::string& text, const std::string& source) {
-  nlohmann::json j = parse_json_object(text, source);
+  JsonReader r(text, source);
   TrainOptions o;
-  try {
-    o.data = j.value("data", o.data);
-    o.data_source = j.value("data_src", o.data_source);
-    o.data_target = j.value("data_tgt", o.data_target);
-    o.task = j.value("task", o.task);
-    o.task_size = j.value("task_size", o.task_size);
-    o.max_pairs = j.value("max_pairs", o.max_pairs);
-    o.strict_data = j.value("strict_data", o.strict_data);
-    o.train_pairs = j.value("train_pairs", o.train_pairs);
-    o.valid_pairs = j.value("valid_pairs", o.valid_pairs);
-    o.test_pairs = j.value("test_pairs", o.test_pairs);
-    o.valid_fraction = j.value("valid_fraction", o.valid_fraction);
-    o.vocab_from_valid = j.value("vocab_from_valid", o.vocab_from_valid);
-    o.min_freq = j.value("min_freq", o.min_freq);
-    o.max_vocab = j.value("max_vocab", o.max_vocab);
-    o.tokenizer = j.value("tokenizer", o.tokenizer);
-    o.subword_vocab = j.value("subword_vocab", o.subword_vocab);
-    o.num_steps = j.value("num_steps", o.num_steps);
-    o.batch_size = j.value("batch", o.batch_size);
-    if (j.contains("model"))
-      o.model = ModelConfig::from_json(j.at("model").dump(), source + " (model)");
-    o.optimizer = j.value("optimizer", o.optimizer);
-    o.schedule = j.value("schedule", o.schedule);
-    o.lr = j.value("lr", o.lr);
-    o.weight_decay = j.value("weight_decay", o.weight_decay);
-    o.momentum = j.value("momentum", o.momentum);
-    o.warmup = j.value("warmup", o.warmup);
-    o.step_size = j.value("step_size", o.step_size);
-    o.gamma = j.value("gamma", o.gamma);
-    o.clip = j.value("clip", o.clip);
-    o.label_smoothing = j.value("label_smoothing", o.label_smoothing);
-    o.teacher_forcing = j.value("teacher_forcing", o.teacher_forcing);
-    o.epochs = j.value("epochs", o.epochs);
-    o.seed = j.value("seed", o.seed);
-    o.device = j.value("device", o.device);
-    o.bleu_sentences = j.value("bleu_sentences", o.bleu_sentences);
-    o.max_length_a = j.value("max_length_a", o.max_length_a);
-    o.max_length_b = j.value("max_length_b", o.max_length_b);
-    o.sample_sentences = j.value("sample_sentences", o.sample_sentences);
-    o.sample_references = j.value("sample_references", o.sample_references);
-  } catch (const nlohmann::json::exception& e) {
-    KILN_FAIL(source, ": ", e.what());
-  }
+  o.data = r.string("data", o.data);
+  o.data_source = r.string("data_src", o.data_source);
+  o.data_target = r.string("data_tgt", o.data_target);
+  o.task = r.string("task", o.task);
+  o.task_size = r.integer("task_size", o.task_size);
+  o.max_pairs = r.integer("max_pairs", o.max_pairs);
+  o.strict_data = r.boolean("strict_data", o.strict_data);
+  o.train_pairs = r.integer("train_pairs", o.train_pairs);
+  o.valid_pairs = r.integer("valid_pairs", o.valid_pairs);
+  o.test_pairs = r.integer("test_pairs", o.test_pairs);
+  o.valid_fraction = r.number("valid_fraction", o.valid_fraction);
+  o.vocab_from_valid = r.boolean("vocab_from_valid", o.vocab_from_valid);
+  o.min_freq = r.integer("min_freq", o.min_freq);
+  o.max_vocab = r.integer("max_vocab", o.max_vocab);
+  o.tokenizer = r.string("tokenizer", o.tokenizer);
+  o.subword_vocab = r.integer("subword_vocab", o.subword_vocab);
+  o.num_steps = r.integer("num_steps", o.num_steps);
+  o.batch_size = r.integer("batch", o.batch_size);
+  if (r.has("model")) o.model = ModelConfig::from_json(r.object("model"), source);
+  o.optimizer = r.string("optimizer", o.optimizer);
+  o.schedule = r.string("schedule", o.schedule);
+  o.lr = r.number("lr", o.lr);
+  o.weight_decay = r.number("weight_decay", o.weight_decay);
+  o.momentum = r.number("momentum", o.momentum);
+  o.warmup = r.integer("warmup", o.warmup);
+  o.step_size = r.integer("step_size", o.step_size);
+  o.gamma = r.number("gamma", o.gamma);
+  o.clip = r.number("clip", o.clip);
+  o.label_smoothing = r.number("label_smoothing", o.label_smoothing);
+  o.teacher_forcing = r.number("teacher_forcing", o.teacher_forcing);
+  o.epochs = r.integer("epochs", o.epochs);
+  o.seed = r.unsigned_integer("seed", o.seed);
+  o.device = r.string("device", o.device);
+  o.bleu_sentences = r.integer("bleu_sentences", o.bleu_sentences);
+  o.max_length_a = r.number("max_length_a", o.max_length_a);
+  o.max_length_b = r.number("max_length_b", o.max_length_b);
+  o.max_source_length = r.integer("max_source_length", o.max_source_length);
+  o.max_target_length = r.integer("max_target_length", o.max_target_length);
+  o.sample_sentences = r.strings("sample_sentences", o.sample_sentences);
+  o.sample_references = r.strings("sample_references", o.sample_references);
+  r.reject_unknown_fields();
   return o;
 }
 

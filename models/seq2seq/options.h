@@ -37,7 +37,11 @@ struct TrainOptions {
   // reporting
   int64_t bleu_sentences = 200;  // validation sentences translated (greedy) for BLEU each epoch
   double max_length_a = 1.5, max_length_b = 5;  // decoding length: a * source length + b
-  std::vector<std::string> sample_sentences;    // translated and printed after training
+  // Longest sentences, in tokens, that training, evaluation and translation feed the model:
+  // longer ones are cut to this length with a warning that counts them (an error with
+  // strict_data), so no input line can make a step or a decode run without bound.
+  int64_t max_source_length = 256, max_target_length = 256;
+  std::vector<std::string> sample_sentences;  // translated and printed after training
   // their references for d2l's BLEU (else looked up in the data)
   std::vector<std::string> sample_references;
   bool quiet = false;

@@ -12,7 +12,17 @@
 
 namespace kiln::seq2seq {
 
-data::Split load_data(const TrainOptions& o, const std::function<void(const std::string&)>& log) {
+namespace {
+// What the data of a run is called in messages: the file(s), or the generated task.
+std::string data_name(const TrainOptions& o) {
+  if (!o.task.empty()) return "the task '" + o.task + "'";
+  if (!o.data.empty()) return o.data;
+  return o.data_source + " / " + o.data_target;
+}
+}  // namespace
+
+data::Split load_data(const TrainOptions& o, const std::function<void(const std::string&)>& log,
+                      const char* op) {
   data::ReadOptions read{!o.strict_data, o.max_pairs};
   std::vector<data::SentencePair> pairs;
   if (!o.task.empty()) {
@@ -27,12 +37,16 @@ data::Split load_data(const TrainOptions& o, const std::function<void(const std:
     pairs = std::move(corpus.pairs);
   }
   int64_t total = static_cast<int64_t>(pairs.size());
-  KILN_CHECK(total > 0, "train: the data has no usable sentence pairs");
+  KILN_CHECK(total > 0, op, ": ", data_name(o), " has no usable sentence pairs");
   int64_t valid = o.valid_pairs, test = o.test_pairs, train = o.train_pairs;
   if (train < 0 && valid == 0 && test == 0 && o.valid_fraction > 0) {
     valid = std::max<int64_t>(1, static_cast<int64_t>(std::round(o.valid_fraction * total)));
   }
   if (train < 0) train = total - valid - test;
+  KILN_CHECK(std::string(op) != "train" || train > 0, op, ": ", data_name(o), " has ", total,
+             " usable sentence pair(s) and ", valid, " go to validation, ", test,
+             " to testing: none is left to train on (give more data, or fewer --valid-pairs / "
+             "--test-pairs)");
   return data::split_pairs(pairs, train, valid, test);
 }
 
@@ -53,6 +67,32 @@ data::TokenizedPairs tokenize_with(const data::Tokenizer& source, const data::To
     out.target.push_back(target.tokenize(pair.target));
   }
   return out;
+}
+
+int64_t cut_long_pairs(data::TokenizedPairs& pairs, int64_t max_source, int64_t max_target,
+                       bool strict, const char* op) {
+  int64_t cut = 0;
+  for (size_t i = 0; i < pairs.source.size(); ++i) {
+    std::vector<std::string>& source = pairs.source[i];
+    std::vector<std::string>& target = pairs.target[i];
+    int64_t source_length = static_cast<int64_t>(source.size());
+    int64_t target_length = static_cast<int64_t>(target.size());
+    if (source_length <= max_source && target_length <= max_target) continue;
+    KILN_CHECK(!strict, op, ": pair ", i + 1, " has ", source_length, " source and ", target_length,
+               " target tokens, over the limits of ", max_source, " and ", max_target,
+               " (--max-source-length / --max-target-length; without --strict it "
+               "would be cut)");
+    if (source_length > max_source) source.resize(static_cast<size_t>(max_source));
+    if (target_length > max_target) target.resize(static_cast<size_t>(max_target));
+    ++cut;
+  }
+  return cut;
+}
+
+std::string long_pairs_warning(int64_t count, int64_t max_source, int64_t max_target) {
+  return "warning: cut " + std::to_string(count) + " sentence pair(s) longer than " +
+         std::to_string(max_source) + " source / " + std::to_string(max_target) +
+         " target tokens to those lengths (--max-source-length / --max-target-length)";
 }
 
 namespace {
@@ -96,6 +136,9 @@ Prepared prepare(TrainOptions& o, const std::string& out_dir, const std::string&
   std::tie(p.source_tokenizer, p.target_tokenizer) = load_tokenizers(o, p.tokenizer_dir);
   data::TokenizedPairs train_tokens =
       tokenize_with(*p.source_tokenizer, *p.target_tokenizer, p.split.train);
+  int64_t cut = cut_long_pairs(train_tokens, o.max_source_length, o.max_target_length,
+                               o.strict_data, "train");
+  if (cut > 0 && log) log(long_pairs_warning(cut, o.max_source_length, o.max_target_length));
   if (resume_dir.empty()) {
     build_vocabs(o, train_tokens, p);
   } else {

@@ -18,9 +18,10 @@
 
 namespace kiln::seq2seq {
 
-// Loads the pairs the options describe and splits them (train, valid, test).
+// Loads the pairs the options describe and splits them (train, valid, test). `op` names the
+// command in errors ("train", "eval").
 data::Split load_data(const TrainOptions& options,
-                      const std::function<void(const std::string&)>& log);
+                      const std::function<void(const std::string&)>& log, const char* op = "train");
 
 // The tokenizers a checkpoint folder (or a run's output) was made with.
 std::pair<std::shared_ptr<data::Tokenizer>, std::shared_ptr<data::Tokenizer>> load_tokenizers(
@@ -29,6 +30,14 @@ std::pair<std::shared_ptr<data::Tokenizer>, std::shared_ptr<data::Tokenizer>> lo
 // Both sides of every pair through their tokenizers.
 data::TokenizedPairs tokenize_with(const data::Tokenizer& source, const data::Tokenizer& target,
                                    const std::vector<data::SentencePair>& pairs);
+
+// The length cap (TrainOptions::max_source_length / max_target_length): cuts every sentence
+// longer than its side's limit to that many tokens and returns how many pairs were cut; with
+// `strict`, a long pair is an error naming `op`, the pair and the limit instead.
+int64_t cut_long_pairs(data::TokenizedPairs& pairs, int64_t max_source, int64_t max_target,
+                       bool strict, const char* op);
+// The warning printed when cut_long_pairs cut `count` pairs.
+std::string long_pairs_warning(int64_t count, int64_t max_source, int64_t max_target);
 
 // Everything a training run needs from its data.
 struct Prepared {

@@ -34,8 +34,13 @@ namespace {
 // Encodes sentences as one batch in input order (no shuffling, no bucketing).
 data::Batch batch_of(const Translator& t, const std::vector<std::string>& sentences) {
   std::vector<data::EncodedPair> encoded;
-  for (const std::string& s : sentences)
-    encoded.push_back({t.source_vocab.encode(t.source_tokenizer->tokenize(s)), {}});
+  for (const std::string& s : sentences) {
+    std::vector<std::string> tokens = t.source_tokenizer->tokenize(s);
+    if (static_cast<int64_t>(tokens.size()) > t.options.max_source_length) {
+      tokens.resize(static_cast<size_t>(t.options.max_source_length));  // the length cap
+    }
+    encoded.push_back({t.source_vocab.encode(tokens), {}});
+  }
   data::BatchOptions options;
   options.batch_size = static_cast<int64_t>(sentences.size());
   options.bucket_by_length = false;
@@ -71,12 +76,29 @@ std::vector<std::vector<Hypothesis>> Translator::translate(
   return out;
 }
 
+int64_t Translator::count_long_sources(const std::vector<std::string>& sentences) const {
+  int64_t count = 0;
+  for (const std::string& s : sentences) {
+    count += static_cast<int64_t>(source_tokenizer->tokenize(s).size()) > options.max_source_length;
+  }
+  return count;
+}
+
+int64_t Translator::count_long_pairs(const std::vector<data::SentencePair>& pairs,
+                                     bool strict) const {
+  data::TokenizedPairs tokens = tokenize_with(*source_tokenizer, *target_tokenizer, pairs);
+  return cut_long_pairs(tokens, options.max_source_length, options.max_target_length, strict,
+                        "eval");
+}
+
 std::string Translator::to_text(const Hypothesis& hypothesis) const {
   return target_tokenizer->detokenize(target_vocab.decode(hypothesis.tokens));
 }
 
 double Translator::mean_nll(const std::vector<data::SentencePair>& pairs) const {
   data::TokenizedPairs tokens = tokenize_with(*source_tokenizer, *target_tokenizer, pairs);
+  cut_long_pairs(tokens, this->options.max_source_length, this->options.max_target_length, false,
+                 "eval");
   data::BatchOptions options;
   options.shuffle = false;
   options.batch_size = 64;
