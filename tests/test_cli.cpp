@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "cli_util.h"
 #include "core/safetensors.h"
 #include "models/data/text_file.h"
 #include "models/seq2seq/options.h"
@@ -19,12 +20,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path temp_dir(const std::string& name) {
-  fs::path dir =
-      fs::temp_directory_path() / ("kiln_cli_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  return dir;
-}
+using testing::run_kiln;
+using testing::temp_dir;
 
 seq2seq::TrainOptions tiny_options() {
   seq2seq::TrainOptions o;
@@ -146,14 +143,6 @@ namespace kiln {
 namespace {
 
 // The kiln binary itself: exit codes and what it prints.
-// The binary built beside these tests, or $KILN_CLI (a prebuilt bundle run elsewhere).
-int run_kiln(const std::string& args, const std::string& output_file) {
-  const char* override_path = std::getenv("KILN_CLI");
-  std::string binary = override_path ? override_path : KILN_CLI_PATH;
-  std::string command = binary + " " + args + " > " + output_file + " 2>&1";
-  int status = std::system(command.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 TEST(CliBinary, TrainTranslateAndErrors) {
   fs::path dir = temp_dir("binary");
