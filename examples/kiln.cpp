@@ -92,11 +92,13 @@ void print_samples(const seq2seq::Translator& t, const std::vector<std::string>&
   }
 }
 
-int run_train(const TrainOptions& options, const std::string& out, const std::string& resume) {
+int run_train(const TrainOptions& options, const std::string& out, const std::string& resume,
+              bool overwrite) {
   auto log = [](const std::string& line) {
     std::printf("%s\n", line.c_str()), std::fflush(stdout);
   };
-  std::vector<seq2seq::EpochMetrics> history = seq2seq::train(options, out, resume, log);
+  std::vector<seq2seq::EpochMetrics> history = seq2seq::train(options, out, resume, log, overwrite);
+  if (history.empty()) return 0;  // nothing to train, and the log said why
   seq2seq::Translator t = seq2seq::Translator::load(out + "/last", options.device);
   data::Split split = seq2seq::load_data(t.options, nullptr);
   if (!t.options.sample_sentences.empty()) {
@@ -185,7 +187,7 @@ int run_demo(TrainOptions o, const std::string& out) {
   std::printf(
       "kiln demo: %s, digits -> words; a GRU encoder-decoder with Bahdanau attention, on %s\n",
       o.task.c_str(), o.device.c_str());
-  run_train(o, out, "");
+  run_train(o, out, "", /*overwrite=*/true);  // the demo's folder is its own: rerunning replaces it
   seq2seq::Translator t = seq2seq::Translator::load(out + "/best", o.device);
   data::Split split = seq2seq::load_data(t.options, nullptr);
   // Held out: test pairs whose source never occurs in the training pairs.
@@ -276,6 +278,7 @@ int run_cli(int argc, char** argv) {
   app.require_subcommand(1);
   TrainOptions o;
   std::string out = "runs/kiln", resume, config_file, preset, cell = "gru", attention = "none";
+  bool overwrite = false;
   try {
     if (std::string(argc > 1 ? argv[1] : "") == "train") {
       std::string file = prescan(argc, argv, "--config"),
@@ -300,6 +303,8 @@ int run_cli(int argc, char** argv) {
                     "d2l (d2l.ai 1.0) or d2l-classic: the book's settings on fra-eng");
   train->add_option("--out", out, "output folder: last/, best/, metrics.jsonl, loss.svg");
   train->add_option("--resume", resume, "continue from this checkpoint folder");
+  train->add_flag("--overwrite", overwrite,
+                  "replace the run already in --out (its files go once the data has loaded)");
   train->add_option("--cell", cell, "gru or lstm")->check(CLI::IsMember({"gru", "lstm"}));
   train->add_option("--attention", attention, "none, bahdanau, luong or luong-general")
       ->check(CLI::IsMember({"none", "bahdanau", "luong", "luong-general"}));
@@ -396,7 +401,7 @@ int run_cli(int argc, char** argv) {
       app.add_subcommand("demo", "train on a generated task, then translate held-out sentences");
   add_data_flags(demo, demo_options);
   demo->add_option("--epochs", demo_options.epochs, "epochs")->check(kPositive);
-  demo->add_option("--out", demo_out, "output folder");
+  demo->add_option("--out", demo_out, "output folder (a run already there is replaced)");
 
   TrainOptions eval_data;
   CLI::App* eval =
@@ -427,7 +432,7 @@ int run_cli(int argc, char** argv) {
         check.validate();
         o.validate();
       }
-      return run_train(o, out, resume);
+      return run_train(o, out, resume, overwrite);
     }
     if (*demo) return run_demo(demo_options, demo_out);
     if (*translate) {

@@ -2,12 +2,10 @@
 #include "models/data/vocab.h"
 
 #include <algorithm>
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
 #include <string_view>
 #include <utility>
 
+#include "core/durable_file.h"
 #include "core/error.h"
 #include "models/data/text_file.h"
 #include "models/data/utf8.h"
@@ -130,27 +128,9 @@ std::vector<std::string> Vocab::decode(const std::vector<int64_t>& ids, bool str
 }
 
 void Vocab::save(const std::string& path) const {
-  const std::string temporary = path + ".tmp";
-  std::FILE* file = std::fopen(temporary.c_str(), "wb");
-  if (file == nullptr)
-    KILN_FAIL("Vocab::save: cannot open '", temporary, "': ", std::strerror(errno));
-  bool ok = true;
-  for (const std::string& token : tokens_) {
-    ok = ok && std::fwrite(token.data(), 1, token.size(), file) == token.size();
-    ok = ok && std::fputc('\n', file) != EOF;
-  }
-  const int write_errno = errno;
-  ok = (std::fclose(file) == 0) && ok;
-  if (!ok) {
-    std::remove(temporary.c_str());
-    KILN_FAIL("Vocab::save: error writing '", temporary, "': ", std::strerror(write_errno));
-  }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    const int rename_errno = errno;
-    std::remove(temporary.c_str());
-    KILN_FAIL("Vocab::save: cannot rename '", temporary, "' to '", path,
-              "': ", std::strerror(rename_errno));
-  }
+  std::string text;
+  for (const std::string& token : tokens_) text += token + "\n";
+  durable_write(path, text, "Vocab::save");
 }
 
 Vocab Vocab::load(const std::string& path) {

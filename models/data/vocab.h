@@ -43,7 +43,7 @@ class Vocab {
   // every id becomes its token. Ids outside [0, size()) throw, naming the position.
   std::vector<std::string> decode(const std::vector<int64_t>& ids, bool strip_special = true) const;
 
-  // Writes path + ".tmp", then renames it over path, so a reader never sees half a file.
+  // Written durably (core/durable_file.h): a reader never sees half a file, a crash neither.
   void save(const std::string& path) const;
   // Reads a file written by save (a UTF-8 BOM and CRLF endings are tolerated). Errors name
   // path:line: the reserved tokens not first and in order, a duplicate, an empty line, bad UTF-8.

@@ -1,5 +1,5 @@
 // Checkpoint folders: writing one atomically, and reading its parts back (see checkpoint.h).
-// Every file goes through core/durable_file.h; this file adds only the folder swap.
+// Every file and the folder swap go through core/durable_file.h.
 #include "models/seq2seq/checkpoint.h"
 
 #include <filesystem>
@@ -15,39 +15,7 @@ namespace kiln::seq2seq {
 
 namespace fs = std::filesystem;
 
-void write_directory_atomically(const std::string& dir,
-                                const std::function<void(const std::string&)>& fill) {
-  const char* op = "write_directory_atomically";
-  fs::path target(dir);
-  fs::path tmp = target;
-  tmp += ".tmp";
-  fs::path old = target;
-  old += ".old";
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  KILN_CHECK(!ec, tmp.string(), ": cannot create: ", ec.message());
-  try {
-    fill(tmp.string());
-    // Not every file in it was written durably (vocabularies, copied tokenizer models).
-    for (const auto& entry : fs::directory_iterator(tmp)) durable_sync(entry.path().string(), op);
-    durable_sync(tmp.string(), op);
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
-  // Swap: the old checkpoint stays complete under <dir>.old until the new one is in place.
-  fs::remove_all(old, ec);
-  if (fs::exists(target)) {
-    fs::rename(target, old, ec);
-    KILN_CHECK(!ec, dir, ": cannot move the previous checkpoint aside: ", ec.message());
-  }
-  fs::rename(tmp, target, ec);
-  KILN_CHECK(!ec, dir, ": cannot move the new checkpoint in place: ", ec.message());
-  fs::remove_all(old, ec);
-  fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  durable_sync(parent.string(), op);
-}
+std::string checkpoint_folder(const std::string& dir) { return durable_folder_current(dir); }
 
 namespace {
 
@@ -67,6 +35,7 @@ void copy_tokenizers(const std::string& from, const std::string& to) {
   for (const char* model : {"/source.spm.model", "/target.spm.model"}) {
     try {
       fs::copy_file(from + model, to + model);
+      durable_sync(to + model, "save_checkpoint");
     } catch (const fs::filesystem_error& e) {
       KILN_FAIL("save_checkpoint: ", e.what());
     }
@@ -79,15 +48,18 @@ void save_checkpoint(const std::string& dir, const TrainOptions& options, const 
                      const nn::Optimizer& optimizer, const Prepared& prepared,
                      const TrainState& state) {
   const char* op = "save_checkpoint";
-  write_directory_atomically(dir, [&](const std::string& tmp) {
-    safetensors::save(tmp + "/model.safetensors", model.state_dict(), {{"format", "pt"}});
-    safetensors::save(tmp + "/optimizer.safetensors", optimizer.state_dict());
-    durable_write(tmp + "/config.json", options.to_json(), op);
-    prepared.source_vocab.save(tmp + "/source_vocab.txt");
-    prepared.target_vocab.save(tmp + "/target_vocab.txt");
-    if (!prepared.tokenizer_dir.empty()) copy_tokenizers(prepared.tokenizer_dir, tmp);
-    durable_write(tmp + "/state.json", state_json(state), op);
-  });
+  durable_write_folder(
+      dir,
+      [&](const std::string& tmp) {
+        safetensors::save(tmp + "/model.safetensors", model.state_dict(), {{"format", "pt"}});
+        safetensors::save(tmp + "/optimizer.safetensors", optimizer.state_dict());
+        durable_write(tmp + "/config.json", options.to_json(), op);
+        prepared.source_vocab.save(tmp + "/source_vocab.txt");
+        prepared.target_vocab.save(tmp + "/target_vocab.txt");
+        if (!prepared.tokenizer_dir.empty()) copy_tokenizers(prepared.tokenizer_dir, tmp);
+        durable_write(tmp + "/state.json", state_json(state), op);
+      },
+      op);
 }
 
 TrainOptions load_checkpoint_options(const std::string& dir, const char* op) {

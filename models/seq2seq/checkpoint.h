@@ -1,13 +1,13 @@
 // Checkpoint folders (DESIGN.md): model.safetensors (PyTorch names and layouts), config.json,
 // source_vocab.txt / target_vocab.txt, the SentencePiece models when subwords are used, and
 // optimizer.safetensors and state.json for resume. A folder is written whole into `<dir>.tmp`,
-// every file fsynced, then swapped in by renames, so a crash leaves either the previous
-// checkpoint or the new one, never a mix or a half-written file. This file is the one that knows
-// the folder's layout: both saving and the loading done by resume and Translator::load.
+// every file fsynced, then swapped in (core/durable_file.h, durable_write_folder), so a crash
+// leaves either the previous checkpoint or the new one, never a mix or a half-written file. This
+// file is the one that knows the folder's layout: both saving and the loading done by resume and
+// Translator::load.
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <limits>
 #include <string>
 #include <utility>
@@ -28,10 +28,9 @@ struct TrainState {
   uint64_t rng_seed = 0, rng_offset = 0;  // the default generator's, to replay dropout exactly
 };
 
-// Fills a fresh `<dir>.tmp` through `fill(tmp_dir)`, then replaces `dir` with it. If `fill`
-// throws, `dir` is untouched and the temporary folder is removed.
-void write_directory_atomically(const std::string& dir,
-                                const std::function<void(const std::string&)>& fill);
+// The folder to read the checkpoint `dir` from: `dir`, or the complete new folder a crash left
+// in the middle of a swap (durable_folder_current). Every reader goes through this.
+std::string checkpoint_folder(const std::string& dir);
 
 // Saves everything resume and Translator::load read back, atomically (above).
 void save_checkpoint(const std::string& dir, const TrainOptions& options, const Seq2Seq& model,

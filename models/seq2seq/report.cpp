@@ -3,13 +3,26 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/durable_file.h"
+#include "core/error.h"
+#include "models/data/text_file.h"
 
 namespace kiln::seq2seq {
+
+namespace {
+
+// The file's bytes, or "" when it does not exist.
+std::string existing_text(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return "";
+  return data::read_text_file("metrics", path);
+}
+
+}  // namespace
 
 std::string data_line(const Prepared& p) {
   return "data: " + std::to_string(p.split.train.size()) + " train / " +
@@ -87,7 +100,26 @@ void append_metrics_line(const std::string& path, const EpochMetrics& m) {
                       {"tokens_per_second", m.tokens_per_second},
                       {"lr", m.lr},
                       {"grad_norm", m.grad_norm}};
-  std::ofstream(path, std::ios::app) << j.dump() << "\n";
+  durable_write(path, existing_text(path) + j.dump() + "\n", "metrics");
+}
+
+void truncate_metrics(const std::string& path, int64_t last_epoch) {
+  std::string text = existing_text(path), kept;
+  if (text.empty()) return;
+  int64_t line_number = 0;
+  for (std::string_view line : data::split_lines(text)) {
+    ++line_number;
+    int64_t epoch = 0;
+    try {
+      nlohmann::json j = nlohmann::json::parse(line);
+      epoch = j.at("epoch").get<int64_t>();
+    } catch (const nlohmann::json::exception& e) {
+      KILN_FAIL(path, ":", line_number, ": not a metrics line with an integer \"epoch\" (",
+                e.what(), "); fix or remove the file to resume");
+    }
+    if (epoch <= last_epoch) kept.append(line).append("\n");
+  }
+  if (kept != text) durable_write(path, kept, "metrics");
 }
 
 void write_loss_svg(const std::string& path, const std::vector<EpochMetrics>& history) {

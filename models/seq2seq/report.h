@@ -50,8 +50,14 @@ class ProgressLine {
 // "epoch 3: train loss ..., valid loss ..., valid BLEU ..., exact ...%, 2.1 s".
 std::string epoch_line(const EpochMetrics& m, bool has_validation);
 
-// Appends the epoch's metrics as one JSON line to `path` (metrics.jsonl).
+// Appends the epoch's metrics as one JSON line to `path` (metrics.jsonl). The file is rewritten
+// whole through core's durable_write, so a crash leaves the lines before or after, never half.
 void append_metrics_line(const std::string& path, const EpochMetrics& m);
+
+// Keeps the lines of epochs <= `last_epoch` in `path` (metrics.jsonl; nothing to do without the
+// file), durably: a resumed run continues after its checkpoint's epoch, and the epochs a crash
+// cut short are written once, by the run that redoes them. Errors name the file and line.
+void truncate_metrics(const std::string& path, int64_t last_epoch);
 
 // Training and validation loss per epoch as a small SVG at `path` (nothing when history is empty).
 void write_loss_svg(const std::string& path, const std::vector<EpochMetrics>& history);

@@ -12,7 +12,10 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <tuple>
+#include <utility>
 
+#include "core/error.h"
 #include "core/random.h"
 #include "models/data/batching.h"
 #include "models/data/tokenizer.h"
@@ -20,6 +23,7 @@
 #include "models/seq2seq/checkpoint.h"
 #include "models/seq2seq/model.h"
 #include "models/seq2seq/prepare.h"
+#include "models/seq2seq/run_folder.h"
 #include "models/seq2seq/translator.h"
 #include "nn/optim.h"
 
@@ -160,12 +164,13 @@ void validate(const Run& r, EpochMetrics& m) {
   m.valid_exact = metrics::exact_match(hypotheses, references);
 }
 
-// After an epoch: metrics.jsonl, out_dir/last, out_dir/best when validation improved (every
-// epoch without a validation split), loss.svg. `state` carries the best loss across epochs.
+// After an epoch: metrics.jsonl, loss.svg, out_dir/best when validation improved (every epoch
+// without a validation split), out_dir/last. `state` carries the best loss across epochs.
 void save_epoch(const Run& r, const std::string& out_dir, const std::vector<EpochMetrics>& history,
                 TrainState& state) {
   const EpochMetrics& m = history.back();
   append_metrics_line(out_dir + "/metrics.jsonl", m);
+  write_loss_svg(out_dir + "/loss.svg", history);
   bool best = r.p.split.valid.empty() || m.valid_loss < state.best_valid_loss;
   if (best) state.best_valid_loss = m.valid_loss;
   state.epoch = m.epoch;
@@ -174,29 +179,58 @@ void save_epoch(const Run& r, const std::string& out_dir, const std::vector<Epoc
   state.valid_loss = m.valid_loss;
   state.rng_seed = default_generator().seed();
   state.rng_offset = default_generator().offset();
-  save_checkpoint(out_dir + "/last", r.o, r.model, r.opt, r.p, state);
+  // best/ before last/: last/ is the epoch's commit point. A crash between the two resumes
+  // from the previous last/, whose best loss is the previous one, so the redone epoch saves
+  // best/ again.
   if (best) save_checkpoint(out_dir + "/best", r.o, r.model, r.opt, r.p, state);
-  write_loss_svg(out_dir + "/loss.svg", history);
+  save_checkpoint(out_dir + "/last", r.o, r.model, r.opt, r.p, state);
+}
+
+// The options and state of the checkpoint a run resumes from; only the number of epochs may grow.
+std::pair<TrainOptions, TrainState> read_resume(const std::string& dir,
+                                                const TrainOptions& options) {
+  TrainOptions o = load_checkpoint_options(dir, "resume");
+  o.epochs = std::max(options.epochs, o.epochs);
+  return {o, load_train_state(dir)};
 }
 
 }  // namespace
 
 std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& out_dir,
-                                const std::string& resume_dir, const Log& log_in) {
+                                const std::string& resume_dir, const Log& log_in, bool overwrite) {
   Log log = [&](const std::string& line) {
     if (log_in) log_in(line);
   };
   TrainOptions o = options;
   std::optional<TrainState> resumed;
-  if (!resume_dir.empty()) {  // the checkpoint's options; only the number of epochs may grow
-    o = load_checkpoint_options(resume_dir, "resume");
-    o.epochs = std::max(options.epochs, o.epochs);
-    resumed = load_train_state(resume_dir);
+  if (!resume_dir.empty()) {
+    KILN_CHECK(!overwrite, "train: --overwrite replaces the run in --out and cannot be combined ",
+               "with --resume ", resume_dir);
+    std::tie(o, resumed) = read_resume(checkpoint_folder(resume_dir), options);
+    if (resumed->epoch >= o.epochs) {
+      std::error_code ec;  // an existing --out still gets what a crash left there cleaned up
+      if (std::filesystem::is_directory(out_dir, ec)) RunFolder(out_dir, OutMode::resume);
+      log("nothing to train: the run in " + resume_dir + " is already complete at epoch " +
+          std::to_string(resumed->epoch) + "; give --epochs above " +
+          std::to_string(resumed->epoch) + " to train further");
+      return {};
+    }
+  } else if (o.epochs == 0) {
+    log("nothing to train: --epochs 0");
+    return {};
   }
   o.validate();
+  RunFolder folder(out_dir, !resume_dir.empty() ? OutMode::resume
+                            : overwrite         ? OutMode::overwrite
+                                                : OutMode::fresh);
+  std::string from;  // the checkpoint, read again now that no other run can be writing it
+  if (!resume_dir.empty()) {
+    from = checkpoint_folder(resume_dir);
+    std::tie(o, resumed) = read_resume(from, options);
+  }
   Device device = Device::parse(o.device);
   manual_seed(o.seed);
-  Prepared p = prepare(o, out_dir, resume_dir, log);
+  Prepared p = prepare(o, out_dir, from, log);
   log(data_line(p));
 
   manual_seed(o.seed);  // the same initial weights whatever the data loading drew
@@ -206,11 +240,16 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
   TrainState state;  // epoch 0, or where the checkpoint stopped
   if (resumed) {
     state = *resumed;
-    restore(resume_dir, state, model, *opt);
+    restore(from, state, model, *opt);
     log("resuming from " + resume_dir + " after epoch " + std::to_string(state.epoch));
+    truncate_metrics(out_dir + "/metrics.jsonl", state.epoch);
   }
   log(model_line(o.model, model.num_parameters(), device));
-  std::filesystem::create_directories(out_dir);
+  if (overwrite) {
+    folder.clear_previous_run(o.tokenizer == "sentencepiece"
+                                  ? std::vector<std::string>{"tokenizers"}
+                                  : std::vector<std::string>{});
+  }
 
   int64_t batches_per_epoch =
       (static_cast<int64_t>(p.train.size()) + o.batch_size - 1) / o.batch_size;

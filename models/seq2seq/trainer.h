@@ -14,11 +14,16 @@
 
 namespace kiln::seq2seq {
 
-// Trains into `out_dir` (out_dir/last, out_dir/best, metrics.jsonl, loss.svg). With resume_dir,
-// continues from that checkpoint (its options, vocabularies, weights, optimizer and RNG state).
-// `log` receives every line printed. Returns the metrics of every epoch run.
+// Trains into `out_dir` (out_dir/last, out_dir/best, metrics.jsonl, loss.svg), which this run
+// holds alone (run_folder.h). With resume_dir, continues from that checkpoint (its options,
+// vocabularies, weights, optimizer and RNG state), and metrics.jsonl keeps only the epochs up to
+// the checkpoint's; without it, out_dir must be empty unless `overwrite`, which replaces the run
+// there once the new one has loaded its data. `log` receives every line printed. Returns the
+// metrics of every epoch run: none when there is nothing to train (the resumed run is already
+// complete, or --epochs 0), which `log` is told.
 std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& out_dir,
                                 const std::string& resume_dir = "",
-                                const std::function<void(const std::string&)>& log = nullptr);
+                                const std::function<void(const std::string&)>& log = nullptr,
+                                bool overwrite = false);
 
 }  // namespace kiln::seq2seq

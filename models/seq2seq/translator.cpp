@@ -12,7 +12,8 @@
 
 namespace kiln::seq2seq {
 
-Translator Translator::load(const std::string& dir, const std::string& device_name) {
+Translator Translator::load(const std::string& checkpoint, const std::string& device_name) {
+  const std::string dir = checkpoint_folder(checkpoint);  // a swap a crash cut short included
   Translator t;
   t.options = load_checkpoint_options(dir, "checkpoint");
   t.device = Device::parse(device_name.empty() ? t.options.device : device_name);
