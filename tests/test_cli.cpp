@@ -131,7 +131,8 @@ TEST(Cli, FailedRunLeavesTheOldCheckpoint) {
   std::string before = data::read_text_file("test", (out / "last" / "model.safetensors").string());
   o.task.clear();
   o.data = (out / "missing.tsv").string();  // fails before its first save
-  EXPECT_THROW(seq2seq::train(o, out.string()), Error);
+  // --overwrite: a fresh run refuses a non-empty folder before reading any data.
+  EXPECT_THROW(seq2seq::train(o, out.string(), "", nullptr, /*overwrite=*/true), Error);
   EXPECT_EQ(data::read_text_file("test", (out / "last" / "model.safetensors").string()), before);
   fs::remove_all(out);
 }
@@ -168,7 +169,9 @@ TEST(CliBinary, TrainTranslateAndErrors) {
   EXPECT_NE(run_kiln("translate --checkpoint " + (dir / "missing").string() + " < /dev/null", log),
             0);
   EXPECT_CONTAINS(data::read_text_file("test", log), "missing/config.json");
-  EXPECT_NE(run_kiln("train --data " + (dir / "nofile.tsv").string() + " --out " + out, log), 0);
+  EXPECT_NE(
+      run_kiln("train --data " + (dir / "nofile.tsv").string() + " --overwrite --out " + out, log),
+      0);
   EXPECT_CONTAINS(data::read_text_file("test", log), "nofile.tsv");
   EXPECT_TRUE(fs::exists(fs::path(out) / "last" / "model.safetensors"));  // the failed run kept it
   EXPECT_EQ(run_kiln("--help", log), 0);
