@@ -25,7 +25,8 @@ struct Translator {
 
   // Loads a checkpoint folder; an empty `device` means the one it was trained on.
   static Translator load(const std::string& checkpoint_dir, const std::string& device = "");
-  // One sentence per input; greedy when beam_size == 1. Returns n_best hypotheses per sentence.
+  // One sentence per input; greedy when beam_size == 1. Returns n_best hypotheses per sentence,
+  // or one empty hypothesis (no tokens, score 0) for a sentence that tokenizes to nothing.
   std::vector<std::vector<Hypothesis>> translate(const std::vector<std::string>& sentences,
                                                  int64_t beam_size = 1, int64_t n_best = 1,
                                                  double length_penalty = 1.0,
