@@ -97,18 +97,22 @@ TrainOptions load_checkpoint_options(const std::string& dir, const char* op) {
 
 TrainState load_train_state(const std::string& dir) {
   std::string path = dir + "/state.json";
-  nlohmann::json j = parse_json_object(data::read_text_file("resume", path), path);
+  return parse_train_state(data::read_text_file("resume", path), path);
+}
+
+TrainState parse_train_state(const std::string& text, const std::string& path) {
+  nlohmann::json j = parse_json_object(text, path);
   TrainState s;
   try {
-    s.epoch = j.at("epoch").get<int64_t>();
+    s.epoch = json_int64(j, "epoch", path);
     // Informative only: resume does not need them, and a diverged loss is written as null.
     auto number = [&](const char* key) { return j.contains(key) && j[key].is_number(); };
-    if (number("steps")) s.steps = j["steps"].get<int64_t>();
+    if (number("steps")) s.steps = json_int64(j, "steps", path);
     if (number("train_loss")) s.train_loss = j["train_loss"].get<double>();
     if (number("valid_loss")) s.valid_loss = j["valid_loss"].get<double>();
     s.best_valid_loss = j.value("best_valid_loss", s.best_valid_loss);
-    s.rng_seed = j.at("rng_seed").get<uint64_t>();
-    s.rng_offset = j.at("rng_offset").get<uint64_t>();
+    s.rng_seed = json_uint64(j, "rng_seed", path);
+    s.rng_offset = json_uint64(j, "rng_offset", path);
   } catch (const nlohmann::json::exception& e) {
     KILN_FAIL(path, ": ", e.what());
   }
