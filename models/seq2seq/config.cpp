@@ -63,19 +63,19 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
   nlohmann::json j = parse_json_object(text, source);
   ModelConfig c;
   try {
-    c.source_vocab = j.at("source_vocab").get<int64_t>();
-    c.target_vocab = j.at("target_vocab").get<int64_t>();
-    c.embed_size = j.at("embed_size").get<int64_t>();
-    c.hidden_size = j.at("hidden_size").get<int64_t>();
-    c.num_layers = j.at("num_layers").get<int64_t>();
+    c.source_vocab = json_int64(j, "source_vocab", source);
+    c.target_vocab = json_int64(j, "target_vocab", source);
+    c.embed_size = json_int64(j, "embed_size", source);
+    c.hidden_size = json_int64(j, "hidden_size", source);
+    c.num_layers = json_int64(j, "num_layers", source);
     c.dropout = j.at("dropout").get<double>();
     c.cell = parse_cell(j.at("cell").get<std::string>());
     c.bidirectional = j.at("bidirectional").get<bool>();
     c.attention = parse_attention(j.at("attention").get<std::string>());
-    c.attention_size = j.value("attention_size", int64_t(0));
-    c.pad_id = j.value("pad_id", int64_t(0));
-    c.bos_id = j.value("bos_id", int64_t(2));
-    c.eos_id = j.value("eos_id", int64_t(3));
+    c.attention_size = json_int64_or(j, "attention_size", 0, source);
+    c.pad_id = json_int64_or(j, "pad_id", 0, source);
+    c.bos_id = json_int64_or(j, "bos_id", 2, source);
+    c.eos_id = json_int64_or(j, "eos_id", 3, source);
   } catch (const nlohmann::json::exception& e) {
     KILN_FAIL(source, ": ", e.what());
   }
