@@ -2,10 +2,12 @@
 # install missing Debian packages first (when run as root).
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-asan out-of-tree demo mlp-demo bench clean
+.PHONY: all deps build test test-asan fuzz out-of-tree demo mlp-demo bench clean
 
 all: build
 
@@ -31,6 +33,15 @@ test-asan: deps
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && OMP_NUM_THREADS=2 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS)
 
+# The libFuzzer targets in fuzz/ (clang, ASan + UBSan, CPU only), each run for FUZZ_SECONDS on
+# its seeds in fuzz/corpus/; fails on any finding (README, "Fuzzing").
+fuzz:
+	@scripts/install-deps.sh --fuzz
+	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=clang++ \
+	  -DKILN_CUDA=OFF -DKILN_FUZZ=ON -DKILN_BUILD_TESTS=OFF -DKILN_BUILD_BENCH=OFF
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target kiln_fuzzers
+	scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
 # The translator demo: trains on a generated task (~30 s on 2 cores), then translates held-out
 # sentences. mlp-demo is the small framework example.
 demo: build
@@ -50,4 +61,4 @@ bench: build
 	  $(PYTHON) bench/side_by_side.py --build $(BUILD) --python $(PYTHON) $(BENCH_FLAGS)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -5,12 +5,15 @@
 //   kiln eval --checkpoint runs/numbers/best --task numbers-en
 // Every flag has --help; a bad flag or value is named in the error and the exit code is non-zero.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <set>
 
+#include "models/data/corpus.h"
 #include "models/data/tasks.h"
 #include "models/data/text_file.h"
 #include "models/data/tokenizer.h"
@@ -111,13 +114,24 @@ int run_train(const TrainOptions& options, const std::string& out, const std::st
   return 0;
 }
 
+// stdin is cleaned as a corpus side is (data::parse_input_lines): one output line (or n-best
+// block) per input line, "" for a blank line or a line with invalid UTF-8, which is reported as
+// "stdin:LINE: ..." on stderr (fatal with --strict).
 int run_translate(const std::string& checkpoint, const std::string& device, int64_t beam,
                   int64_t n_best, double length_penalty, const std::string& attention_svg,
-                  int64_t max_source_length) {
+                  int64_t max_source_length, bool strict) {
   seq2seq::Translator t = seq2seq::Translator::load(checkpoint, device);
   if (max_source_length > 0) t.options.max_source_length = max_source_length;
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(std::cin, line);) lines.push_back(line);
+  data::ReadOptions read;
+  read.skip_bad_lines = !strict;
+  const std::string text{std::istreambuf_iterator<char>(std::cin), {}};
+  const data::InputLines input = data::parse_input_lines(text, "stdin", read);
+  for (const std::string& problem : input.problems)
+    std::fprintf(stderr, "kiln: warning: %s (an empty line is written)\n", problem.c_str());
+  if (input.skipped > static_cast<int64_t>(input.problems.size()))
+    std::fprintf(stderr, "kiln: warning: %lld bad input line(s) in all\n",
+                 static_cast<long long>(input.skipped));
+  const std::vector<std::string>& lines = input.sentences;
   if (lines.empty()) return 0;
   if (int64_t n = t.count_long_sources(lines)) {
     std::fprintf(stderr,
@@ -137,10 +151,13 @@ int run_translate(const std::string& checkpoint, const std::string& device, int6
     std::printf("\n");
   }
   if (!attention_svg.empty()) {
-    auto first = t.translate({lines[0]}, 1, 1, 1.0, /*keep_attention=*/true)[0][0];
+    auto first_line = std::find_if(lines.begin(), lines.end(),
+                                   [](const std::string& line) { return !line.empty(); });
+    KILN_CHECK(first_line != lines.end(), "--attention-svg: every input line is empty");
+    auto first = t.translate({*first_line}, 1, 1, 1.0, /*keep_attention=*/true)[0][0];
     KILN_CHECK(!first.attention.empty(), "--attention-svg: the model in ", checkpoint,
                " has no attention (", seq2seq::attention_name(t.options.model.attention), ")");
-    seq2seq::write_attention_svg(attention_svg, data::tokenize_d2l(lines[0]),
+    seq2seq::write_attention_svg(attention_svg, data::tokenize_d2l(*first_line),
                                  t.target_vocab.decode(first.tokens, false), first.attention);
   }
   return 0;
@@ -381,6 +398,10 @@ int run_cli(int argc, char** argv) {
       ->check(kPositive);
   translate->add_option("--attention-svg", attention_svg,
                         "write the attention heatmap of the first sentence");
+  bool strict_input = false;
+  translate->add_flag("--strict", strict_input,
+                      "an input line with invalid UTF-8 is fatal (default: reported on stderr, "
+                      "and an empty line is written)");
 
   TrainOptions demo_options;
   demo_options.task_size = 8000;
@@ -438,7 +459,7 @@ int run_cli(int argc, char** argv) {
     if (*translate) {
       KILN_CHECK(n_best <= beam, "--n-best ", n_best, " exceeds --beam ", beam);
       return run_translate(checkpoint, device, beam, n_best, length_penalty, attention_svg,
-                           max_source_length);
+                           max_source_length, strict_input);
     }
     if (*eval) {
       KILN_CHECK(

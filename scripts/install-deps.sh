@@ -9,6 +9,10 @@ packages=(cmake g++ make pkg-config libopenblas-dev libopenblas-openmp-dev libgt
 if [ "${1:-}" = "--bench" ]; then
   packages+=(python3-torch libopenblas0-pthread)
 fi
+# --fuzz: clang with libFuzzer and the sanitizer runtimes, and clang's OpenMP (make fuzz).
+if [ "${1:-}" = "--fuzz" ]; then
+  packages+=(clang libclang-rt-14-dev libomp-14-dev)
+fi
 
 missing=()
 for pkg in "${packages[@]}"; do

@@ -32,12 +32,13 @@ std::string utf8_problem(std::string_view line) {
 
 // Records one bad line: throws when bad lines are not skipped, else counts it and keeps the
 // message while fewer than Corpus::max_problems_kept are kept.
-void report(Corpus& corpus, const ReadOptions& options, const std::string& path, size_t line,
+template <typename Lines>  // Corpus or InputLines
+void report(Lines& lines, const ReadOptions& options, const std::string& path, size_t line,
             const std::string& reason) {
   std::string problem = detail::concat(path, ":", line, ": ", reason);
   if (!options.skip_bad_lines) throw Error(problem);
-  ++corpus.skipped;
-  if (corpus.problems.size() < Corpus::max_problems_kept) corpus.problems.push_back(problem);
+  ++lines.skipped;
+  if (lines.problems.size() < Corpus::max_problems_kept) lines.problems.push_back(problem);
 }
 
 void check_options(const char* op, const ReadOptions& options) {
@@ -53,7 +54,11 @@ bool full(const Corpus& corpus, const ReadOptions& options) {
 
 Corpus read_tsv(const std::string& path, const ReadOptions& options) {
   check_options("read_tsv", options);
-  const std::string text = read_text_file("read_tsv", path);
+  return parse_tsv(read_text_file("read_tsv", path), path, options);
+}
+
+Corpus parse_tsv(std::string_view text, const std::string& path, const ReadOptions& options) {
+  check_options("read_tsv", options);
   Corpus corpus;
   const std::vector<std::string_view> lines = split_lines(text);
   for (size_t i = 0; i < lines.size() && !full(corpus, options); ++i) {
@@ -88,6 +93,13 @@ Corpus read_parallel(const std::string& source_path, const std::string& target_p
   check_options("read_parallel", options);
   const std::string source_text = read_text_file("read_parallel", source_path);
   const std::string target_text = read_text_file("read_parallel", target_path);
+  return parse_parallel(source_text, target_text, source_path, target_path, options);
+}
+
+Corpus parse_parallel(std::string_view source_text, std::string_view target_text,
+                      const std::string& source_path, const std::string& target_path,
+                      const ReadOptions& options) {
+  check_options("read_parallel", options);
   const std::vector<std::string_view> sources = split_lines(source_text);
   const std::vector<std::string_view> targets = split_lines(target_text);
   KILN_CHECK(sources.size() == targets.size(), "read_parallel: '", source_path, "' has ",
@@ -113,6 +125,22 @@ Corpus read_parallel(const std::string& source_path, const std::string& target_p
     }
   }
   return corpus;
+}
+
+InputLines parse_input_lines(std::string_view text, const std::string& name,
+                             const ReadOptions& options) {
+  InputLines input;
+  const std::vector<std::string_view> lines = split_lines(text);
+  input.sentences.reserve(lines.size());
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (std::string bad = utf8_problem(lines[i]); !bad.empty()) {
+      report(input, options, name, i + 1, bad);
+      input.sentences.emplace_back();
+      continue;
+    }
+    input.sentences.emplace_back(trim(lines[i]));
+  }
+  return input;
 }
 
 Split split_pairs(const std::vector<SentencePair>& pairs, int64_t train, int64_t valid,

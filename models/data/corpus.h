@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "models/data/utf8.h"  // valid_utf8
@@ -35,12 +36,31 @@ struct Corpus {
 // ignored. Blank lines (empty or only spaces / tabs) are skipped silently and are not problems.
 // A file that cannot be opened throws "read_tsv: cannot open 'path': <strerror>".
 Corpus read_tsv(const std::string& path, const ReadOptions& options = {});
+// The same on a file's bytes already in memory; `path` only names it in problems (fuzz/).
+Corpus parse_tsv(std::string_view text, const std::string& path, const ReadOptions& options = {});
 
 // Line i of source_path pairs with line i of target_path. Different line counts throw, naming
 // both files and both counts. A line pair where both sides are blank is skipped silently; one
 // blank side or invalid UTF-8 is a problem reported against the file:line that has it.
 Corpus read_parallel(const std::string& source_path, const std::string& target_path,
                      const ReadOptions& options = {});
+Corpus parse_parallel(std::string_view source_text, std::string_view target_text,
+                      const std::string& source_path, const std::string& target_path,
+                      const ReadOptions& options = {});
+
+// Sentences to translate, one a line (kiln translate's stdin), cleaned exactly as a corpus side:
+// the same split_lines (CRLF, a leading BOM), the same strict UTF-8 check and the same ASCII
+// whitespace trim. There is one sentence per input line, so outputs stay aligned with inputs: a
+// blank line is "" (translated to an empty line), and a line with invalid UTF-8 is a
+// "name:line: reason" problem that is skipped as "" (ReadOptions::skip_bad_lines, the default) or
+// thrown as kiln::Error. max_pairs is ignored.
+struct InputLines {
+  std::vector<std::string> sentences;  // one per line of the input, in order
+  int64_t skipped = 0;                 // lines with invalid UTF-8, output as ""
+  std::vector<std::string> problems;   // "name:line: reason" for the first max_problems_kept
+};
+InputLines parse_input_lines(std::string_view text, const std::string& name,
+                             const ReadOptions& options = {});
 
 struct Split {
   std::vector<SentencePair> train, valid, test;

@@ -134,7 +134,10 @@ void Vocab::save(const std::string& path) const {
 }
 
 Vocab Vocab::load(const std::string& path) {
-  const std::string text = read_text_file("Vocab::load", path);
+  return parse(read_text_file("Vocab::load", path), path);
+}
+
+Vocab Vocab::parse(std::string_view text, const std::string& path) {
   const std::vector<std::string>& reserved = reserved_tokens();
   std::vector<std::string> tokens;
   std::unordered_map<std::string_view, size_t> first_line;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -48,6 +49,8 @@ class Vocab {
   // Reads a file written by save (a UTF-8 BOM and CRLF endings are tolerated). Errors name
   // path:line: the reserved tokens not first and in order, a duplicate, an empty line, bad UTF-8.
   static Vocab load(const std::string& path);
+  // The same on a file's bytes already in memory; `path` only names it in errors (fuzz/).
+  static Vocab parse(std::string_view text, const std::string& path);
 
   bool operator==(const Vocab& other) const { return tokens_ == other.tokens_; }
   bool operator!=(const Vocab& other) const { return !(*this == other); }

@@ -75,7 +75,11 @@ TrainOptions load_checkpoint_options(const std::string& dir, const char* op) {
 
 TrainState load_train_state(const std::string& dir) {
   std::string path = dir + "/state.json";
-  JsonReader r(data::read_text_file("resume", path), path);
+  return parse_train_state(data::read_text_file("resume", path), path);
+}
+
+TrainState parse_train_state(const std::string& text, const std::string& path) {
+  JsonReader r(text, path);
   TrainState s;
   s.epoch = r.integer("epoch", std::nullopt, 0);
   // Informative only: resume does not need them, and a diverged loss is written as null.

@@ -41,6 +41,8 @@ void save_checkpoint(const std::string& dir, const TrainOptions& options, const 
 TrainOptions load_checkpoint_options(const std::string& dir, const char* op);
 // state.json; errors name the file and the field.
 TrainState load_train_state(const std::string& dir);
+// The same on the text of a state.json; `path` names it in errors (fuzz/).
+TrainState parse_train_state(const std::string& text, const std::string& path);
 // source_vocab.txt and target_vocab.txt.
 std::pair<data::Vocab, data::Vocab> load_checkpoint_vocabs(const std::string& dir);
 void load_model_weights(const std::string& dir, Seq2Seq& model);

@@ -32,18 +32,10 @@ Translator Translator::load(const std::string& checkpoint, const std::string& de
 }
 
 namespace {
-// Encodes sentences as one batch in input order (no shuffling, no bucketing).
-data::Batch batch_of(const Translator& t, const std::vector<std::string>& sentences) {
-  std::vector<data::EncodedPair> encoded;
-  for (const std::string& s : sentences) {
-    std::vector<std::string> tokens = t.source_tokenizer->tokenize(s);
-    if (static_cast<int64_t>(tokens.size()) > t.options.max_source_length) {
-      tokens.resize(static_cast<size_t>(t.options.max_source_length));  // the length cap
-    }
-    encoded.push_back({t.source_vocab.encode(tokens), {}});
-  }
+// One batch of encoded sentences in input order (no shuffling, no bucketing).
+data::Batch batch_of(const Translator& t, std::vector<data::EncodedPair> encoded) {
   data::BatchOptions options;
-  options.batch_size = static_cast<int64_t>(sentences.size());
+  options.batch_size = static_cast<int64_t>(encoded.size());
   options.bucket_by_length = false;
   options.shuffle = false;
   return data::make_batches(encoded, options, t.device).at(0);
@@ -53,25 +45,39 @@ data::Batch batch_of(const Translator& t, const std::vector<std::string>& senten
 std::vector<std::vector<Hypothesis>> Translator::translate(
     const std::vector<std::string>& sentences, int64_t beam_size, int64_t n_best,
     double length_penalty, bool keep_attention) const {
-  std::vector<std::vector<Hypothesis>> out;
-  const int64_t chunk = 64;
-  for (size_t begin = 0; begin < sentences.size(); begin += chunk) {
-    std::vector<std::string> part(sentences.begin() + begin,
-                                  sentences.begin() + std::min(sentences.size(), begin + chunk));
-    data::Batch batch = batch_of(*this, part);
-    int64_t rows = static_cast<int64_t>(part.size());
+  // A sentence without tokens (a blank input line) has nothing to translate: its result is one
+  // empty hypothesis (to_text gives ""), and the others are batched without it.
+  std::vector<std::vector<Hypothesis>> out(sentences.size(), {Hypothesis{}});
+  std::vector<size_t> rows_of;  // sentence index of each encoded sentence
+  std::vector<data::EncodedPair> encoded;
+  for (size_t i = 0; i < sentences.size(); ++i) {
+    std::vector<std::string> tokens = source_tokenizer->tokenize(sentences[i]);
+    if (tokens.empty()) continue;
+    if (static_cast<int64_t>(tokens.size()) > options.max_source_length) {
+      tokens.resize(static_cast<size_t>(options.max_source_length));  // the length cap
+    }
+    std::vector<int64_t> ids = source_vocab.encode(tokens);
+    rows_of.push_back(i);
+    encoded.push_back({std::move(ids), {}});
+  }
+  const size_t chunk = 64;
+  for (size_t begin = 0; begin < encoded.size(); begin += chunk) {
+    const size_t end = std::min(encoded.size(), begin + chunk);
+    data::Batch batch = batch_of(*this, {encoded.begin() + begin, encoded.begin() + end});
+    int64_t rows = static_cast<int64_t>(end - begin);
     SearchOptions search{
         model->config().bos_id, model->config().eos_id,
         max_lengths_for(batch.source_lengths, options.max_length_a, options.max_length_b)};
+    size_t row = begin;
     if (beam_size <= 1) {
       Seq2SeqStepper stepper(*model, batch.source, batch.source_lengths, 1, keep_attention);
       for (Hypothesis& h :
            greedy_search(stepper, rows, search, keep_attention ? &stepper : nullptr))
-        out.push_back({h});
+        out[rows_of[row++]] = {std::move(h)};
     } else {
       Seq2SeqStepper stepper(*model, batch.source, batch.source_lengths, beam_size);
       for (auto& list : beam_search(stepper, rows, search, {beam_size, length_penalty, n_best}))
-        out.push_back(list);
+        out[rows_of[row++]] = std::move(list);
     }
   }
   return out;

@@ -25,7 +25,8 @@ struct Translator {
 
   // Loads a checkpoint folder; an empty `device` means the one it was trained on.
   static Translator load(const std::string& checkpoint_dir, const std::string& device = "");
-  // One sentence per input; greedy when beam_size == 1. Returns n_best hypotheses per sentence.
+  // One sentence per input; greedy when beam_size == 1. Returns n_best hypotheses per sentence,
+  // or one empty hypothesis (no tokens, score 0) for a sentence that tokenizes to nothing.
   // Sources longer than options.max_source_length tokens are cut to it (count_long_sources tells
   // how many will be), so decoding time is bounded whatever the input.
   std::vector<std::vector<Hypothesis>> translate(const std::vector<std::string>& sentences,
