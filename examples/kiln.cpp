@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <limits>
 #include <set>
 
 #include "models/data/corpus.h"
@@ -96,11 +97,12 @@ void print_samples(const seq2seq::Translator& t, const std::vector<std::string>&
 }
 
 int run_train(const TrainOptions& options, const std::string& out, const std::string& resume,
-              bool overwrite) {
+              bool overwrite, const std::vector<std::string>& flags_given = {}) {
   auto log = [](const std::string& line) {
     std::printf("%s\n", line.c_str()), std::fflush(stdout);
   };
-  std::vector<seq2seq::EpochMetrics> history = seq2seq::train(options, out, resume, log, overwrite);
+  std::vector<seq2seq::EpochMetrics> history =
+      seq2seq::train(options, out, resume, log, overwrite, flags_given);
   if (history.empty()) return 0;  // nothing to train, and the log said why
   seq2seq::Translator t = seq2seq::Translator::load(out + "/last", options.device);
   data::Split split = seq2seq::load_data(t.options, nullptr);
@@ -294,7 +296,8 @@ int run_cli(int argc, char** argv) {
   CLI::App app{"kiln: a Seq2Seq translator built on the kiln framework"};
   app.require_subcommand(1);
   TrainOptions o;
-  std::string out = "runs/kiln", resume, config_file, preset, cell = "gru", attention = "none";
+  std::string out = "runs/kiln", resume, config_file, preset, cell = "gru", attention = "none",
+              max_time;
   bool overwrite = false;
   try {
     if (std::string(argc > 1 ? argv[1] : "") == "train") {
@@ -364,8 +367,38 @@ int run_cli(int argc, char** argv) {
                     "first N pairs for training (-1: all but valid/test)");
   train->add_option("--valid-pairs", o.valid_pairs, "next N pairs for validation");
   train->add_option("--test-pairs", o.test_pairs, "next N pairs held out for testing");
-  train->add_option("--bleu-sentences", o.bleu_sentences,
-                    "validation sentences translated for BLEU per epoch");
+  train
+      ->add_option("--bleu-sentences", o.bleu_sentences,
+                   "validation sentences translated for BLEU per validation (-1: all)")
+      ->check(CLI::Range(int64_t{-1}, std::numeric_limits<int64_t>::max()));
+  train->add_option("--save-every", o.save_every, "steps between saves of last/ (0: epoch ends)")
+      ->check(kNonNegative);
+  train
+      ->add_option("--valid-every", o.valid_every,
+                   "steps between validations (0: epoch ends; epoch ends validate always)")
+      ->check(kNonNegative);
+  train
+      ->add_option("--keep-checkpoints", o.keep_checkpoints,
+                   "keep the newest K step-<N> folders, written at each save of last/ (0: none)")
+      ->check(kNonNegative);
+  train->add_option("--max-steps", o.max_steps, "stop (after saving) at this step (0: no limit)")
+      ->check(kNonNegative);
+  train->add_option("--max-time", max_time,
+                    "stop (after saving) after this long: seconds, or like 45m, 1h30m (0: none)");
+  train
+      ->add_option("--log-every", o.log_every,
+                   "steps between progress lines when stdout is not a terminal")
+      ->check(kPositive);
+  train
+      ->add_option("--patience", o.patience,
+                   "stop after K validations without improvement (0: never)")
+      ->check(kNonNegative);
+  train
+      ->add_option("--early-stop-metric", o.early_stop_metric,
+                   "loss or bleu: what --patience and best/ go by")
+      ->check(CLI::IsMember({"loss", "bleu"}));
+  train->add_option("--accum-steps", o.accum_steps, "batches summed into one update")
+      ->check(kPositive);
   train
       ->add_option("--max-source-length", o.max_source_length,
                    "longest source in tokens; longer ones are cut (an error with --strict)")
@@ -446,6 +479,12 @@ int run_cli(int argc, char** argv) {
     if (*train) {
       o.model.cell = seq2seq::parse_cell(cell);
       o.model.attention = seq2seq::parse_attention(attention);
+      if (!max_time.empty()) o.max_time = seq2seq::parse_duration(max_time, "--max-time");
+      // The flags given on this command line: --resume applies or refuses each (resume_options).
+      std::vector<std::string> given;
+      for (const CLI::Option* option : train->get_options()) {
+        if (option->count() > 0) given.push_back(option->get_name());
+      }
       if (resume.empty()) {
         // Validate with placeholder vocab sizes: the real ones come from the data.
         seq2seq::ModelConfig check = o.model;
@@ -453,7 +492,7 @@ int run_cli(int argc, char** argv) {
         check.validate();
         o.validate();
       }
-      return run_train(o, out, resume, overwrite);
+      return run_train(o, out, resume, overwrite, given);
     }
     if (*demo) return run_demo(demo_options, demo_out);
     if (*translate) {

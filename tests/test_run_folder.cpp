@@ -322,6 +322,7 @@ TEST(RunFolder, SecondRunOnTheSameOutFailsAtOnce) {
   for (const char* extra : {"", "--overwrite", "--resume"}) {
     SCOPED_TRACE(extra);
     std::vector<std::string> second = tiny_train(out, 2);
+    second[4] = "300";  // --task-size as the first run's: --resume refuses another
     if (std::string(extra) == "--overwrite") second.push_back(extra);
     if (std::string(extra) == "--resume")
       second.insert(second.end(), {extra, out.string() + "/last"});
@@ -422,9 +423,6 @@ TEST(RunFolder, NothingToTrainSaysTheRunIsComplete) {
     EXPECT_EQ(read(log).find("cannot open"), std::string::npos) << read(log);
     EXPECT_FALSE(fs::exists(dir / "r12"));
   }
-  std::vector<std::string> none = tiny_train(dir / "zero", 0);
-  EXPECT_EQ(run_kiln(none, log).code, 0) << read(log);
-  EXPECT_CONTAINS(read(log), "nothing to train: --epochs 0");
   fs::remove_all(dir);
 }
 

@@ -26,7 +26,14 @@ std::string state_json(const TrainState& s) {
                       {"valid_loss", s.valid_loss},
                       {"rng_seed", s.rng_seed},
                       {"rng_offset", s.rng_offset},
-                      {"best_valid_loss", s.best_valid_loss}};
+                      {"best_valid_loss", s.best_valid_loss},
+                      {"epoch_batches", s.epoch_batches},
+                      {"epoch_tokens", s.epoch_tokens},
+                      {"epoch_loss_sum", s.epoch_loss_sum},
+                      {"epoch_seconds", s.epoch_seconds},
+                      {"best_valid_bleu", s.best_valid_bleu},
+                      {"best_step", s.best_step},
+                      {"bad_validations", s.bad_validations}};
   return j.dump(2);
 }
 
@@ -42,6 +49,16 @@ void copy_tokenizers(const std::string& from, const std::string& to) {
   }
 }
 
+// What a checkpoint and a vocabulary folder share: config.json, the vocabularies, the subword
+// models.
+void write_vocabularies(const std::string& tmp, const TrainOptions& options,
+                        const Prepared& prepared) {
+  durable_write(tmp + "/config.json", options.to_json(), "save_checkpoint");
+  prepared.source_vocab.save(tmp + "/source_vocab.txt");
+  prepared.target_vocab.save(tmp + "/target_vocab.txt");
+  if (!prepared.tokenizer_dir.empty()) copy_tokenizers(prepared.tokenizer_dir, tmp);
+}
+
 }  // namespace
 
 void save_checkpoint(const std::string& dir, const TrainOptions& options, const Seq2Seq& model,
@@ -53,13 +70,17 @@ void save_checkpoint(const std::string& dir, const TrainOptions& options, const 
       [&](const std::string& tmp) {
         safetensors::save(tmp + "/model.safetensors", model.state_dict(), {{"format", "pt"}});
         safetensors::save(tmp + "/optimizer.safetensors", optimizer.state_dict());
-        durable_write(tmp + "/config.json", options.to_json(), op);
-        prepared.source_vocab.save(tmp + "/source_vocab.txt");
-        prepared.target_vocab.save(tmp + "/target_vocab.txt");
-        if (!prepared.tokenizer_dir.empty()) copy_tokenizers(prepared.tokenizer_dir, tmp);
+        write_vocabularies(tmp, options, prepared);
         durable_write(tmp + "/state.json", state_json(state), op);
       },
       op);
+}
+
+void save_vocabularies(const std::string& dir, const TrainOptions& options,
+                       const Prepared& prepared) {
+  durable_write_folder(
+      dir, [&](const std::string& tmp) { write_vocabularies(tmp, options, prepared); },
+      "save_vocabularies");
 }
 
 TrainOptions load_checkpoint_options(const std::string& dir, const char* op) {
@@ -82,13 +103,20 @@ TrainState parse_train_state(const std::string& text, const std::string& path) {
   JsonReader r(text, path);
   TrainState s;
   s.epoch = r.integer("epoch", std::nullopt, 0);
-  // Informative only: resume does not need them, and a diverged loss is written as null.
   s.steps = r.integer("steps", 0, 0);
+  // Informative only: resume does not need them, and a diverged loss is written as null.
   s.train_loss = r.number("train_loss", 0.0);
   s.valid_loss = r.number("valid_loss", 0.0);
   s.best_valid_loss = r.number("best_valid_loss", s.best_valid_loss);
   s.rng_seed = r.unsigned_integer("rng_seed");
   s.rng_offset = r.unsigned_integer("rng_offset");
+  s.epoch_batches = r.integer("epoch_batches", 0, 0);
+  s.epoch_tokens = r.integer("epoch_tokens", 0, 0);
+  s.epoch_loss_sum = r.number("epoch_loss_sum", 0.0);
+  s.epoch_seconds = r.number("epoch_seconds", 0.0, 0.0);
+  s.best_valid_bleu = r.number("best_valid_bleu", s.best_valid_bleu);
+  s.best_step = r.integer("best_step", 0, 0);
+  s.bad_validations = r.integer("bad_validations", 0, 0);
   r.reject_unknown_fields();
   return s;
 }

@@ -20,12 +20,23 @@
 
 namespace kiln::seq2seq {
 
-// Where a run stands after an epoch (state.json): what resume continues from.
+// Where a run stands (state.json), at an epoch's end or inside an epoch: what resume continues
+// from. Old checkpoints, all at epoch ends, lack the fields from epoch_batches on.
 struct TrainState {
-  int64_t epoch = 0, steps = 0;
+  int64_t epoch = 0;  // epochs completed
+  int64_t steps = 0;  // updates of the whole run (each of accum_steps batches)
   double train_loss = 0, valid_loss = 0;
   double best_valid_loss = std::numeric_limits<double>::infinity();
   uint64_t rng_seed = 0, rng_offset = 0;  // the default generator's, to replay dropout exactly
+  // Inside epoch `epoch + 1`: the batches already trained (0 at an epoch's end) and the running
+  // sums of its mean loss and throughput, so the resumed epoch reports what an uninterrupted one
+  // would have.
+  int64_t epoch_batches = 0, epoch_tokens = 0;
+  double epoch_loss_sum = 0, epoch_seconds = 0;
+  // Early stopping: the best validation BLEU and the step of best/, and how many validations in
+  // a row did not improve on the best by TrainOptions::early_stop_metric.
+  double best_valid_bleu = -1;
+  int64_t best_step = 0, bad_validations = 0;
 };
 
 // The folder to read the checkpoint `dir` from: `dir`, or the complete new folder a crash left
@@ -36,6 +47,11 @@ std::string checkpoint_folder(const std::string& dir);
 void save_checkpoint(const std::string& dir, const TrainOptions& options, const Seq2Seq& model,
                      const nn::Optimizer& optimizer, const Prepared& prepared,
                      const TrainState& state);
+
+// A checkpoint-like folder without weights, optimizer or state (--epochs 0): config.json and the
+// vocabularies (and the SentencePiece models), written atomically as save_checkpoint does.
+void save_vocabularies(const std::string& dir, const TrainOptions& options,
+                       const Prepared& prepared);
 
 // config.json; errors name `op` and the file.
 TrainOptions load_checkpoint_options(const std::string& dir, const char* op);

@@ -1,6 +1,7 @@
 // TrainOptions: validation and the JSON form stored in config.json and read from --config files.
 #include "models/seq2seq/options.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/device.h"
@@ -37,7 +38,21 @@ void TrainOptions::validate() const {
              gamma);
   KILN_CHECK(warmup >= 0 && step_size > 0, "train: warmup must be >= 0 and step_size > 0, got ",
              warmup, " and ", step_size);
-  KILN_CHECK(bleu_sentences >= 0, "train: bleu_sentences must be >= 0, got ", bleu_sentences);
+  KILN_CHECK(bleu_sentences >= -1, "train: bleu_sentences must be -1 (all) or >= 0, got ",
+             bleu_sentences);
+  KILN_CHECK(save_every >= 0 && valid_every >= 0 && keep_checkpoints >= 0 && max_steps >= 0 &&
+                 patience >= 0,
+             "train: save_every, valid_every, keep_checkpoints, max_steps and patience must be >= "
+             "0, got ",
+             save_every, ", ", valid_every, ", ", keep_checkpoints, ", ", max_steps, ", ",
+             patience);
+  KILN_CHECK(std::isfinite(max_time) && max_time >= 0,
+             "train: max_time must be a finite number of seconds >= 0, got ", max_time);
+  KILN_CHECK(log_every > 0 && accum_steps > 0,
+             "train: log_every and accum_steps must be positive, got ", log_every, " and ",
+             accum_steps);
+  KILN_CHECK(early_stop_metric == "loss" || early_stop_metric == "bleu",
+             "train: early_stop_metric '", early_stop_metric, "' is not one of: loss, bleu");
   KILN_CHECK(std::isfinite(max_length_a) && max_length_a >= 0 && std::isfinite(max_length_b) &&
                  max_length_b >= 0,
              "train: max_length_a and max_length_b must be finite numbers >= 0, got ", max_length_a,
@@ -105,7 +120,16 @@ std::string TrainOptions::to_json() const {
                       {"max_source_length", max_source_length},
                       {"max_target_length", max_target_length},
                       {"sample_sentences", sample_sentences},
-                      {"sample_references", sample_references}};
+                      {"sample_references", sample_references},
+                      {"save_every", save_every},
+                      {"valid_every", valid_every},
+                      {"keep_checkpoints", keep_checkpoints},
+                      {"max_steps", max_steps},
+                      {"max_time", max_time},
+                      {"log_every", log_every},
+                      {"patience", patience},
+                      {"early_stop_metric", early_stop_metric},
+                      {"accum_steps", accum_steps}};
   return j.dump(2);
 }
 
@@ -152,7 +176,112 @@ TrainOptions TrainOptions::from_json(const std::string& text, const std::string&
   o.max_target_length = r.integer("max_target_length", o.max_target_length);
   o.sample_sentences = r.strings("sample_sentences", o.sample_sentences);
   o.sample_references = r.strings("sample_references", o.sample_references);
+  o.save_every = r.integer("save_every", o.save_every);
+  o.valid_every = r.integer("valid_every", o.valid_every);
+  o.keep_checkpoints = r.integer("keep_checkpoints", o.keep_checkpoints);
+  o.max_steps = r.integer("max_steps", o.max_steps);
+  o.max_time = r.number("max_time", o.max_time);
+  o.log_every = r.integer("log_every", o.log_every);
+  o.patience = r.integer("patience", o.patience);
+  o.early_stop_metric = r.string("early_stop_metric", o.early_stop_metric);
+  o.accum_steps = r.integer("accum_steps", o.accum_steps);
   r.reject_unknown_fields();
+  return o;
+}
+
+namespace {
+
+// A command-line flag as resume sees it: where its value sits in config.json (a JSON pointer),
+// and whether a resumed run may take a new value. Changing the data, the split, the tokenizer or
+// vocabulary, the model's shape, the optimizer, the batch or the seed would not continue the run
+// in the checkpoint but start another one from its weights.
+struct ResumeFlag {
+  const char* flag;
+  const char* pointer;
+  bool may_change;
+};
+
+const ResumeFlag kResumeFlags[] = {
+    {"--data", "/data", false},
+    {"--data-src", "/data_src", false},
+    {"--data-tgt", "/data_tgt", false},
+    {"--task", "/task", false},
+    {"--task-size", "/task_size", false},
+    {"--max-pairs", "/max_pairs", false},
+    {"--strict", "/strict_data", false},
+    {"--seed", "/seed", false},
+    {"--device", "/device", true},
+    {"--cell", "/model/cell", false},
+    {"--attention", "/model/attention", false},
+    {"--bidirectional", "/model/bidirectional", false},
+    {"--embed", "/model/embed_size", false},
+    {"--hidden", "/model/hidden_size", false},
+    {"--layers", "/model/num_layers", false},
+    {"--dropout", "/model/dropout", true},
+    {"--optimizer", "/optimizer", false},
+    {"--lr", "/lr", true},
+    {"--weight-decay", "/weight_decay", true},
+    {"--schedule", "/schedule", true},
+    {"--warmup", "/warmup", true},
+    {"--clip", "/clip", true},
+    {"--epochs", "/epochs", true},
+    {"--batch", "/batch", false},
+    {"--num-steps", "/num_steps", false},
+    {"--label-smoothing", "/label_smoothing", true},
+    {"--teacher-forcing", "/teacher_forcing", true},
+    {"--tokenizer", "/tokenizer", false},
+    {"--subword-vocab", "/subword_vocab", false},
+    {"--min-freq", "/min_freq", false},
+    {"--max-vocab", "/max_vocab", false},
+    {"--train-pairs", "/train_pairs", false},
+    {"--valid-pairs", "/valid_pairs", false},
+    {"--test-pairs", "/test_pairs", false},
+    {"--bleu-sentences", "/bleu_sentences", true},
+    {"--max-source-length", "/max_source_length", false},
+    {"--max-target-length", "/max_target_length", false},
+    {"--save-every", "/save_every", true},
+    {"--valid-every", "/valid_every", true},
+    {"--keep-checkpoints", "/keep_checkpoints", true},
+    {"--max-steps", "/max_steps", true},
+    {"--max-time", "/max_time", true},
+    {"--log-every", "/log_every", true},
+    {"--patience", "/patience", true},
+    {"--early-stop-metric", "/early_stop_metric", true},
+    {"--accum-steps", "/accum_steps", false},
+};
+
+}  // namespace
+
+TrainOptions resume_options(const TrainOptions& checkpoint, const TrainOptions& command_line,
+                            const std::vector<std::string>& given) {
+  if (given.empty()) {
+    TrainOptions o = checkpoint;
+    o.epochs = std::max(command_line.epochs, checkpoint.epochs);
+    o.quiet = command_line.quiet;
+    return o;
+  }
+  nlohmann::json merged = nlohmann::json::parse(checkpoint.to_json());
+  const nlohmann::json wanted = nlohmann::json::parse(command_line.to_json());
+  for (const std::string& flag : given) {
+    // What only the command line has: where the run goes, and how it prints.
+    if (flag == "--resume" || flag == "--out" || flag == "--quiet") continue;
+    const ResumeFlag* known = nullptr;
+    for (const ResumeFlag& f : kResumeFlags) {
+      if (flag == f.flag) known = &f;
+    }
+    KILN_CHECK(known, "train: ", flag,
+               " cannot be given with --resume (the checkpoint's options are used; give single "
+               "flags to change the ones that may change)");
+    nlohmann::json::json_pointer at(known->pointer);
+    if (merged.at(at) == wanted.at(at)) continue;
+    KILN_CHECK(known->may_change, "train: ", flag,
+               " cannot change on --resume: the checkpoint has ", merged.at(at).dump(),
+               ", the command line ", wanted.at(at).dump(),
+               " (leave the flag out to continue the run, or start a new run)");
+    merged[at] = wanted.at(at);
+  }
+  TrainOptions o = TrainOptions::from_json(merged.dump(), "--resume");
+  o.quiet = command_line.quiet;
   return o;
 }
 

@@ -35,7 +35,8 @@ struct TrainOptions {
   uint64_t seed = 1;
   std::string device = "cpu";
   // reporting
-  int64_t bleu_sentences = 200;  // validation sentences translated (greedy) for BLEU each epoch
+  // validation sentences translated (greedy) for BLEU at each validation; -1: all of them
+  int64_t bleu_sentences = -1;
   double max_length_a = 1.5, max_length_b = 5;  // decoding length: a * source length + b
   // Longest sentences, in tokens, that training, evaluation and translation feed the model:
   // longer ones are cut to this length with a warning that counts them (an error with
@@ -45,6 +46,16 @@ struct TrainOptions {
   // their references for d2l's BLEU (else looked up in the data)
   std::vector<std::string> sample_references;
   bool quiet = false;
+  // steps and stopping (trainer.h); a step is one update, of accum_steps batches
+  int64_t save_every = 0;        // steps between saves of last/ (0: at epoch ends only)
+  int64_t valid_every = 0;       // steps between validations (0: at epoch ends only)
+  int64_t keep_checkpoints = 0;  // step-<N> folders kept beside last/ and best/ (newest)
+  int64_t max_steps = 0;         // stop (after saving) at this step of the run; 0: no limit
+  double max_time = 0;           // stop (after saving) after this many seconds; 0: no limit
+  int64_t log_every = 100;       // steps between progress lines when stdout is not a terminal
+  int64_t patience = 0;          // stop after this many validations without improvement; 0: never
+  std::string early_stop_metric = "loss";  // or "bleu": what best/ and patience go by
+  int64_t accum_steps = 1;                 // batches summed into one update
 
   // Throws kiln::Error naming the first invalid option.
   void validate() const;
@@ -52,5 +63,14 @@ struct TrainOptions {
   // Errors name `source` (a file) and the field.
   static TrainOptions from_json(const std::string& text, const std::string& source);
 };
+
+// --resume: the checkpoint's options, with each flag of `given` (the flags the command line gave,
+// "--lr") taken from `command_line` where it may change (learning rate and schedule, epochs,
+// stopping, saving, validation and logging, device) and an error naming the flag and both values
+// where it may not (data, split, tokenizer, vocabulary, model shape, optimizer, batch, seed). A
+// flag this function does not know is refused too. quiet is always the command line's. With
+// `given` empty (a library caller), only epochs may grow: the larger of the two.
+TrainOptions resume_options(const TrainOptions& checkpoint, const TrainOptions& command_line,
+                            const std::vector<std::string>& given);
 
 }  // namespace kiln::seq2seq

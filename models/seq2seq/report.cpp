@@ -2,6 +2,8 @@
 #include "models/seq2seq/report.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -51,12 +53,44 @@ std::string format_duration(double seconds) {
   return text;
 }
 
+double parse_duration(const std::string& text, const char* what) {
+  double seconds = 0;
+  size_t at = 0;
+  bool bare = true;  // only a number, no unit
+  while (at < text.size()) {
+    size_t used = 0;
+    double value = -1;
+    if (std::isdigit(static_cast<unsigned char>(text[at])) || text[at] == '.') {
+      try {
+        value = std::stod(text.substr(at), &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+    }
+    KILN_CHECK(used > 0 && std::isfinite(value) && value >= 0, what, ": '", text,
+               "' is not a duration (seconds, or like 45m, 1h30m, 90s)");
+    at += used;
+    double unit = 1;
+    if (at < text.size()) {
+      char c = text[at++];
+      KILN_CHECK(c == 'h' || c == 'm' || c == 's', what, ": '", text, "': unknown unit '", c,
+                 "' (h, m or s)");
+      unit = c == 'h' ? 3600 : c == 'm' ? 60 : 1;
+      bare = false;
+    } else {
+      KILN_CHECK(bare, what, ": '", text, "': a unit (h, m or s) is missing at the end");
+    }
+    seconds += value * unit;
+  }
+  KILN_CHECK(!text.empty(), what, ": an empty duration");
+  return seconds;
+}
+
 ProgressLine::ProgressLine(bool enabled, int64_t first_epoch, int64_t last_epoch)
     : enabled_(enabled), first_epoch_(first_epoch), last_epoch_(last_epoch) {}
 
-void ProgressLine::show(int64_t epoch, size_t step, size_t steps, double loss,
-                        double tokens_per_second, double grad_norm, double lr) const {
-  if (!enabled_) return;
+std::string ProgressLine::text(int64_t epoch, size_t step, size_t steps, double loss,
+                               double tokens_per_second, double grad_norm, double lr) const {
   double done = (epoch - first_epoch_) + double(step) / steps;  // epochs done, fractional
   double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
   double eta = elapsed / done * (last_epoch_ - first_epoch_ + 1 - done);
@@ -65,7 +99,15 @@ void ProgressLine::show(int64_t epoch, size_t step, size_t steps, double loss,
                 "epoch %ld/%ld step %zu/%zu loss %.4f tok/s %.0f gnorm %.3f lr %.2e eta %s",
                 static_cast<long>(epoch), static_cast<long>(last_epoch_), step, steps, loss,
                 tokens_per_second, grad_norm, lr, format_duration(eta).c_str());
-  std::printf("\r%s\033[K", line);  // back to the line's start, then clear what is left of it
+  return line;
+}
+
+void ProgressLine::show(int64_t epoch, size_t step, size_t steps, double loss,
+                        double tokens_per_second, double grad_norm, double lr) const {
+  if (!enabled_) return;
+  // Back to the line's start, then clear what is left of it.
+  std::printf("\r%s\033[K",
+              text(epoch, step, steps, loss, tokens_per_second, grad_norm, lr).c_str());
   std::fflush(stdout);
 }
 
@@ -90,50 +132,104 @@ std::string epoch_line(const EpochMetrics& m, bool has_validation) {
 }
 
 void append_metrics_line(const std::string& path, const EpochMetrics& m) {
-  nlohmann::json j = {{"epoch", m.epoch},
-                      {"steps", m.steps},
-                      {"train_loss", m.train_loss},
-                      {"valid_loss", m.valid_loss},
-                      {"valid_bleu", m.valid_bleu},
-                      {"valid_exact", m.valid_exact},
-                      {"seconds", m.seconds},
-                      {"tokens_per_second", m.tokens_per_second},
-                      {"lr", m.lr},
-                      {"grad_norm", m.grad_norm}};
+  nlohmann::json j = {{"epoch", m.epoch}, {"steps", m.steps}, {"train_loss", m.train_loss}};
+  if (m.validated) {
+    j["valid_loss"] = m.valid_loss;
+    j["valid_bleu"] = m.valid_bleu;
+    j["valid_exact"] = m.valid_exact;
+  }
+  j.update({{"seconds", m.seconds},
+            {"tokens_per_second", m.tokens_per_second},
+            {"lr", m.lr},
+            {"grad_norm", m.grad_norm}});
+  if (m.early_stop) j["early_stop"] = true;
   durable_write(path, existing_text(path) + j.dump() + "\n", "metrics");
 }
 
-void truncate_metrics(const std::string& path, int64_t last_epoch) {
+namespace {
+
+// One line of metrics.jsonl; `where` ("path:line") names it in errors.
+EpochMetrics parse_metrics_line(std::string_view line, const std::string& where) {
+  EpochMetrics m;
+  try {
+    nlohmann::json j = nlohmann::json::parse(line);
+    m.epoch = j.at("epoch").get<int64_t>();
+    m.steps = j.at("steps").get<int64_t>();
+    // A diverged loss is written as null.
+    auto number = [&](const char* name) {
+      return j.contains(name) && j[name].is_number() ? j[name].get<double>() : 0.0;
+    };
+    m.train_loss = number("train_loss");
+    // Only a line with a validation has valid_ fields (before that rule, every line had them).
+    m.validated = j.contains("valid_loss");
+    m.valid_loss = number("valid_loss");
+    m.valid_bleu = number("valid_bleu");
+    m.valid_exact = number("valid_exact");
+    m.seconds = number("seconds");
+    m.tokens_per_second = number("tokens_per_second");
+    m.lr = number("lr");
+    m.grad_norm = number("grad_norm");
+    m.early_stop = j.value("early_stop", false);
+  } catch (const nlohmann::json::exception& e) {
+    KILN_FAIL(where, ": not a metrics line with integers \"epoch\" and \"steps\" (", e.what(),
+              "); fix or remove the file to resume");
+  }
+  return m;
+}
+
+}  // namespace
+
+std::vector<EpochMetrics> read_metrics(const std::string& path) {
+  std::vector<EpochMetrics> lines;
+  const std::string text = existing_text(path);  // the lines point into it
+  int64_t line_number = 0;
+  for (std::string_view line : data::split_lines(text)) {
+    ++line_number;
+    lines.push_back(parse_metrics_line(line, path + ":" + std::to_string(line_number)));
+  }
+  return lines;
+}
+
+void truncate_metrics(const std::string& path, int64_t last_step) {
   std::string text = existing_text(path), kept;
   if (text.empty()) return;
   int64_t line_number = 0;
   for (std::string_view line : data::split_lines(text)) {
     ++line_number;
-    int64_t epoch = 0;
-    try {
-      nlohmann::json j = nlohmann::json::parse(line);
-      epoch = j.at("epoch").get<int64_t>();
-    } catch (const nlohmann::json::exception& e) {
-      KILN_FAIL(path, ":", line_number, ": not a metrics line with an integer \"epoch\" (",
-                e.what(), "); fix or remove the file to resume");
-    }
-    if (epoch <= last_epoch) kept.append(line).append("\n");
+    EpochMetrics m = parse_metrics_line(line, path + ":" + std::to_string(line_number));
+    if (m.steps <= last_step) kept.append(line).append("\n");
   }
   if (kept != text) durable_write(path, kept, "metrics");
 }
 
+namespace {
+
+// About `count` round tick values covering [0, max]: steps of 1, 2 or 5 times a power of ten.
+double tick_step(double max, int count) {
+  double raw = max / count, power = std::pow(10.0, std::floor(std::log10(raw)));
+  for (double m : {1.0, 2.0, 5.0}) {
+    if (m * power >= raw) return m * power;
+  }
+  return 10 * power;
+}
+
+}  // namespace
+
 void write_loss_svg(const std::string& path, const std::vector<EpochMetrics>& history) {
   if (history.empty()) return;
   const double width = 640, height = 360, left = 60, right = 20, top = 20, bottom = 50;
-  double max_loss = 0;
-  for (const EpochMetrics& m : history) max_loss = std::max({max_loss, m.train_loss, m.valid_loss});
-  if (max_loss <= 0) max_loss = 1;
-  double last_epoch = static_cast<double>(history.back().epoch),
-         first_epoch = static_cast<double>(history.front().epoch);
-  auto x = [&](double epoch) {
-    double t = last_epoch > first_epoch ? (epoch - first_epoch) / (last_epoch - first_epoch) : 0.5;
-    return left + t * (width - left - right);
-  };
+  double max_loss = 0, max_step = 1;
+  bool any_valid = false;
+  for (const EpochMetrics& m : history) {
+    max_loss = std::max({max_loss, m.train_loss, m.validated ? m.valid_loss : 0.0});
+    max_step = std::max(max_step, static_cast<double>(m.steps));
+    any_valid = any_valid || m.validated;
+  }
+  if (!(max_loss > 0) || !std::isfinite(max_loss)) max_loss = 1;
+  double y_tick = tick_step(max_loss, 5), x_tick = tick_step(max_step, 6);
+  max_loss = std::ceil(max_loss / y_tick) * y_tick;  // the axis ends on a tick
+  max_step = std::ceil(max_step / x_tick) * x_tick;
+  auto x = [&](double step) { return left + step / max_step * (width - left - right); };
   auto y = [&](double loss) { return top + (1 - loss / max_loss) * (height - top - bottom); };
   std::ostringstream svg;
   svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
@@ -142,28 +238,35 @@ void write_loss_svg(const std::string& path, const std::vector<EpochMetrics>& hi
       << "<line x1=\"" << left << "\" y1=\"" << height - bottom << "\" x2=\"" << width - right
       << "\" y2=\"" << height - bottom << "\" stroke=\"black\"/>\n<line x1=\"" << left << "\" y1=\""
       << top << "\" x2=\"" << left << "\" y2=\"" << height - bottom << "\" stroke=\"black\"/>\n";
-  svg << "<text x=\"" << width / 2 << "\" y=\"" << height - 15
-      << "\" text-anchor=\"middle\">epoch</text>\n"
-      << "<text x=\"" << left - 8 << "\" y=\"" << top + 4 << "\" text-anchor=\"end\">" << max_loss
-      << "</text>\n"
-      << "<text x=\"" << left - 8 << "\" y=\"" << height - bottom
-      << "\" text-anchor=\"end\">0</text>\n"
-      << "<text x=\"" << left << "\" y=\"" << height - bottom + 16 << "\">" << first_epoch
-      << "</text>\n"
-      << "<text x=\"" << width - right << "\" y=\"" << height - bottom + 16
-      << "\" text-anchor=\"end\">" << last_epoch << "</text>\n";
-  auto line = [&](auto value, const char* color, const char* label, double label_y) {
+  // Ticks with their values; the small epsilon keeps the last tick despite rounding.
+  for (double v = 0; v <= max_step * (1 + 1e-9); v += x_tick) {
+    svg << "<line x1=\"" << x(v) << "\" y1=\"" << height - bottom << "\" x2=\"" << x(v)
+        << "\" y2=\"" << height - bottom + 5 << "\" stroke=\"black\"/>\n<text x=\"" << x(v)
+        << "\" y=\"" << height - bottom + 18 << "\" text-anchor=\"middle\">" << v << "</text>\n";
+  }
+  for (double v = 0; v <= max_loss * (1 + 1e-9); v += y_tick) {
+    svg << "<line x1=\"" << left - 5 << "\" y1=\"" << y(v) << "\" x2=\"" << left << "\" y2=\""
+        << y(v) << "\" stroke=\"black\"/>\n<text x=\"" << left - 8 << "\" y=\"" << y(v) + 4
+        << "\" text-anchor=\"end\">" << v << "</text>\n";
+  }
+  svg << "<text x=\"" << (left + width - right) / 2 << "\" y=\"" << height - 12
+      << "\" text-anchor=\"middle\">step</text>\n"
+      << "<text transform=\"translate(14," << (top + height - bottom) / 2
+      << ") rotate(-90)\" text-anchor=\"middle\">loss / token</text>\n";
+  auto line = [&](auto value, bool valid, const char* color, const char* label, double label_y) {
     svg << "<polyline fill=\"none\" stroke=\"" << color << "\" stroke-width=\"2\" points=\"";
     for (const EpochMetrics& m : history) {
-      svg << x(static_cast<double>(m.epoch)) << "," << y(value(m)) << " ";
+      if (!valid || m.validated)
+        svg << x(static_cast<double>(m.steps)) << "," << y(value(m)) << " ";
     }
     svg << "\"/>\n<text x=\"" << width - right - 120 << "\" y=\"" << label_y << "\" fill=\""
         << color << "\">" << label << "</text>\n";
   };
-  line([](const EpochMetrics& m) { return m.train_loss; }, "#1f77b4", "train loss / token",
+  line([](const EpochMetrics& m) { return m.train_loss; }, false, "#1f77b4", "train (epoch mean)",
        top + 14);
-  line([](const EpochMetrics& m) { return m.valid_loss; }, "#d62728", "valid loss / token",
-       top + 30);
+  if (any_valid) {
+    line([](const EpochMetrics& m) { return m.valid_loss; }, true, "#d62728", "valid", top + 30);
+  }
   svg << "</svg>\n";
   durable_write(path, svg.str(), "write_loss_svg");
 }

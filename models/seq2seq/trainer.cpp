@@ -63,7 +63,7 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// What the epoch loop works on, set up by train().
+// What the loop works on, set up by train().
 struct Run {
   const TrainOptions& o;
   const Device& device;
@@ -72,6 +72,10 @@ struct Run {
   nn::Optimizer& opt;
   const nn::LrSchedule& schedule;
   const Log& log;
+  const std::string& out_dir;
+  const ProgressLine& progress;
+  bool live_progress;       // the in-place line on a terminal; else a log line every log_every
+  Clock::time_point start;  // of this process's training, for --max-time
 };
 
 // The weights, optimizer state and random generator of a checkpoint, so that the run continues
@@ -88,58 +92,45 @@ struct StepResult {
   double loss = 0, grad_norm = 0;
 };
 
-StepResult train_step(const Run& r, const data::Batch& b) {
+StepResult train_step(const Run& r, const std::vector<const data::Batch*>& group) {
   r.opt.set_lr(r.schedule.lr_at(r.opt.step_count() + 1));
   r.opt.zero_grad();
-  Tensor logits = r.model.decode_teacher(r.model.encode(b.source, b.source_lengths), b.target_in,
-                                         r.o.teacher_forcing);
-  Tensor loss = r.model.loss(logits, b.target_out, b.target_mask, r.o.label_smoothing);
-  backward(loss);
+  double loss = accumulate_gradients(r.model, group, r.o.label_smoothing, r.o.teacher_forcing);
   Tensor norm = r.o.clip > 0 ? nn::clip_grad_norm(r.model.parameters(), r.o.clip) : Tensor();
   // Read now: the host decides whether this step is taken.
   double norm_value = norm.defined() ? norm.item() : 0.0;
   if (norm.defined() && !std::isfinite(norm_value)) return {false, 0, norm_value};
   r.opt.step();
-  return {true, loss.item(), norm_value};  // the loss feeds the progress line and epoch mean
+  return {true, loss, norm_value};
 }
 
-// One pass over the training pairs, in a fresh order; fills the training half of the metrics.
-EpochMetrics train_epoch(const Run& r, int64_t epoch, const ProgressLine& progress) {
-  r.model.train();
+// The batches of one epoch, in their order: a function of the seed and the epoch alone, so a run
+// resumed inside the epoch makes the same ones and continues with the batch after its checkpoint.
+std::vector<data::Batch> epoch_batches(const Run& r, int64_t epoch) {
   data::BatchOptions batching;
   batching.batch_size = r.o.batch_size;
   batching.num_steps = r.o.num_steps;
   batching.seed = r.o.seed * 1000003 + static_cast<uint64_t>(epoch);  // reproducible per epoch
-  std::vector<data::Batch> batches = data::make_batches(r.p.train, batching, r.device);
+  return data::make_batches(r.p.train, batching, r.device);
+}
+
+bool has_validation(const Run& r) { return !r.p.split.valid.empty(); }
+
+// The training half of a metrics line: the epoch's figures so far.
+EpochMetrics epoch_so_far(const Run& r, int64_t epoch, const TrainState& state, double grad_norm) {
   EpochMetrics m;
   m.epoch = epoch;
-  auto start = Clock::now();
-  double loss_sum = 0;
-  int64_t tokens = 0;
-  for (size_t i = 0; i < batches.size(); ++i) {
-    StepResult step = train_step(r, batches[i]);
-    if (!step.taken) {
-      r.log("epoch " + std::to_string(epoch) + " step " + std::to_string(i + 1) +
-            ": non-finite gradient norm, step skipped");
-      continue;
-    }
-    loss_sum += step.loss * batches[i].num_target_tokens;
-    tokens += batches[i].num_target_tokens;
-    m.grad_norm = step.grad_norm;
-    progress.show(epoch, i + 1, batches.size(), loss_sum / tokens,
-                  tokens / std::max(seconds_since(start), 1e-9), step.grad_norm, r.opt.lr());
-  }
-  progress.finish_epoch();
-  m.steps = r.opt.step_count();
-  m.seconds = seconds_since(start);
-  m.train_loss = tokens ? loss_sum / tokens : 0;
-  m.tokens_per_second = tokens / std::max(m.seconds, 1e-9);
+  m.steps = state.steps;
+  m.seconds = state.epoch_seconds;
+  m.train_loss = state.epoch_tokens ? state.epoch_loss_sum / state.epoch_tokens : 0;
+  m.tokens_per_second = state.epoch_tokens / std::max(m.seconds, 1e-9);
   m.lr = r.opt.lr();
+  m.grad_norm = grad_norm;
   return m;
 }
 
 // Validation: loss by teacher forcing, BLEU and exact match of greedy translations of the first
-// bleu_sentences pairs.
+// bleu_sentences pairs (all with -1). Leaves the model in eval mode.
 void validate(const Run& r, EpochMetrics& m) {
   r.model.eval();
   const std::vector<data::SentencePair>& valid = r.p.split.valid;
@@ -153,7 +144,8 @@ void validate(const Run& r, EpochMetrics& m) {
                r.o,
                r.device};
   m.valid_loss = t.mean_nll(valid);
-  int64_t n = std::min<int64_t>(r.o.bleu_sentences, static_cast<int64_t>(valid.size()));
+  int64_t n = static_cast<int64_t>(valid.size());
+  if (r.o.bleu_sentences >= 0) n = std::min(n, r.o.bleu_sentences);
   std::vector<std::string> sources, references, hypotheses;
   for (int64_t k = 0; k < n; ++k) {
     sources.push_back(valid[k].source);
@@ -162,42 +154,228 @@ void validate(const Run& r, EpochMetrics& m) {
   for (const auto& h : t.translate(sources)) hypotheses.push_back(t.to_text(h[0]));
   m.valid_bleu = metrics::corpus_bleu(hypotheses, references);
   m.valid_exact = metrics::exact_match(hypotheses, references);
+  m.validated = true;
 }
 
-// After an epoch: metrics.jsonl, loss.svg, out_dir/best when validation improved (every epoch
-// without a validation split), out_dir/last. `state` carries the best loss across epochs.
-void save_epoch(const Run& r, const std::string& out_dir, const std::vector<EpochMetrics>& history,
-                TrainState& state) {
-  const EpochMetrics& m = history.back();
-  append_metrics_line(out_dir + "/metrics.jsonl", m);
-  write_loss_svg(out_dir + "/loss.svg", history);
-  bool best = r.p.split.valid.empty() || m.valid_loss < state.best_valid_loss;
-  if (best) state.best_valid_loss = m.valid_loss;
-  state.epoch = m.epoch;
-  state.steps = r.opt.step_count();
-  state.train_loss = m.train_loss;
-  state.valid_loss = m.valid_loss;
+// A checkpoint of where the run stands now.
+void save_to(const Run& r, const std::string& dir, TrainState& state) {
   state.rng_seed = default_generator().seed();
   state.rng_offset = default_generator().offset();
-  // best/ before last/: last/ is the epoch's commit point. A crash between the two resumes
-  // from the previous last/, whose best loss is the previous one, so the redone epoch saves
-  // best/ again.
-  if (best) save_checkpoint(out_dir + "/best", r.o, r.model, r.opt, r.p, state);
-  save_checkpoint(out_dir + "/last", r.o, r.model, r.opt, r.p, state);
+  save_checkpoint(dir, r.o, r.model, r.opt, r.p, state);
 }
 
-// The options and state of the checkpoint a run resumes from; only the number of epochs may grow.
-std::pair<TrainOptions, TrainState> read_resume(const std::string& dir,
-                                                const TrainOptions& options) {
-  TrainOptions o = load_checkpoint_options(dir, "resume");
-  o.epochs = std::max(options.epochs, o.epochs);
+// The step-<N> folders in out_dir, by step.
+std::vector<std::pair<int64_t, std::string>> step_folders(const std::string& out_dir) {
+  std::vector<std::pair<int64_t, std::string>> found;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(out_dir, ec)) {
+    std::string name = entry.path().filename().string();
+    if (name.rfind("step-", 0) != 0 || name.size() == 5 ||
+        name.find_first_not_of("0123456789", 5) != std::string::npos) {
+      continue;
+    }
+    found.emplace_back(std::stoll(name.substr(5)), entry.path().string());
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
+// last/, the commit point resume continues from; before it, with keep_checkpoints K, step-<N>,
+// and afterwards the step folders beyond the newest K go. (A kill while one is being removed
+// leaves part of an old folder, which the next save removes.)
+void save_last(const Run& r, TrainState& state) {
+  if (r.o.keep_checkpoints > 0) {
+    save_to(r, r.out_dir + "/step-" + std::to_string(state.steps), state);
+  }
+  save_to(r, r.out_dir + "/last", state);
+  auto folders = step_folders(r.out_dir);
+  for (size_t k = 0; k + r.o.keep_checkpoints < folders.size(); ++k) {
+    std::filesystem::remove_all(folders[k].second);
+  }
+}
+
+// After a validation: whether it is the best so far by early_stop_metric; counts the validations
+// without improvement for --patience.
+bool record_validation(const Run& r, const EpochMetrics& m, TrainState& state) {
+  bool better = r.o.early_stop_metric == "bleu" ? m.valid_bleu > state.best_valid_bleu
+                                                : m.valid_loss < state.best_valid_loss;
+  state.best_valid_loss = std::min(state.best_valid_loss, m.valid_loss);
+  state.best_valid_bleu = std::max(state.best_valid_bleu, m.valid_bleu);
+  if (better) {
+    state.bad_validations = 0;
+    state.best_step = state.steps;
+  } else {
+    ++state.bad_validations;
+  }
+  return better;
+}
+
+// A line of metrics.jsonl, the loss curve of the whole run, and best/ when `m` is the best
+// validation (every epoch end without validation data). True when early stopping triggers.
+bool report(const Run& r, EpochMetrics& m, TrainState& state, std::vector<EpochMetrics>& history) {
+  bool best = !m.validated || record_validation(r, m, state);
+  m.early_stop = m.validated && r.o.patience > 0 && state.bad_validations >= r.o.patience;
+  state.train_loss = m.train_loss;
+  state.valid_loss = m.valid_loss;
+  append_metrics_line(r.out_dir + "/metrics.jsonl", m);
+  write_loss_svg(r.out_dir + "/loss.svg", read_metrics(r.out_dir + "/metrics.jsonl"));
+  history.push_back(m);
+  if (m.early_stop) {
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "early stopping at step %ld (epoch %ld): valid %s did not improve for %ld "
+                  "validations; best/ holds step %ld",
+                  static_cast<long>(state.steps), static_cast<long>(m.epoch),
+                  r.o.early_stop_metric == "bleu" ? "BLEU" : "loss",
+                  static_cast<long>(state.bad_validations), static_cast<long>(state.best_step));
+    r.log(line);
+  }
+  // best/ before last/: last/ is the commit point. A crash between the two resumes from the
+  // previous last/, whose best is the previous one, so the redone validation saves best/ again.
+  if (best) save_to(r, r.out_dir + "/best", state);
+  return m.early_stop;
+}
+
+// --max-steps and --max-time: "" to go on, else why the run stops now.
+std::string limit_reached(const Run& r, const TrainState& state) {
+  if (r.o.max_steps > 0 && state.steps >= r.o.max_steps) {
+    return "--max-steps " + std::to_string(r.o.max_steps) + " reached";
+  }
+  if (r.o.max_time > 0 && seconds_since(r.start) >= r.o.max_time) {
+    return "--max-time " + format_duration(r.o.max_time) + " reached";
+  }
+  return "";
+}
+
+// Trains epoch `epoch` from the batch `state` stands at (0, or where a checkpoint inside the
+// epoch stopped), validating and saving at the steps the options say. At the epoch's end,
+// validates and saves. True when the run must stop (a limit, or early stopping), after saving.
+bool train_epoch(const Run& r, int64_t epoch, TrainState& state,
+                 std::vector<EpochMetrics>& history) {
+  r.model.train();
+  std::vector<data::Batch> batches = epoch_batches(r, epoch);
+  const size_t n = batches.size();
+  // The epoch's clock goes on from where the checkpoint left it.
+  auto epoch_start = Clock::now() - std::chrono::duration_cast<Clock::duration>(
+                                        std::chrono::duration<double>(state.epoch_seconds));
+  double grad_norm = 0;
+  std::string stop;
+  for (size_t i = static_cast<size_t>(state.epoch_batches); i < n;) {
+    size_t end = std::min(n, i + static_cast<size_t>(r.o.accum_steps));
+    std::vector<const data::Batch*> group;
+    int64_t tokens = 0;
+    for (size_t k = i; k < end; ++k) {
+      group.push_back(&batches[k]);
+      tokens += batches[k].num_target_tokens;
+    }
+    StepResult step = train_step(r, group);
+    ++state.steps;
+    state.epoch_batches = static_cast<int64_t>(end);
+    i = end;
+    if (step.taken) {
+      state.epoch_loss_sum += step.loss * tokens;
+      state.epoch_tokens += tokens;
+      grad_norm = step.grad_norm;
+    } else {
+      r.log("epoch " + std::to_string(epoch) + " step " + std::to_string(state.steps) +
+            ": non-finite gradient norm, step skipped");
+    }
+    state.epoch_seconds = seconds_since(epoch_start);
+    double loss = state.epoch_tokens ? state.epoch_loss_sum / state.epoch_tokens : 0;
+    double speed = state.epoch_tokens / std::max(state.epoch_seconds, 1e-9);
+    r.progress.show(epoch, end, n, loss, speed, grad_norm, r.opt.lr());
+    if (!r.live_progress && !r.o.quiet && state.steps % r.o.log_every == 0) {
+      r.log(r.progress.text(epoch, end, n, loss, speed, grad_norm, r.opt.lr()));
+    }
+    if (end == n) break;  // the epoch's end, below
+    stop = limit_reached(r, state);
+    bool early = false;
+    if (r.o.valid_every > 0 && state.steps % r.o.valid_every == 0 && has_validation(r)) {
+      EpochMetrics m = epoch_so_far(r, epoch, state, grad_norm);
+      validate(r, m);
+      r.model.train();
+      r.log("step " + std::to_string(state.steps) + ": " + epoch_line(m, true));
+      early = report(r, m, state, history);
+    }
+    if (!stop.empty() || early || (r.o.save_every > 0 && state.steps % r.o.save_every == 0)) {
+      save_last(r, state);
+    }
+    if (early) return true;
+    if (!stop.empty()) {
+      r.log("stopping at step " + std::to_string(state.steps) + " (epoch " + std::to_string(epoch) +
+            ", batch " + std::to_string(end) + "/" + std::to_string(n) + "): " + stop +
+            "; last/ saved, --resume continues from it");
+      history.push_back(epoch_so_far(r, epoch, state, grad_norm));
+      return true;
+    }
+  }
+  r.progress.finish_epoch();
+  EpochMetrics m = epoch_so_far(r, epoch, state, grad_norm);
+  validate(r, m);
+  r.log(epoch_line(m, has_validation(r)));
+  state.epoch = epoch;
+  state.epoch_batches = 0;
+  state.epoch_tokens = 0;
+  state.epoch_loss_sum = 0;
+  state.epoch_seconds = 0;
+  bool early = report(r, m, state, history);
+  save_last(r, state);
+  stop = limit_reached(r, state);
+  if (!stop.empty()) {
+    r.log("stopping at step " + std::to_string(state.steps) + " (end of epoch " +
+          std::to_string(epoch) + "): " + stop + "; last/ saved, --resume continues from it");
+  }
+  return early || !stop.empty();
+}
+
+// Why a resumed run has nothing left to do ("" when it has).
+std::string nothing_left(const TrainOptions& o, const TrainState& s, const std::string& from) {
+  if (s.epoch >= o.epochs) {
+    return "the run in " + from + " is already complete at epoch " + std::to_string(s.epoch) +
+           "; give --epochs above " + std::to_string(s.epoch) + " to train further";
+  }
+  if (o.max_steps > 0 && s.steps >= o.max_steps) {
+    return "the run in " + from + " stopped at step " + std::to_string(s.steps) +
+           ", its --max-steps; give a larger --max-steps to train further";
+  }
+  if (o.patience > 0 && s.bad_validations >= o.patience) {
+    return "the run in " + from + " stopped early at step " + std::to_string(s.steps) +
+           " (no improvement for " + std::to_string(s.bad_validations) +
+           " validations); give a larger --patience, or 0, to train further";
+  }
+  return "";
+}
+
+// The options and state of the checkpoint a run resumes from (resume_options()).
+std::pair<TrainOptions, TrainState> read_resume(const std::string& dir, const TrainOptions& options,
+                                                const std::vector<std::string>& flags_given) {
+  TrainOptions o = resume_options(load_checkpoint_options(dir, "resume"), options, flags_given);
+  o.validate();
   return {o, load_train_state(dir)};
 }
 
 }  // namespace
 
+double accumulate_gradients(const Seq2Seq& model, const std::vector<const data::Batch*>& batches,
+                            double label_smoothing, double teacher_forcing) {
+  int64_t total = 0;
+  for (const data::Batch* b : batches) total += b->num_target_tokens;
+  double mean = 0;
+  for (const data::Batch* b : batches) {
+    Tensor logits = model.decode_teacher(model.encode(b->source, b->source_lengths), b->target_in,
+                                         teacher_forcing);
+    Tensor loss = model.loss(logits, b->target_out, b->target_mask, label_smoothing);
+    double share = static_cast<double>(b->num_target_tokens) / std::max<int64_t>(total, 1);
+    backward(loss * share);
+    // Read once per batch: it feeds the progress line and the epoch's mean.
+    mean += loss.item() * share;
+  }
+  return mean;
+}
+
 std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& out_dir,
-                                const std::string& resume_dir, const Log& log_in, bool overwrite) {
+                                const std::string& resume_dir, const Log& log_in, bool overwrite,
+                                const std::vector<std::string>& flags_given) {
   Log log = [&](const std::string& line) {
     if (log_in) log_in(line);
   };
@@ -206,18 +384,14 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
   if (!resume_dir.empty()) {
     KILN_CHECK(!overwrite, "train: --overwrite replaces the run in --out and cannot be combined ",
                "with --resume ", resume_dir);
-    std::tie(o, resumed) = read_resume(checkpoint_folder(resume_dir), options);
-    if (resumed->epoch >= o.epochs) {
+    std::tie(o, resumed) = read_resume(checkpoint_folder(resume_dir), options, flags_given);
+    std::string why = nothing_left(o, *resumed, resume_dir);
+    if (!why.empty()) {
       std::error_code ec;  // an existing --out still gets what a crash left there cleaned up
       if (std::filesystem::is_directory(out_dir, ec)) RunFolder(out_dir, OutMode::resume);
-      log("nothing to train: the run in " + resume_dir + " is already complete at epoch " +
-          std::to_string(resumed->epoch) + "; give --epochs above " +
-          std::to_string(resumed->epoch) + " to train further");
+      log("nothing to train: " + why);
       return {};
     }
-  } else if (o.epochs == 0) {
-    log("nothing to train: --epochs 0");
-    return {};
   }
   o.validate();
   RunFolder folder(out_dir, !resume_dir.empty() ? OutMode::resume
@@ -226,12 +400,22 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
   std::string from;  // the checkpoint, read again now that no other run can be writing it
   if (!resume_dir.empty()) {
     from = checkpoint_folder(resume_dir);
-    std::tie(o, resumed) = read_resume(from, options);
+    std::tie(o, resumed) = read_resume(from, options, flags_given);
   }
   Device device = Device::parse(o.device);
   manual_seed(o.seed);
   Prepared p = prepare(o, out_dir, from, log);
   log(data_line(p));
+  std::vector<std::string> keep_tokenizers = o.tokenizer == "sentencepiece"
+                                                 ? std::vector<std::string>{"tokenizers"}
+                                                 : std::vector<std::string>{};
+  if (!resumed && o.epochs == 0) {  // data and vocabularies only
+    if (overwrite) folder.clear_previous_run(keep_tokenizers);
+    save_vocabularies(out_dir + "/vocab", o, p);
+    log("--epochs 0: data and vocabularies prepared in " + out_dir +
+        "/vocab (config.json, source_vocab.txt, target_vocab.txt); nothing trained");
+    return {};
+  }
 
   manual_seed(o.seed);  // the same initial weights whatever the data loading drew
   Seq2Seq model(o.model);
@@ -241,27 +425,30 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
   if (resumed) {
     state = *resumed;
     restore(from, state, model, *opt);
-    log("resuming from " + resume_dir + " after epoch " + std::to_string(state.epoch));
-    truncate_metrics(out_dir + "/metrics.jsonl", state.epoch);
+    log("resuming from " + resume_dir + " at step " + std::to_string(state.steps) + ", epoch " +
+        std::to_string(state.epoch + 1) +
+        (state.epoch_batches ? " batch " + std::to_string(state.epoch_batches + 1)
+                             : std::string(" start")));
+    truncate_metrics(out_dir + "/metrics.jsonl", state.steps);
+    // Step folders past the checkpoint belong to the run that went on from it before.
+    for (const auto& [step, dir] : step_folders(out_dir)) {
+      if (step > state.steps) std::filesystem::remove_all(dir);
+    }
   }
   log(model_line(o.model, model.num_parameters(), device));
-  if (overwrite) {
-    folder.clear_previous_run(o.tokenizer == "sentencepiece"
-                                  ? std::vector<std::string>{"tokenizers"}
-                                  : std::vector<std::string>{});
-  }
+  if (overwrite) folder.clear_previous_run(keep_tokenizers);
 
   int64_t batches_per_epoch =
       (static_cast<int64_t>(p.train.size()) + o.batch_size - 1) / o.batch_size;
-  auto schedule = make_schedule(o, batches_per_epoch * o.epochs);
-  Run run{o, device, p, model, *opt, *schedule, log};
-  ProgressLine progress(isatty(fileno(stdout)) && !o.quiet, state.epoch + 1, o.epochs);
+  int64_t total_steps = (batches_per_epoch + o.accum_steps - 1) / o.accum_steps * o.epochs;
+  if (o.max_steps > 0) total_steps = std::min(total_steps, o.max_steps);
+  auto schedule = make_schedule(o, total_steps);
+  bool live = isatty(fileno(stdout)) && !o.quiet;
+  ProgressLine progress(live, state.epoch + 1, o.epochs);
+  Run run{o, device, p, model, *opt, *schedule, log, out_dir, progress, live, Clock::now()};
   std::vector<EpochMetrics> history;
   for (int64_t epoch = state.epoch + 1; epoch <= o.epochs; ++epoch) {
-    history.push_back(train_epoch(run, epoch, progress));
-    validate(run, history.back());
-    log(epoch_line(history.back(), !p.split.valid.empty()));
-    save_epoch(run, out_dir, history, state);
+    if (train_epoch(run, epoch, state, history)) break;
   }
   return history;
 }
