@@ -1,0 +1,410 @@
+// The training loop in steps (trainer.h), mostly through the kiln binary on a tiny generated task:
+//  - a run killed right after each save of last/ (inside epochs and at their ends) and resumed
+//    writes the same metrics.jsonl, bit for bit on the CPU, as an uninterrupted run;
+//  - step folders, --max-steps and --max-time, early stopping, progress lines into a file,
+//    --resume with changed flags (applied or refused), --epochs 0, loss.svg across a resume;
+//  - gradient accumulation: 4 batches summed equal one batch of the 4 together.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "cli_util.h"
+#include "models/data/batching.h"
+#include "models/data/vocab.h"
+#include "models/seq2seq/checkpoint.h"
+#include "models/seq2seq/model.h"
+#include "models/seq2seq/options.h"
+#include "models/seq2seq/report.h"
+#include "models/seq2seq/trainer.h"
+#include "test_util.h"
+
+namespace kiln {
+namespace {
+
+namespace fs = std::filesystem;
+
+// On tmpfs where there is one (fsync to a disk would only cost time; see test_run_folder.cpp).
+fs::path temp_dir(const std::string& name) {
+  fs::path root =
+      ::access("/dev/shm", W_OK) == 0 ? fs::path("/dev/shm") : fs::temp_directory_path();
+  fs::path dir = root / ("kiln_trainer_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+std::string read(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// The kiln binary with `args`; output into `log`; `env` ("NAME=value") set for it alone.
+int kiln(const std::string& args, const fs::path& log, const std::string& env = "") {
+  std::string name = env.substr(0, env.find('='));
+  if (!env.empty()) ::setenv(name.c_str(), env.substr(env.find('=') + 1).c_str(), 1);
+  int code = testing::run_kiln(args, log.string());
+  if (!env.empty()) ::unsetenv(name.c_str());
+  return code;
+}
+
+// 52 training pairs in batches of 12: 5 batches an epoch; dropout, so resume must restore the
+// random generator. Validation every 3 steps and at each epoch's end, last/ saved every 2 steps.
+std::string tiny(const fs::path& out, int epochs) {
+  return "train --task reverse --task-size 60 --seed 3 --valid-pairs 8 --batch 12 --hidden 8 "
+         "--embed 4 --layers 2 --dropout 0.1 --attention bahdanau --quiet --save-every 2 "
+         "--valid-every 3 --keep-checkpoints 2 --epochs " +
+         std::to_string(epochs) + " --out " + out.string();
+}
+
+// `args` with the option `flag` set to `value`: its old value, if any, removed.
+std::string with(std::string args, const std::string& flag, const std::string& value) {
+  size_t at = args.find(" " + flag + " ");
+  if (at != std::string::npos) {
+    size_t end = args.find(' ', at + flag.size() + 2);  // after the old value
+    args.erase(at, (end == std::string::npos ? args.size() : end) - at);
+  }
+  return args + " " + flag + " " + value;
+}
+
+// Everything of metrics.jsonl but the times, which differ between runs.
+std::vector<std::string> metrics_without_times(const fs::path& file) {
+  std::vector<std::string> lines;
+  for (const seq2seq::EpochMetrics& m : seq2seq::read_metrics(file.string())) {
+    std::ostringstream line;
+    line.precision(17);
+    line << m.epoch << " " << m.steps << " " << m.train_loss << " " << m.validated << " "
+         << m.valid_loss << " " << m.valid_bleu << " " << m.lr << " " << m.grad_norm;
+    lines.push_back(line.str());
+  }
+  return lines;
+}
+
+seq2seq::TrainState state_of(const fs::path& checkpoint) {
+  return seq2seq::load_train_state(seq2seq::checkpoint_folder(checkpoint.string()));
+}
+
+TEST(Trainer, KilledAfterAnySaveResumesWithTheSameLosses) {
+  fs::path dir = temp_dir("kill"), out = dir / "out", log = dir / "log.txt";
+  ASSERT_EQ(kiln(tiny(out, 2), log, "KILN_DURABLE_STEP_LOG=" + (dir / "steps.txt").string()), 0)
+      << read(log);
+  const std::vector<std::string> reference = metrics_without_times(out / "metrics.jsonl");
+  // Validations at steps 3, 6, 9 and the epoch ends 5 and 10.
+  ASSERT_EQ(reference.size(), 5u);
+  std::vector<int64_t> steps;
+  for (const seq2seq::EpochMetrics& m : seq2seq::read_metrics((out / "metrics.jsonl").string()))
+    steps.push_back(m.steps);
+  EXPECT_EQ(steps, (std::vector<int64_t>{3, 5, 6, 9, 10}));
+  EXPECT_EQ(state_of(out / "last").steps, 10);
+  EXPECT_EQ(state_of(out / "last").epoch_batches, 0);
+  EXPECT_TRUE(fs::exists(out / "step-8") && fs::exists(out / "step-10"));
+  EXPECT_FALSE(fs::exists(out / "step-6"));  // beyond --keep-checkpoints 2
+
+  // Kill right after each commit of last/ (the durable step after its folder exchange).
+  std::vector<size_t> commits;
+  std::istringstream step_log(read(dir / "steps.txt"));
+  size_t n = 0;
+  for (std::string line; std::getline(step_log, line);) {
+    ++n;
+    // The swap that puts last/ in place: an exchange, or the rename of the first one.
+    for (const char* what : {" exchange ", " rename "})
+      if (line.substr(line.find(' ')) == what + (out / "last").string()) commits.push_back(n);
+  }
+  ASSERT_EQ(commits.size(), 6u);  // steps 2, 4, 5 (epoch end), 6, 8, 10 (epoch end)
+  commits.pop_back();             // after the last one there is nothing left to resume
+  for (size_t commit : commits) {
+    SCOPED_TRACE("killed after durable step " + std::to_string(commit));
+    fs::remove_all(out);
+    int code = kiln(tiny(out, 2), log, "KILN_CRASH_AT_DURABLE_STEP=" + std::to_string(commit + 1));
+    EXPECT_TRUE(code == -1 || code == 128 + 9) << code << "\n" << read(log);  // SIGKILL
+    int64_t at = state_of(out / "last").steps;
+    ASSERT_EQ(kiln(tiny(out, 2) + " --resume " + (out / "last").string(), log), 0) << read(log);
+    EXPECT_CONTAINS(read(log),
+                    "resuming from " + (out / "last").string() + " at step " + std::to_string(at));
+    EXPECT_EQ(metrics_without_times(out / "metrics.jsonl"), reference);
+    EXPECT_EQ(state_of(out / "last").steps, 10);
+    EXPECT_TRUE(fs::exists(out / "step-8") && fs::exists(out / "step-10"));
+    if (::testing::Test::HasFailure()) break;
+  }
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, MaxStepsStopsInsideAnEpochAndResumeGoesOn) {
+  fs::path dir = temp_dir("max_steps"), out = dir / "out", log = dir / "log.txt";
+  ASSERT_EQ(kiln(with(tiny(out, 2), "--max-steps", "7"), log), 0) << read(log);
+  EXPECT_CONTAINS(read(log), "stopping at step 7 (epoch 2, batch 2/5): --max-steps 7 reached");
+  EXPECT_EQ(state_of(out / "last").steps, 7);
+  EXPECT_EQ(state_of(out / "last").epoch, 1);
+  EXPECT_EQ(state_of(out / "last").epoch_batches, 2);
+  ASSERT_TRUE(fs::exists(out / "step-7"));
+  // The same limit again: nothing to do. Without it (0: none) the run goes on to its end.
+  std::string resume = " --resume " + (out / "last").string();
+  ASSERT_EQ(kiln(with(tiny(out, 2), "--max-steps", "7") + resume, log), 0) << read(log);
+  EXPECT_CONTAINS(read(log), "stopped at step 7, its --max-steps; give a larger --max-steps");
+  ASSERT_EQ(kiln(with(tiny(out, 2), "--max-steps", "0") + resume, log), 0) << read(log);
+  EXPECT_EQ(state_of(out / "last").steps, 10);
+
+  // --max-time: a limit every step exceeds stops after the first, saved.
+  fs::path timed = dir / "timed";
+  ASSERT_EQ(kiln(tiny(timed, 2) + " --max-time 0.000001s", log), 0) << read(log);
+  EXPECT_CONTAINS(read(log), "stopping at step 1 (epoch 1, batch 1/5): --max-time");
+  EXPECT_EQ(state_of(timed / "last").steps, 1);
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, DurationsOfMaxTime) {
+  EXPECT_EQ(seq2seq::parse_duration("90", "--max-time"), 90);
+  EXPECT_EQ(seq2seq::parse_duration("45m", "--max-time"), 2700);
+  EXPECT_EQ(seq2seq::parse_duration("1h30m", "--max-time"), 5400);
+  EXPECT_EQ(seq2seq::parse_duration("1m30s", "--max-time"), 90);
+  EXPECT_EQ(seq2seq::parse_duration("1.5h", "--max-time"), 5400);
+  for (const char* bad : {"", "h", "1x", "1h30", "-5", "1hm"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_THROW(seq2seq::parse_duration(bad, "--max-time"), Error);
+  }
+  fs::path dir = temp_dir("duration"), log = dir / "log.txt";
+  EXPECT_EQ(kiln(tiny(dir / "out", 1) + " --max-time 1x", log), 1);
+  EXPECT_CONTAINS(read(log), "--max-time: '1x': unknown unit 'x' (h, m or s)");
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, EarlyStoppingTriggersAndIsReported) {
+  fs::path dir = temp_dir("early"), out = dir / "out", log = dir / "log.txt";
+  // A model of 8 units translates nothing right in a few steps: its BLEU stays 0, so the second
+  // validation is one without improvement, and --patience 1 stops the run there.
+  std::string args = with(tiny(out, 20), "--valid-every", "1");
+  ASSERT_EQ(kiln(args + " --patience 1 --early-stop-metric bleu", log), 0) << read(log);
+  EXPECT_CONTAINS(read(log),
+                  "early stopping at step 2 (epoch 1): valid BLEU did not improve for 1 "
+                  "validations; best/ holds step 1");
+  std::vector<seq2seq::EpochMetrics> lines =
+      seq2seq::read_metrics((out / "metrics.jsonl").string());
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_FALSE(lines[0].early_stop);
+  EXPECT_TRUE(lines[1].early_stop);
+  EXPECT_EQ(state_of(out / "best").steps, 1);
+  EXPECT_EQ(state_of(out / "last").steps, 2);
+  std::string resume = " --resume " + (out / "last").string();
+  ASSERT_EQ(kiln(args + resume, log), 0) << read(log);
+  EXPECT_CONTAINS(read(log), "stopped early at step 2 (no improvement for 1 validations)");
+  // A larger patience goes on (and stops again, later).
+  ASSERT_EQ(kiln(args + " --patience 3" + resume, log), 0) << read(log);
+  EXPECT_CONTAINS(read(log), "early stopping at step 4");
+
+  // By validation loss: best/ is the step of the lowest one.
+  fs::path by_loss = dir / "loss";
+  ASSERT_EQ(kiln(with(tiny(by_loss, 3), "--valid-every", "1") + " --patience 2", log), 0)
+      << read(log);
+  lines = seq2seq::read_metrics((by_loss / "metrics.jsonl").string());
+  const seq2seq::EpochMetrics* best = &lines[0];
+  for (const seq2seq::EpochMetrics& m : lines)
+    if (m.valid_loss < best->valid_loss) best = &m;
+  EXPECT_EQ(state_of(by_loss / "best").steps, best->steps);
+  EXPECT_EQ(state_of(by_loss / "best").valid_loss, best->valid_loss);
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, ProgressLinesWhenStdoutIsAFile) {
+  fs::path dir = temp_dir("progress"), out = dir / "out", log = dir / "log.txt";
+  std::string args = tiny(out, 1);
+  args.replace(args.find(" --quiet"), 8, " --log-every 2");
+  ASSERT_EQ(kiln(args, log), 0) << read(log);
+  std::string text = read(log);
+  EXPECT_CONTAINS(text, "epoch 1/1 step 2/5 loss ");
+  EXPECT_CONTAINS(text, "epoch 1/1 step 4/5 loss ");
+  EXPECT_EQ(text.find("step 3/5 loss"), std::string::npos) << text;
+  EXPECT_EQ(text.find('\r'), std::string::npos);  // no terminal control in a file
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, ResumeAppliesOrRefusesChangedFlags) {
+  fs::path dir = temp_dir("flags"), out = dir / "out", log = dir / "log.txt";
+  ASSERT_EQ(kiln(with(tiny(out, 1), "--max-steps", "3"), log), 0) << read(log);
+  std::string resume = " --resume " + (out / "last").string();
+  // Refused: the flag, both values, and nothing written.
+  struct Refusal {
+    const char *flag, *value, *message;
+  };
+  for (const Refusal& r : {
+           Refusal{"--hidden", "16",
+                   "--hidden cannot change on --resume: the checkpoint has 8, "
+                   "the command line 16"},
+           Refusal{"--batch", "20",
+                   "--batch cannot change on --resume: the checkpoint has 12, the "
+                   "command line 20"},
+           Refusal{"--seed", "4", "--seed cannot change on --resume: the checkpoint has 3"},
+           Refusal{"--cell", "lstm",
+                   "--cell cannot change on --resume: the checkpoint has \"gru\", "
+                   "the command line \"lstm\""},
+           Refusal{"--task-size", "61", "--task-size cannot change on --resume"},
+           Refusal{"--accum-steps", "2", "--accum-steps cannot change on --resume"},
+       }) {
+    SCOPED_TRACE(r.flag);
+    EXPECT_EQ(kiln(with(tiny(out, 1), r.flag, r.value) + resume, log), 1) << read(log);
+    EXPECT_CONTAINS(read(log), r.message);
+    EXPECT_EQ(read(log).find("data:"), std::string::npos);  // refused before any work
+  }
+  EXPECT_EQ(
+      kiln(tiny(out, 1) + " --config " + (out / "last" / "config.json").string() + resume, log), 1);
+  EXPECT_CONTAINS(read(log), "--config cannot be given with --resume");
+  // Applied: the new values are in the resumed run's checkpoint.
+  ASSERT_EQ(
+      kiln(tiny(out, 2) + " --lr 0.01 --max-steps 6 --patience 4 --log-every 7" + resume, log), 0)
+      << read(log);
+  seq2seq::TrainOptions o = seq2seq::load_checkpoint_options((out / "last").string(), "test");
+  EXPECT_EQ(o.lr, 0.01);
+  EXPECT_EQ(o.epochs, 2);
+  EXPECT_EQ(o.max_steps, 6);
+  EXPECT_EQ(o.patience, 4);
+  EXPECT_EQ(o.log_every, 7);
+  EXPECT_EQ(state_of(out / "last").steps, 6);
+  // Left out: the checkpoint's (epochs 2, max-steps 6: nothing left).
+  ASSERT_EQ(kiln("train --resume " + (out / "last").string() + " --out " + out.string(), log), 0)
+      << read(log);
+  EXPECT_CONTAINS(read(log), "stopped at step 6, its --max-steps");
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, EpochsZeroPreparesDataAndVocabularies) {
+  fs::path dir = temp_dir("zero"), out = dir / "out", log = dir / "log.txt";
+  ASSERT_EQ(kiln(tiny(out, 0), log), 0) << read(log);
+  EXPECT_CONTAINS(read(log), "data: 52 train / 8 valid / 0 test pairs");
+  EXPECT_CONTAINS(read(log), "--epochs 0: data and vocabularies prepared in " + out.string() +
+                                 "/vocab (config.json, source_vocab.txt, target_vocab.txt)");
+  for (const char* file : {"config.json", "source_vocab.txt", "target_vocab.txt"})
+    EXPECT_TRUE(fs::exists(out / "vocab" / file)) << file;
+  EXPECT_FALSE(fs::exists(out / "last"));
+  seq2seq::TrainOptions o = seq2seq::load_checkpoint_options((out / "vocab").string(), "test");
+  EXPECT_EQ(
+      o.model.source_vocab,
+      static_cast<int64_t>(data::Vocab::load((out / "vocab/source_vocab.txt").string()).size()));
+  // Again into the same folder: refused as any fresh run over an old one, unless --overwrite.
+  EXPECT_EQ(kiln(tiny(out, 0), log), 1);
+  EXPECT_EQ(kiln(tiny(out, 0) + " --overwrite", log), 0) << read(log);
+  fs::remove_all(dir);
+}
+
+// The <path points="..."> of the polyline whose stroke is `color`, as "x,y" pairs.
+std::vector<std::string> polyline(const std::string& svg, const std::string& color) {
+  size_t at = svg.find("stroke=\"" + color + "\"");
+  if (at == std::string::npos) return {};
+  size_t begin = svg.find("points=\"", at) + 8;
+  std::istringstream points(svg.substr(begin, svg.find('"', begin) - begin));
+  std::vector<std::string> pairs;
+  for (std::string p; points >> p;) pairs.push_back(p);
+  return pairs;
+}
+
+TEST(Trainer, LossSvgCoversTheWholeRunAcrossResumes) {
+  fs::path dir = temp_dir("svg"), out = dir / "out", log = dir / "log.txt";
+  ASSERT_EQ(kiln(tiny(out, 1), log), 0) << read(log);
+  ASSERT_EQ(kiln(tiny(out, 2) + " --resume " + (out / "last").string(), log), 0) << read(log);
+  std::string svg = read(out / "loss.svg");
+  EXPECT_EQ(polyline(svg, "#1f77b4").size(), 5u);  // every line of metrics.jsonl, both runs
+  EXPECT_EQ(polyline(svg, "#d62728").size(), 5u);
+  EXPECT_CONTAINS(svg, ">step</text>");
+  EXPECT_CONTAINS(svg, ">10</text>");  // the last tick of the step axis
+
+  // Without validation data, no valid line at all.
+  fs::path none = dir / "none";
+  std::string args = tiny(none, 2);
+  args.replace(args.find("--valid-pairs 8"), 15, "--train-pairs 60");
+  ASSERT_EQ(kiln(args, log), 0) << read(log);
+  svg = read(none / "loss.svg");
+  EXPECT_EQ(polyline(svg, "#1f77b4").size(), 2u);  // the two epoch ends
+  EXPECT_TRUE(polyline(svg, "#d62728").empty());
+  EXPECT_EQ(svg.find(">valid<"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+// One update from 4 batches accumulated equals one from a batch of the 4 together: the same
+// gradients and, after an Adam step, the same parameters, within float rounding (the sums run in
+// another order: 1e-6 absolute + 1e-4 relative; the test prints the largest difference).
+TEST(Trainer, AccumulatingFourBatchesEqualsOneBatchOfTheFour) {
+  std::vector<data::EncodedPair> pairs;
+  for (int64_t i = 0; i < 24; ++i) {
+    data::EncodedPair p;
+    for (int64_t k = 0; k < 2 + i % 5; ++k) p.source.push_back(4 + (i * 7 + k * 3) % 9);
+    for (int64_t k = 0; k < 1 + (i * i) % 7; ++k) p.target.push_back(4 + (i * 5 + k) % 11);
+    pairs.push_back(p);
+  }
+  data::BatchOptions split;
+  split.batch_size = 6;
+  split.bucket_by_length = false;
+  split.shuffle = false;
+  data::BatchOptions joined = split;
+  joined.batch_size = 24;
+  std::vector<data::Batch> four = data::make_batches(pairs, split),
+                           one = data::make_batches(pairs, joined);
+  ASSERT_EQ(four.size(), 4u);
+  ASSERT_EQ(one.size(), 1u);
+  // Batches of different token counts, so the weighting matters.
+  EXPECT_NE(four[0].num_target_tokens, four[1].num_target_tokens);
+
+  seq2seq::ModelConfig config;
+  config.source_vocab = 13;
+  config.target_vocab = 15;
+  config.embed_size = 6;
+  config.hidden_size = 8;
+  config.num_layers = 2;
+  config.attention = seq2seq::Attention::bahdanau;
+  config.dropout = 0;  // draws differ between the split and the joined batches
+  auto run = [&](const std::vector<data::Batch>& batches, double& loss) {
+    manual_seed(5);
+    auto model = std::make_unique<seq2seq::Seq2Seq>(config);
+    model->train();
+    std::vector<const data::Batch*> group;
+    for (const data::Batch& b : batches) group.push_back(&b);
+    loss = seq2seq::accumulate_gradients(*model, group, 0.1, 1.0);
+    return model;
+  };
+  double loss_four = 0, loss_one = 0;
+  auto a = run(four, loss_four), b = run(one, loss_one);
+  EXPECT_NEAR(loss_four, loss_one, 1e-6 * loss_one);
+  std::vector<Tensor> pa = a->parameters(), pb = b->parameters();
+  float max_difference = 0;
+  ASSERT_EQ(pa.size(), pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) {
+    SCOPED_TRACE("parameter " + std::to_string(i));
+    ASSERT_TRUE(pa[i].grad().defined());
+    EXPECT_TRUE(testing::all_close(pa[i].grad(), pb[i].grad(), 1e-6, 1e-4));
+    std::vector<float> ga = pa[i].grad().to_vector<float>(), gb = pb[i].grad().to_vector<float>();
+    for (size_t k = 0; k < ga.size(); ++k)
+      max_difference = std::max(max_difference, std::fabs(ga[k] - gb[k]));
+  }
+  std::printf("largest gradient difference: %.3g\n", max_difference);
+  nn::Adam adam_a(pa, nn::AdamOptions{0.01, 0.9, 0.999, 1e-8, 0}),
+      adam_b(pb, nn::AdamOptions{0.01, 0.9, 0.999, 1e-8, 0});
+  adam_a.step();
+  adam_b.step();
+  for (size_t i = 0; i < pa.size(); ++i) {
+    SCOPED_TRACE("parameter " + std::to_string(i));
+    EXPECT_TRUE(testing::all_close(pa[i], pb[i], 1e-6, 1e-4));
+  }
+}
+
+TEST(Trainer, OldConfigAndStateFilesKeepTheirMeaning) {
+  // A config.json and a state.json from before steps: the new fields take their defaults.
+  seq2seq::TrainOptions o = seq2seq::TrainOptions::from_json(R"({"task": "reverse"})", "old");
+  EXPECT_EQ(o.save_every, 0);
+  EXPECT_EQ(o.accum_steps, 1);
+  EXPECT_EQ(o.patience, 0);
+  EXPECT_EQ(o.bleu_sentences, -1);
+  seq2seq::TrainState s = seq2seq::parse_train_state(
+      R"({"epoch": 3, "steps": 30, "rng_seed": 1, "rng_offset": 99, "best_valid_loss": 2.5})",
+      "old/state.json");
+  EXPECT_EQ(s.epoch, 3);
+  EXPECT_EQ(s.epoch_batches, 0);
+  EXPECT_EQ(s.bad_validations, 0);
+  EXPECT_EQ(s.best_valid_loss, 2.5);
+}
+
+}  // namespace
+}  // namespace kiln
