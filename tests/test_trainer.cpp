@@ -213,13 +213,14 @@ TEST(Trainer, EarlyStoppingTriggersAndIsReported) {
 
 TEST(Trainer, ProgressLinesWhenStdoutIsAFile) {
   fs::path dir = temp_dir("progress"), out = dir / "out", log = dir / "log.txt";
-  std::string args = tiny(out, 1);
+  std::string args = tiny(out, 2);
   args.replace(args.find(" --quiet"), 8, " --log-every 2");
   ASSERT_EQ(kiln(args, log), 0) << read(log);
   std::string text = read(log);
-  EXPECT_CONTAINS(text, "epoch 1/1 step 2/5 loss ");
-  EXPECT_CONTAINS(text, "epoch 1/1 step 4/5 loss ");
-  EXPECT_EQ(text.find("step 3/5 loss"), std::string::npos) << text;
+  EXPECT_CONTAINS(text, "epoch 1/2 batch 2/5 step 2 loss ");
+  EXPECT_CONTAINS(text, "epoch 1/2 batch 4/5 step 4 loss ");
+  EXPECT_CONTAINS(text, "epoch 2/2 batch 1/5 step 6 loss ");  // steps count across epochs
+  EXPECT_EQ(text.find("step 3 loss"), std::string::npos) << text;
   EXPECT_EQ(text.find('\r'), std::string::npos);  // no terminal control in a file
   fs::remove_all(dir);
 }

@@ -89,25 +89,28 @@ double parse_duration(const std::string& text, const char* what) {
 ProgressLine::ProgressLine(bool enabled, int64_t first_epoch, int64_t last_epoch)
     : enabled_(enabled), first_epoch_(first_epoch), last_epoch_(last_epoch) {}
 
-std::string ProgressLine::text(int64_t epoch, size_t step, size_t steps, double loss,
-                               double tokens_per_second, double grad_norm, double lr) const {
-  double done = (epoch - first_epoch_) + double(step) / steps;  // epochs done, fractional
+std::string ProgressLine::text(int64_t epoch, size_t batch, size_t batches, int64_t step,
+                               double loss, double tokens_per_second, double grad_norm,
+                               double lr) const {
+  double done = (epoch - first_epoch_) + double(batch) / batches;  // epochs done, fractional
   double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
   double eta = elapsed / done * (last_epoch_ - first_epoch_ + 1 - done);
   char line[256];
   std::snprintf(line, sizeof line,
-                "epoch %ld/%ld step %zu/%zu loss %.4f tok/s %.0f gnorm %.3f lr %.2e eta %s",
-                static_cast<long>(epoch), static_cast<long>(last_epoch_), step, steps, loss,
-                tokens_per_second, grad_norm, lr, format_duration(eta).c_str());
+                "epoch %ld/%ld batch %zu/%zu step %ld loss %.4f tok/s %.0f gnorm %.3f lr %.2e "
+                "eta %s",
+                static_cast<long>(epoch), static_cast<long>(last_epoch_), batch, batches,
+                static_cast<long>(step), loss, tokens_per_second, grad_norm, lr,
+                format_duration(eta).c_str());
   return line;
 }
 
-void ProgressLine::show(int64_t epoch, size_t step, size_t steps, double loss,
+void ProgressLine::show(int64_t epoch, size_t batch, size_t batches, int64_t step, double loss,
                         double tokens_per_second, double grad_norm, double lr) const {
   if (!enabled_) return;
   // Back to the line's start, then clear what is left of it.
   std::printf("\r%s\033[K",
-              text(epoch, step, steps, loss, tokens_per_second, grad_norm, lr).c_str());
+              text(epoch, batch, batches, step, loss, tokens_per_second, grad_norm, lr).c_str());
   std::fflush(stdout);
 }
 

@@ -41,15 +41,15 @@ double parse_duration(const std::string& text, const char* what);
 class ProgressLine {
  public:
   ProgressLine(bool enabled, int64_t first_epoch, int64_t last_epoch);
-  // After step `step` (1-based) of `steps` in `epoch`: the epoch's mean loss so far, its
-  // throughput, the last gradient norm and learning rate.
-  void show(int64_t epoch, size_t step, size_t steps, double loss, double tokens_per_second,
-            double grad_norm, double lr) const;
+  // After batch `batch` (1-based) of `batches` in `epoch`, step `step` of the run: the epoch's
+  // mean loss so far, its throughput, the last gradient norm and learning rate.
+  void show(int64_t epoch, size_t batch, size_t batches, int64_t step, double loss,
+            double tokens_per_second, double grad_norm, double lr) const;
   // Ends the epoch's line.
   void finish_epoch() const;
   // The line show() writes, for a log (no terminal control characters).
-  std::string text(int64_t epoch, size_t step, size_t steps, double loss, double tokens_per_second,
-                   double grad_norm, double lr) const;
+  std::string text(int64_t epoch, size_t batch, size_t batches, int64_t step, double loss,
+                   double tokens_per_second, double grad_norm, double lr) const;
 
  private:
   using Clock = std::chrono::steady_clock;

@@ -283,9 +283,9 @@ bool train_epoch(const Run& r, int64_t epoch, TrainState& state,
     state.epoch_seconds = seconds_since(epoch_start);
     double loss = state.epoch_tokens ? state.epoch_loss_sum / state.epoch_tokens : 0;
     double speed = state.epoch_tokens / std::max(state.epoch_seconds, 1e-9);
-    r.progress.show(epoch, end, n, loss, speed, grad_norm, r.opt.lr());
+    r.progress.show(epoch, end, n, state.steps, loss, speed, grad_norm, r.opt.lr());
     if (!r.live_progress && !r.o.quiet && state.steps % r.o.log_every == 0) {
-      r.log(r.progress.text(epoch, end, n, loss, speed, grad_norm, r.opt.lr()));
+      r.log(r.progress.text(epoch, end, n, state.steps, loss, speed, grad_norm, r.opt.lr()));
     }
     if (end == n) break;  // the epoch's end, below
     stop = limit_reached(r, state);
