@@ -242,12 +242,14 @@ void write_loss_svg(const std::string& path, const std::vector<EpochMetrics>& hi
       << "\" y2=\"" << height - bottom << "\" stroke=\"black\"/>\n<line x1=\"" << left << "\" y1=\""
       << top << "\" x2=\"" << left << "\" y2=\"" << height - bottom << "\" stroke=\"black\"/>\n";
   // Ticks with their values; the small epsilon keeps the last tick despite rounding.
-  for (double v = 0; v <= max_step * (1 + 1e-9); v += x_tick) {
+  for (int k = 0; k * x_tick <= max_step * (1 + 1e-9); ++k) {
+    double v = k * x_tick;
     svg << "<line x1=\"" << x(v) << "\" y1=\"" << height - bottom << "\" x2=\"" << x(v)
         << "\" y2=\"" << height - bottom + 5 << "\" stroke=\"black\"/>\n<text x=\"" << x(v)
         << "\" y=\"" << height - bottom + 18 << "\" text-anchor=\"middle\">" << v << "</text>\n";
   }
-  for (double v = 0; v <= max_loss * (1 + 1e-9); v += y_tick) {
+  for (int k = 0; k * y_tick <= max_loss * (1 + 1e-9); ++k) {
+    double v = k * y_tick;
     svg << "<line x1=\"" << left - 5 << "\" y1=\"" << y(v) << "\" x2=\"" << left << "\" y2=\""
         << y(v) << "\" stroke=\"black\"/>\n<text x=\"" << left - 8 << "\" y=\"" << y(v) + 4
         << "\" text-anchor=\"end\">" << v << "</text>\n";
