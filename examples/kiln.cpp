@@ -11,7 +11,6 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
-#include <limits>
 #include <set>
 
 #include "models/data/corpus.h"
@@ -370,7 +369,15 @@ int run_cli(int argc, char** argv) {
   train
       ->add_option("--bleu-sentences", o.bleu_sentences,
                    "validation sentences translated for BLEU per validation (-1: all)")
-      ->check(CLI::Range(int64_t{-1}, std::numeric_limits<int64_t>::max()));
+      ->check(CLI::Validator(
+          [](std::string& value) {
+            try {
+              if (std::stoll(value) >= -1) return std::string();
+            } catch (const std::exception&) {
+            }
+            return "must be -1 (all) or >= 0, got '" + value + "'";
+          },
+          ">= -1"));
   train->add_option("--save-every", o.save_every, "steps between saves of last/ (0: epoch ends)")
       ->check(kNonNegative);
   train
