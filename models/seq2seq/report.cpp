@@ -86,15 +86,21 @@ double parse_duration(const std::string& text, const char* what) {
   return seconds;
 }
 
-ProgressLine::ProgressLine(bool enabled, int64_t first_epoch, int64_t last_epoch)
-    : enabled_(enabled), first_epoch_(first_epoch), last_epoch_(last_epoch) {}
+ProgressLine::ProgressLine(bool enabled, int64_t first_epoch, int64_t last_epoch,
+                           double done_before)
+    : enabled_(enabled),
+      first_epoch_(first_epoch),
+      last_epoch_(last_epoch),
+      done_before_(done_before) {}
 
 std::string ProgressLine::text(int64_t epoch, size_t batch, size_t batches, int64_t step,
                                double loss, double tokens_per_second, double grad_norm,
                                double lr) const {
-  double done = (epoch - first_epoch_) + double(batch) / batches;  // epochs done, fractional
+  // Epochs done by this process, fractional, and what is left.
+  double done = (epoch - first_epoch_) + double(batch) / batches - done_before_;
+  double left = last_epoch_ - first_epoch_ + 1 - done_before_ - done;
   double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
-  double eta = elapsed / done * (last_epoch_ - first_epoch_ + 1 - done);
+  double eta = done > 0 ? elapsed / done * left : 0;
   char line[256];
   std::snprintf(line, sizeof line,
                 "epoch %ld/%ld batch %zu/%zu step %ld loss %.4f tok/s %.0f gnorm %.3f lr %.2e "

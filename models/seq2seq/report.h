@@ -36,11 +36,13 @@ std::string format_duration(double seconds);
 // seconds). Errors name `what` (the flag) and the text.
 double parse_duration(const std::string& text, const char* what);
 
-// The line rewritten in place after every step, on a terminal only (piped output and logs get
-// the epoch lines alone). The ETA extrapolates the run's elapsed time over the epochs left.
+// The progress line: rewritten in place after every step on a terminal (show), or its text as a
+// log line every log_every steps elsewhere (trainer.cpp). The ETA extrapolates this process's
+// elapsed time over the epochs left.
 class ProgressLine {
  public:
-  ProgressLine(bool enabled, int64_t first_epoch, int64_t last_epoch);
+  // `done_before`: the fraction of first_epoch trained before this process (a resume inside it).
+  ProgressLine(bool enabled, int64_t first_epoch, int64_t last_epoch, double done_before = 0);
   // After batch `batch` (1-based) of `batches` in `epoch`, step `step` of the run: the epoch's
   // mean loss so far, its throughput, the last gradient norm and learning rate.
   void show(int64_t epoch, size_t batch, size_t batches, int64_t step, double loss,
@@ -55,6 +57,7 @@ class ProgressLine {
   using Clock = std::chrono::steady_clock;
   bool enabled_;
   int64_t first_epoch_, last_epoch_;
+  double done_before_;
   Clock::time_point start_ = Clock::now();
 };
 

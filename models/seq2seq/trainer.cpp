@@ -444,7 +444,8 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
   if (o.max_steps > 0) total_steps = std::min(total_steps, o.max_steps);
   auto schedule = make_schedule(o, total_steps);
   bool live = isatty(fileno(stdout)) && !o.quiet;
-  ProgressLine progress(live, state.epoch + 1, o.epochs);
+  ProgressLine progress(live, state.epoch + 1, o.epochs,
+                        double(state.epoch_batches) / std::max<int64_t>(batches_per_epoch, 1));
   Run run{o, device, p, model, *opt, *schedule, log, out_dir, progress, live, Clock::now()};
   std::vector<EpochMetrics> history;
   for (int64_t epoch = state.epoch + 1; epoch <= o.epochs; ++epoch) {
