@@ -406,6 +406,10 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
   manual_seed(o.seed);
   Prepared p = prepare(o, out_dir, from, log);
   log(data_line(p));
+  if (o.patience > 0 && p.split.valid.empty()) {
+    log("warning: no validation pairs, so --patience " + std::to_string(o.patience) +
+        " never stops the run");
+  }
   std::vector<std::string> keep_tokenizers = o.tokenizer == "sentencepiece"
                                                  ? std::vector<std::string>{"tokenizers"}
                                                  : std::vector<std::string>{};
