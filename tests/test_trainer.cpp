@@ -159,6 +159,26 @@ TEST(Trainer, MaxStepsStopsInsideAnEpochAndResumeGoesOn) {
   fs::remove_all(dir);
 }
 
+// With --accum-steps 2 an epoch of 5 batches is 3 steps (2, 2, 1 batches); a stop inside it and
+// a resume give the uninterrupted run's metrics.
+TEST(Trainer, AccumulatedStepsResumeInsideAnEpoch) {
+  fs::path dir = temp_dir("accum"), log = dir / "log.txt";
+  std::string args = with(with(tiny(dir / "full", 2), "--accum-steps", "2"), "--valid-every", "2");
+  ASSERT_EQ(kiln(args, log), 0) << read(log);
+  EXPECT_EQ(state_of(dir / "full" / "last").steps, 6);
+  std::vector<std::string> reference = metrics_without_times(dir / "full" / "metrics.jsonl");
+  ASSERT_EQ(reference.size(), 4u);  // steps 2, 3 (end), 4, 6 (end)
+
+  fs::path out = dir / "split";
+  args = with(with(tiny(out, 2), "--accum-steps", "2"), "--valid-every", "2");
+  ASSERT_EQ(kiln(with(args, "--max-steps", "4"), log), 0) << read(log);
+  EXPECT_EQ(state_of(out / "last").epoch_batches, 2);  // epoch 2, after its first 2 batches
+  ASSERT_EQ(kiln(with(args, "--max-steps", "0") + " --resume " + (out / "last").string(), log), 0)
+      << read(log);
+  EXPECT_EQ(metrics_without_times(out / "metrics.jsonl"), reference);
+  fs::remove_all(dir);
+}
+
 TEST(Trainer, DurationsOfMaxTime) {
   EXPECT_EQ(seq2seq::parse_duration("90", "--max-time"), 90);
   EXPECT_EQ(seq2seq::parse_duration("45m", "--max-time"), 2700);

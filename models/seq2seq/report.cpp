@@ -124,6 +124,12 @@ void ProgressLine::finish_epoch() const {
   if (enabled_) std::printf("\n");
 }
 
+void ProgressLine::clear() const {
+  if (!enabled_) return;
+  std::printf("\r\033[K");
+  std::fflush(stdout);
+}
+
 std::string epoch_line(const EpochMetrics& m, bool has_validation) {
   char line[256];
   if (!has_validation) {

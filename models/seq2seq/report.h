@@ -49,6 +49,8 @@ class ProgressLine {
             double tokens_per_second, double grad_norm, double lr) const;
   // Ends the epoch's line.
   void finish_epoch() const;
+  // Erases the line, so that a log line printed inside the epoch stands alone (show() redraws).
+  void clear() const;
   // The line show() writes, for a log (no terminal control characters).
   std::string text(int64_t epoch, size_t batch, size_t batches, int64_t step, double loss,
                    double tokens_per_second, double grad_norm, double lr) const;

@@ -260,6 +260,10 @@ bool train_epoch(const Run& r, int64_t epoch, TrainState& state,
                                         std::chrono::duration<double>(state.epoch_seconds));
   double grad_norm = 0;
   std::string stop;
+  auto say = [&](const std::string& line) {  // a log line, not mixed into the live line
+    r.progress.clear();
+    r.log(line);
+  };
   for (size_t i = static_cast<size_t>(state.epoch_batches); i < n;) {
     size_t end = std::min(n, i + static_cast<size_t>(r.o.accum_steps));
     std::vector<const data::Batch*> group;
@@ -277,8 +281,8 @@ bool train_epoch(const Run& r, int64_t epoch, TrainState& state,
       state.epoch_tokens += tokens;
       grad_norm = step.grad_norm;
     } else {
-      r.log("epoch " + std::to_string(epoch) + " step " + std::to_string(state.steps) +
-            ": non-finite gradient norm, step skipped");
+      say("epoch " + std::to_string(epoch) + " step " + std::to_string(state.steps) +
+          ": non-finite gradient norm, step skipped");
     }
     state.epoch_seconds = seconds_since(epoch_start);
     double loss = state.epoch_tokens ? state.epoch_loss_sum / state.epoch_tokens : 0;
@@ -294,7 +298,7 @@ bool train_epoch(const Run& r, int64_t epoch, TrainState& state,
       EpochMetrics m = epoch_so_far(r, epoch, state, grad_norm);
       validate(r, m);
       r.model.train();
-      r.log("step " + std::to_string(state.steps) + ": " + epoch_line(m, true));
+      say("step " + std::to_string(state.steps) + ": " + epoch_line(m, true));
       early = report(r, m, state, history);
     }
     if (!stop.empty() || early || (r.o.save_every > 0 && state.steps % r.o.save_every == 0)) {
@@ -302,9 +306,9 @@ bool train_epoch(const Run& r, int64_t epoch, TrainState& state,
     }
     if (early) return true;
     if (!stop.empty()) {
-      r.log("stopping at step " + std::to_string(state.steps) + " (epoch " + std::to_string(epoch) +
-            ", batch " + std::to_string(end) + "/" + std::to_string(n) + "): " + stop +
-            "; last/ saved, --resume continues from it");
+      say("stopping at step " + std::to_string(state.steps) + " (epoch " + std::to_string(epoch) +
+          ", batch " + std::to_string(end) + "/" + std::to_string(n) + "): " + stop +
+          "; last/ saved, --resume continues from it");
       history.push_back(epoch_so_far(r, epoch, state, grad_norm));
       return true;
     }
