@@ -195,6 +195,29 @@ TEST(Trainer, DurationsOfMaxTime) {
   fs::remove_all(dir);
 }
 
+TEST(Trainer, StepFlagsAreRangeChecked) {
+  fs::path dir = temp_dir("flag_ranges"), log = dir / "log.txt";
+  struct Bad {
+    const char *flag, *value, *message;
+  };
+  for (const Bad& b :
+       {Bad{"--accum-steps", "0", "--accum-steps: must be > 0, got '0'"},
+        Bad{"--save-every", "-1", "--save-every: must be >= 0, got '-1'"},
+        Bad{"--valid-every", "-3", "--valid-every: must be >= 0, got '-3'"},
+        Bad{"--keep-checkpoints", "x", "--keep-checkpoints: must be >= 0, got 'x'"},
+        Bad{"--max-steps", "-1", "--max-steps: must be >= 0, got '-1'"},
+        Bad{"--log-every", "0", "--log-every: must be > 0, got '0'"},
+        Bad{"--patience", "-2", "--patience: must be >= 0, got '-2'"},
+        Bad{"--early-stop-metric", "f1", "--early-stop-metric: f1 not in {loss,bleu}"},
+        Bad{"--bleu-sentences", "-2", "--bleu-sentences: must be -1 (all) or >= 0, got '-2'"}}) {
+    SCOPED_TRACE(b.flag);
+    EXPECT_NE(kiln(with(tiny(dir / "out", 1), b.flag, b.value), log), 0);
+    EXPECT_CONTAINS(read(log), b.message);
+  }
+  EXPECT_FALSE(fs::exists(dir / "out"));
+  fs::remove_all(dir);
+}
+
 TEST(Trainer, EarlyStoppingTriggersAndIsReported) {
   fs::path dir = temp_dir("early"), out = dir / "out", log = dir / "log.txt";
   // A model of 8 units translates nothing right in a few steps: its BLEU stays 0, so the second
