@@ -19,6 +19,7 @@
 #include "models/data/tokenizer.h"
 #include "models/metrics.h"
 #include "models/seq2seq/attention_svg.h"
+#include "models/seq2seq/checkpoint.h"
 #include "models/seq2seq/options.h"
 #include "models/seq2seq/prepare.h"
 #include "models/seq2seq/report.h"
@@ -103,7 +104,7 @@ int run_train(const TrainOptions& options, const std::string& out, const std::st
   std::vector<seq2seq::EpochMetrics> history = seq2seq::train(options, out, resume, log, overwrite);
   if (history.empty()) return 0;  // nothing to train, and the log said why
   seq2seq::Translator t = seq2seq::Translator::load(out + "/last", options.device);
-  data::Split split = seq2seq::load_data(t.options, nullptr);
+  data::Split split = seq2seq::load_data(t.options, nullptr, "train", out + "/last");
   if (!t.options.sample_sentences.empty()) {
     std::vector<data::SentencePair> all = split.train;
     all.insert(all.end(), split.valid.begin(), split.valid.end());
@@ -163,20 +164,31 @@ int run_translate(const std::string& checkpoint, const std::string& device, int6
   return 0;
 }
 
+// On the pairs of the data flags, or with `split` ("valid", "test") on the run's own split: its
+// corpus from config.json, a random split from split.json.
 int run_eval(const std::string& checkpoint, const std::string& device, TrainOptions data_options,
-             int64_t beam, int64_t max_source_length, int64_t max_target_length) {
+             const std::string& split, int64_t beam, int64_t max_source_length,
+             int64_t max_target_length) {
   seq2seq::Translator t = seq2seq::Translator::load(checkpoint, device);
   if (max_source_length > 0) t.options.max_source_length = max_source_length;
   if (max_target_length > 0) t.options.max_target_length = max_target_length;
-  data_options.valid_pairs = 0;
-  data_options.test_pairs = 0;
-  data_options.train_pairs = -1;
-  data_options.valid_fraction = 0;
-  std::vector<data::SentencePair> pairs =
-      seq2seq::load_data(
-          data_options, [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); },
-          "eval")
-          .train;
+  auto log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  std::vector<data::SentencePair> pairs;
+  if (split.empty()) {
+    data_options.valid_pairs = 0;
+    data_options.test_pairs = 0;
+    data_options.train_pairs = -1;
+    data_options.valid_fraction = 0;
+    data_options.random_split = false;
+    pairs = seq2seq::load_data(data_options, log, "eval").train;
+  } else {
+    data::Split parts =
+        seq2seq::load_data(t.options, log, "eval", seq2seq::checkpoint_folder(checkpoint));
+    pairs = split == "test" ? parts.test : parts.valid;
+    KILN_CHECK(!pairs.empty(), "eval: the run of ", checkpoint, " has no ", split,
+               " split (it was trained without --split-", split, ", --", split, "-pairs or --data-",
+               split, ")");
+  }
   if (int64_t n = t.count_long_pairs(pairs, data_options.strict_data)) {
     std::fprintf(
         stderr, "kiln: %s\n",
@@ -361,9 +373,29 @@ int run_cli(int argc, char** argv) {
   train->add_option("--min-freq", o.min_freq, "vocabulary: minimum token count");
   train->add_option("--max-vocab", o.max_vocab, "vocabulary: maximum size (-1: no cap)");
   train->add_option("--train-pairs", o.train_pairs,
-                    "first N pairs for training (-1: all but valid/test)");
-  train->add_option("--valid-pairs", o.valid_pairs, "next N pairs for validation");
-  train->add_option("--test-pairs", o.test_pairs, "next N pairs held out for testing");
+                    "consecutive slices: first N pairs for training (-1: all but valid/test)");
+  train->add_option("--valid-pairs", o.valid_pairs,
+                    "consecutive slices: next N pairs for validation");
+  train->add_option("--test-pairs", o.test_pairs,
+                    "consecutive slices: next N pairs held out for testing");
+  train
+      ->add_option("--split-valid", o.split_valid,
+                   "random split: N pairs for validation (default: 5% of the corpus)")
+      ->check(kNonNegative);
+  train->add_option("--split-test", o.split_test, "random split: N pairs held out for testing")
+      ->check(kNonNegative);
+  train->add_option("--split-seed", o.split_seed, "seed of the random split (saved in split.json)");
+  train->add_option("--data-valid", o.data_valid,
+                    "validation pairs from this TSV file instead of a split");
+  train->add_option("--data-test", o.data_test, "test pairs from this TSV file instead of a split");
+  train
+      ->add_option("--max-length", o.max_length,
+                   "drop training pairs with more than N tokens on either side")
+      ->check(kPositive);
+  train
+      ->add_option("--batch-tokens", o.batch_tokens,
+                   "batches of about N target tokens (padding included) instead of --batch pairs")
+      ->check(kPositive);
   train->add_option("--bleu-sentences", o.bleu_sentences,
                     "validation sentences translated for BLEU per epoch");
   train
@@ -429,6 +461,11 @@ int run_cli(int argc, char** argv) {
       app.add_subcommand("eval", "corpus BLEU, exact match and perplexity on a data set");
   eval->add_option("--checkpoint", checkpoint, "checkpoint folder")->required();
   add_data_flags(eval, eval_data);
+  std::string eval_split;
+  eval->add_option("--split", eval_split,
+                   "valid or test: the run's own split, its corpus from the checkpoint (no data "
+                   "flags)")
+      ->check(CLI::IsMember({"valid", "test"}));
   eval->add_option("--beam", beam, "beam width (1: greedy)")->check(kPositive);
   eval->add_option("--max-source-length", max_source_length,
                    "longest source in tokens, longer ones are cut (default: as trained)")
@@ -446,6 +483,16 @@ int run_cli(int argc, char** argv) {
     if (*train) {
       o.model.cell = seq2seq::parse_cell(cell);
       o.model.attention = seq2seq::parse_attention(attention);
+      if (train->count("--split-valid") + train->count("--split-test") +
+          train->count("--split-seed")) {
+        KILN_CHECK(
+            o.train_pairs == -1 && o.valid_pairs == 0 && o.test_pairs == 0 &&
+                o.data_valid.empty() && o.data_test.empty(),
+            "train: --split-valid/--split-test/--split-seed (a seeded random split) cannot ",
+            "be combined with --train-pairs/--valid-pairs/--test-pairs (consecutive slices, ",
+            "also set by the d2l presets) or --data-valid/--data-test");
+        o.random_split = true;  // also over a --config file from before random splits
+      }
       if (resume.empty()) {
         // Validate with placeholder vocab sizes: the real ones come from the data.
         seq2seq::ModelConfig check = o.model;
@@ -462,11 +509,15 @@ int run_cli(int argc, char** argv) {
                            max_source_length, strict_input);
     }
     if (*eval) {
-      KILN_CHECK(
-          !eval_data.data.empty() || !eval_data.task.empty() || !eval_data.data_source.empty(),
-          "eval: give --data, --data-src/--data-tgt or --task");
-      return run_eval(checkpoint, eval->count("--device") ? eval_data.device : "", eval_data, beam,
-                      max_source_length, max_target_length);
+      const bool data_flags =
+          !eval_data.data.empty() || !eval_data.task.empty() || !eval_data.data_source.empty();
+      KILN_CHECK(data_flags || !eval_split.empty(),
+                 "eval: give --data, --data-src/--data-tgt or --task, or --split valid|test");
+      KILN_CHECK(!data_flags || eval_split.empty(), "eval: --split ", eval_split,
+                 " takes the run's own corpus from its config.json; give no --data, "
+                 "--data-src/--data-tgt or --task with it");
+      return run_eval(checkpoint, eval->count("--device") ? eval_data.device : "", eval_data,
+                      eval_split, beam, max_source_length, max_target_length);
     }
   } catch (const kiln::Error& e) {
     std::fprintf(stderr, "kiln: error: %s\n", e.what());

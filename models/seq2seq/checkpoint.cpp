@@ -30,6 +30,14 @@ std::string state_json(const TrainState& s) {
   return j.dump(2);
 }
 
+std::string split_json(const SplitRecord& r) {
+  nlohmann::json j = {{"corpus", r.corpus},    {"bytes", r.bytes},
+                      {"pairs", r.pairs},      {"fingerprint", r.fingerprint},
+                      {"seed", r.seed},        {"valid", r.indices.valid},
+                      {"test", r.indices.test}};
+  return j.dump();  // one line: the index lists are long
+}
+
 // The subword models travel with the checkpoint, so Translator::load needs nothing else.
 void copy_tokenizers(const std::string& from, const std::string& to) {
   for (const char* model : {"/source.spm.model", "/target.spm.model"}) {
@@ -57,6 +65,9 @@ void save_checkpoint(const std::string& dir, const TrainOptions& options, const 
         prepared.source_vocab.save(tmp + "/source_vocab.txt");
         prepared.target_vocab.save(tmp + "/target_vocab.txt");
         if (!prepared.tokenizer_dir.empty()) copy_tokenizers(prepared.tokenizer_dir, tmp);
+        if (prepared.split_record) {
+          durable_write(tmp + "/split.json", split_json(*prepared.split_record), op);
+        }
         durable_write(tmp + "/state.json", state_json(state), op);
       },
       op);
@@ -89,6 +100,28 @@ TrainState parse_train_state(const std::string& text, const std::string& path) {
   s.best_valid_loss = r.number("best_valid_loss", s.best_valid_loss);
   s.rng_seed = r.unsigned_integer("rng_seed");
   s.rng_offset = r.unsigned_integer("rng_offset");
+  r.reject_unknown_fields();
+  return s;
+}
+
+SplitRecord load_checkpoint_split(const std::string& dir, const char* op) {
+  std::string path = dir + "/split.json";
+  KILN_CHECK(fs::exists(path), op, ": ", path, " is missing: the run split its corpus at random ",
+             "and the checkpoint no longer says how");
+  return parse_split_record(data::read_text_file(op, path), path);
+}
+
+SplitRecord parse_split_record(const std::string& text, const std::string& path) {
+  JsonReader r(text, path);
+  SplitRecord s;
+  s.corpus = r.string("corpus");
+  s.bytes = r.integer("bytes", std::nullopt, 0);
+  s.pairs = r.integer("pairs", std::nullopt, 0);
+  s.fingerprint = r.string("fingerprint");
+  s.seed = r.unsigned_integer("seed");
+  // Indices are checked against the corpus by data::apply_split.
+  s.indices.valid = r.integers("valid", 0, s.pairs - 1);
+  s.indices.test = r.integers("test", 0, s.pairs - 1);
   r.reject_unknown_fields();
   return s;
 }

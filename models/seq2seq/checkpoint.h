@@ -1,10 +1,10 @@
 // Checkpoint folders (DESIGN.md): model.safetensors (PyTorch names and layouts), config.json,
-// source_vocab.txt / target_vocab.txt, the SentencePiece models when subwords are used, and
-// optimizer.safetensors and state.json for resume. A folder is written whole into `<dir>.tmp`,
-// every file fsynced, then swapped in (core/durable_file.h, durable_write_folder), so a crash
-// leaves either the previous checkpoint or the new one, never a mix or a half-written file. This
-// file is the one that knows the folder's layout: both saving and the loading done by resume and
-// Translator::load.
+// source_vocab.txt / target_vocab.txt, split.json when the run split its corpus at random, the
+// SentencePiece models when subwords are used, and optimizer.safetensors and state.json for resume.
+// A folder is written whole into `<dir>.tmp`, every file fsynced, then swapped in
+// (core/durable_file.h, durable_write_folder), so a crash leaves either the previous checkpoint or
+// the new one, never a mix or a half-written file. This file is the one that knows the folder's
+// layout: both saving and the loading done by resume and Translator::load.
 #pragma once
 
 #include <cstdint>
@@ -43,6 +43,10 @@ TrainOptions load_checkpoint_options(const std::string& dir, const char* op);
 TrainState load_train_state(const std::string& dir);
 // The same on the text of a state.json; `path` names it in errors (fuzz/).
 TrainState parse_train_state(const std::string& text, const std::string& path);
+// split.json, the run's random split (a Prepared::split_record); errors name `op` and the file.
+SplitRecord load_checkpoint_split(const std::string& dir, const char* op);
+// The same on the text of a split.json; `path` names it in errors.
+SplitRecord parse_split_record(const std::string& text, const std::string& path);
 // source_vocab.txt and target_vocab.txt.
 std::pair<data::Vocab, data::Vocab> load_checkpoint_vocabs(const std::string& dir);
 void load_model_weights(const std::string& dir, Seq2Seq& model);

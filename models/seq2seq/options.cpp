@@ -24,6 +24,26 @@ void TrainOptions::validate() const {
   KILN_CHECK(train_pairs >= -1 && valid_pairs >= 0 && test_pairs >= 0,
              "train: train_pairs must be >= -1 (the rest), valid_pairs and test_pairs >= 0, got ",
              train_pairs, ", ", valid_pairs, ", ", test_pairs);
+  KILN_CHECK(split_valid >= -1 && split_test >= 0,
+             "train: split_valid must be >= -1 (-1: valid_fraction) and split_test >= 0, got ",
+             split_valid, " and ", split_test);
+  const bool slices = train_pairs != -1 || valid_pairs != 0 || test_pairs != 0;
+  const bool split_sizes = split_valid != -1 || split_test != 0;
+  const bool split_files = !data_valid.empty() || !data_test.empty();
+  KILN_CHECK(!(split_sizes && slices),
+             "train: --split-valid/--split-test (a seeded random split) cannot be combined with ",
+             "--train-pairs/--valid-pairs/--test-pairs (consecutive slices, also set by the d2l ",
+             "presets); give one or the other");
+  KILN_CHECK(
+      !split_files || !(split_sizes || slices),
+      "train: --data-valid/--data-test (separate files, the corpus all trains) cannot be ",
+      "combined with --split-valid/--split-test or --train-pairs/--valid-pairs/--test-pairs");
+  KILN_CHECK(random_split || !split_sizes,
+             "train: split_valid and split_test need random_split true");
+  KILN_CHECK(max_length == -1 || max_length > 0,
+             "train: max_length must be -1 (no filter) or > 0, got ", max_length);
+  KILN_CHECK(batch_tokens >= 0, "train: batch_tokens must be >= 0 (0: batches of batch_size ",
+             "pairs), got ", batch_tokens);
   KILN_CHECK(valid_fraction >= 0 && valid_fraction < 1,
              "train: valid_fraction must be in [0, 1), got ", valid_fraction);
   KILN_CHECK(min_freq >= 1, "train: min_freq must be >= 1, got ", min_freq);
@@ -77,6 +97,14 @@ std::string TrainOptions::to_json() const {
                       {"valid_pairs", valid_pairs},
                       {"test_pairs", test_pairs},
                       {"valid_fraction", valid_fraction},
+                      {"random_split", random_split},
+                      {"split_valid", split_valid},
+                      {"split_test", split_test},
+                      {"split_seed", split_seed},
+                      {"data_valid", data_valid},
+                      {"data_test", data_test},
+                      {"max_length", max_length},
+                      {"batch_tokens", batch_tokens},
                       {"vocab_from_valid", vocab_from_valid},
                       {"min_freq", min_freq},
                       {"max_vocab", max_vocab},
@@ -123,6 +151,15 @@ TrainOptions TrainOptions::from_json(const std::string& text, const std::string&
   o.valid_pairs = r.integer("valid_pairs", o.valid_pairs);
   o.test_pairs = r.integer("test_pairs", o.test_pairs);
   o.valid_fraction = r.number("valid_fraction", o.valid_fraction);
+  // Absent: a config from before random splits, unless it asks for one by its sizes.
+  o.random_split = r.boolean("random_split", r.has("split_valid") || r.has("split_test"));
+  o.split_valid = r.integer("split_valid", o.split_valid);
+  o.split_test = r.integer("split_test", o.split_test);
+  o.split_seed = r.unsigned_integer("split_seed", o.split_seed);
+  o.data_valid = r.string("data_valid", o.data_valid);
+  o.data_test = r.string("data_test", o.data_test);
+  o.max_length = r.integer("max_length", o.max_length);
+  o.batch_tokens = r.integer("batch_tokens", o.batch_tokens);
   o.vocab_from_valid = r.boolean("vocab_from_valid", o.vocab_from_valid);
   o.min_freq = r.integer("min_freq", o.min_freq);
   o.max_vocab = r.integer("max_vocab", o.max_vocab);

@@ -20,7 +20,8 @@ struct EpochMetrics {
   double lr = 0, grad_norm = 0;
 };
 
-// "data: 6000 train / 500 valid / 1500 test pairs; vocab 14 source, 102 target tokens".
+// "data: 6000 train / 500 valid / 1500 test pairs; vocab 14 source, 102 target tokens", with
+// the pairs --max-length dropped and ", random split (seed S)" when there are any.
 std::string data_line(const Prepared& prepared);
 // "model: gru 1x128, embed 32, attention bahdanau, 223334 parameters, on cpu".
 std::string model_line(const ModelConfig& config, int64_t num_parameters, const Device& device);

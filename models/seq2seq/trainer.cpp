@@ -103,12 +103,19 @@ StepResult train_step(const Run& r, const data::Batch& b) {
   return {true, loss.item(), norm_value};  // the loss feeds the progress line and epoch mean
 }
 
+// How the training pairs are cut into batches (the epoch's seed aside).
+data::BatchOptions batch_options(const TrainOptions& o) {
+  data::BatchOptions batching;
+  batching.batch_size = o.batch_size;
+  batching.num_steps = o.num_steps;
+  batching.batch_tokens = o.batch_tokens;
+  return batching;
+}
+
 // One pass over the training pairs, in a fresh order; fills the training half of the metrics.
 EpochMetrics train_epoch(const Run& r, int64_t epoch, const ProgressLine& progress) {
   r.model.train();
-  data::BatchOptions batching;
-  batching.batch_size = r.o.batch_size;
-  batching.num_steps = r.o.num_steps;
+  data::BatchOptions batching = batch_options(r.o);
   batching.seed = r.o.seed * 1000003 + static_cast<uint64_t>(epoch);  // reproducible per epoch
   std::vector<data::Batch> batches = data::make_batches(r.p.train, batching, r.device);
   EpochMetrics m;
@@ -251,8 +258,9 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
                                   : std::vector<std::string>{});
   }
 
+  // The same every epoch: the epoch's seed only orders the batches.
   int64_t batches_per_epoch =
-      (static_cast<int64_t>(p.train.size()) + o.batch_size - 1) / o.batch_size;
+      static_cast<int64_t>(data::plan_batches(p.train, batch_options(o)).size());
   auto schedule = make_schedule(o, batches_per_epoch * o.epochs);
   Run run{o, device, p, model, *opt, *schedule, log};
   ProgressLine progress(isatty(fileno(stdout)) && !o.quiet, state.epoch + 1, o.epochs);
