@@ -171,9 +171,12 @@ int64_t drop_long_pairs(data::TokenizedPairs& tokens, std::vector<data::Sentence
         static_cast<int64_t>(tokens.target[i].size()) > max_length) {
       continue;
     }
-    tokens.source[kept] = std::move(tokens.source[i]);
-    tokens.target[kept] = std::move(tokens.target[i]);
-    pairs[kept++] = std::move(pairs[i]);
+    if (kept != i) {  // a self-move would empty them
+      tokens.source[kept] = std::move(tokens.source[i]);
+      tokens.target[kept] = std::move(tokens.target[i]);
+      pairs[kept] = std::move(pairs[i]);
+    }
+    ++kept;
   }
   const int64_t dropped = static_cast<int64_t>(pairs.size() - kept);
   tokens.source.resize(kept);
