@@ -397,5 +397,28 @@ TEST(Splits, BadCombinationsAndOldConfigs) {
   fs::remove(log);
 }
 
+TEST(Splits, ACorruptSplitJsonIsAMessage) {
+  const std::string head = R"({"corpus": "c.tsv", "bytes": 10, "pairs": 5, "fingerprint": "ab", )"
+                           R"("seed": 1, )";
+  seq2seq::SplitRecord ok =
+      seq2seq::parse_split_record(head + R"("valid": [4, 0], "test": []})", "s.json");
+  EXPECT_EQ(ok.indices.valid, (std::vector<int64_t>{4, 0}));
+  EXPECT_CONTAINS(error_of([&] {
+                    seq2seq::parse_split_record(head + R"("valid": [1, 5], "test": []})", "s.json");
+                  }),
+                  "s.json: field 'valid' item 2: expected an integer in [0, 4], got 5");
+  EXPECT_CONTAINS(error_of([&] {
+                    seq2seq::parse_split_record(head + R"("valid": [1], "test": 3})", "s.json");
+                  }),
+                  "s.json: field 'test': expected an array of integers, got 3");
+  EXPECT_CONTAINS(error_of([&] {
+                    seq2seq::parse_split_record(head + R"("valid": [1.5], "test": []})", "s.json");
+                  }),
+                  "item 1: expected an integer in [0, 4], got 1.5");
+  EXPECT_CONTAINS(
+      error_of([&] { seq2seq::parse_split_record(head + R"("valid": []})", "s.json"); }),
+      "s.json: missing field 'test'");
+}
+
 }  // namespace
 }  // namespace kiln
