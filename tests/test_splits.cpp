@@ -161,6 +161,32 @@ TEST(Splits, TokenBatchesKeepTheBudgetCoverEveryPairOnceAndAreSeeded) {
                   "drop_last has no remainder batch to drop with batch_tokens");
 }
 
+// The cosine schedule's length is the real number of token batches: half-way through it the rate
+// is exactly half (batch_size's count, ceil(pairs / 32), would be about twice too many steps).
+TEST(Splits, TokenBatchesSetTheScheduleLength) {
+  fs::path dir = temp_dir("splits_schedule");
+  seq2seq::TrainOptions o;
+  o.task = "reverse";
+  o.task_size = 300;
+  o.batch_size = 32;
+  o.batch_tokens = 600;
+  o.schedule = "cosine";
+  o.lr = 0.01;
+  o.epochs = 2;
+  o.model.embed_size = 8;
+  o.model.hidden_size = 8;
+  o.model.num_layers = 1;
+  o.bleu_sentences = 0;
+  o.quiet = true;
+  std::vector<seq2seq::EpochMetrics> history = seq2seq::train(o, dir.string());
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_LT(history[0].steps, (285 + 31) / 32);
+  EXPECT_EQ(history[1].steps, 2 * history[0].steps);
+  EXPECT_NEAR(history[0].lr, 0.005, 1e-12);
+  EXPECT_EQ(history[1].lr, 0.0);
+  fs::remove_all(dir);
+}
+
 TEST(Splits, MaxLengthDropsTheLongPairsAndCountsThem) {
   data::TokenizedPairs tokens;
   std::vector<data::SentencePair> pairs;
