@@ -17,7 +17,7 @@ struct TrainOptions {
   int64_t max_pairs = -1;
   bool strict_data = false;  // a bad corpus line is fatal instead of skipped
   int64_t train_pairs = -1, valid_pairs = 0, test_pairs = 0;  // -1 train: all but valid + test
-  // used when valid_pairs == 0 and test_pairs == 0 and train_pairs == -1
+  // the validation share when no size is given (no slice above, and split_valid == -1)
   double valid_fraction = 0.05;
   // A seeded random split, the default when no consecutive slice above is given: split_valid pairs
   // for validation (-1: valid_fraction of the corpus) and split_test for testing, drawn with
