@@ -391,5 +391,19 @@ TEST(CliEma, DecayOutsideZeroToOneIsRefused) {
   fs::remove_all(dir);
 }
 
+// Checkpoints written before --ema existed: no "ema" in config.json, no "ema_updates" in
+// state.json.
+TEST(CliEma, OldCheckpointFilesLoadWithoutIt) {
+  EXPECT_EQ(seq2seq::TrainOptions::from_json(R"({"task": "reverse"})", "config.json").ema, 0.0);
+  const char* old_state = R"({"epoch": 2, "rng_seed": 1, "rng_offset": 40})";
+  EXPECT_EQ(seq2seq::parse_train_state(old_state, "state.json").ema_updates, 0);
+  EXPECT_CONTAINS(testing::error_of([] {
+                    seq2seq::parse_train_state(
+                        R"({"epoch": 2, "rng_seed": 1, "rng_offset": 40, "ema_updates": -1})",
+                        "state.json");
+                  }),
+                  "ema_updates");
+}
+
 }  // namespace
 }  // namespace kiln
