@@ -3,6 +3,7 @@
 //   kiln train --data fra.txt --preset d2l --out runs/d2l
 //   echo "go ." | kiln translate --checkpoint runs/d2l/best --beam 4
 //   kiln eval --checkpoint runs/numbers/best --task numbers-en
+//   kiln average --checkpoints runs/a/last runs/b/last --out runs/averaged
 // Every flag has --help; a bad flag or value is named in the error and the exit code is non-zero.
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -273,6 +274,18 @@ const CLI::Validator kFinite(
     },
     "finite");
 
+// --ema: a decay strictly between 0 and 1.
+const CLI::Validator kDecay(
+    [](std::string& value) {
+      try {
+        double decay = std::stod(value);
+        if (decay > 0 && decay < 1) return std::string();
+      } catch (const std::exception&) {
+      }
+      return "must be in (0, 1), e.g. 0.999, got '" + value + "'";
+    },
+    "(0, 1)");
+
 void add_data_flags(CLI::App* app, TrainOptions& o) {
   app->add_option("--data", o.data,
                   "sentence pairs, TSV: source<TAB>target[<TAB>...] (Tatoeba/Anki, d2l's fra.txt)");
@@ -355,6 +368,11 @@ int run_cli(int argc, char** argv) {
   train->add_option("--warmup", o.warmup, "warmup steps (inverse-sqrt, cosine)");
   train->add_option("--clip", o.clip, "max global gradient norm (0: off)")->check(kNonNegative);
   train->add_option("--epochs", o.epochs, "epochs")->check(kNonNegative);
+  train
+      ->add_option("--ema", o.ema,
+                   "keep an exponential moving average of the weights with this decay (e.g. "
+                   "0.999): validated, and saved as the checkpoints' model")
+      ->check(kDecay);
   train->add_option("--batch", o.batch_size, "sentence pairs per batch")->check(kPositive);
   train->add_option("--num-steps", o.num_steps,
                     "cut/pad every sequence to this length (-1: per batch)");
@@ -474,6 +492,19 @@ int run_cli(int argc, char** argv) {
                    "longest reference in tokens for the loss (default: as trained)")
       ->check(kPositive);
 
+  std::vector<std::string> average_inputs;
+  std::string average_out;
+  CLI::App* average = app.add_subcommand(
+      "average", "average the weights of checkpoints of one model into a new checkpoint");
+  average
+      ->add_option("--checkpoints", average_inputs,
+                   "two or more checkpoint folders with the same model and vocabularies")
+      ->required();
+  average
+      ->add_option("--out", average_out,
+                   "the new checkpoint (for translate and eval; it cannot be resumed)")
+      ->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -503,6 +534,12 @@ int run_cli(int argc, char** argv) {
       return run_train(o, out, resume, overwrite);
     }
     if (*demo) return run_demo(demo_options, demo_out);
+    if (*average) {
+      int64_t weights = seq2seq::average_checkpoints(average_inputs, average_out);
+      std::printf("averaged %zu checkpoints (%lld weights each) into %s\n", average_inputs.size(),
+                  static_cast<long long>(weights), average_out.c_str());
+      return 0;
+    }
     if (*translate) {
       KILN_CHECK(n_best <= beam, "--n-best ", n_best, " exceeds --beam ", beam);
       return run_translate(checkpoint, device, beam, n_best, length_penalty, attention_svg,

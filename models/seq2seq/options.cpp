@@ -67,6 +67,8 @@ void TrainOptions::validate() const {
              max_source_length, " and ", max_target_length);
   KILN_CHECK(std::isfinite(lr) && lr > 0, "train: lr must be a finite number > 0, got ", lr);
   KILN_CHECK(clip >= 0, "train: clip must be >= 0 (0 disables), got ", clip);
+  KILN_CHECK(ema == 0 || (ema > 0 && ema < 1),
+             "train: ema decay must be in (0, 1), e.g. 0.999 (0: no averaging), got ", ema);
   KILN_CHECK(teacher_forcing >= 0 && teacher_forcing <= 1,
              "train: teacher forcing must be in [0, 1], got ", teacher_forcing);
   KILN_CHECK(label_smoothing >= 0 && label_smoothing < 1,
@@ -125,6 +127,7 @@ std::string TrainOptions::to_json() const {
                       {"label_smoothing", label_smoothing},
                       {"teacher_forcing", teacher_forcing},
                       {"epochs", epochs},
+                      {"ema", ema},
                       {"seed", seed},
                       {"device", device},
                       {"bleu_sentences", bleu_sentences},
@@ -180,6 +183,7 @@ TrainOptions TrainOptions::from_json(const std::string& text, const std::string&
   o.label_smoothing = r.number("label_smoothing", o.label_smoothing);
   o.teacher_forcing = r.number("teacher_forcing", o.teacher_forcing);
   o.epochs = r.integer("epochs", o.epochs);
+  o.ema = r.number("ema", o.ema);
   o.seed = r.unsigned_integer("seed", o.seed);
   o.device = r.string("device", o.device);
   o.bleu_sentences = r.integer("bleu_sentences", o.bleu_sentences);

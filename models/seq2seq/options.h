@@ -45,6 +45,9 @@ struct TrainOptions {
   int64_t warmup = 0, step_size = 1;
   double gamma = 0.5, clip = 1.0, label_smoothing = 0, teacher_forcing = 1.0;
   int64_t epochs = 10;
+  // > 0: decay of the exponential moving average of the weights (nn/averaging.h), which
+  // validation uses and checkpoints save as the model; 0: off
+  double ema = 0;
   uint64_t seed = 1;
   std::string device = "cpu";
   // reporting

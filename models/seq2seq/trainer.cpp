@@ -25,6 +25,7 @@
 #include "models/seq2seq/prepare.h"
 #include "models/seq2seq/run_folder.h"
 #include "models/seq2seq/translator.h"
+#include "nn/averaging.h"
 #include "nn/optim.h"
 
 namespace kiln::seq2seq {
@@ -72,12 +73,18 @@ struct Run {
   nn::Optimizer& opt;
   const nn::LrSchedule& schedule;
   const Log& log;
+  nn::ExponentialMovingAverage* ema = nullptr;  // --ema: the weight average, else null
 };
 
 // The weights, optimizer state and random generator of a checkpoint, so that the run continues
 // with exactly the numbers an uninterrupted one would have drawn.
-void restore(const std::string& dir, const TrainState& state, Seq2Seq& model, nn::Optimizer& opt) {
-  load_model_weights(dir, model);
+void restore(const std::string& dir, const TrainState& state, Seq2Seq& model, nn::Optimizer& opt,
+             nn::ExponentialMovingAverage* ema) {
+  if (ema) {
+    load_ema_weights(dir, model, *ema, state.ema_updates);
+  } else {
+    load_model_weights(dir, model);
+  }
   load_optimizer_state(dir, opt);
   default_generator().manual_seed(state.rng_seed);
   default_generator().set_offset(state.rng_offset);
@@ -100,6 +107,7 @@ StepResult train_step(const Run& r, const data::Batch& b) {
   double norm_value = norm.defined() ? norm.item() : 0.0;
   if (norm.defined() && !std::isfinite(norm_value)) return {false, 0, norm_value};
   r.opt.step();
+  if (r.ema) r.ema->update();
   return {true, loss.item(), norm_value};  // the loss feeds the progress line and epoch mean
 }
 
@@ -148,6 +156,8 @@ EpochMetrics train_epoch(const Run& r, int64_t epoch, const ProgressLine& progre
 // Validation: loss by teacher forcing, BLEU and exact match of greedy translations of the first
 // bleu_sentences pairs.
 void validate(const Run& r, EpochMetrics& m) {
+  std::optional<nn::AveragedWeightsScope> averaged;  // --ema: validate the average
+  if (r.ema) averaged.emplace(*r.ema);
   r.model.eval();
   const std::vector<data::SentencePair>& valid = r.p.split.valid;
   if (valid.empty()) return;
@@ -189,8 +199,8 @@ void save_epoch(const Run& r, const std::string& out_dir, const std::vector<Epoc
   // best/ before last/: last/ is the epoch's commit point. A crash between the two resumes
   // from the previous last/, whose best loss is the previous one, so the redone epoch saves
   // best/ again.
-  if (best) save_checkpoint(out_dir + "/best", r.o, r.model, r.opt, r.p, state);
-  save_checkpoint(out_dir + "/last", r.o, r.model, r.opt, r.p, state);
+  if (best) save_checkpoint(out_dir + "/best", r.o, r.model, r.opt, r.p, state, r.ema);
+  save_checkpoint(out_dir + "/last", r.o, r.model, r.opt, r.p, state, r.ema);
 }
 
 // The options and state of the checkpoint a run resumes from; only the number of epochs may grow.
@@ -244,14 +254,24 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
   Seq2Seq model(o.model);
   model.to(device);
   auto opt = make_optimizer(o, model.parameters());
+  std::unique_ptr<nn::ExponentialMovingAverage> ema;
+  if (o.ema > 0) ema = std::make_unique<nn::ExponentialMovingAverage>(model, o.ema);
   TrainState state;  // epoch 0, or where the checkpoint stopped
   if (resumed) {
     state = *resumed;
-    restore(from, state, model, *opt);
+    restore(from, state, model, *opt, ema.get());
     log("resuming from " + resume_dir + " after epoch " + std::to_string(state.epoch));
     truncate_metrics(out_dir + "/metrics.jsonl", state.epoch);
   }
   log(model_line(o.model, model.num_parameters(), device));
+  if (ema) {
+    char line[160];
+    std::snprintf(line, sizeof line,
+                  "weight average: --ema %g (warm-up min(%g, (1 + t) / (10 + t))); validation and "
+                  "checkpoints use it",
+                  o.ema, o.ema);
+    log(line);
+  }
   if (overwrite) {
     folder.clear_previous_run(o.tokenizer == "sentencepiece"
                                   ? std::vector<std::string>{"tokenizers"}
@@ -262,7 +282,7 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
   int64_t batches_per_epoch =
       static_cast<int64_t>(data::plan_batches(p.train, batch_options(o)).size());
   auto schedule = make_schedule(o, batches_per_epoch * o.epochs);
-  Run run{o, device, p, model, *opt, *schedule, log};
+  Run run{o, device, p, model, *opt, *schedule, log, ema.get()};
   ProgressLine progress(isatty(fileno(stdout)) && !o.quiet, state.epoch + 1, o.epochs);
   std::vector<EpochMetrics> history;
   for (int64_t epoch = state.epoch + 1; epoch <= o.epochs; ++epoch) {
