@@ -259,7 +259,9 @@ TEST_F(TranslateStream, ScoresAreLengthNormalizedLogProbabilities) {
       char want[64];
       std::snprintf(want, sizeof want, "%zu\t%.4f\t", k + 1, beams[s][k].score);
       EXPECT_EQ(got[s * 4 + k], want + t.to_text(beams[s][k]));
-      if (k > 0) EXPECT_GE(beams[s][k - 1].score, beams[s][k].score);
+      if (k > 0) {
+        EXPECT_GE(beams[s][k - 1].score, beams[s][k].score);
+      }
     }
     EXPECT_EQ(got[s * 4 + 3], "");
   }

@@ -26,13 +26,14 @@ struct TranslateOptions {
 
 struct Translator {
   std::shared_ptr<Seq2Seq> model;
-  // Further checkpoints decoded together with `model` as an ensemble (averaged log-probabilities
-  // per step); empty: `model` alone. Same vocabularies and tokenizers (load checks).
-  std::vector<std::shared_ptr<Seq2Seq>> ensemble;
   std::shared_ptr<data::Tokenizer> source_tokenizer, target_tokenizer;
   data::Vocab source_vocab, target_vocab;
   TrainOptions options;
   Device device;
+  // Further checkpoints decoded together with `model` as an ensemble (averaged log-probabilities
+  // per step); empty: `model` alone. Same vocabularies and tokenizers (load checks). Last, so
+  // the aggregate initialisations of the fields above stay valid.
+  std::vector<std::shared_ptr<Seq2Seq>> ensemble = {};
 
   // Loads a checkpoint folder; an empty `device` means the one it was trained on.
   static Translator load(const std::string& checkpoint_dir, const std::string& device = "");
