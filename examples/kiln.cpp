@@ -437,8 +437,8 @@ int run_cli(int argc, char** argv) {
   translate
       ->add_option("--length-penalty", search.length_penalty,
                    "alpha: hypotheses scored and ranked by log p / length^alpha")
-      ->check(kNonNegative)
-      ->check(kFinite);
+      ->check(kFinite)
+      ->check(kNonNegative);
   translate->add_option("--batch-size", search.batch_size, "sentences decoded together")
       ->check(CLI::Range(int64_t{1}, int64_t{4096}));
   translate->add_flag("--scores", tf.scores,
@@ -487,8 +487,8 @@ int run_cli(int argc, char** argv) {
   eval->add_option("--beam", eval_search.beam_size, "beam width (1: greedy)")->check(kPositive);
   eval->add_option("--length-penalty", eval_search.length_penalty,
                    "alpha: beams ranked by log p / length^alpha")
-      ->check(kNonNegative)
-      ->check(kFinite);
+      ->check(kFinite)
+      ->check(kNonNegative);
   eval->add_option("--batch-size", eval_search.batch_size, "sentences decoded together")
       ->check(CLI::Range(int64_t{1}, int64_t{4096}));
   eval->add_option("--output", eval_output, "write the translations here, one per line");
