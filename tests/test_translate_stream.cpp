@@ -394,6 +394,12 @@ TEST_F(TranslateStream, BadFlagsAreNamed) {
                  "", out),
             0);
   EXPECT_CONTAINS(out, "--length-penalty: must be >= 0");
+  // The library call the server makes: the same rule, as an error.
+  seq2seq::Translator t = seq2seq::Translator::load(reverse());
+  EXPECT_EQ(testing::error_of([&] { t.translate({"a b"}, 2, 3); }),
+            "translate: need 1 <= n_best <= beam_size, got n_best 3 and beam_size 2");
+  EXPECT_EQ(testing::error_of([&] { t.translate({"a b"}, 1, 2); }),
+            "translate: need 1 <= n_best <= beam_size, got n_best 2 and beam_size 1");
 }
 
 TEST_F(TranslateStream, EvalWritesItsTranslationsInInputOrder) {

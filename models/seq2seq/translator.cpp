@@ -109,6 +109,9 @@ std::vector<std::vector<Hypothesis>> Translator::translate(
 std::vector<std::vector<Hypothesis>> Translator::translate(
     const std::vector<std::string>& sentences, const TranslateOptions& how) const {
   KILN_CHECK(how.batch_size >= 1, "translate: batch_size must be >= 1, got ", how.batch_size);
+  KILN_CHECK(how.beam_size >= 1 && how.n_best >= 1 && how.n_best <= how.beam_size,
+             "translate: need 1 <= n_best <= beam_size, got n_best ", how.n_best, " and beam_size ",
+             how.beam_size);
   KILN_CHECK(how.length_penalty >= 0, "translate: length_penalty must be >= 0, got ",
              how.length_penalty);
   KILN_CHECK(!how.keep_attention || has_attention(),
