@@ -3,22 +3,27 @@
 //   kiln train --data fra.txt --preset d2l --out runs/d2l
 //   echo "go ." | kiln translate --checkpoint runs/d2l/best --beam 4
 //   kiln eval --checkpoint runs/numbers/best --task numbers-en
+//   kiln average --checkpoints runs/a/last runs/b/last --out runs/averaged
 // Every flag has --help; a bad flag or value is named in the error and the exit code is non-zero.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
 #include <set>
 
+#include "core/durable_file.h"
 #include "models/data/corpus.h"
+#include "models/data/line_stream.h"
 #include "models/data/tasks.h"
 #include "models/data/text_file.h"
 #include "models/data/tokenizer.h"
 #include "models/metrics.h"
 #include "models/seq2seq/attention_svg.h"
+#include "models/seq2seq/checkpoint.h"
 #include "models/seq2seq/options.h"
 #include "models/seq2seq/prepare.h"
 #include "models/seq2seq/report.h"
@@ -104,7 +109,7 @@ int run_train(const TrainOptions& options, const std::string& out, const std::st
       seq2seq::train(options, out, resume, log, overwrite, flags_given);
   if (history.empty()) return 0;  // nothing to train, and the log said why
   seq2seq::Translator t = seq2seq::Translator::load(out + "/last", options.device);
-  data::Split split = seq2seq::load_data(t.options, nullptr);
+  data::Split split = seq2seq::load_data(t.options, nullptr, "train", out + "/last");
   if (!t.options.sample_sentences.empty()) {
     std::vector<data::SentencePair> all = split.train;
     all.insert(all.end(), split.valid.begin(), split.valid.end());
@@ -115,69 +120,115 @@ int run_train(const TrainOptions& options, const std::string& out, const std::st
   return 0;
 }
 
-// stdin is cleaned as a corpus side is (data::parse_input_lines): one output line (or n-best
-// block) per input line, "" for a blank line or a line with invalid UTF-8, which is reported as
-// "stdin:LINE: ..." on stderr (fatal with --strict).
-int run_translate(const std::string& checkpoint, const std::string& device, int64_t beam,
-                  int64_t n_best, double length_penalty, const std::string& attention_svg,
-                  int64_t max_source_length, bool strict) {
-  seq2seq::Translator t = seq2seq::Translator::load(checkpoint, device);
-  if (max_source_length > 0) t.options.max_source_length = max_source_length;
+// kiln translate's flags beyond the checkpoint folders and the device.
+struct TranslateFlags {
+  seq2seq::TranslateOptions search;
+  bool scores = false, replace_unk = false, strict = false;
+  std::string attention_svg;      // a folder: line-<N>.svg per input line
+  int64_t max_source_length = 0;  // 0: the checkpoint's
+};
+
+// stdin is read as it arrives (data::LineStream) and cleaned as a corpus side is: one output
+// line (or n-best block) per input line, "" for a blank line or a line with invalid UTF-8, which
+// is reported as "stdin:LINE: ..." on stderr (fatal with --strict). Lines are taken until 8
+// batches are buffered, the input pauses for 50 ms, or it ends; the Translator sorts them by
+// length into batches, and the answers are written in input order and flushed at once, so a
+// line typed or piped alone is answered before the input ends.
+int run_translate(const std::vector<std::string>& checkpoints, const std::string& device,
+                  const TranslateFlags& flags) {
+  seq2seq::Translator t = seq2seq::Translator::load(checkpoints, device);
+  if (flags.max_source_length > 0) t.options.max_source_length = flags.max_source_length;
+  const bool svg = !flags.attention_svg.empty();
+  const auto needs_attention = [&](bool asked, const char* flag) {
+    KILN_CHECK(!asked || t.has_attention(), flag, ": the model in ", checkpoints[0],
+               " has no attention (", seq2seq::attention_name(t.options.model.attention), ")");
+  };
+  needs_attention(flags.replace_unk, "--replace-unk");
+  needs_attention(svg, "--attention-svg");
+  if (svg) {
+    std::error_code error;
+    std::filesystem::create_directories(flags.attention_svg, error);
+    KILN_CHECK(!error, "--attention-svg: cannot create the folder '", flags.attention_svg,
+               "': ", error.message());
+  }
+  seq2seq::TranslateOptions search = flags.search;
+  search.keep_attention = flags.replace_unk || svg;
   data::ReadOptions read;
-  read.skip_bad_lines = !strict;
-  const std::string text{std::istreambuf_iterator<char>(std::cin), {}};
-  const data::InputLines input = data::parse_input_lines(text, "stdin", read);
-  for (const std::string& problem : input.problems)
-    std::fprintf(stderr, "kiln: warning: %s (an empty line is written)\n", problem.c_str());
-  if (input.skipped > static_cast<int64_t>(input.problems.size()))
+  read.skip_bad_lines = !flags.strict;
+  data::LineStream input(0, "stdin", read);
+  int64_t line = 0, bad = 0, shown = 0, long_sources = 0;
+  for (;;) {
+    const data::InputLines chunk =
+        input.next(8 * static_cast<size_t>(search.batch_size), /*pause_ms=*/50);
+    if (chunk.sentences.empty()) break;
+    for (const std::string& problem : chunk.problems) {
+      if (shown++ >= static_cast<int64_t>(data::Corpus::max_problems_kept)) break;
+      std::fprintf(stderr, "kiln: warning: %s (an empty line is written)\n", problem.c_str());
+    }
+    bad += chunk.skipped;
+    long_sources += t.count_long_sources(chunk.sentences);
+    const auto results = t.translate(chunk.sentences, search);
+    for (size_t i = 0; i < chunk.sentences.size(); ++i) {
+      ++line;
+      const std::string& source = chunk.sentences[i];
+      for (size_t k = 0; k < results[i].size(); ++k) {
+        const seq2seq::Hypothesis& h = results[i][k];
+        std::string text = flags.replace_unk ? t.to_text(h, source) : t.to_text(h);
+        if (search.n_best > 1)
+          std::printf("%zu\t%.4f\t%s\n", k + 1, h.score, text.c_str());
+        else if (flags.scores)
+          std::printf("%.4f\t%s\n", h.score, text.c_str());
+        else
+          std::printf("%s\n", text.c_str());
+      }
+      if (search.n_best > 1) std::printf("\n");
+      const seq2seq::Hypothesis& best = results[i][0];
+      if (svg && !best.attention.empty()) {
+        seq2seq::write_attention_svg(flags.attention_svg + "/line-" + std::to_string(line) + ".svg",
+                                     t.source_tokens(source),
+                                     t.target_vocab.decode(best.tokens, false), best.attention);
+      }
+    }
+    std::fflush(stdout);
+  }
+  if (bad > static_cast<int64_t>(data::Corpus::max_problems_kept))
     std::fprintf(stderr, "kiln: warning: %lld bad input line(s) in all\n",
-                 static_cast<long long>(input.skipped));
-  const std::vector<std::string>& lines = input.sentences;
-  if (lines.empty()) return 0;
-  if (int64_t n = t.count_long_sources(lines)) {
+                 static_cast<long long>(bad));
+  if (long_sources > 0) {
     std::fprintf(stderr,
                  "kiln: warning: cut %lld source(s) longer than %lld tokens to that length "
                  "(--max-source-length)\n",
-                 static_cast<long long>(n), static_cast<long long>(t.options.max_source_length));
-  }
-  auto results = t.translate(lines, beam, n_best, length_penalty);
-  for (size_t i = 0; i < lines.size(); ++i) {
-    if (n_best == 1) {
-      std::printf("%s\n", t.to_text(results[i][0]).c_str());
-      continue;
-    }
-    for (size_t k = 0; k < results[i].size(); ++k) {
-      std::printf("%zu\t%.4f\t%s\n", k + 1, results[i][k].score, t.to_text(results[i][k]).c_str());
-    }
-    std::printf("\n");
-  }
-  if (!attention_svg.empty()) {
-    auto first_line = std::find_if(lines.begin(), lines.end(),
-                                   [](const std::string& line) { return !line.empty(); });
-    KILN_CHECK(first_line != lines.end(), "--attention-svg: every input line is empty");
-    auto first = t.translate({*first_line}, 1, 1, 1.0, /*keep_attention=*/true)[0][0];
-    KILN_CHECK(!first.attention.empty(), "--attention-svg: the model in ", checkpoint,
-               " has no attention (", seq2seq::attention_name(t.options.model.attention), ")");
-    seq2seq::write_attention_svg(attention_svg, data::tokenize_d2l(*first_line),
-                                 t.target_vocab.decode(first.tokens, false), first.attention);
+                 static_cast<long long>(long_sources),
+                 static_cast<long long>(t.options.max_source_length));
   }
   return 0;
 }
 
+// On the pairs of the data flags, or with `split` ("valid", "test") on the run's own split: its
+// corpus from config.json, a random split from split.json.
 int run_eval(const std::string& checkpoint, const std::string& device, TrainOptions data_options,
-             int64_t beam, int64_t max_source_length, int64_t max_target_length) {
+             const std::string& split, const seq2seq::TranslateOptions& search,
+             const std::string& output, int64_t max_source_length, int64_t max_target_length) {
   seq2seq::Translator t = seq2seq::Translator::load(checkpoint, device);
   if (max_source_length > 0) t.options.max_source_length = max_source_length;
   if (max_target_length > 0) t.options.max_target_length = max_target_length;
-  data_options.valid_pairs = 0;
-  data_options.test_pairs = 0;
-  data_options.train_pairs = -1;
-  data_options.valid_fraction = 0;
-  std::vector<data::SentencePair> pairs =
-      seq2seq::load_data(
-          data_options, [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); },
-          "eval")
-          .train;
+  auto log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  std::vector<data::SentencePair> pairs;
+  if (split.empty()) {
+    data_options.valid_pairs = 0;
+    data_options.test_pairs = 0;
+    data_options.train_pairs = -1;
+    data_options.valid_fraction = 0;
+    data_options.random_split = false;
+    pairs = seq2seq::load_data(data_options, log, "eval").train;
+  } else {
+    data::Split parts =
+        seq2seq::load_data(t.options, log, "eval", seq2seq::checkpoint_folder(checkpoint));
+    pairs = split == "test" ? parts.test : parts.valid;
+    KILN_CHECK(!pairs.empty(), "eval: the run of ", checkpoint, " has no ", split,
+               " split (it was trained without --split-", split, ", --", split, "-pairs or --data-",
+               split, ")");
+  }
   if (int64_t n = t.count_long_pairs(pairs, data_options.strict_data)) {
     std::fprintf(
         stderr, "kiln: %s\n",
@@ -189,7 +240,12 @@ int run_eval(const std::string& checkpoint, const std::string& device, TrainOpti
     sources.push_back(p.source);
     references.push_back(data::detokenize(data::tokenize_d2l(p.target)));
   }
-  for (const auto& h : t.translate(sources, beam)) hypotheses.push_back(t.to_text(h[0]));
+  for (const auto& h : t.translate(sources, search)) hypotheses.push_back(t.to_text(h[0]));
+  if (!output.empty()) {
+    std::string text;
+    for (const std::string& h : hypotheses) text += h + "\n";
+    durable_write(output, text, "eval --output");
+  }
   double nll = t.mean_nll(pairs);
   std::printf(
       "pairs %zu\ncorpus BLEU %.2f\nexact match %.2f%%\nloss per token %.6f\nperplexity %.4f\n",
@@ -261,6 +317,18 @@ const CLI::Validator kFinite(
       return "must be a finite number, got '" + value + "'";
     },
     "finite");
+
+// --ema: a decay strictly between 0 and 1.
+const CLI::Validator kDecay(
+    [](std::string& value) {
+      try {
+        double decay = std::stod(value);
+        if (decay > 0 && decay < 1) return std::string();
+      } catch (const std::exception&) {
+      }
+      return "must be in (0, 1), e.g. 0.999, got '" + value + "'";
+    },
+    "(0, 1)");
 
 void add_data_flags(CLI::App* app, TrainOptions& o) {
   app->add_option("--data", o.data,
@@ -345,6 +413,11 @@ int run_cli(int argc, char** argv) {
   train->add_option("--warmup", o.warmup, "warmup steps (inverse-sqrt, cosine)");
   train->add_option("--clip", o.clip, "max global gradient norm (0: off)")->check(kNonNegative);
   train->add_option("--epochs", o.epochs, "epochs")->check(kNonNegative);
+  train
+      ->add_option("--ema", o.ema,
+                   "keep an exponential moving average of the weights with this decay (e.g. "
+                   "0.999): validated, and saved as the checkpoints' model")
+      ->check(kDecay);
   train->add_option("--batch", o.batch_size, "sentence pairs per batch")->check(kPositive);
   train->add_option("--num-steps", o.num_steps,
                     "cut/pad every sequence to this length (-1: per batch)");
@@ -363,9 +436,29 @@ int run_cli(int argc, char** argv) {
   train->add_option("--min-freq", o.min_freq, "vocabulary: minimum token count");
   train->add_option("--max-vocab", o.max_vocab, "vocabulary: maximum size (-1: no cap)");
   train->add_option("--train-pairs", o.train_pairs,
-                    "first N pairs for training (-1: all but valid/test)");
-  train->add_option("--valid-pairs", o.valid_pairs, "next N pairs for validation");
-  train->add_option("--test-pairs", o.test_pairs, "next N pairs held out for testing");
+                    "consecutive slices: first N pairs for training (-1: all but valid/test)");
+  train->add_option("--valid-pairs", o.valid_pairs,
+                    "consecutive slices: next N pairs for validation");
+  train->add_option("--test-pairs", o.test_pairs,
+                    "consecutive slices: next N pairs held out for testing");
+  train
+      ->add_option("--split-valid", o.split_valid,
+                   "random split: N pairs for validation (default: 5% of the corpus)")
+      ->check(kNonNegative);
+  train->add_option("--split-test", o.split_test, "random split: N pairs held out for testing")
+      ->check(kNonNegative);
+  train->add_option("--split-seed", o.split_seed, "seed of the random split (saved in split.json)");
+  train->add_option("--data-valid", o.data_valid,
+                    "validation pairs from this TSV file instead of a split");
+  train->add_option("--data-test", o.data_test, "test pairs from this TSV file instead of a split");
+  train
+      ->add_option("--max-length", o.max_length,
+                   "drop training pairs with more than N tokens on either side")
+      ->check(kPositive);
+  train
+      ->add_option("--batch-tokens", o.batch_tokens,
+                   "batches of about N target tokens (padding included) instead of --batch pairs")
+      ->check(kPositive);
   train
       ->add_option("--bleu-sentences", o.bleu_sentences,
                    "validation sentences translated for BLEU per validation (-1: all)")
@@ -417,31 +510,40 @@ int run_cli(int argc, char** argv) {
   train->add_flag("--quiet", o.quiet, "no live progress line");
 
   std::string checkpoint, device;
-  int64_t beam = 1, n_best = 1;
-  double length_penalty = 1.0;
-  std::string attention_svg;
+  std::vector<std::string> checkpoints;
+  TranslateFlags tf;
+  seq2seq::TranslateOptions& search = tf.search;
   CLI::App* translate =
       app.add_subcommand("translate", "translate stdin, one sentence per line, to stdout");
-  translate->add_option("--checkpoint", checkpoint, "checkpoint folder")->required();
+  translate
+      ->add_option("--checkpoint", checkpoints,
+                   "checkpoint folder; several (same vocabularies) decode as an ensemble")
+      ->required();
   translate->add_option("--device", device, "cpu, cuda or cuda:N (default: as trained)");
-  translate->add_option("--beam", beam, "beam width (1: greedy)")->check(kPositive);
-  translate->add_option("--n-best", n_best, "hypotheses printed per sentence (<= beam)")
+  translate->add_option("--beam", search.beam_size, "beam width (1: greedy)")->check(kPositive);
+  translate->add_option("--n-best", search.n_best, "hypotheses printed per sentence (<= beam)")
       ->check(kPositive);
   translate
-      ->add_option("--length-penalty", length_penalty,
-                   "alpha: beams ranked by log p / length^alpha")
-      ->check(kFinite);
-  int64_t max_source_length = 0, max_target_length = 0;  // 0: the checkpoint's
+      ->add_option("--length-penalty", search.length_penalty,
+                   "alpha: hypotheses scored and ranked by log p / length^alpha")
+      ->check(kFinite)
+      ->check(kNonNegative);
+  translate->add_option("--batch-size", search.batch_size, "sentences decoded together")
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  translate->add_flag("--scores", tf.scores,
+                      "print score<TAB>text, score = log p / length^alpha (n-best always has it)");
+  translate->add_flag("--replace-unk", tf.replace_unk,
+                      "replace each <unk> by the source word it attends to most");
   translate
-      ->add_option("--max-source-length", max_source_length,
+      ->add_option("--max-source-length", tf.max_source_length,
                    "longest source in tokens, longer ones are cut (default: as trained)")
       ->check(kPositive);
-  translate->add_option("--attention-svg", attention_svg,
-                        "write the attention heatmap of the first sentence");
-  bool strict_input = false;
-  translate->add_flag("--strict", strict_input,
+  translate->add_option("--attention-svg", tf.attention_svg,
+                        "folder: the attention heatmap of input line N as line-N.svg");
+  translate->add_flag("--strict", tf.strict,
                       "an input line with invalid UTF-8 is fatal (default: reported on stderr, "
                       "and an empty line is written)");
+  int64_t max_source_length = 0, max_target_length = 0;  // 0: the checkpoint's
 
   TrainOptions demo_options;
   demo_options.task_size = 8000;
@@ -469,13 +571,40 @@ int run_cli(int argc, char** argv) {
       app.add_subcommand("eval", "corpus BLEU, exact match and perplexity on a data set");
   eval->add_option("--checkpoint", checkpoint, "checkpoint folder")->required();
   add_data_flags(eval, eval_data);
-  eval->add_option("--beam", beam, "beam width (1: greedy)")->check(kPositive);
+  std::string eval_split;
+  eval->add_option("--split", eval_split,
+                   "valid or test: the run's own split, its corpus from the checkpoint (no data "
+                   "flags)")
+      ->check(CLI::IsMember({"valid", "test"}));
+  seq2seq::TranslateOptions eval_search;
+  std::string eval_output;
+  eval->add_option("--beam", eval_search.beam_size, "beam width (1: greedy)")->check(kPositive);
+  eval->add_option("--length-penalty", eval_search.length_penalty,
+                   "alpha: beams ranked by log p / length^alpha")
+      ->check(kFinite)
+      ->check(kNonNegative);
+  eval->add_option("--batch-size", eval_search.batch_size, "sentences decoded together")
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  eval->add_option("--output", eval_output, "write the translations here, one per line");
   eval->add_option("--max-source-length", max_source_length,
                    "longest source in tokens, longer ones are cut (default: as trained)")
       ->check(kPositive);
   eval->add_option("--max-target-length", max_target_length,
                    "longest reference in tokens for the loss (default: as trained)")
       ->check(kPositive);
+
+  std::vector<std::string> average_inputs;
+  std::string average_out;
+  CLI::App* average = app.add_subcommand(
+      "average", "average the weights of checkpoints of one model into a new checkpoint");
+  average
+      ->add_option("--checkpoints", average_inputs,
+                   "two or more checkpoint folders with the same model and vocabularies")
+      ->required();
+  average
+      ->add_option("--out", average_out,
+                   "the new checkpoint (for translate and eval; it cannot be resumed)")
+      ->required();
 
   try {
     app.parse(argc, argv);
@@ -486,6 +615,16 @@ int run_cli(int argc, char** argv) {
     if (*train) {
       o.model.cell = seq2seq::parse_cell(cell);
       o.model.attention = seq2seq::parse_attention(attention);
+      if (train->count("--split-valid") + train->count("--split-test") +
+          train->count("--split-seed")) {
+        KILN_CHECK(
+            o.train_pairs == -1 && o.valid_pairs == 0 && o.test_pairs == 0 &&
+                o.data_valid.empty() && o.data_test.empty(),
+            "train: --split-valid/--split-test/--split-seed (a seeded random split) cannot ",
+            "be combined with --train-pairs/--valid-pairs/--test-pairs (consecutive slices, ",
+            "also set by the d2l presets) or --data-valid/--data-test");
+        o.random_split = true;  // also over a --config file from before random splits
+      }
       if (!max_time.empty()) o.max_time = seq2seq::parse_duration(max_time, "--max-time");
       // The flags given on this command line: --resume applies or refuses each (resume_options).
       std::vector<std::string> given;
@@ -502,17 +641,27 @@ int run_cli(int argc, char** argv) {
       return run_train(o, out, resume, overwrite, given);
     }
     if (*demo) return run_demo(demo_options, demo_out);
+    if (*average) {
+      int64_t weights = seq2seq::average_checkpoints(average_inputs, average_out);
+      std::printf("averaged %zu checkpoints (%lld weights each) into %s\n", average_inputs.size(),
+                  static_cast<long long>(weights), average_out.c_str());
+      return 0;
+    }
     if (*translate) {
-      KILN_CHECK(n_best <= beam, "--n-best ", n_best, " exceeds --beam ", beam);
-      return run_translate(checkpoint, device, beam, n_best, length_penalty, attention_svg,
-                           max_source_length, strict_input);
+      KILN_CHECK(search.n_best <= search.beam_size, "--n-best ", search.n_best, " exceeds --beam ",
+                 search.beam_size);
+      return run_translate(checkpoints, device, tf);
     }
     if (*eval) {
-      KILN_CHECK(
-          !eval_data.data.empty() || !eval_data.task.empty() || !eval_data.data_source.empty(),
-          "eval: give --data, --data-src/--data-tgt or --task");
-      return run_eval(checkpoint, eval->count("--device") ? eval_data.device : "", eval_data, beam,
-                      max_source_length, max_target_length);
+      const bool data_flags =
+          !eval_data.data.empty() || !eval_data.task.empty() || !eval_data.data_source.empty();
+      KILN_CHECK(data_flags || !eval_split.empty(),
+                 "eval: give --data, --data-src/--data-tgt or --task, or --split valid|test");
+      KILN_CHECK(!data_flags || eval_split.empty(), "eval: --split ", eval_split,
+                 " takes the run's own corpus from its config.json; give no --data, "
+                 "--data-src/--data-tgt or --task with it");
+      return run_eval(checkpoint, eval->count("--device") ? eval_data.device : "", eval_data,
+                      eval_split, eval_search, eval_output, max_source_length, max_target_length);
     }
   } catch (const kiln::Error& e) {
     std::fprintf(stderr, "kiln: error: %s\n", e.what());

@@ -54,4 +54,12 @@ void rmsprop_step(MultiTensorPlan& plan, const TensorLists& lists, const Rmsprop
   });
 }
 
+void ema_update(MultiTensorPlan& plan, const TensorLists& lists, double decay) {
+  plan.prepare(lists, "ExponentialMovingAverage");
+  KILN_DISPATCH_FLOAT(dtype_of_lists(lists), "ExponentialMovingAverage", [&] {
+    using T = scalar_t;
+    multi_tensor_apply<T>(plan, lists, EmaUpdate<T>{T(decay)});
+  });
+}
+
 }  // namespace kiln::kernels

@@ -3,7 +3,8 @@
 // (learning rate, bias corrections) are arguments; the gradient is multiplied by *grad_scale, a
 // device scalar (a clip-norm factor, or null for 1), so no step reads anything back to the host.
 // Bytes per element: SGD reads p, g, buf and writes p, buf (5 x sizeof(T)); Adam/AdamW read p, g,
-// m, v and write p, m, v (7 x); RMSprop 5 x, or 7 x with momentum. Formulas follow torch.optim.
+// m, v and write p, m, v (7 x); RMSprop 5 x, or 7 x with momentum; the weight EMA reads avg, p and
+// writes avg (3 x). Formulas follow torch.optim.
 #pragma once
 
 #include "core/tensor.h"
@@ -70,6 +71,14 @@ template <class T> struct RmspropUpdate {
   }
 };
 
+// The exponential moving average of weights (nn/averaging.h): avg = decay avg + (1 - decay) p.
+template <class T> struct EmaUpdate {
+  T decay;
+  KILN_HD void operator()(T* const* ptr, int64_t i) const {  // ptr: avg, p
+    ptr[0][i] = decay * ptr[0][i] + (T(1) - decay) * ptr[1][i];
+  }
+};
+
 struct SgdArgs {
   double lr, momentum, dampening, weight_decay;
   bool nesterov, first_step;
@@ -93,5 +102,7 @@ void adam_step(MultiTensorPlan& plan, const TensorLists& lists, const AdamArgs& 
                const Tensor& grad_scale);
 void rmsprop_step(MultiTensorPlan& plan, const TensorLists& lists, const RmspropArgs& args,
                   const Tensor& grad_scale);
+// lists: {averages, params}.
+void ema_update(MultiTensorPlan& plan, const TensorLists& lists, double decay);
 
 }  // namespace kiln::kernels

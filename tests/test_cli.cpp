@@ -2,14 +2,18 @@
 // and resume with exactly the losses of an uninterrupted run. Also the kiln binary's error paths.
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "cli_util.h"
 #include "core/safetensors.h"
 #include "models/data/text_file.h"
+#include "models/seq2seq/checkpoint.h"
 #include "models/seq2seq/options.h"
+#include "models/seq2seq/prepare.h"
 #include "models/seq2seq/report.h"
 #include "models/seq2seq/trainer.h"
 #include "models/seq2seq/translator.h"
@@ -212,6 +216,193 @@ TEST(CliBinary, D2lPresetOnATatoebaFile) {
   EXPECT_CONTAINS(text, "he's calm . => ");
   EXPECT_CONTAINS(text, ", bleu ");
   fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace kiln
+
+// Checkpoint tools: `kiln average` and `kiln train --ema`.
+
+namespace kiln {
+namespace {
+
+std::map<std::string, std::vector<float>> weights_of(const fs::path& file) {
+  std::map<std::string, std::vector<float>> weights;
+  for (const auto& [name, tensor] : safetensors::load(file.string()).tensors)
+    weights[name] = tensor.to_vector<float>();
+  return weights;
+}
+
+std::string bytes_of(const fs::path& file) { return data::read_text_file("test", file.string()); }
+
+TEST(CliAverage, OfIdenticalCheckpointsEqualsThemAndCannotBeResumed) {
+  fs::path dir = temp_dir("average_same"), run = dir / "run", averaged = dir / "averaged";
+  seq2seq::TrainOptions o = tiny_options();
+  o.epochs = 1;
+  seq2seq::train(o, run.string());
+  std::string last = (run / "last").string(), log = (dir / "log.txt").string();
+  ASSERT_EQ(run_kiln("average --checkpoints " + last + " " + last + " " + last + " --out " +
+                         averaged.string(),
+                     log),
+            0)
+      << bytes_of(log);
+  EXPECT_CONTAINS(bytes_of(log), "averaged 3 checkpoints (");
+  EXPECT_EQ(weights_of(averaged / "model.safetensors"), weights_of(run / "last/model.safetensors"));
+  EXPECT_FALSE(fs::exists(averaged / "optimizer.safetensors"));
+  EXPECT_CONTAINS(bytes_of(averaged / "averaged.json"), last);
+  // It is a checkpoint translate loads, and translates as its source does.
+  seq2seq::Translator from_average = seq2seq::Translator::load(averaged.string());
+  seq2seq::Translator from_last = seq2seq::Translator::load(last);
+  EXPECT_EQ(from_average.translate({"a b c d"})[0][0].tokens,
+            from_last.translate({"a b c d"})[0][0].tokens);
+  // Resume has nothing to continue from.
+  o.epochs = 2;
+  EXPECT_CONTAINS(
+      testing::error_of([&] { seq2seq::train(o, (dir / "resumed").string(), averaged.string()); }),
+      "is an average of checkpoints");
+  // Averaging again into the same --out replaces it; any other existing folder is refused.
+  EXPECT_EQ(
+      run_kiln("average --checkpoints " + last + " " + last + " --out " + averaged.string(), log),
+      0)
+      << bytes_of(log);
+  EXPECT_NE(run_kiln("average --checkpoints " + last + " " + last + " --out " + run.string(), log),
+            0);
+  EXPECT_CONTAINS(bytes_of(log), "exists and is not a checkpoint written by kiln average");
+  EXPECT_NE(run_kiln("average --checkpoints " + last + " --out " + (dir / "one").string(), log), 0);
+  EXPECT_CONTAINS(bytes_of(log), "give at least two checkpoints, got 1");
+  fs::remove_all(dir);
+}
+
+TEST(CliAverage, OfTwoCheckpointsIsTheElementwiseMean) {
+  fs::path dir = temp_dir("average_two"), run = dir / "run", averaged = dir / "averaged";
+  seq2seq::TrainOptions o = tiny_options();
+  o.epochs = 1;
+  seq2seq::train(o, run.string());
+  fs::copy(run / "last", dir / "epoch1");
+  o.epochs = 2;
+  seq2seq::train(o, run.string(), (run / "last").string());
+  seq2seq::average_checkpoints({(dir / "epoch1").string(), (run / "last").string()},
+                               averaged.string());
+  auto a = weights_of(dir / "epoch1/model.safetensors"),
+       b = weights_of(run / "last/model.safetensors");
+  auto mean = weights_of(averaged / "model.safetensors");
+  ASSERT_EQ(mean.size(), a.size());
+  for (const auto& [name, x] : a) {
+    std::vector<float> expected;
+    for (size_t i = 0; i < x.size(); ++i)
+      expected.push_back(static_cast<float>((double(x[i]) + double(b[name][i])) / 2));
+    EXPECT_EQ(mean[name], expected) << name;
+    EXPECT_NE(mean[name], x) << name;
+  }
+  std::string log = (dir / "log.txt").string();
+  ASSERT_EQ(
+      run_kiln("eval --checkpoint " + averaged.string() + " --task reverse --task-size 40", log), 0)
+      << bytes_of(log);
+  EXPECT_CONTAINS(bytes_of(log), "corpus BLEU");
+  fs::remove_all(dir);
+}
+
+TEST(CliAverage, MismatchedCheckpointsAreRefusedNamingTheFolder) {
+  fs::path dir = temp_dir("average_mismatch");
+  seq2seq::TrainOptions o = tiny_options();
+  o.epochs = 1;
+  seq2seq::train(o, (dir / "a").string());
+  o.model.hidden_size = 8;
+  seq2seq::train(o, (dir / "b").string());
+  std::string a = (dir / "a/last").string(), b = (dir / "b/last").string();
+  std::string error = testing::error_of([&] {
+    seq2seq::average_checkpoints({a, b}, (dir / "out").string());
+  });
+  EXPECT_CONTAINS(error, b + "/config.json: model field 'hidden_size' is 8, but 16 in " + a);
+  // The same model with another vocabulary: the first differing line is named.
+  fs::copy(a, dir / "c");
+  std::string vocab = bytes_of(dir / "c/target_vocab.txt");
+  std::string first_line = vocab.substr(0, vocab.find('\n'));
+  std::ofstream(dir / "c/target_vocab.txt") << "x" << vocab;
+  error = testing::error_of([&] {
+    seq2seq::average_checkpoints({a, (dir / "c").string()}, (dir / "out").string());
+  });
+  EXPECT_CONTAINS(error, "c/target_vocab.txt differs from " + a +
+                             "/target_vocab.txt (line 1 is 'x" + first_line + "', not '" +
+                             first_line + "')");
+  EXPECT_CONTAINS(testing::error_of([&] {
+                    seq2seq::average_checkpoints({a, a}, a);
+                  }),
+                  "is one of the checkpoints to average");
+  EXPECT_FALSE(fs::exists(dir / "out"));
+  fs::remove_all(dir);
+}
+
+TEST(CliEma, SavesTheAverageValidatesWithItAndResumesExactly) {
+  fs::path full = temp_dir("ema_full"), split = temp_dir("ema_split");
+  seq2seq::TrainOptions o = tiny_options();
+  o.ema = 0.9;
+  std::vector<seq2seq::EpochMetrics> uninterrupted = seq2seq::train(o, full.string());
+  ASSERT_EQ(uninterrupted.size(), 3u);
+  // model.safetensors holds the average, raw_model.safetensors the weights trained.
+  auto averaged = weights_of(full / "last/model.safetensors");
+  auto raw = weights_of(full / "last/raw_model.safetensors");
+  ASSERT_EQ(averaged.size(), raw.size());
+  for (const auto& [name, values] : raw) EXPECT_NE(averaged[name], values) << name;
+  seq2seq::TrainState state = seq2seq::load_train_state((full / "last").string());
+  EXPECT_EQ(state.ema_updates, state.steps);
+  // Validation used the average: the saved model gives the same validation loss.
+  seq2seq::Translator t = seq2seq::Translator::load((full / "last").string());
+  EXPECT_EQ(t.mean_nll(seq2seq::load_data(t.options, nullptr).valid),
+            uninterrupted.back().valid_loss);
+
+  seq2seq::TrainOptions first = o;
+  first.epochs = 1;
+  seq2seq::train(first, split.string());
+  std::vector<seq2seq::EpochMetrics> resumed =
+      seq2seq::train(o, split.string(), (split / "last").string());
+  ASSERT_EQ(resumed.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {  // bit for bit on the CPU
+    EXPECT_EQ(resumed[i].train_loss, uninterrupted[i + 1].train_loss) << i;
+    EXPECT_EQ(resumed[i].valid_loss, uninterrupted[i + 1].valid_loss) << i;
+  }
+  EXPECT_EQ(bytes_of(split / "last/model.safetensors"), bytes_of(full / "last/model.safetensors"));
+  EXPECT_EQ(bytes_of(split / "last/raw_model.safetensors"),
+            bytes_of(full / "last/raw_model.safetensors"));
+  fs::remove_all(full);
+  fs::remove_all(split);
+}
+
+TEST(CliEma, DecayOutsideZeroToOneIsRefused) {
+  seq2seq::TrainOptions o = tiny_options();
+  for (double decay : {1.0, -0.5, 1.5, std::nan("")}) {
+    o.ema = decay;
+    EXPECT_CONTAINS(testing::error_of([&] { o.validate(); }), "ema decay must be in (0, 1)");
+  }
+  o.ema = 0;  // off
+  o.validate();
+  fs::path dir = temp_dir("ema_bad");
+  fs::create_directories(dir);
+  std::string log = (dir / "log.txt").string();
+  EXPECT_NE(run_kiln("train --task reverse --ema 1 --out " + (dir / "run").string(), log), 0);
+  EXPECT_CONTAINS(bytes_of(log), "--ema: must be in (0, 1), e.g. 0.999, got '1'");
+  std::ofstream(dir / "config.json") << R"({"task": "reverse", "ema": 1.0})";
+  EXPECT_NE(run_kiln("train --config " + (dir / "config.json").string() + " --out " +
+                         (dir / "run").string(),
+                     log),
+            0);
+  EXPECT_CONTAINS(bytes_of(log), "ema decay must be in (0, 1)");
+  EXPECT_FALSE(fs::exists(dir / "run"));
+  fs::remove_all(dir);
+}
+
+// Checkpoints written before --ema existed: no "ema" in config.json, no "ema_updates" in
+// state.json.
+TEST(CliEma, OldCheckpointFilesLoadWithoutIt) {
+  EXPECT_EQ(seq2seq::TrainOptions::from_json(R"({"task": "reverse"})", "config.json").ema, 0.0);
+  const char* old_state = R"({"epoch": 2, "rng_seed": 1, "rng_offset": 40})";
+  EXPECT_EQ(seq2seq::parse_train_state(old_state, "state.json").ema_updates, 0);
+  EXPECT_CONTAINS(testing::error_of([] {
+                    seq2seq::parse_train_state(
+                        R"({"epoch": 2, "rng_seed": 1, "rng_offset": 40, "ema_updates": -1})",
+                        "state.json");
+                  }),
+                  "ema_updates");
 }
 
 }  // namespace

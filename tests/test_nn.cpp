@@ -308,5 +308,166 @@ TEST(Optim, CudaStepsMatchCpu) {
   }
 }
 
+// ---- Weight averaging (nn/averaging.h) ----
+
+// One parameter "v" of three values, set by hand before each update.
+struct ThreeWeights : nn::Module {
+  explicit ThreeWeights(DType dtype) { v = register_parameter("v", zeros({3}, {dtype})); }
+  void set(const std::vector<double>& values) {
+    NoGradGuard no_grad;
+    copy_(v, from_vector<double>(values, {3}));
+  }
+  std::vector<double> values() const { return copy_to(v, {DType::f64}).to_vector<double>(); }
+  Tensor v;
+};
+
+std::vector<double> average_of(const nn::ExponentialMovingAverage& ema) {
+  return copy_to(ema.state_dict().at("v"), {DType::f64}).to_vector<double>();
+}
+
+TEST(Ema, WarmupUpdatesEqualTheFormulaByHand) {
+  ThreeWeights m(DType::f64);
+  m.set({1, 2, 4});
+  nn::ExponentialMovingAverage ema(m, 0.5);  // starts as a copy of the weights
+  // d_t = min(0.5, (1 + t) / (10 + t)): 2/11, 3/12, 4/13, ..., 9/18 = 0.5 from t = 8 on.
+  EXPECT_DOUBLE_EQ(ema.decay_at(1), 2.0 / 11);
+  EXPECT_DOUBLE_EQ(ema.decay_at(3), 4.0 / 13);
+  EXPECT_DOUBLE_EQ(ema.decay_at(8), 0.5);
+  EXPECT_DOUBLE_EQ(ema.decay_at(1000), 0.5);
+  m.set({3, 0, 4});
+  ema.update();  // 2/11 {1, 2, 4} + 9/11 {3, 0, 4}
+  std::vector<double> expected = {29.0 / 11, 4.0 / 11, 4};
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(average_of(ema)[i], expected[i], 1e-14) << i;
+  m.set({-1, 4, 4});
+  ema.update();  // 1/4 {29/11, 4/11, 4} + 3/4 {-1, 4, 4}
+  expected = {-1.0 / 11, 34.0 / 11, 4};
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(average_of(ema)[i], expected[i], 1e-14) << i;
+  m.set({10, 10, 4});
+  ema.update();  // 4/13 {-1/11, 34/11, 4} + 9/13 {10, 10, 4}
+  expected = {986.0 / 143, 1126.0 / 143, 4};
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(average_of(ema)[i], expected[i], 1e-14) << i;
+  EXPECT_EQ(ema.num_updates(), 3);
+  EXPECT_EQ(m.values(), (std::vector<double>{10, 10, 4}));  // the weights themselves untouched
+}
+
+TEST(Ema, WithoutWarmupEveryUpdateUsesTheDecayExactly) {
+  ThreeWeights m(DType::f32);
+  m.set({4, 8, -4});
+  nn::ExponentialMovingAverage ema(m, 0.75, /*warmup=*/false);
+  EXPECT_DOUBLE_EQ(ema.decay_at(1), 0.75);
+  m.set({0, 0, 4});
+  ema.update();  // 3/4 {4, 8, -4} + 1/4 {0, 0, 4}: exact in f32
+  EXPECT_EQ(average_of(ema), (std::vector<double>{3, 6, -2}));
+  m.set({4, 4, 4});
+  ema.update();  // 3/4 {3, 6, -2} + 1/4 {4, 4, 4}
+  EXPECT_EQ(average_of(ema), (std::vector<double>{3.25, 5.5, -0.5}));
+}
+
+TEST(Ema, SwapScopeEvaluatesTheAverageAndRestoresTheWeights) {
+  ThreeWeights m(DType::f32);
+  m.set({4, 8, -4});
+  nn::ExponentialMovingAverage ema(m, 0.75, false);
+  m.set({0, 0, 4});
+  ema.update();
+  {
+    nn::AveragedWeightsScope averaged(ema);
+    EXPECT_EQ(m.values(), (std::vector<double>{3, 6, -2}));
+    EXPECT_CONTAINS(testing::error_of([&] { ema.update(); }), "swapped into the module");
+  }
+  EXPECT_FALSE(ema.swapped());
+  EXPECT_EQ(m.values(), (std::vector<double>{0, 0, 4}));
+  EXPECT_EQ(average_of(ema), (std::vector<double>{3, 6, -2}));
+  try {  // an exception inside the scope still puts the weights back
+    nn::AveragedWeightsScope averaged(ema);
+    throw Error("validation failed");
+  } catch (const Error&) {
+  }
+  EXPECT_EQ(m.values(), (std::vector<double>{0, 0, 4}));
+}
+
+TEST(Ema, ResumeFromStateDictIsExact) {
+  ThreeWeights m(DType::f32), restored_m(DType::f32);
+  m.set({1, 2, 3});
+  nn::ExponentialMovingAverage ema(m, 0.9);
+  for (int t = 0; t < 4; ++t) {
+    m.set({1.0 + t, 2.0 * t, 3.0 - t});
+    ema.update();
+  }
+  restored_m.set(m.values());
+  nn::ExponentialMovingAverage restored(restored_m, 0.9);
+  restored.load_state_dict(ema.state_dict(), ema.num_updates());
+  for (int t = 4; t < 7; ++t) {  // the warm-up continues at t = 5
+    m.set({0.5 * t, 1.0, -t * 1.0});
+    restored_m.set(m.values());
+    ema.update();
+    restored.update();
+  }
+  EXPECT_EQ(average_of(restored), average_of(ema));
+  EXPECT_EQ(restored.num_updates(), 7);
+  std::string error = testing::error_of([&] {
+    restored.load_state_dict({{"w", zeros({3})}, {"v", zeros({2})}}, 1);
+  });
+  EXPECT_CONTAINS(error, "mismatch: v is f32[2]");
+  EXPECT_CONTAINS(error, "unexpected: w");
+}
+
+TEST(Ema, DecayOutsideZeroToOneIsRefused) {
+  ThreeWeights m(DType::f32);
+  for (double decay : {0.0, 1.0, -0.5, 1.5, std::nan("")}) {
+    EXPECT_CONTAINS(testing::error_of([&] { nn::ExponentialMovingAverage ema(m, decay); }),
+                    "decay must be in (0, 1)");
+  }
+}
+
+TEST(Ema, CudaMatchesCpu) {
+  KILN_REQUIRE_GPU();
+  manual_seed(5);
+  nn::Linear cpu(300, 70);
+  manual_seed(5);
+  nn::Linear gpu(300, 70);
+  gpu.to(Device::cuda());
+  nn::ExponentialMovingAverage cpu_ema(cpu, 0.99), gpu_ema(gpu, 0.99);
+  for (int t = 0; t < 3; ++t) {
+    Tensor w = uniform({70, 300}, -1, 1);
+    {
+      NoGradGuard no_grad;
+      copy_(cpu.weight, w);
+      copy_(gpu.weight, to(w, Device::cuda()));
+    }
+    cpu_ema.update();
+    gpu_ema.update();
+  }
+  for (const auto& [name, average] : cpu_ema.state_dict())
+    EXPECT_TRUE(testing::all_close(gpu_ema.state_dict().at(name), average, 1e-6, 1e-5)) << name;
+}
+
+TEST(AverageStateDicts, IdenticalGiveThemAndTwoGiveTheElementwiseMean) {
+  manual_seed(9);
+  nn::StateDict a = {{"w", uniform({4, 5}, -1, 1)}, {"b", uniform({5}, -1, 1)}};
+  nn::StateDict b = {{"w", uniform({4, 5}, -1, 1)}, {"b", uniform({5}, -1, 1)}};
+  nn::StateDict same = nn::average_state_dicts({a, a, a}, {"a1", "a2", "a3"});
+  for (const auto& [name, value] : a)
+    EXPECT_EQ(same.at(name).to_vector<float>(), value.to_vector<float>()) << name;
+  nn::StateDict mean = nn::average_state_dicts({a, b}, {"a", "b"});
+  for (const auto& [name, value] : a) {
+    std::vector<float> x = value.to_vector<float>(), y = b.at(name).to_vector<float>(), expected;
+    for (size_t i = 0; i < x.size(); ++i)
+      expected.push_back(static_cast<float>((double(x[i]) + double(y[i])) / 2));
+    EXPECT_EQ(mean.at(name).to_vector<float>(), expected) << name;
+    EXPECT_NE(mean.at(name).to_vector<float>(), x) << name;
+  }
+  nn::StateDict wrong = {{"w", zeros({5, 4})}, {"b", zeros({5})}};
+  EXPECT_CONTAINS(testing::error_of([&] {
+                    nn::average_state_dicts({a, wrong}, {"a", "wrong"});
+                  }),
+                  "'w' is f32[5, 4] on cpu in wrong but f32[4, 5] on cpu in a");
+  nn::StateDict more = a;
+  more["extra"] = zeros({1});
+  EXPECT_CONTAINS(testing::error_of([&] {
+                    nn::average_state_dicts({a, more}, {"a", "more"});
+                  }),
+                  "more has 'extra', which a does not have");
+}
+
 }  // namespace
 }  // namespace kiln

@@ -3,7 +3,8 @@
 //    writes the same metrics.jsonl, bit for bit on the CPU, as an uninterrupted run;
 //  - step folders, --max-steps and --max-time, early stopping, progress lines into a file,
 //    --resume with changed flags (applied or refused), --epochs 0, loss.svg across a resume;
-//  - gradient accumulation: 4 batches summed equal one batch of the 4 together.
+//  - gradient accumulation: 4 batches summed equal one batch of the 4 together; resume inside an
+//    epoch with accumulation, --ema and --batch-tokens.
 #include <unistd.h>
 
 #include <algorithm>
@@ -175,6 +176,26 @@ TEST(Trainer, AccumulatedStepsResumeInsideAnEpoch) {
   EXPECT_EQ(state_of(out / "last").epoch_batches, 2);  // epoch 2, after its first 2 batches
   ASSERT_EQ(kiln(with(args, "--max-steps", "0") + " --resume " + (out / "last").string(), log), 0)
       << read(log);
+  EXPECT_EQ(metrics_without_times(out / "metrics.jsonl"), reference);
+  fs::remove_all(dir);
+}
+
+// The same with the weight average (--ema, saved and restored with its update count) and token
+// batches (--batch-tokens), stopped after step 5, inside epoch 1.
+TEST(Trainer, EmaAndTokenBatchesResumeInsideAnEpoch) {
+  fs::path dir = temp_dir("ema"), log = dir / "log.txt";
+  auto args = [&](const fs::path& out) {
+    return with(tiny(out, 2), "--keep-checkpoints", "0") + " --ema 0.9 --batch-tokens 60";
+  };
+  ASSERT_EQ(kiln(args(dir / "full"), log), 0) << read(log);
+  std::vector<std::string> reference = metrics_without_times(dir / "full" / "metrics.jsonl");
+  fs::path out = dir / "split";
+  ASSERT_EQ(kiln(args(out) + " --max-steps 5", log), 0) << read(log);
+  ASSERT_EQ(state_of(out / "last").epoch, 0);
+  ASSERT_GT(state_of(out / "last").epoch_batches, 0);
+  ASSERT_EQ(kiln(args(out) + " --max-steps 0 --resume " + (out / "last").string(), log), 0)
+      << read(log);
+  EXPECT_CONTAINS(read(log), "resuming from " + (out / "last").string() + " at step 5, epoch 1");
   EXPECT_EQ(metrics_without_times(out / "metrics.jsonl"), reference);
   fs::remove_all(dir);
 }

@@ -89,18 +89,23 @@ Batch make_batch(const std::vector<EncodedPair>& pairs, std::vector<int64_t> ind
 
 }  // namespace
 
-std::vector<Batch> make_batches(const std::vector<EncodedPair>& pairs, const BatchOptions& options,
-                                Device device) {
+std::vector<std::vector<int64_t>> plan_batches(const std::vector<EncodedPair>& pairs,
+                                               const BatchOptions& options) {
   KILN_CHECK(options.batch_size >= 1, "make_batches: batch_size must be >= 1, got ",
              options.batch_size);
   KILN_CHECK(options.num_steps == -1 || options.num_steps >= 1, "make_batches: num_steps must be ",
              "-1 (longest in the batch) or >= 1, got ", options.num_steps);
-  check_pairs(pairs);
+  KILN_CHECK(options.batch_tokens >= 0, "make_batches: batch_tokens must be >= 0, got ",
+             options.batch_tokens);
+  KILN_CHECK(options.batch_tokens == 0 || !options.drop_last,
+             "make_batches: drop_last has no remainder batch to drop with batch_tokens");
+  const bool by_tokens = options.batch_tokens > 0;
+  const bool bucket = options.bucket_by_length || by_tokens;
 
   std::mt19937_64 generator(options.seed);
   std::vector<int64_t> order(pairs.size());
   std::iota(order.begin(), order.end(), int64_t{0});
-  if (options.bucket_by_length) {
+  if (bucket) {
     std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
       const EncodedPair& x = pairs[static_cast<size_t>(a)];
       const EncodedPair& y = pairs[static_cast<size_t>(b)];
@@ -111,18 +116,40 @@ std::vector<Batch> make_batches(const std::vector<EncodedPair>& pairs, const Bat
     shuffle_in_place(order, generator);
   }
 
-  const size_t size = static_cast<size_t>(options.batch_size);
   std::vector<std::vector<int64_t>> chunks;
-  for (size_t start = 0; start < order.size(); start += size) {
-    const size_t end = std::min(order.size(), start + size);
-    if (options.drop_last && end - start < size) break;
-    chunks.emplace_back(order.begin() + start, order.begin() + end);
+  if (by_tokens) {
+    // Greedy: a pair joins the current batch while rows x longest target stays in the budget.
+    int64_t longest = 0;
+    for (int64_t index : order) {
+      const int64_t length =
+          options.num_steps > 0
+              ? options.num_steps
+              : static_cast<int64_t>(pairs[static_cast<size_t>(index)].target.size()) + 1;
+      const int64_t rows = chunks.empty() ? 0 : static_cast<int64_t>(chunks.back().size());
+      if (rows == 0 || std::max(longest, length) * (rows + 1) > options.batch_tokens) {
+        chunks.emplace_back();
+        longest = 0;
+      }
+      chunks.back().push_back(index);
+      longest = std::max(longest, length);
+    }
+  } else {
+    const size_t size = static_cast<size_t>(options.batch_size);
+    for (size_t start = 0; start < order.size(); start += size) {
+      const size_t end = std::min(order.size(), start + size);
+      if (options.drop_last && end - start < size) break;
+      chunks.emplace_back(order.begin() + start, order.begin() + end);
+    }
   }
-  if (options.bucket_by_length && options.shuffle) shuffle_in_place(chunks, generator);
+  if (bucket && options.shuffle) shuffle_in_place(chunks, generator);
+  return chunks;
+}
 
+std::vector<Batch> make_batches(const std::vector<EncodedPair>& pairs, const BatchOptions& options,
+                                Device device) {
+  check_pairs(pairs);
   std::vector<Batch> batches;
-  batches.reserve(chunks.size());
-  for (std::vector<int64_t>& chunk : chunks) {
+  for (std::vector<int64_t>& chunk : plan_batches(pairs, options)) {
     batches.push_back(make_batch(pairs, std::move(chunk), options, device));
   }
   return batches;

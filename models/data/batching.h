@@ -53,7 +53,17 @@ struct BatchOptions {
   // bucketing the longest pairs (before the batch order is shuffled).
   bool drop_last = false;
   bool source_eos = true;  // append <eos> to every source sequence (d2l does)
+  // > 0: batches by tokens instead of batch_size pairs. Pairs sorted by length as with
+  // bucket_by_length (whatever it says) are cut into runs whose padded target, rows x the longest
+  // target (<eos> included; num_steps when > 0), stays <= batch_tokens; a pair over that alone
+  // gets a batch of its own. shuffle then permutes the batches; drop_last must be false.
+  int64_t batch_tokens = 0;
 };
+
+// The pairs of each batch (indices into `pairs`), in batch order: what make_batches lays out.
+// How many there are does not depend on the seed.
+std::vector<std::vector<int64_t>> plan_batches(const std::vector<EncodedPair>& pairs,
+                                               const BatchOptions& options);
 
 // Every pair lands in exactly one batch (but for the dropped remainder with drop_last). The
 // tensors are created on `device`.

@@ -127,20 +127,34 @@ Corpus parse_parallel(std::string_view source_text, std::string_view target_text
   return corpus;
 }
 
+namespace {
+// One line already split off (no '\n', no BOM): the strict UTF-8 check and the trim.
+void clean_input_line(InputLines& input, std::string_view line, const std::string& name,
+                      size_t number, const ReadOptions& options) {
+  if (std::string bad = utf8_problem(line); !bad.empty()) {
+    report(input, options, name, number, bad);
+    input.sentences.emplace_back();
+    return;
+  }
+  input.sentences.emplace_back(trim(line));
+}
+}  // namespace
+
 InputLines parse_input_lines(std::string_view text, const std::string& name,
                              const ReadOptions& options) {
   InputLines input;
   const std::vector<std::string_view> lines = split_lines(text);
   input.sentences.reserve(lines.size());
-  for (size_t i = 0; i < lines.size(); ++i) {
-    if (std::string bad = utf8_problem(lines[i]); !bad.empty()) {
-      report(input, options, name, i + 1, bad);
-      input.sentences.emplace_back();
-      continue;
-    }
-    input.sentences.emplace_back(trim(lines[i]));
-  }
+  for (size_t i = 0; i < lines.size(); ++i) clean_input_line(input, lines[i], name, i + 1, options);
   return input;
+}
+
+void add_input_line(InputLines& input, std::string_view line, const std::string& name,
+                    size_t number, const ReadOptions& options) {
+  // What split_lines drops from a whole text, for a line on its own.
+  if (number == 1 && line.substr(0, 3) == "\xEF\xBB\xBF") line.remove_prefix(3);
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  clean_input_line(input, line, name, number, options);
 }
 
 Split split_pairs(const std::vector<SentencePair>& pairs, int64_t train, int64_t valid,

@@ -61,6 +61,11 @@ struct InputLines {
 };
 InputLines parse_input_lines(std::string_view text, const std::string& name,
                              const ReadOptions& options = {});
+// The same for one line as it arrives (kiln translate's streaming stdin): `line` without its
+// '\n', `number` counted from 1; a trailing '\r' and, on line 1, a BOM are dropped, then the line
+// is checked and trimmed and appended to `input` ("" and a problem when its UTF-8 is invalid).
+void add_input_line(InputLines& input, std::string_view line, const std::string& name,
+                    size_t number, const ReadOptions& options = {});
 
 struct Split {
   std::vector<SentencePair> train, valid, test;

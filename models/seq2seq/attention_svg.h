@@ -1,4 +1,5 @@
-// An attention heatmap as SVG: rows are target tokens, columns source tokens, darker = more weight.
+// An attention heatmap as SVG: rows are target tokens, columns source tokens, darker = more weight,
+// with a colour scale (the legend, id="legend") from 0 to 1 beside it; labels are XML-escaped.
 #pragma once
 
 #include <string>

@@ -115,6 +115,23 @@ std::vector<std::string> JsonReader::strings(
   return out;
 }
 
+std::vector<int64_t> JsonReader::integers(const char* field, int64_t min, int64_t max) const {
+  const nlohmann::json* value = find(field, false);
+  if (!value->is_array()) fail(field, "an array of integers", *value);
+  std::vector<int64_t> out;
+  out.reserve(value->size());
+  for (size_t i = 0; i < value->size(); ++i) {
+    const nlohmann::json& item = (*value)[i];
+    const bool ok = item.is_number_integer() &&
+                    (!item.is_number_unsigned() || item.get<uint64_t>() <= uint64_t{kMax});
+    const int64_t v = ok ? item.get<int64_t>() : 0;
+    KILN_CHECK(ok && v >= min && v <= max, source_, ": field '", prefix_, field, "' item ", i + 1,
+               ": expected an integer in [", min, ", ", max, "], got ", item.dump());
+    out.push_back(v);
+  }
+  return out;
+}
+
 JsonReader JsonReader::object(const char* field) const {
   const nlohmann::json* value = find(field, false);
   if (!value->is_object()) fail(field, "a JSON object", *value);

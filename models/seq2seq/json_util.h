@@ -40,6 +40,8 @@ class JsonReader {
   std::string string(const char* field, std::optional<std::string> fallback = std::nullopt) const;
   std::vector<std::string> strings(const char* field,
                                    std::optional<std::vector<std::string>> fallback) const;
+  // A required array of integers in [min, max]; errors name the item.
+  std::vector<int64_t> integers(const char* field, int64_t min = kMin, int64_t max = kMax) const;
   // A nested object (required): its errors say "<source>: field '<field>.<name>'".
   JsonReader object(const char* field) const;
   // Marks a field as known without reading it (informational fields).

@@ -25,6 +25,26 @@ void TrainOptions::validate() const {
   KILN_CHECK(train_pairs >= -1 && valid_pairs >= 0 && test_pairs >= 0,
              "train: train_pairs must be >= -1 (the rest), valid_pairs and test_pairs >= 0, got ",
              train_pairs, ", ", valid_pairs, ", ", test_pairs);
+  KILN_CHECK(split_valid >= -1 && split_test >= 0,
+             "train: split_valid must be >= -1 (-1: valid_fraction) and split_test >= 0, got ",
+             split_valid, " and ", split_test);
+  const bool slices = train_pairs != -1 || valid_pairs != 0 || test_pairs != 0;
+  const bool split_sizes = split_valid != -1 || split_test != 0;
+  const bool split_files = !data_valid.empty() || !data_test.empty();
+  KILN_CHECK(!(split_sizes && slices),
+             "train: --split-valid/--split-test (a seeded random split) cannot be combined with ",
+             "--train-pairs/--valid-pairs/--test-pairs (consecutive slices, also set by the d2l ",
+             "presets); give one or the other");
+  KILN_CHECK(
+      !split_files || !(split_sizes || slices),
+      "train: --data-valid/--data-test (separate files, the corpus all trains) cannot be ",
+      "combined with --split-valid/--split-test or --train-pairs/--valid-pairs/--test-pairs");
+  KILN_CHECK(random_split || !split_sizes,
+             "train: split_valid and split_test need random_split true");
+  KILN_CHECK(max_length == -1 || max_length > 0,
+             "train: max_length must be -1 (no filter) or > 0, got ", max_length);
+  KILN_CHECK(batch_tokens >= 0, "train: batch_tokens must be >= 0 (0: batches of batch_size ",
+             "pairs), got ", batch_tokens);
   KILN_CHECK(valid_fraction >= 0 && valid_fraction < 1,
              "train: valid_fraction must be in [0, 1), got ", valid_fraction);
   KILN_CHECK(min_freq >= 1, "train: min_freq must be >= 1, got ", min_freq);
@@ -62,6 +82,8 @@ void TrainOptions::validate() const {
              max_source_length, " and ", max_target_length);
   KILN_CHECK(std::isfinite(lr) && lr > 0, "train: lr must be a finite number > 0, got ", lr);
   KILN_CHECK(clip >= 0, "train: clip must be >= 0 (0 disables), got ", clip);
+  KILN_CHECK(ema == 0 || (ema > 0 && ema < 1),
+             "train: ema decay must be in (0, 1), e.g. 0.999 (0: no averaging), got ", ema);
   KILN_CHECK(teacher_forcing >= 0 && teacher_forcing <= 1,
              "train: teacher forcing must be in [0, 1], got ", teacher_forcing);
   KILN_CHECK(label_smoothing >= 0 && label_smoothing < 1,
@@ -92,6 +114,14 @@ std::string TrainOptions::to_json() const {
                       {"valid_pairs", valid_pairs},
                       {"test_pairs", test_pairs},
                       {"valid_fraction", valid_fraction},
+                      {"random_split", random_split},
+                      {"split_valid", split_valid},
+                      {"split_test", split_test},
+                      {"split_seed", split_seed},
+                      {"data_valid", data_valid},
+                      {"data_test", data_test},
+                      {"max_length", max_length},
+                      {"batch_tokens", batch_tokens},
                       {"vocab_from_valid", vocab_from_valid},
                       {"min_freq", min_freq},
                       {"max_vocab", max_vocab},
@@ -112,6 +142,7 @@ std::string TrainOptions::to_json() const {
                       {"label_smoothing", label_smoothing},
                       {"teacher_forcing", teacher_forcing},
                       {"epochs", epochs},
+                      {"ema", ema},
                       {"seed", seed},
                       {"device", device},
                       {"bleu_sentences", bleu_sentences},
@@ -147,6 +178,15 @@ TrainOptions TrainOptions::from_json(const std::string& text, const std::string&
   o.valid_pairs = r.integer("valid_pairs", o.valid_pairs);
   o.test_pairs = r.integer("test_pairs", o.test_pairs);
   o.valid_fraction = r.number("valid_fraction", o.valid_fraction);
+  // Absent: a config from before random splits, unless it asks for one by its sizes.
+  o.random_split = r.boolean("random_split", r.has("split_valid") || r.has("split_test"));
+  o.split_valid = r.integer("split_valid", o.split_valid);
+  o.split_test = r.integer("split_test", o.split_test);
+  o.split_seed = r.unsigned_integer("split_seed", o.split_seed);
+  o.data_valid = r.string("data_valid", o.data_valid);
+  o.data_test = r.string("data_test", o.data_test);
+  o.max_length = r.integer("max_length", o.max_length);
+  o.batch_tokens = r.integer("batch_tokens", o.batch_tokens);
   o.vocab_from_valid = r.boolean("vocab_from_valid", o.vocab_from_valid);
   o.min_freq = r.integer("min_freq", o.min_freq);
   o.max_vocab = r.integer("max_vocab", o.max_vocab);
@@ -167,6 +207,7 @@ TrainOptions TrainOptions::from_json(const std::string& text, const std::string&
   o.label_smoothing = r.number("label_smoothing", o.label_smoothing);
   o.teacher_forcing = r.number("teacher_forcing", o.teacher_forcing);
   o.epochs = r.integer("epochs", o.epochs);
+  o.ema = r.number("ema", o.ema);
   o.seed = r.unsigned_integer("seed", o.seed);
   o.device = r.string("device", o.device);
   o.bleu_sentences = r.integer("bleu_sentences", o.bleu_sentences);
@@ -236,6 +277,14 @@ const ResumeFlag kResumeFlags[] = {
     {"--train-pairs", "/train_pairs", false},
     {"--valid-pairs", "/valid_pairs", false},
     {"--test-pairs", "/test_pairs", false},
+    {"--split-valid", "/split_valid", false},
+    {"--split-test", "/split_test", false},
+    {"--split-seed", "/split_seed", false},
+    {"--data-valid", "/data_valid", false},
+    {"--data-test", "/data_test", false},
+    {"--max-length", "/max_length", false},
+    {"--batch-tokens", "/batch_tokens", false},
+    {"--ema", "/ema", false},
     {"--bleu-sentences", "/bleu_sentences", true},
     {"--max-source-length", "/max_source_length", false},
     {"--max-target-length", "/max_target_length", false},

@@ -17,13 +17,26 @@ struct TrainOptions {
   int64_t max_pairs = -1;
   bool strict_data = false;  // a bad corpus line is fatal instead of skipped
   int64_t train_pairs = -1, valid_pairs = 0, test_pairs = 0;  // -1 train: all but valid + test
-  // used when valid_pairs == 0 and test_pairs == 0 and train_pairs == -1
+  // the validation share when no size is given (no slice above, and split_valid == -1)
   double valid_fraction = 0.05;
+  // A seeded random split, the default when no consecutive slice above is given: split_valid pairs
+  // for validation (-1: valid_fraction of the corpus) and split_test for testing, drawn with
+  // split_seed and saved as split.json in every checkpoint, so resume and eval see the same one.
+  // Absent from config.json files older than random splits: false there, which keeps their
+  // consecutive slices (the last valid_fraction as validation).
+  bool random_split = true;
+  int64_t split_valid = -1, split_test = 0;
+  uint64_t split_seed = 1;
+  // Validation / test pairs from their own TSV files instead of a split: the corpus all trains.
+  std::string data_valid, data_test;
+  // > 0: training pairs with more than max_length tokens on either side are dropped (and counted).
+  int64_t max_length = -1;
   bool vocab_from_valid = false;  // d2l 1.0 builds the vocabulary from train + valid
   int64_t min_freq = 1, max_vocab = -1;
   std::string tokenizer = "word";  // or "sentencepiece": subwords trained on the training side
   int64_t subword_vocab = 4000;    // SentencePiece pieces per side
   int64_t num_steps = -1, batch_size = 64;
+  int64_t batch_tokens = 0;  // > 0: batches of about this many target tokens, not batch_size pairs
   // model
   ModelConfig model;
   // optimization
@@ -32,6 +45,9 @@ struct TrainOptions {
   int64_t warmup = 0, step_size = 1;
   double gamma = 0.5, clip = 1.0, label_smoothing = 0, teacher_forcing = 1.0;
   int64_t epochs = 10;
+  // > 0: decay of the exponential moving average of the weights (nn/averaging.h), which
+  // validation uses and checkpoints save as the model; 0: off
+  double ema = 0;
   uint64_t seed = 1;
   std::string device = "cpu";
   // reporting

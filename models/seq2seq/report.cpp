@@ -27,9 +27,15 @@ std::string existing_text(const std::string& path) {
 }  // namespace
 
 std::string data_line(const Prepared& p) {
-  return "data: " + std::to_string(p.split.train.size()) + " train / " +
+  std::string dropped = p.dropped_long == 0
+                            ? ""
+                            : " (" + std::to_string(p.dropped_long) + " dropped by --max-length " +
+                                  std::to_string(p.max_length) + ")";
+  std::string how =
+      p.split_record ? ", random split (seed " + std::to_string(p.split_record->seed) + ")" : "";
+  return "data: " + std::to_string(p.split.train.size()) + " train" + dropped + " / " +
          std::to_string(p.split.valid.size()) + " valid / " + std::to_string(p.split.test.size()) +
-         " test pairs; vocab " + std::to_string(p.source_vocab.size()) + " source, " +
+         " test pairs" + how + "; vocab " + std::to_string(p.source_vocab.size()) + " source, " +
          std::to_string(p.target_vocab.size()) + " target tokens";
 }
 

@@ -25,7 +25,8 @@ struct EpochMetrics {
   bool early_stop = false;  // this validation made early stopping trigger
 };
 
-// "data: 6000 train / 500 valid / 1500 test pairs; vocab 14 source, 102 target tokens".
+// "data: 6000 train / 500 valid / 1500 test pairs; vocab 14 source, 102 target tokens", with
+// the pairs --max-length dropped and ", random split (seed S)" when there are any.
 std::string data_line(const Prepared& prepared);
 // "model: gru 1x128, embed 32, attention bahdanau, 223334 parameters, on cpu".
 std::string model_line(const ModelConfig& config, int64_t num_parameters, const Device& device);

@@ -43,6 +43,42 @@ void Seq2SeqStepper::reorder(const Tensor& index) {
   state_ = Seq2Seq::select_rows(state_, on_device);
 }
 
+EnsembleStepper::EnsembleStepper(std::vector<std::unique_ptr<Stepper>> members)
+    : members_(std::move(members)) {
+  KILN_CHECK(!members_.empty(), "EnsembleStepper: needs at least one member");
+}
+
+Tensor EnsembleStepper::step(const Tensor& tokens) {
+  NoGradGuard no_grad;
+  Tensor sum = members_[0]->step(tokens);
+  if (members_.size() == 1) return sum;  // bit for bit the single model
+  for (size_t m = 1; m < members_.size(); ++m) sum = add(sum, members_[m]->step(tokens));
+  return mul(sum, 1.0 / static_cast<double>(members_.size()));
+}
+
+void EnsembleStepper::reorder(const Tensor& index) {
+  for (auto& member : members_) member->reorder(index);
+}
+
+Tensor EnsembleStepper::last_attention() const {
+  NoGradGuard no_grad;
+  Tensor sum;
+  int64_t count = 0;
+  for (const auto& member : members_) {
+    Tensor a = member->last_attention();
+    if (!a.defined()) continue;
+    a = to(to(a, DType::f32), Device::cpu());
+    sum = count == 0 ? a : add(sum, a);
+    ++count;
+  }
+  return count <= 1 ? sum : mul(sum, 1.0 / static_cast<double>(count));
+}
+
+double length_normalized(double log_prob, size_t length, double alpha) {
+  return alpha == 0 ? log_prob
+                    : log_prob / std::pow(static_cast<double>(std::max<size_t>(length, 1)), alpha);
+}
+
 std::vector<int64_t> max_lengths_for(const Tensor& source_lengths, double a, double b) {
   std::vector<int64_t> lengths =
       to(to(source_lengths, DType::i64), Device::cpu()).to_vector<int64_t>();
@@ -51,9 +87,11 @@ std::vector<int64_t> max_lengths_for(const Tensor& source_lengths, double a, dou
 }
 
 namespace {
-double normalized(double log_prob, size_t length, double alpha) {
-  return alpha == 0 ? log_prob
-                    : log_prob / std::pow(static_cast<double>(std::max<size_t>(length, 1)), alpha);
+// The stepper's attention of the last step on the host, [rows * S] row-major; S = size / rows.
+std::vector<float> host_attention(const Stepper& stepper) {
+  Tensor a = stepper.last_attention();
+  KILN_CHECK(a.defined(), "search: keep_attention was asked of a stepper without attention");
+  return to(to(a, DType::f32), Device::cpu()).to_vector<float>();
 }
 
 // Log-probabilities [rows, V] on the host in their own dtype (f32 from a model, f64 from a test's
@@ -101,8 +139,8 @@ Tensor token_tensor(const std::vector<int64_t>& tokens, Device device) {
 }
 }  // namespace
 
-std::vector<Hypothesis> greedy_search(Stepper& stepper, int64_t batch, const SearchOptions& options,
-                                      const Seq2SeqStepper* attention_source) {
+std::vector<Hypothesis> greedy_search(Stepper& stepper, int64_t batch,
+                                      const SearchOptions& options) {
   std::vector<Hypothesis> hyps(batch);
   std::vector<int64_t> tokens(batch, options.bos_id);
   int64_t longest = *std::max_element(options.max_lengths.begin(), options.max_lengths.end());
@@ -112,16 +150,14 @@ std::vector<Hypothesis> greedy_search(Stepper& stepper, int64_t batch, const Sea
     std::vector<double> best_lp =
         to(to(max(log_probs), DType::f64), Device::cpu()).to_vector<double>();
     std::vector<float> attention;
-    if (attention_source)
-      attention =
-          to(to(attention_source->last_attention(), DType::f32), Device::cpu()).to_vector<float>();
+    if (options.keep_attention) attention = host_attention(stepper);
     bool all_done = true;
     for (int64_t b = 0; b < batch; ++b) {
       Hypothesis& h = hyps[b];
       if (h.finished || static_cast<int64_t>(h.tokens.size()) >= options.max_lengths[b]) continue;
       h.tokens.push_back(best[b]);
       h.log_prob += best_lp[b];
-      if (attention_source) {
+      if (options.keep_attention) {
         int64_t src = static_cast<int64_t>(attention.size()) / batch;
         h.attention.emplace_back(attention.begin() + b * src, attention.begin() + (b + 1) * src);
       }
@@ -148,6 +184,8 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
   // step does not expand K identical copies.
   std::vector<double> alive_lp(batch * K, kDead);
   std::vector<std::vector<int64_t>> alive_tokens(batch * K);
+  // With keep_attention: each alive beam's attention rows, one per token, moved with its tokens.
+  std::vector<std::vector<std::vector<float>>> alive_attention(batch * K);
   for (int64_t b = 0; b < batch; ++b) alive_lp[b * K] = 0;
   std::vector<std::vector<Hypothesis>> finished(batch);
   std::vector<bool> done(batch, false);
@@ -156,9 +194,13 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
     Tensor log_probs = stepper.step(token_tensor(tokens, Device::cpu()));
     const HostLogProbs lp(log_probs);
     const int64_t vocab = lp.vocab();
+    std::vector<float> attention;
+    if (options.keep_attention) attention = host_attention(stepper);
+    const int64_t source_len = static_cast<int64_t>(attention.size()) / (batch * K);
     std::vector<int64_t> parents(batch * K), next_tokens(batch * K, options.eos_id);
     std::vector<double> next_lp(batch * K, kDead);
     std::vector<std::vector<int64_t>> next_seq(batch * K);
+    std::vector<std::vector<std::vector<float>>> next_attention(batch * K);
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t k = 0; k < K; ++k) parents[b * K + k] = b * K;  // dead rows follow beam 0
       if (done[b]) continue;
@@ -182,12 +224,16 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
         int64_t k = candidates[c].second / vocab, v = candidates[c].second % vocab;
         std::vector<int64_t> seq = alive_tokens[b * K + k];
         seq.push_back(v);
+        std::vector<std::vector<float>> rows;
+        if (options.keep_attention) {
+          rows = alive_attention[b * K + k];
+          auto row = attention.begin() + (b * K + k) * source_len;
+          rows.emplace_back(row, row + source_len);
+        }
         if (v == options.eos_id || at_limit) {
-          Hypothesis h{seq,
-                       candidates[c].first,
-                       normalized(candidates[c].first, seq.size(), beam.length_penalty),
-                       v == options.eos_id,
-                       {}};
+          Hypothesis h{seq, candidates[c].first,
+                       length_normalized(candidates[c].first, seq.size(), beam.length_penalty),
+                       v == options.eos_id, rows};
           finished[b].push_back(h);
           if (v == options.eos_id) continue;
         }
@@ -196,6 +242,7 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
         next_tokens[b * K + filled] = v;
         next_lp[b * K + filled] = candidates[c].first;
         next_seq[b * K + filled] = std::move(seq);
+        next_attention[b * K + filled] = std::move(rows);
         ++filled;
       }
       // Done when K hypotheses ended, or no alive beam can still beat the worst kept one: log
@@ -205,8 +252,9 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
                 [](const Hypothesis& x, const Hypothesis& y) { return x.score > y.score; });
       double best_alive = kDead;
       for (int64_t k = 0; k < filled; ++k) {
-        best_alive = std::max(best_alive, normalized(next_lp[b * K + k], options.max_lengths[b],
-                                                     beam.length_penalty));
+        best_alive = std::max(
+            best_alive,
+            length_normalized(next_lp[b * K + k], options.max_lengths[b], beam.length_penalty));
       }
       done[b] =
           at_limit || filled == 0 ||
@@ -216,6 +264,7 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
     stepper.reorder(token_tensor(parents, Device::cpu()));
     alive_lp = next_lp;
     alive_tokens = std::move(next_seq);
+    alive_attention = std::move(next_attention);
     tokens = next_tokens;
   }
   for (auto& list : finished) {

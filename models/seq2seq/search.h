@@ -18,6 +18,9 @@ class Stepper {
   virtual Tensor step(const Tensor& tokens) = 0;
   // Row i of the new state = row index[i] (host) of the current one (beams follow their parents).
   virtual void reorder(const Tensor& index) = 0;
+  // [N, S] weights over the source of the last step, or an undefined tensor when the rows have
+  // no attention (a model without it, or one not asked to keep it).
+  virtual Tensor last_attention() const { return Tensor(); }
 };
 
 // Decodes with a Seq2Seq model; rows = sentences (greedy) or sentences x beams (beam search).
@@ -28,7 +31,7 @@ class Seq2SeqStepper : public Stepper {
                  int64_t repeat = 1, bool keep_attention = false);
   Tensor step(const Tensor& tokens) override;
   void reorder(const Tensor& index) override;
-  const Tensor& last_attention() const { return attention_; }  // [N, S] of the last step
+  Tensor last_attention() const override { return attention_; }
 
  private:
   const Seq2Seq& model_;
@@ -39,23 +42,40 @@ class Seq2SeqStepper : public Stepper {
   Tensor attention_;
 };
 
+// Several models decoded as one (an ensemble): each step's log-probabilities are the mean of the
+// members' log-probabilities [N, V], and the attention the mean of those members that have it.
+// Every member holds the same rows; reorder moves them all. One member is returned unchanged.
+class EnsembleStepper : public Stepper {
+ public:
+  explicit EnsembleStepper(std::vector<std::unique_ptr<Stepper>> members);
+  Tensor step(const Tensor& tokens) override;
+  void reorder(const Tensor& index) override;
+  Tensor last_attention() const override;
+
+ private:
+  std::vector<std::unique_ptr<Stepper>> members_;
+};
+
 struct Hypothesis {
   std::vector<int64_t> tokens;  // without <bos>; ends with <eos> when finished
   double log_prob = 0;          // sum of the tokens' log-probabilities
   double score = 0;             // log_prob / length^alpha
   bool finished = false;
-  std::vector<std::vector<float>>
-      attention;  // per token, weights over the source (greedy, if asked)
+  // Per token, its weights over the source (SearchOptions::keep_attention): the rows of the
+  // step that emitted it, followed through beam reorders.
+  std::vector<std::vector<float>> attention;
 };
 
 struct SearchOptions {
   int64_t bos_id = 2, eos_id = 3;
   std::vector<int64_t> max_lengths;  // per sentence
+  bool keep_attention = false;       // fill Hypothesis::attention (the stepper must have it)
 };
 
 // Each row picks its argmax until <eos> or its max length.
-std::vector<Hypothesis> greedy_search(Stepper& stepper, int64_t batch, const SearchOptions& options,
-                                      const Seq2SeqStepper* attention_source = nullptr);
+// Scores are the raw log-probabilities; length_normalized gives the beam's ranking score.
+std::vector<Hypothesis> greedy_search(Stepper& stepper, int64_t batch,
+                                      const SearchOptions& options);
 
 struct BeamOptions {
   int64_t beam_size = 4;
@@ -68,6 +88,9 @@ struct BeamOptions {
 std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch,
                                                  const SearchOptions& options,
                                                  const BeamOptions& beam);
+
+// log_prob / length^alpha (length at least 1; alpha = 0: log_prob itself).
+double length_normalized(double log_prob, size_t length, double alpha);
 
 // max length per sentence = ceil(a * source length + b).
 std::vector<int64_t> max_lengths_for(const Tensor& source_lengths, double a, double b);

@@ -25,6 +25,7 @@
 #include "models/seq2seq/prepare.h"
 #include "models/seq2seq/run_folder.h"
 #include "models/seq2seq/translator.h"
+#include "nn/averaging.h"
 #include "nn/optim.h"
 
 namespace kiln::seq2seq {
@@ -76,12 +77,18 @@ struct Run {
   const ProgressLine& progress;
   bool live_progress;       // the in-place line on a terminal; else a log line every log_every
   Clock::time_point start;  // of this process's training, for --max-time
+  nn::ExponentialMovingAverage* ema = nullptr;  // --ema: the weight average, else null
 };
 
 // The weights, optimizer state and random generator of a checkpoint, so that the run continues
 // with exactly the numbers an uninterrupted one would have drawn.
-void restore(const std::string& dir, const TrainState& state, Seq2Seq& model, nn::Optimizer& opt) {
-  load_model_weights(dir, model);
+void restore(const std::string& dir, const TrainState& state, Seq2Seq& model, nn::Optimizer& opt,
+             nn::ExponentialMovingAverage* ema) {
+  if (ema) {
+    load_ema_weights(dir, model, *ema, state.ema_updates);
+  } else {
+    load_model_weights(dir, model);
+  }
   load_optimizer_state(dir, opt);
   default_generator().manual_seed(state.rng_seed);
   default_generator().set_offset(state.rng_offset);
@@ -101,15 +108,23 @@ StepResult train_step(const Run& r, const std::vector<const data::Batch*>& group
   double norm_value = norm.defined() ? norm.item() : 0.0;
   if (norm.defined() && !std::isfinite(norm_value)) return {false, 0, norm_value};
   r.opt.step();
+  if (r.ema) r.ema->update();
   return {true, loss, norm_value};
+}
+
+// How the training pairs are cut into batches (the epoch's seed aside).
+data::BatchOptions batch_options(const TrainOptions& o) {
+  data::BatchOptions batching;
+  batching.batch_size = o.batch_size;
+  batching.num_steps = o.num_steps;
+  batching.batch_tokens = o.batch_tokens;
+  return batching;
 }
 
 // The batches of one epoch, in their order: a function of the seed and the epoch alone, so a run
 // resumed inside the epoch makes the same ones and continues with the batch after its checkpoint.
 std::vector<data::Batch> epoch_batches(const Run& r, int64_t epoch) {
-  data::BatchOptions batching;
-  batching.batch_size = r.o.batch_size;
-  batching.num_steps = r.o.num_steps;
+  data::BatchOptions batching = batch_options(r.o);
   batching.seed = r.o.seed * 1000003 + static_cast<uint64_t>(epoch);  // reproducible per epoch
   return data::make_batches(r.p.train, batching, r.device);
 }
@@ -132,6 +147,8 @@ EpochMetrics epoch_so_far(const Run& r, int64_t epoch, const TrainState& state, 
 // Validation: loss by teacher forcing, BLEU and exact match of greedy translations of the first
 // bleu_sentences pairs (all with -1). Leaves the model in eval mode.
 void validate(const Run& r, EpochMetrics& m) {
+  std::optional<nn::AveragedWeightsScope> averaged;  // --ema: validate the average
+  if (r.ema) averaged.emplace(*r.ema);
   r.model.eval();
   const std::vector<data::SentencePair>& valid = r.p.split.valid;
   if (valid.empty()) return;
@@ -161,7 +178,7 @@ void validate(const Run& r, EpochMetrics& m) {
 void save_to(const Run& r, const std::string& dir, TrainState& state) {
   state.rng_seed = default_generator().seed();
   state.rng_offset = default_generator().offset();
-  save_checkpoint(dir, r.o, r.model, r.opt, r.p, state);
+  save_checkpoint(dir, r.o, r.model, r.opt, r.p, state, r.ema);
 }
 
 // The step-<N> folders in out_dir, by step.
@@ -429,10 +446,12 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
   Seq2Seq model(o.model);
   model.to(device);
   auto opt = make_optimizer(o, model.parameters());
+  std::unique_ptr<nn::ExponentialMovingAverage> ema;
+  if (o.ema > 0) ema = std::make_unique<nn::ExponentialMovingAverage>(model, o.ema);
   TrainState state;  // epoch 0, or where the checkpoint stopped
   if (resumed) {
     state = *resumed;
-    restore(from, state, model, *opt);
+    restore(from, state, model, *opt, ema.get());
     log("resuming from " + resume_dir + " at step " + std::to_string(state.steps) + ", epoch " +
         std::to_string(state.epoch + 1) +
         (state.epoch_batches ? " batch " + std::to_string(state.epoch_batches + 1)
@@ -444,17 +463,27 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
     }
   }
   log(model_line(o.model, model.num_parameters(), device));
+  if (ema) {
+    char line[160];
+    std::snprintf(line, sizeof line,
+                  "weight average: --ema %g (warm-up min(%g, (1 + t) / (10 + t))); validation and "
+                  "checkpoints use it",
+                  o.ema, o.ema);
+    log(line);
+  }
   if (overwrite) folder.clear_previous_run(keep_tokenizers);
 
+  // The same every epoch: the epoch's seed only orders the batches.
   int64_t batches_per_epoch =
-      (static_cast<int64_t>(p.train.size()) + o.batch_size - 1) / o.batch_size;
+      static_cast<int64_t>(data::plan_batches(p.train, batch_options(o)).size());
   int64_t total_steps = (batches_per_epoch + o.accum_steps - 1) / o.accum_steps * o.epochs;
   if (o.max_steps > 0) total_steps = std::min(total_steps, o.max_steps);
   auto schedule = make_schedule(o, total_steps);
   bool live = isatty(fileno(stdout)) && !o.quiet;
   ProgressLine progress(live, state.epoch + 1, o.epochs,
                         double(state.epoch_batches) / std::max<int64_t>(batches_per_epoch, 1));
-  Run run{o, device, p, model, *opt, *schedule, log, out_dir, progress, live, Clock::now()};
+  Run run{o,   device,  p,        model, *opt,         *schedule,
+          log, out_dir, progress, live,  Clock::now(), ema.get()};
   std::vector<EpochMetrics> history;
   for (int64_t epoch = state.epoch + 1; epoch <= o.epochs; ++epoch) {
     if (train_epoch(run, epoch, state, history)) break;

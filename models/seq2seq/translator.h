@@ -16,24 +16,52 @@
 
 namespace kiln::seq2seq {
 
+struct TranslateOptions {
+  int64_t beam_size = 1;        // 1: greedy
+  int64_t n_best = 1;           // hypotheses returned per sentence (<= beam_size)
+  double length_penalty = 1.0;  // alpha >= 0: score = log p / length^alpha, length with <eos>
+  bool keep_attention = false;  // fill Hypothesis::attention (has_attention() must hold)
+  int64_t batch_size = 64;      // sentences decoded together
+};
+
 struct Translator {
   std::shared_ptr<Seq2Seq> model;
   std::shared_ptr<data::Tokenizer> source_tokenizer, target_tokenizer;
   data::Vocab source_vocab, target_vocab;
   TrainOptions options;
   Device device;
+  // Further checkpoints decoded together with `model` as an ensemble (averaged log-probabilities
+  // per step); empty: `model` alone. Same vocabularies and tokenizers (load checks). Last, so
+  // the aggregate initialisations of the fields above stay valid.
+  std::vector<std::shared_ptr<Seq2Seq>> ensemble = {};
 
   // Loads a checkpoint folder; an empty `device` means the one it was trained on.
   static Translator load(const std::string& checkpoint_dir, const std::string& device = "");
-  // One sentence per input; greedy when beam_size == 1. Returns n_best hypotheses per sentence,
-  // or one empty hypothesis (no tokens, score 0) for a sentence that tokenizes to nothing.
+  // Several folders as one ensemble: the first gives the tokenizers and options; a folder whose
+  // vocabularies or tokenizer differ from the first's is an error naming both.
+  static Translator load(const std::vector<std::string>& checkpoint_dirs,
+                         const std::string& device = "");
+  // One sentence per input, results in input order; greedy when beam_size == 1. Returns n_best
+  // hypotheses per sentence, or one empty hypothesis (no tokens, score 0) for a sentence that
+  // tokenizes to nothing. Sentences are sorted by length and cut into batches of batch_size, so a
+  // batch pads little. Every hypothesis' score is log_prob / length^alpha (greedy included).
   // Sources longer than options.max_source_length tokens are cut to it (count_long_sources tells
-  // how many will be), so decoding time is bounded whatever the input.
+  // how many will be), so decoding time is bounded whatever the input. Attention rows are cut to
+  // the sentence's own source (its tokens and <eos>).
+  std::vector<std::vector<Hypothesis>> translate(const std::vector<std::string>& sentences,
+                                                 const TranslateOptions& how) const;
   std::vector<std::vector<Hypothesis>> translate(const std::vector<std::string>& sentences,
                                                  int64_t beam_size = 1, int64_t n_best = 1,
                                                  double length_penalty = 1.0,
                                                  bool keep_attention = false) const;
+  // Whether decoding yields attention (some model of the ensemble has it).
+  bool has_attention() const;
+  // The source tokens the model reads for a sentence (tokenized, cut to max_source_length).
+  std::vector<std::string> source_tokens(const std::string& sentence) const;
   std::string to_text(const Hypothesis& hypothesis) const;
+  // The same with each <unk> replaced by the source token with the highest attention weight at
+  // that step (the hypothesis needs its attention; <eos>'s column is never chosen).
+  std::string to_text(const Hypothesis& hypothesis, const std::string& source) const;
   // Mean per-token cross-entropy (teacher forcing) over pairs, each side cut to the length cap;
   // perplexity = exp of it.
   double mean_nll(const std::vector<data::SentencePair>& pairs) const;
