@@ -337,6 +337,36 @@ TEST(Trainer, ResumeAppliesOrRefusesChangedFlags) {
   fs::remove_all(dir);
 }
 
+// Every flag of `kiln train --help` is one resume_options() applies or refuses by name (a new
+// flag must be added to its table), and each names a field of config.json.
+TEST(Trainer, ResumeKnowsEveryTrainFlag) {
+  fs::path dir = temp_dir("help"), help = dir / "help.txt";
+  ASSERT_EQ(kiln("train --help", help), 0);
+  std::istringstream lines(read(help));
+  std::vector<std::string> given;
+  for (std::string line; std::getline(lines, line);) {
+    size_t at = line.find("--");
+    if (line.rfind("  -", 0) != 0 || at == std::string::npos) continue;  // not an option line
+    std::string flag = line.substr(at, line.find(' ', at) - at);
+    // What --resume does not take: another run's settings as a whole, or a fresh start.
+    if (flag == "--help" || flag == "--config" || flag == "--preset" || flag == "--overwrite") {
+      continue;
+    }
+    EXPECT_TRUE(seq2seq::resume_knows_flag(flag)) << flag;
+    given.push_back(flag);
+  }
+  EXPECT_GT(given.size(), 50u);
+  seq2seq::TrainOptions o;
+  o.task = "reverse";
+  o.model.source_vocab = o.model.target_vocab = 10;  // as a checkpoint's config.json has them
+  try {                                              // nothing changed: nothing refused
+    seq2seq::resume_options(o, o, given);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << e.what();
+  }
+  fs::remove_all(dir);
+}
+
 TEST(Trainer, EpochsZeroPreparesDataAndVocabularies) {
   fs::path dir = temp_dir("zero"), out = dir / "out", log = dir / "log.txt";
   ASSERT_EQ(kiln(tiny(out, 0), log), 0) << read(log);

@@ -299,7 +299,20 @@ const ResumeFlag kResumeFlags[] = {
     {"--accum-steps", "/accum_steps", false},
 };
 
+// What only the command line has: where the run goes, and how it prints.
+bool command_line_only(const std::string& flag) {
+  return flag == "--resume" || flag == "--out" || flag == "--quiet";
+}
+
 }  // namespace
+
+bool resume_knows_flag(const std::string& flag) {
+  if (command_line_only(flag)) return true;
+  for (const ResumeFlag& f : kResumeFlags) {
+    if (flag == f.flag) return true;
+  }
+  return false;
+}
 
 TrainOptions resume_options(const TrainOptions& checkpoint, const TrainOptions& command_line,
                             const std::vector<std::string>& given) {
@@ -312,8 +325,7 @@ TrainOptions resume_options(const TrainOptions& checkpoint, const TrainOptions& 
   nlohmann::json merged = nlohmann::json::parse(checkpoint.to_json());
   const nlohmann::json wanted = nlohmann::json::parse(command_line.to_json());
   for (const std::string& flag : given) {
-    // What only the command line has: where the run goes, and how it prints.
-    if (flag == "--resume" || flag == "--out" || flag == "--quiet") continue;
+    if (command_line_only(flag)) continue;
     const ResumeFlag* known = nullptr;
     for (const ResumeFlag& f : kResumeFlags) {
       if (flag == f.flag) known = &f;

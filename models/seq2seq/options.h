@@ -88,5 +88,7 @@ struct TrainOptions {
 // `given` empty (a library caller), only epochs may grow: the larger of the two.
 TrainOptions resume_options(const TrainOptions& checkpoint, const TrainOptions& command_line,
                             const std::vector<std::string>& given);
+// Whether resume_options() knows `flag` ("--lr"): a test holds every `kiln train` flag to it.
+bool resume_knows_flag(const std::string& flag);
 
 }  // namespace kiln::seq2seq
