@@ -230,10 +230,10 @@ int run_demo(TrainOptions o, const std::string& out) {
     std::printf("  %-12s => %-40s %s\n", sources[i].c_str(), hypotheses[i].c_str(),
                 hypotheses[i] == references[i] ? "ok" : ("expected: " + references[i]).c_str());
   }
-  std::printf("held-out: %zu sentences, exact match %.2f%%, BLEU %.2f, chrF2 %.2f (sacreBLEU %s)\n",
+  std::printf("held-out: %zu sentences, exact match %.2f%%, BLEU %.2f (sacreBLEU %s), chrF2 %.2f\n",
               sources.size(), 100 * metrics::exact_match(hypotheses, references),
               metrics::corpus_bleu(hypotheses, references, metrics::BleuSmoothing::exp),
-              metrics::corpus_chrf(hypotheses, references), metrics::kBleuSignature);
+              metrics::kBleuSignature, metrics::corpus_chrf(hypotheses, references));
   return 0;
 }
 
