@@ -266,6 +266,22 @@ TEST(Tokenizer, DetokenizeRoundTripsFraLines) {
   EXPECT_FALSE(is_punctuation_separator("\t"));
 }
 
+// SentencePiece trained on cased, d2l-spaced text decodes to that text, and the learned spacing
+// then gives the original line back.
+TEST(Tokenizer, SentencePieceDecodesToNormalText) {
+  TempDir dir;
+  const std::vector<std::string> french = {
+      "Va\u202f!",    "J'ai perdu.",        "Qu'est-ce que c'est\u202f?",
+      "Tom est ici.", "Qui est Tom\u202f?", "Je suis chez moi."};
+  const std::string model = dir.path("target.spm.model");
+  SentencePieceTokenizer::train(french, 40, model, /*lowercase=*/false);
+  const SentencePieceTokenizer pieces(model, false, learn_punctuation_spacing(french));
+  for (const std::string& line : french) {
+    EXPECT_EQ(pieces.detokenize(pieces.tokenize(line)), line) << line;
+  }
+  EXPECT_EQ(pieces.tokenize("Tom est ici !"), pieces.tokenize("Tom est ici !"));
+}
+
 // ---- vocab --------------------------------------------------------------------------------------
 
 TEST(Vocab, BuildOrdersByFrequencyThenToken) {
