@@ -3,6 +3,7 @@
 //   kiln train --data fra.txt --preset d2l --out runs/d2l
 //   echo "go ." | kiln translate --checkpoint runs/d2l/best --beam 4
 //   kiln eval --checkpoint runs/numbers/best --task numbers-en
+//   kiln serve --checkpoint runs/d2l/best --port 8080
 // Every flag has --help; a bad flag or value is named in the error and the exit code is non-zero.
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -22,6 +23,7 @@
 #include "models/seq2seq/options.h"
 #include "models/seq2seq/prepare.h"
 #include "models/seq2seq/report.h"
+#include "models/seq2seq/server.h"
 #include "models/seq2seq/trainer.h"
 #include "models/seq2seq/translator.h"
 
@@ -437,6 +439,30 @@ int run_cli(int argc, char** argv) {
                    "longest reference in tokens for the loss (default: as trained)")
       ->check(kPositive);
 
+  seq2seq::ServeOptions serve_options;
+  CLI::App* serve = app.add_subcommand("serve", "answer HTTP/JSON translation requests");
+  serve->add_option("--checkpoint", serve_options.checkpoint, "checkpoint folder")->required();
+  serve->add_option("--device", serve_options.device, "cpu, cuda or cuda:N (default: as trained)");
+  serve->add_option("--host", serve_options.host, "address to listen on");
+  serve->add_option("--port", serve_options.port, "port (0: any free one, printed)")
+      ->check(CLI::Range(0, 65535));
+  serve->add_option("--batch-size", serve_options.batch_size, "sentences per batch, across requests")
+      ->check(kPositive);
+  serve
+      ->add_option("--batch-wait-ms", serve_options.batch_wait_ms,
+                   "how long a request may wait for others to fill its batch")
+      ->check(CLI::Range(0, 60000));
+  serve->add_option("--max-body-bytes", serve_options.max_body_bytes, "larger bodies get 413")
+      ->check(kPositive);
+  serve->add_option("--max-sentences", serve_options.max_sentences, "sentences per request")
+      ->check(kPositive);
+  serve->add_option("--max-sentence-bytes", serve_options.max_sentence_bytes, "bytes per sentence")
+      ->check(kPositive);
+  serve->add_option("--max-beam", serve_options.max_beam, "largest beam a request may ask for")
+      ->check(kPositive);
+  serve->add_option("--threads", serve_options.threads, "HTTP threads: requests handled at once")
+      ->check(CLI::Range(1, 1024));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -460,6 +486,11 @@ int run_cli(int argc, char** argv) {
       KILN_CHECK(n_best <= beam, "--n-best ", n_best, " exceeds --beam ", beam);
       return run_translate(checkpoint, device, beam, n_best, length_penalty, attention_svg,
                            max_source_length, strict_input);
+    }
+    if (*serve) {
+      return seq2seq::serve(serve_options, [](const std::string& line) {
+        std::printf("%s\n", line.c_str()), std::fflush(stdout);
+      });
     }
     if (*eval) {
       KILN_CHECK(
