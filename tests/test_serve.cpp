@@ -135,7 +135,9 @@ class Serve : public ::testing::Test {
   std::unique_ptr<ServerProcess> start(const std::string& name,
                                        std::vector<std::string> args = {}) {
     args.insert(args.begin(), {"--checkpoint", checkpoint(), "--port", "0"});
-    auto server = std::make_unique<ServerProcess>(args, *dir_ / (name + ".log"));
+    fs::path log = *dir_ / (name + ".log");  // a new name: an old log would give an old port
+    EXPECT_FALSE(fs::exists(log)) << log;
+    auto server = std::make_unique<ServerProcess>(args, log);
     std::string error;
     port_ = server->wait_for_port(error);
     EXPECT_GT(port_, 0) << error;
@@ -151,9 +153,9 @@ class Serve : public ::testing::Test {
       for (const std::string& line : lines) text += line + "\n";
       return text;
     }();
-    EXPECT_EQ(testing::run_kiln("translate --checkpoint " + checkpoint() + " " + args + " < " +
-                                    input.string(),
-                                output.string()),
+    EXPECT_EQ(testing::run_kiln(
+                  "translate --checkpoint " + checkpoint() + " " + args + " < " + input.string(),
+                  output.string()),
               0)
         << read_file(output);
     std::vector<std::string> out;
@@ -175,7 +177,7 @@ json post_translate(int port, const json& request, int expected_status = 200) {
   return json::parse(result->body);
 }
 
-const std::vector<std::string> kSentences = {"a b c", "d e f g", "h i", "b a", "g f e d c",
+const std::vector<std::string> kSentences = {"a b c", "d e f g", "h i", "b a",    "g f e d c",
                                              "i h g", "c c a",   "e",   "f a b d"};
 
 TEST_F(Serve, TranslatesAsTheCliDoes) {
@@ -224,8 +226,8 @@ TEST_F(Serve, TranslatesAsTheCliDoes) {
 }
 
 TEST_F(Serve, BatchesConcurrentRequestsAndAnswersEachItsOwn) {
-  auto server = start("concurrent", {"--batch-size", "64", "--batch-wait-ms", "300", "--threads",
-                                     "16"});
+  auto server =
+      start("concurrent", {"--batch-size", "64", "--batch-wait-ms", "300", "--threads", "16"});
   ASSERT_GT(port_, 0);
   std::vector<std::string> greedy = cli_translate(kSentences);
   std::vector<std::string> beam = cli_translate(kSentences, "--beam 2");
@@ -250,7 +252,9 @@ TEST_F(Serve, BatchesConcurrentRequestsAndAnswersEachItsOwn) {
     const json& got = answers[c]["translations"];
     ASSERT_EQ(got.size(), c % 3 == 0 ? 2u : 1u) << "client " << c;
     EXPECT_EQ(got[0][0]["text"], expected[c % kSentences.size()]) << "client " << c;
-    if (c % 3 == 0) EXPECT_EQ(got[1][0]["text"], expected[(c + 4) % kSentences.size()]);
+    if (c % 3 == 0) {
+      EXPECT_EQ(got[1][0]["text"], expected[(c + 4) % kSentences.size()]) << "client " << c;
+    }
     sentences += static_cast<int64_t>(got.size());
   }
 
@@ -327,11 +331,16 @@ TEST_F(Serve, StopsOnSigtermAfterTheRequestsInFlight) {
   for (int signal : {SIGTERM, SIGINT}) {
     SCOPED_TRACE(signal == SIGTERM ? "SIGTERM" : "SIGINT");
     // A long batch wait keeps the request in flight when the signal comes.
-    auto server = start("signal", {"--batch-wait-ms", "1500"});
+    auto server = start("signal" + std::to_string(signal), {"--batch-wait-ms", "3000"});
     ASSERT_GT(port_, 0);
     json answer;
     std::thread request([&] { answer = post_translate(port_, {{"text", {"a b c"}}}); });
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    bool in_flight = false;
+    for (auto end = Clock::now() + std::chrono::seconds(20); !in_flight && Clock::now() < end;) {
+      auto health = client(port_)->Get("/health");
+      in_flight = health && json::parse(health->body)["stats"]["in_flight"] == 1;
+    }
+    EXPECT_TRUE(in_flight);
     server->signal(signal);
     request.join();
     EXPECT_EQ(answer["translations"].size(), 1u);
@@ -351,8 +360,7 @@ TEST_F(Serve, BadFlagsAndCheckpointsAreErrors) {
   EXPECT_NE(read_file(out).find("--port"), std::string::npos) << read_file(out);
   EXPECT_NE(testing::run_kiln("serve --checkpoint " + checkpoint() + " --batch-size 0", out), 0);
   EXPECT_NE(read_file(out).find("--batch-size"), std::string::npos) << read_file(out);
-  EXPECT_EQ(testing::run_kiln("serve --checkpoint " + (*dir_ / "none").string() + " --port 0",
-                              out),
+  EXPECT_EQ(testing::run_kiln("serve --checkpoint " + (*dir_ / "none").string() + " --port 0", out),
             1);
   EXPECT_NE(read_file(out).find("none"), std::string::npos) << read_file(out);
 }

@@ -42,8 +42,10 @@ Translations Batcher::translate(std::vector<std::string> sentences,
   }
   KILN_CHECK(!stopping_, "the server is shutting down");
   queue_.push_back(job);
+  ++stats_.in_flight;
   work_.notify_one();
   done_.wait(lock, [&] { return job->finished; });
+  --stats_.in_flight;
   ++stats_.requests;
   if (!job->error.empty()) throw Error(job->error);
   return std::move(job->results);

@@ -35,6 +35,7 @@ struct Translation {
 using Translations = std::vector<std::vector<Translation>>;  // [sentence][hypothesis]
 
 struct BatcherStats {
+  int64_t in_flight = 0;      // requests waiting for their results now
   int64_t requests = 0;       // answered, with results or an error
   int64_t sentences = 0;      // translated
   int64_t batches = 0;        // calls of the translate function

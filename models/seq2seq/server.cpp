@@ -36,6 +36,8 @@ void ServeOptions::validate() const {
 
 namespace {
 
+using Json = nlohmann::ordered_json;  // replies keep their fields in the order written
+
 struct TranslateRequest {
   std::vector<std::string> sentences;
   DecodeSettings settings;
@@ -70,9 +72,9 @@ TranslateRequest read_request(const std::string& body, const ServeOptions& limit
 
 // Replies with `value` as JSON. Invalid UTF-8 (an error message quoting a bad request) is written
 // as U+FFFD rather than failing the reply.
-void reply(httplib::Response& res, int status, const nlohmann::json& value) {
+void reply(httplib::Response& res, int status, const Json& value) {
   res.status = status;
-  res.set_content(value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+  res.set_content(value.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n",
                   "application/json");
 }
 
@@ -123,7 +125,7 @@ class SignalWatcher {
   std::thread thread_;
 };
 
-nlohmann::json health(const ServeOptions& o, const Translator& t, const BatcherStats& s) {
+Json health(const ServeOptions& o, const Translator& t, const BatcherStats& s) {
   const ModelConfig& m = t.options.model;
   return {{"status", "ok"},
           {"checkpoint", o.checkpoint},
@@ -145,7 +147,8 @@ nlohmann::json health(const ServeOptions& o, const Translator& t, const BatcherS
             {"batch_size", o.batch_size},
             {"batch_wait_ms", o.batch_wait_ms}}},
           {"stats",
-           {{"requests", s.requests},
+           {{"in_flight", s.in_flight},
+            {"requests", s.requests},
             {"sentences", s.sentences},
             {"batches", s.batches},
             {"largest_batch", s.largest_batch}}}};
@@ -191,9 +194,9 @@ int serve(const ServeOptions& o, const std::function<void(const std::string&)>& 
     }
     try {
       Translations results = batcher.translate(std::move(request.sentences), request.settings);
-      nlohmann::json translations = nlohmann::json::array();
+      Json translations = Json::array();
       for (const auto& hypotheses : results) {
-        nlohmann::json list = nlohmann::json::array();
+        Json list = Json::array();
         for (const Translation& t : hypotheses)
           list.push_back({{"text", t.text}, {"score", t.score}});
         translations.push_back(std::move(list));
