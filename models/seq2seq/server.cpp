@@ -166,7 +166,9 @@ int serve(const ServeOptions& o, const std::function<void(const std::string&)>& 
                      m.target_vocab, ", on ", translator.device.str(), "; batches of up to ",
                      o.batch_size, " sentences, waiting up to ", o.batch_wait_ms, " ms"));
 
-  // The worker thread is the only one that runs the model.
+  // The worker thread is the only one that runs the model, the tokenizers and the vocabularies;
+  // the HTTP threads only read JSON. Grad mode is per thread (the search turns it off on the
+  // worker), and a model in eval mode draws nothing from the process-wide default generator.
   Batcher batcher(
       [&translator](const std::vector<std::string>& sentences, const DecodeSettings& s) {
         Translations out;
@@ -184,6 +186,8 @@ int serve(const ServeOptions& o, const std::function<void(const std::string&)>& 
     return new httplib::ThreadPool(static_cast<size_t>(threads));
   };
   server.set_payload_max_length(static_cast<size_t>(o.max_body_bytes));
+  // An idle keep-alive connection holds its HTTP thread, and so the shutdown, this long.
+  server.set_keep_alive_timeout(2);
 
   server.Post("/translate", [&](const httplib::Request& req, httplib::Response& res) {
     TranslateRequest request;
