@@ -9,6 +9,7 @@
 #include <cstring>
 #include <exception>
 
+#include "core/cuda_runtime.h"
 #include "core/error.h"
 #include "models/data/utf8.h"
 #include "models/seq2seq/batcher.h"
@@ -171,6 +172,8 @@ int serve(const ServeOptions& o, const std::function<void(const std::string&)>& 
   // worker), and a model in eval mode draws nothing from the process-wide default generator.
   Batcher batcher(
       [&translator](const std::vector<std::string>& sentences, const DecodeSettings& s) {
+        // CUDA's current device is per thread, and this one's starts at cuda:0.
+        if (translator.device.is_cuda()) cuda::set_device(translator.device.index);
         Translations out;
         for (const auto& hypotheses :
              translator.translate(sentences, s.beam, s.n_best, s.length_penalty)) {
