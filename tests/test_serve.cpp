@@ -227,7 +227,7 @@ TEST_F(Serve, TranslatesAsTheCliDoes) {
 
 TEST_F(Serve, BatchesConcurrentRequestsAndAnswersEachItsOwn) {
   auto server =
-      start("concurrent", {"--batch-size", "64", "--batch-wait-ms", "300", "--threads", "16"});
+      start("concurrent", {"--batch-size", "64", "--batch-wait-ms", "1000", "--threads", "16"});
   ASSERT_GT(port_, 0);
   std::vector<std::string> greedy = cli_translate(kSentences);
   std::vector<std::string> beam = cli_translate(kSentences, "--beam 2");
