@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
+#include <mutex>
 #include <thread>
 
 #include "cli_util.h"
@@ -366,25 +367,24 @@ TEST_F(Serve, BadFlagsAndCheckpointsAreErrors) {
 }
 
 // The batcher alone, with a translate function that records its batches: a request larger than
-// a batch is split, results go back to their own requests, and a failing batch fails only the
-// requests in it, with the function's message.
-TEST(ServeBatcher, SplitsRequestsAndReportsFailures) {
+// a batch is split, results go back to their own requests, and a failing sentence fails only its
+// own request, with the function's message, even when batched with another request.
+TEST(ServeBatcher, SplitsRequestsAndIsolatesFailures) {
   std::mutex mutex;
   std::vector<size_t> batch_sizes;
-  seq2seq::Batcher batcher(
-      [&](const std::vector<std::string>& sentences, const seq2seq::DecodeSettings& s) {
-        {
-          std::lock_guard<std::mutex> lock(mutex);
-          batch_sizes.push_back(sentences.size());
-        }
-        seq2seq::Translations out;
-        for (const std::string& sentence : sentences) {
-          KILN_CHECK(sentence != "fail", "cannot translate 'fail'");
-          out.push_back({{sentence + "!", static_cast<double>(s.beam)}});
-        }
-        return out;
-      },
-      3, std::chrono::milliseconds(0));
+  auto fake = [&](const std::vector<std::string>& sentences, const seq2seq::DecodeSettings& s) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      batch_sizes.push_back(sentences.size());
+    }
+    seq2seq::Translations out;
+    for (const std::string& sentence : sentences) {
+      KILN_CHECK(sentence != "fail", "cannot translate 'fail'");
+      out.push_back({{sentence + "!", static_cast<double>(s.beam)}});
+    }
+    return out;
+  };
+  seq2seq::Batcher batcher(fake, 3, std::chrono::milliseconds(0));
   seq2seq::Translations r = batcher.translate({"a", "b", "c", "d", "e", "f", "g"}, {2, 1, 1.0});
   ASSERT_EQ(r.size(), 7u);
   for (size_t i = 0; i < r.size(); ++i) {
@@ -402,11 +402,32 @@ TEST(ServeBatcher, SplitsRequestsAndReportsFailures) {
   EXPECT_EQ(batcher.translate({"y"}, {})[0][0].text, "y!");  // the worker lives on
   seq2seq::BatcherStats stats = batcher.stats();
   EXPECT_EQ(stats.requests, 4);
-  EXPECT_EQ(stats.sentences, 8);  // 7 + 1: the failed batch's sentences are not counted
+  EXPECT_EQ(stats.sentences, 8);  // 7 + 1: the failed request's sentences are not counted
   EXPECT_EQ(stats.batches, 5);
   EXPECT_EQ(stats.largest_batch, 3);
   batcher.stop();
   EXPECT_THROW(batcher.translate({"z"}, {}), Error);
+
+  // Batches of 2 and no time limit: the two requests are translated together, then, the batch
+  // having failed, one by one.
+  batch_sizes.clear();
+  seq2seq::Batcher together(fake, 2, std::chrono::hours(1));
+  std::string good, bad;
+  std::thread first([&] { good = together.translate({"ok"}, {})[0][0].text; });
+  std::thread second([&] {
+    try {
+      together.translate({"fail"}, {});
+    } catch (const Error& e) {
+      bad = e.what();
+    }
+  });
+  first.join();
+  second.join();
+  EXPECT_EQ(good, "ok!");
+  EXPECT_NE(bad.find("cannot translate 'fail'"), std::string::npos) << bad;
+  EXPECT_EQ(batch_sizes, (std::vector<size_t>{2, 1, 1}));
+  EXPECT_EQ(together.stats().batches, 3);
+  EXPECT_EQ(together.stats().sentences, 1);
 }
 
 }  // namespace

@@ -16,7 +16,7 @@ struct Batcher::Job {
   std::chrono::steady_clock::time_point arrived;
   size_t taken = 0, answered = 0;
   Translations results;
-  std::string error;  // set when a batch holding some of its sentences failed
+  std::string error;  // set when translating some of its sentences failed
   bool finished = false;
 };
 
@@ -72,9 +72,14 @@ void Batcher::run() {
     if (stopping_) break;
 
     // Take sentences in arrival order from the jobs with these settings; a job whose sentences
-    // are all taken leaves the queue (the worker keeps it through `slots` until it is answered).
+    // are all taken leaves the queue (the worker keeps it through `parts` until it is answered).
+    struct Part {
+      std::shared_ptr<Job> job;
+      size_t first;       // the job's index of the sentence in row `begin`
+      size_t begin, end;  // rows of `batch`
+    };
     std::vector<std::string> batch;
-    std::vector<std::pair<std::shared_ptr<Job>, size_t>> slots;  // (job, sentence index) per row
+    std::vector<Part> parts;
     for (auto it = queue_.begin();
          it != queue_.end() && static_cast<int64_t>(batch.size()) < batch_size_;) {
       Job& job = **it;
@@ -82,48 +87,61 @@ void Batcher::run() {
         ++it;
         continue;
       }
+      Part part{*it, job.taken, batch.size(), batch.size()};
       while (job.taken < job.sentences.size() && static_cast<int64_t>(batch.size()) < batch_size_) {
-        slots.emplace_back(*it, job.taken);
         batch.push_back(job.sentences[job.taken++]);
       }
+      part.end = batch.size();
+      parts.push_back(part);
       it = job.taken == job.sentences.size() ? queue_.erase(it) : std::next(it);
     }
 
     // The model runs without the lock, so requests keep arriving meanwhile.
     lock.unlock();
+    int64_t calls = 0;
+    auto attempt = [&](size_t begin, size_t end, Translations& out) -> std::string {
+      ++calls;
+      try {
+        out = translate_({batch.begin() + begin, batch.begin() + end}, settings);
+        KILN_CHECK(out.size() == end - begin, "Batcher: ", out.size(), " results for ", end - begin,
+                   " sentences");
+        return "";
+      } catch (const std::exception& e) {
+        return std::string("translation failed: ") + e.what();
+      }
+    };
     Translations results;
-    std::string error;
-    try {
-      results = translate_(batch, settings);
-      KILN_CHECK(results.size() == batch.size(), "Batcher: ", results.size(),
-                 " results for a batch of ", batch.size(), " sentences");
-    } catch (const std::exception& e) {
-      error = e.what();
+    std::vector<std::string> errors(parts.size());
+    errors[0] = attempt(0, batch.size(), results);
+    if (!errors[0].empty() && parts.size() > 1) {
+      // A sentence of one request may be the cause: retried request by request, it fails alone.
+      results.assign(batch.size(), {});
+      for (size_t i = 0; i < parts.size(); ++i) {
+        Translations part_results;
+        errors[i] = attempt(parts[i].begin, parts[i].end, part_results);
+        std::move(part_results.begin(), part_results.end(), results.begin() + parts[i].begin);
+      }
     }
     lock.lock();
 
-    ++stats_.batches;
+    stats_.batches += calls;
     stats_.largest_batch = std::max<int64_t>(stats_.largest_batch, batch.size());
-    if (error.empty()) stats_.sentences += static_cast<int64_t>(batch.size());
-    for (size_t row = 0; row < slots.size(); ++row) {
-      Job& job = *slots[row].first;
-      if (error.empty()) {
-        job.results[slots[row].second] = std::move(results[row]);
-      } else if (job.error.empty()) {
-        job.error = "translation failed: " + error;
-      }
-      job.finished = ++job.answered == job.sentences.size();
-    }
-    // A failed job answers now, without its sentences still queued.
-    for (auto it = queue_.begin(); it != queue_.end();) {
-      if ((*it)->error.empty()) {
-        ++it;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      Job& job = *parts[i].job;
+      if (!errors[i].empty()) {
+        // A failed job answers now, without its sentences still queued.
+        job.error = errors[i];
+        job.finished = true;
+        queue_.erase(std::remove(queue_.begin(), queue_.end(), parts[i].job), queue_.end());
         continue;
       }
-      (*it)->finished = true;
-      it = queue_.erase(it);
+      for (size_t row = parts[i].begin; row < parts[i].end; ++row) {
+        job.results[parts[i].first + row - parts[i].begin] = std::move(results[row]);
+      }
+      stats_.sentences += static_cast<int64_t>(parts[i].end - parts[i].begin);
+      job.answered += parts[i].end - parts[i].begin;
+      job.finished |= job.answered == job.sentences.size();
     }
-    for (const auto& slot : slots) slot.first->finished |= !slot.first->error.empty();
     done_.notify_all();
   }
   for (const auto& job : queue_) {

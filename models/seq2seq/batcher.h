@@ -2,7 +2,9 @@
 // the only one that touches the model, gathers the sentences of requests with the same decoding
 // settings into batches of up to `batch_size` sentences. A batch leaves when it is full or when its
 // oldest request has waited `wait` (or at once when the worker was busy for longer than that);
-// a request larger than a batch is split over several. Each request gets its own results back.
+// a request larger than a batch is split over several. Each request gets its own results back;
+// when a batch of several requests fails, they are retried one by one, so that a sentence the
+// model cannot translate fails only its own request.
 #pragma once
 
 #include <chrono>
@@ -38,7 +40,7 @@ struct BatcherStats {
   int64_t in_flight = 0;      // requests waiting for their results now
   int64_t requests = 0;       // answered, with results or an error
   int64_t sentences = 0;      // translated
-  int64_t batches = 0;        // calls of the translate function
+  int64_t batches = 0;        // calls of the translate function (retries included)
   int64_t largest_batch = 0;  // sentences in the largest of them
 };
 
