@@ -6,8 +6,8 @@
 //                    one list per input sentence, best first
 //   GET  /health     -> 200 {"status": "ok", "model": {...}, "limits": {...}, "stats": {...}}
 // Every error is {"error": "message"}: 400 for a bad request (the message names the field), 404
-// for an unknown path, 405 for a wrong method, 413 for a body over max_body_bytes, 503 while
-// shutting down.
+// for an unknown path, 405 for a wrong method, 413 for a body over max_body_bytes, 500 when the
+// model failed on the request's sentences.
 #pragma once
 
 #include <cstdint>
