@@ -462,6 +462,11 @@ int run_cli(int argc, char** argv) {
       ->check(kPositive);
   serve->add_option("--threads", serve_options.threads, "HTTP threads: requests handled at once")
       ->check(CLI::Range(1, 1024));
+  for (const char* name :
+       {"--host", "--port", "--batch-size", "--batch-wait-ms", "--max-body-bytes",
+        "--max-sentences", "--max-sentence-bytes", "--max-beam", "--threads"}) {
+    serve->get_option(name)->capture_default_str();  // the defaults in --help
+  }
 
   try {
     app.parse(argc, argv);
