@@ -446,7 +446,8 @@ int run_cli(int argc, char** argv) {
   serve->add_option("--host", serve_options.host, "address to listen on");
   serve->add_option("--port", serve_options.port, "port (0: any free one, printed)")
       ->check(CLI::Range(0, 65535));
-  serve->add_option("--batch-size", serve_options.batch_size, "sentences per batch, across requests")
+  serve
+      ->add_option("--batch-size", serve_options.batch_size, "sentences per batch, across requests")
       ->check(kPositive);
   serve
       ->add_option("--batch-wait-ms", serve_options.batch_wait_ms,
