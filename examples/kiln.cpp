@@ -4,6 +4,7 @@
 //   echo "go ." | kiln translate --checkpoint runs/d2l/best --beam 4
 //   kiln eval --checkpoint runs/numbers/best --task numbers-en
 //   kiln average --checkpoints runs/a/last runs/b/last --out runs/averaged
+//   kiln serve --checkpoint runs/d2l/best --port 8080
 // Every flag has --help; a bad flag or value is named in the error and the exit code is non-zero.
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -27,6 +28,7 @@
 #include "models/seq2seq/options.h"
 #include "models/seq2seq/prepare.h"
 #include "models/seq2seq/report.h"
+#include "models/seq2seq/server.h"
 #include "models/seq2seq/trainer.h"
 #include "models/seq2seq/translator.h"
 
@@ -574,6 +576,35 @@ int run_cli(int argc, char** argv) {
       ->add_option("--out", average_out,
                    "the new checkpoint (for translate and eval; it cannot be resumed)")
       ->required();
+  seq2seq::ServeOptions serve_options;
+  CLI::App* serve = app.add_subcommand("serve", "answer HTTP/JSON translation requests");
+  serve->add_option("--checkpoint", serve_options.checkpoint, "checkpoint folder")->required();
+  serve->add_option("--device", serve_options.device, "cpu, cuda or cuda:N (default: as trained)");
+  serve->add_option("--host", serve_options.host, "address to listen on");
+  serve->add_option("--port", serve_options.port, "port (0: any free one, printed)")
+      ->check(CLI::Range(0, 65535));
+  serve
+      ->add_option("--batch-size", serve_options.batch_size, "sentences per batch, across requests")
+      ->check(kPositive);
+  serve
+      ->add_option("--batch-wait-ms", serve_options.batch_wait_ms,
+                   "how long a request may wait for others to fill its batch")
+      ->check(CLI::Range(0, 60000));
+  serve->add_option("--max-body-bytes", serve_options.max_body_bytes, "larger bodies get 413")
+      ->check(kPositive);
+  serve->add_option("--max-sentences", serve_options.max_sentences, "sentences per request")
+      ->check(kPositive);
+  serve->add_option("--max-sentence-bytes", serve_options.max_sentence_bytes, "bytes per sentence")
+      ->check(kPositive);
+  serve->add_option("--max-beam", serve_options.max_beam, "largest beam a request may ask for")
+      ->check(kPositive);
+  serve->add_option("--threads", serve_options.threads, "HTTP threads: requests handled at once")
+      ->check(CLI::Range(1, 1024));
+  for (const char* name :
+       {"--host", "--port", "--batch-size", "--batch-wait-ms", "--max-body-bytes",
+        "--max-sentences", "--max-sentence-bytes", "--max-beam", "--threads"}) {
+    serve->get_option(name)->capture_default_str();  // the defaults in --help
+  }
 
   try {
     app.parse(argc, argv);
@@ -614,6 +645,11 @@ int run_cli(int argc, char** argv) {
       KILN_CHECK(search.n_best <= search.beam_size, "--n-best ", search.n_best, " exceeds --beam ",
                  search.beam_size);
       return run_translate(checkpoints, device, tf);
+    }
+    if (*serve) {
+      return seq2seq::serve(serve_options, [](const std::string& line) {
+        std::printf("%s\n", line.c_str()), std::fflush(stdout);
+      });
     }
     if (*eval) {
       const bool data_flags =
