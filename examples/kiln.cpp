@@ -4,6 +4,7 @@
 //   echo "go ." | kiln translate --checkpoint runs/d2l/best --beam 4
 //   kiln eval --checkpoint runs/numbers/best --task numbers-en
 //   kiln average --checkpoints runs/a/last runs/b/last --out runs/averaged
+//   kiln serve --checkpoint runs/d2l/best --port 8080
 // Every flag has --help; a bad flag or value is named in the error and the exit code is non-zero.
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -27,6 +28,7 @@
 #include "models/seq2seq/options.h"
 #include "models/seq2seq/prepare.h"
 #include "models/seq2seq/report.h"
+#include "models/seq2seq/server.h"
 #include "models/seq2seq/trainer.h"
 #include "models/seq2seq/translator.h"
 
@@ -44,6 +46,7 @@ void apply_preset(const std::string& name, TrainOptions& o) {
   o.clip = 1.0;
   o.min_freq = 2;
   o.vocab_from_valid = true;
+  o.lowercase = true;  // d2l lowercases (and its sample sentences below are lowercase)
   o.sample_sentences = {"go .", "i lost .", "he's calm .", "i'm home ."};
   // The book's references for d2l's BLEU of the four sample sentences.
   o.sample_references = {"va !", "j'ai perdu .", "il est calme .", "je suis chez moi ."};
@@ -77,7 +80,8 @@ void print_samples(const seq2seq::Translator& t, const std::vector<std::string>&
   for (size_t i = 0; i < sentences.size(); ++i) {
     std::string out = t.to_text(hyps[i][0]);
     std::string line = sentences[i] + " => " + out;
-    // d2l's BLEU (k = 2) against the given reference, or the sentence's own in the data.
+    // d2l's BLEU (k = 2) against the given reference (the presets'), or sacreBLEU's sentence BLEU
+    // against the sentence's own raw target in the data.
     if (i < references.size()) {
       char score[64];
       std::snprintf(
@@ -89,9 +93,9 @@ void print_samples(const seq2seq::Translator& t, const std::vector<std::string>&
     for (const data::SentencePair& p : reference_pairs) {
       if (data::detokenize(data::tokenize_d2l(p.source)) ==
           data::detokenize(data::tokenize_d2l(sentences[i]))) {
-        double bleu = metrics::bleu_d2l(data::tokenize_d2l(out), data::tokenize_d2l(p.target), 2);
         char score[64];
-        std::snprintf(score, sizeof score, ", bleu %.3f", bleu);
+        std::snprintf(score, sizeof score, ", sentence BLEU %.1f (reference: %s)",
+                      metrics::sentence_bleu(out, p.target), p.target.c_str());
         line += score;
         break;
       }
@@ -238,7 +242,7 @@ int run_eval(const std::string& checkpoint, const std::string& device, TrainOpti
   std::vector<std::string> sources, references, hypotheses;
   for (const auto& p : pairs) {
     sources.push_back(p.source);
-    references.push_back(data::detokenize(data::tokenize_d2l(p.target)));
+    references.push_back(p.target);  // the raw text, as sacreBLEU scores against
   }
   for (const auto& h : t.translate(sources, search)) hypotheses.push_back(t.to_text(h[0]));
   if (!output.empty()) {
@@ -247,10 +251,14 @@ int run_eval(const std::string& checkpoint, const std::string& device, TrainOpti
     durable_write(output, text, "eval --output");
   }
   double nll = t.mean_nll(pairs);
-  std::printf(
-      "pairs %zu\ncorpus BLEU %.2f\nexact match %.2f%%\nloss per token %.6f\nperplexity %.4f\n",
-      pairs.size(), metrics::corpus_bleu(hypotheses, references),
-      100 * metrics::exact_match(hypotheses, references), nll, std::exp(nll));
+  std::printf("pairs %zu\n", pairs.size());
+  std::printf("BLEU %.2f (sacreBLEU %s; detokenized output vs raw references)\n",
+              metrics::corpus_bleu(hypotheses, references, metrics::BleuSmoothing::exp),
+              metrics::kBleuSignature);
+  std::printf("chrF2 %.2f (sacreBLEU %s)\n", metrics::corpus_chrf(hypotheses, references),
+              metrics::kChrfSignature);
+  std::printf("exact match %.2f%%\nloss per token %.6f\nperplexity %.4f\n",
+              100 * metrics::exact_match(hypotheses, references), nll, std::exp(nll));
   return 0;
 }
 
@@ -271,7 +279,7 @@ int run_demo(TrainOptions o, const std::string& out) {
   for (const auto& p : split.test) {
     if (seen.count(p.source)) continue;
     sources.push_back(p.source);
-    references.push_back(data::detokenize(data::tokenize_d2l(p.target)));
+    references.push_back(p.target);  // the raw text, as sacreBLEU scores against
   }
   KILN_CHECK(!sources.empty(),
              "demo: no held-out pairs (every test source also occurs in training)");
@@ -281,9 +289,10 @@ int run_demo(TrainOptions o, const std::string& out) {
     std::printf("  %-12s => %-40s %s\n", sources[i].c_str(), hypotheses[i].c_str(),
                 hypotheses[i] == references[i] ? "ok" : ("expected: " + references[i]).c_str());
   }
-  std::printf("held-out: %zu sentences, exact match %.2f%%, corpus BLEU %.2f\n", sources.size(),
-              100 * metrics::exact_match(hypotheses, references),
-              metrics::corpus_bleu(hypotheses, references));
+  std::printf("held-out: %zu sentences, exact match %.2f%%, BLEU %.2f (sacreBLEU %s), chrF2 %.2f\n",
+              sources.size(), 100 * metrics::exact_match(hypotheses, references),
+              metrics::corpus_bleu(hypotheses, references, metrics::BleuSmoothing::exp),
+              metrics::kBleuSignature, metrics::corpus_chrf(hypotheses, references));
   return 0;
 }
 
@@ -433,6 +442,8 @@ int run_cli(int argc, char** argv) {
       ->check(CLI::IsMember({"word", "sentencepiece"}));
   train->add_option("--subword-vocab", o.subword_vocab, "SentencePiece pieces per language")
       ->check(kPositive);
+  train->add_flag("--lowercase,!--keep-case", o.lowercase,
+                  "lowercase the text as d2l does (the d2l presets do; default: keep the case)");
   train->add_option("--min-freq", o.min_freq, "vocabulary: minimum token count");
   train->add_option("--max-vocab", o.max_vocab, "vocabulary: maximum size (-1: no cap)");
   train->add_option("--train-pairs", o.train_pairs,
@@ -567,8 +578,8 @@ int run_cli(int argc, char** argv) {
   demo->add_option("--out", demo_out, "output folder (a run already there is replaced)");
 
   TrainOptions eval_data;
-  CLI::App* eval =
-      app.add_subcommand("eval", "corpus BLEU, exact match and perplexity on a data set");
+  CLI::App* eval = app.add_subcommand(
+      "eval", "sacreBLEU-style BLEU and chrF, exact match and perplexity on a data set");
   eval->add_option("--checkpoint", checkpoint, "checkpoint folder")->required();
   add_data_flags(eval, eval_data);
   std::string eval_split;
@@ -605,6 +616,35 @@ int run_cli(int argc, char** argv) {
       ->add_option("--out", average_out,
                    "the new checkpoint (for translate and eval; it cannot be resumed)")
       ->required();
+  seq2seq::ServeOptions serve_options;
+  CLI::App* serve = app.add_subcommand("serve", "answer HTTP/JSON translation requests");
+  serve->add_option("--checkpoint", serve_options.checkpoint, "checkpoint folder")->required();
+  serve->add_option("--device", serve_options.device, "cpu, cuda or cuda:N (default: as trained)");
+  serve->add_option("--host", serve_options.host, "address to listen on");
+  serve->add_option("--port", serve_options.port, "port (0: any free one, printed)")
+      ->check(CLI::Range(0, 65535));
+  serve
+      ->add_option("--batch-size", serve_options.batch_size, "sentences per batch, across requests")
+      ->check(kPositive);
+  serve
+      ->add_option("--batch-wait-ms", serve_options.batch_wait_ms,
+                   "how long a request may wait for others to fill its batch")
+      ->check(CLI::Range(0, 60000));
+  serve->add_option("--max-body-bytes", serve_options.max_body_bytes, "larger bodies get 413")
+      ->check(kPositive);
+  serve->add_option("--max-sentences", serve_options.max_sentences, "sentences per request")
+      ->check(kPositive);
+  serve->add_option("--max-sentence-bytes", serve_options.max_sentence_bytes, "bytes per sentence")
+      ->check(kPositive);
+  serve->add_option("--max-beam", serve_options.max_beam, "largest beam a request may ask for")
+      ->check(kPositive);
+  serve->add_option("--threads", serve_options.threads, "HTTP threads: requests handled at once")
+      ->check(CLI::Range(1, 1024));
+  for (const char* name :
+       {"--host", "--port", "--batch-size", "--batch-wait-ms", "--max-body-bytes",
+        "--max-sentences", "--max-sentence-bytes", "--max-beam", "--threads"}) {
+    serve->get_option(name)->capture_default_str();  // the defaults in --help
+  }
 
   try {
     app.parse(argc, argv);
@@ -651,6 +691,11 @@ int run_cli(int argc, char** argv) {
       KILN_CHECK(search.n_best <= search.beam_size, "--n-best ", search.n_best, " exceeds --beam ",
                  search.beam_size);
       return run_translate(checkpoints, device, tf);
+    }
+    if (*serve) {
+      return seq2seq::serve(serve_options, [](const std::string& line) {
+        std::printf("%s\n", line.c_str()), std::fflush(stdout);
+      });
     }
     if (*eval) {
       const bool data_flags =

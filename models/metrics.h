@@ -1,5 +1,10 @@
-// Translation metrics: d2l's sentence BLEU, sacreBLEU-style corpus BLEU with the 13a tokenizer,
-// exact match and perplexity. Standard library only.
+// Translation metrics: d2l's sentence BLEU, sacreBLEU-style corpus and sentence BLEU with the 13a
+// tokenizer, sacreBLEU's chrF, exact match and perplexity. Standard library only.
+//
+// sacreBLEU compatibility: score detokenized hypotheses against the raw reference text (the
+// corpus as read, not d2l-preprocessed) with BleuSmoothing::exp, and the numbers are those of
+// `sacrebleu REF < HYP` (signature kBleuSignature) and `sacrebleu -m chrf` (kChrfSignature);
+// tests/test_metrics.cpp checks them against sacreBLEU's own test vectors.
 #pragma once
 
 #include <array>
@@ -50,6 +55,44 @@ struct BleuScore {
 BleuScore corpus_bleu_score(const std::vector<std::string>& hypotheses,
                             const std::vector<std::string>& references,
                             BleuSmoothing smoothing = BleuSmoothing::none);
+// Several references per hypothesis, as sacreBLEU's reference streams (reference_streams[k][i] is
+// the k-th reference of hypothesis i): each n-gram is clipped to its highest count in any of
+// them, and r sums the reference length closest to each hypothesis length (the shorter on ties).
+BleuScore corpus_bleu_score(const std::vector<std::string>& hypotheses,
+                            const std::vector<std::vector<std::string>>& reference_streams,
+                            BleuSmoothing smoothing);
+// The score from the summed statistics (sacreBLEU's compute_bleu). With effective_order, orders
+// above the longest one with any n-gram are left out of the mean (sacreBLEU's sentence BLEU)
+// instead of making it 0.
+double bleu_from_counts(const std::array<int64_t, 4>& matches, const std::array<int64_t, 4>& totals,
+                        int64_t hypothesis_length, int64_t reference_length,
+                        BleuSmoothing smoothing, bool effective_order = false,
+                        std::array<double, 4>* precisions = nullptr);
+// sacreBLEU's sentence_bleu(hypothesis, [reference]): 13a, smoothing exp, effective order.
+double sentence_bleu(const std::string& hypothesis, const std::string& reference);
+
+// sacreBLEU's signatures for the defaults above (its version field left out: this is a
+// reimplementation).
+inline constexpr const char* kBleuSignature = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp";
+inline constexpr const char* kChrfSignature = "nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no";
+
+// chrF (Popović 2015) as sacreBLEU 2 computes it. Whitespace (Python's str.split()) is removed,
+// then for each n = 1..char_order the character (code point) n-grams of hypothesis and reference
+// give counts hyp_n, ref_n and clipped matches match_n, summed over the corpus; then
+//   P = mean over n with hyp_n > 0 and ref_n > 0 of match_n / hyp_n, R likewise with ref_n,
+//   chrF = 100 * (1 + beta^2) P R / (beta^2 P + R)   (0 when P + R == 0 or no such n).
+// With eps_smoothing (chrF++.py's, off by default): the mean over all n of the per-order F-beta,
+// precision or recall 1e-16 when its count is 0. Defaults: sacreBLEU's chrF2.
+struct ChrfOptions {
+  int char_order = 6;
+  double beta = 2;
+  bool eps_smoothing = false;
+  bool remove_whitespace = true;
+};
+double corpus_chrf(const std::vector<std::string>& hypotheses,
+                   const std::vector<std::string>& references, const ChrfOptions& options = {});
+double sentence_chrf(const std::string& hypothesis, const std::string& reference,
+                     const ChrfOptions& options = {});
 double corpus_bleu(const std::vector<std::string>& hypotheses,
                    const std::vector<std::string>& references,
                    BleuSmoothing smoothing = BleuSmoothing::none);

@@ -120,6 +120,40 @@ TEST(BadInput, ConfigJsonFieldsAreCheckedByTypeAndRange) {
   EXPECT_CONTAINS(msg, "config.json: train: epochs must be >= 0, got -5");
 }
 
+// The punctuation spacing a run learned (config.json) is checked like any field; a config.json
+// from before the `lowercase` option was lowercased, and loading it keeps lowercasing.
+TEST(BadInput, ConfigJsonPunctuationSpacingAndOldLowercasing) {
+  std::string config = data::read_text_file("test", (checkpoint() / "config.json").string());
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string text = config;
+    size_t at = text.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    return text.replace(at, from.size(), to);
+  };
+  auto load = [&](const std::string& text) {
+    fs::path dir = damaged("config_text", "config.json", text);
+    std::string msg = error_of([&] { seq2seq::Translator::load(dir.string()); });
+    fs::remove_all(dir);
+    return msg;
+  };
+  EXPECT_CONTAINS(
+      load(with("\"punctuation_spacing\": {}", "\"punctuation_spacing\": {\"!\": \"x\"}")),
+      "config.json: train: punctuation_spacing: '!' -> 'x' is not one of , . ! ? -> "
+      "\"\", \" \", U+202F or U+00A0");
+  EXPECT_CONTAINS(
+      load(with("\"punctuation_spacing\": {}", "\"punctuation_spacing\": {\";\": \"\"}")),
+      "config.json: unknown field 'punctuation_spacing.;'");
+  EXPECT_CONTAINS(load(with("\"punctuation_spacing\": {}", "\"punctuation_spacing\": {\"?\": 1}")),
+                  "config.json: field 'punctuation_spacing.?': expected a string, got 1");
+
+  EXPECT_CONTAINS(config, "\"lowercase\": false");  // new runs keep the case
+  fs::path old = damaged("config_old", "config.json", with("\"lowercase\": false,", ""));
+  seq2seq::Translator t = seq2seq::Translator::load(old.string());
+  EXPECT_TRUE(t.options.lowercase);
+  EXPECT_EQ(t.source_tokenizer->tokenize("A B."), (std::vector<std::string>{"a", "b", "."}));
+  fs::remove_all(old);
+}
+
 TEST(BadInput, WeightsAndOptimizerStateThatDoNotFitNameTheFile) {
   // A checkpoint of another size: every tensor mismatches.
   fs::path other = temp_dir("bad_input_other");

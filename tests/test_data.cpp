@@ -15,6 +15,7 @@
 #include "models/data/corpus.h"
 #include "models/data/number_words.h"
 #include "models/data/shuffle.h"
+#include "models/data/subword.h"
 #include "models/data/tasks.h"
 #include "models/data/tokenizer.h"
 #include "models/data/vocab.h"
@@ -205,6 +206,80 @@ TEST(Tokenizer, PreprocessRules) {
   EXPECT_TRUE(tokenize_words("").empty());
   EXPECT_EQ(detokenize({"j'ai", "perdu", "."}), "j'ai perdu .");
   EXPECT_EQ(detokenize({}), "");
+}
+
+// Case is kept unless asked (TrainOptions::lowercase; d2l always lowercases).
+TEST(Tokenizer, CaseKeptOrLowercased) {
+  EXPECT_EQ(tokenize_d2l("Qu'est-ce que c'est\u202f?", false),
+            (Tokens{"Qu'est-ce", "que", "c'est", "?"}));
+  EXPECT_EQ(tokenize_d2l("Qu'est-ce que c'est\u202f?", true),
+            (Tokens{"qu'est-ce", "que", "c'est", "?"}));
+  EXPECT_EQ(preprocess_d2l("\u00c9T\u00c9 \u00e0 Paris.", false), "\u00c9T\u00c9 \u00e0 Paris .");
+  EXPECT_EQ(WordTokenizer(false).tokenize("Tom est l\u00e0."),
+            (Tokens{"Tom", "est", "l\u00e0", "."}));
+  EXPECT_EQ(WordTokenizer(true).tokenize("Tom est l\u00e0."),
+            (Tokens{"tom", "est", "l\u00e0", "."}));
+}
+
+// fra.txt's targets: no space before . and , ; before ! and ? a ' ', U+202F or U+00A0, the most
+// common of which is learned; marks after marks and at the start do not count.
+TEST(Tokenizer, LearnPunctuationSpacing) {
+  const PunctuationSpacing spacing = learn_punctuation_spacing(
+      {"Va\u202f!", "Salut\u202f!", "Cours !", "J'ai perdu.", "Qu'est-ce que c'est\u202f?",
+       "Qui\u00a0?", "Oui, merci.", "Quoi\u202f?!", "...", "Attends..."});
+  EXPECT_EQ(spacing, (PunctuationSpacing{{",", ""}, {".", ""}, {"!", "\u202f"}, {"?", "\u202f"}}));
+  // English: nothing before any mark. A tie goes to the first of "", " ", U+202F, U+00A0.
+  EXPECT_EQ(learn_punctuation_spacing({"Go.", "Run!", "Who?", "Hi, Tom."}),
+            (PunctuationSpacing{{",", ""}, {".", ""}, {"!", ""}, {"?", ""}}));
+  EXPECT_EQ(learn_punctuation_spacing({"A !", "B\u00a0!"}), (PunctuationSpacing{{"!", " "}}));
+  EXPECT_TRUE(learn_punctuation_spacing({"Bonjour", "", "!"}).empty());
+}
+
+// Detokenizing gives back fra.txt's lines, cased and spaced as they were, from their tokens.
+TEST(Tokenizer, DetokenizeRoundTripsFraLines) {
+  const std::vector<std::string> french = {"Va\u202f!",
+                                           "J'ai perdu.",
+                                           "Qu'est-ce que c'est\u202f?",
+                                           "Il a 3.5 ans, je crois.",
+                                           "Attends... Quoi\u202f?!",
+                                           "Je l'ai vu \u00e0 Paris, en 1,000 ans."};
+  const PunctuationSpacing fr = learn_punctuation_spacing(french);
+  const WordTokenizer words(false, fr);
+  for (const std::string& line : french) {
+    EXPECT_EQ(words.detokenize(words.tokenize(line)), line) << line;
+  }
+  const std::vector<std::string> english = {"Go.", "I lost.", "Who?", "Wait, what?!", "Hi..."};
+  const WordTokenizer en(false, learn_punctuation_spacing(english));
+  for (const std::string& line : english) {
+    EXPECT_EQ(en.detokenize(en.tokenize(line)), line) << line;
+  }
+  // A regular space is learned and restored as such; an unseen mark keeps d2l's ' '.
+  EXPECT_EQ(detokenize_d2l({"Va", "!"}, {{"!", " "}}), "Va !");
+  EXPECT_EQ(detokenize_d2l({"Go", "."}, {}), "Go .");
+  EXPECT_EQ(detokenize_d2l({}, fr), "");
+  EXPECT_EQ(detokenize_d2l({"?", "Oui"}, fr), "? Oui");
+  // Lowercased training keeps lowercase output (d2l's presets), spacing restored all the same.
+  const WordTokenizer lower(true, fr);
+  EXPECT_EQ(lower.detokenize(lower.tokenize("Qu'est-ce que c'est\u202f?")),
+            "qu'est-ce que c'est\u202f?");
+  EXPECT_TRUE(is_punctuation_separator("\u00a0"));
+  EXPECT_FALSE(is_punctuation_separator("\t"));
+}
+
+// SentencePiece trained on cased, d2l-spaced text decodes to that text, and the learned spacing
+// then gives the original line back.
+TEST(Tokenizer, SentencePieceDecodesToNormalText) {
+  TempDir dir;
+  const std::vector<std::string> french = {
+      "Va\u202f!",    "J'ai perdu.",        "Qu'est-ce que c'est\u202f?",
+      "Tom est ici.", "Qui est Tom\u202f?", "Je suis chez moi."};
+  const std::string model = dir.path("target.spm.model");
+  SentencePieceTokenizer::train(french, 40, model, /*lowercase=*/false);
+  const SentencePieceTokenizer pieces(model, false, learn_punctuation_spacing(french));
+  for (const std::string& line : french) {
+    EXPECT_EQ(pieces.detokenize(pieces.tokenize(line)), line) << line;
+  }
+  EXPECT_EQ(pieces.tokenize("Tom est ici !"), pieces.tokenize("Tom est ici !"));
 }
 
 // ---- vocab --------------------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 // Translation metrics (models/metrics.h): d2l's sentence BLEU, the 13a tokenizer, sacreBLEU-style
-// corpus BLEU, exact match and perplexity. Expected values are worked out by hand in comments.
+// corpus and sentence BLEU, chrF, exact match and perplexity. Expected values are worked out by
+// hand in comments, or copied from sacreBLEU's own tests (github.com/mjpost/sacrebleu, test/*.py;
+// each block names its file) since no sacreBLEU is at hand to run.
 #include <cmath>
+#include <tuple>
 
 #include "models/metrics.h"
 #include "test_util.h"
@@ -139,6 +142,180 @@ TEST(CorpusBleu, Errors) {
               corpus_bleu({"a"}, {"a", "b"});
             }),
             "corpus_bleu: 1 hypotheses but 2 references (one reference per hypothesis)");
+}
+
+// Python's str.split() also splits on U+202F (French "Va !") and the other Unicode spaces, and
+// sacreBLEU's 13a ends with it; a no-break space is therefore a separator like ' '.
+TEST(Tokenize13a, UnicodeWhitespaceAsPythonSplits) {
+  EXPECT_EQ(tokenize_13a("Va\u202f!"), "Va !");
+  EXPECT_EQ(tokenize_13a("Qui\u00a0?"), "Qui ?");
+  EXPECT_EQ(tokenize_13a("a\u2009b\u3000c\u2028d\u0085e\x1f"
+                         "f\u205fg\u1680h"),
+            "a b c d e f g h");
+  EXPECT_EQ(tokenize_13a(" \u202f lead and trail \u00a0\t"), "lead and trail");
+  // Not whitespace for Python: U+200B ZERO WIDTH SPACE and U+FEFF stay inside the token.
+  EXPECT_EQ(tokenize_13a("a\u200bb\ufeffc"), "a\u200bb\ufeffc");
+  // So a hypothesis with U+202F scores as one with ' ' (and as one with no space: 13a splits "!").
+  EXPECT_DOUBLE_EQ(corpus_bleu({"Salut\u202f! Va\u202f! Cours\u202f!"}, {"Salut ! Va ! Cours !"}),
+                   100.0);
+  EXPECT_DOUBLE_EQ(corpus_bleu({"Salut! Va! Cours!"}, {"Salut ! Va ! Cours !"}), 100.0);
+}
+
+// sacreBLEU's test/test_bleu.py: the README example, two reference streams (test_corpus_bleu).
+TEST(SacreBleuVectors, CorpusBleuTwoReferenceStreams) {
+  const std::vector<std::string> hyps = {"The dog bit the man.", "It wasn't surprising.",
+                                         "The man had just bitten him."};
+  const std::vector<std::vector<std::string>> refs = {
+      {"The dog bit the man.", "It was not unexpected.", "The man bit him first."},
+      {"The dog had bit the man.", "No one was surprised.", "The man had bitten the dog."}};
+  EXPECT_NEAR(corpus_bleu_score(hyps, refs, BleuSmoothing::exp).score, 48.530827, 1e-6);
+  EXPECT_NEAR(corpus_bleu_score(hyps, refs, BleuSmoothing::none).score, 48.530827, 1e-6);
+  // Empty hypotheses are scored, not dropped: 0.
+  EXPECT_EQ(corpus_bleu_score({"", "", ""}, refs, BleuSmoothing::exp).score, 0.0);
+}
+
+// test_bleu.py test_statistics: "am I am a character sequence" vs "I am a symbol string sequence
+// a a": counts [4, 2, 1, 0], totals [6, 5, 4, 3].
+TEST(SacreBleuVectors, Statistics) {
+  const BleuScore s =
+      corpus_bleu_score({"am I am a character sequence"}, {"I am a symbol string sequence a a"});
+  EXPECT_EQ(s.matches, (std::array<int64_t, 4>{4, 2, 1, 0}));
+  EXPECT_EQ(s.totals, (std::array<int64_t, 4>{6, 5, 4, 3}));
+}
+
+// test_bleu.py test_scoring: compute_bleu([9, 7, 5, 3], [10, 8, 6, 4], 11, 11) = 0.8375922397
+// (as a fraction); and test_case_degenerate_stats' cases that need no 'floor' smoothing.
+TEST(SacreBleuVectors, ScoreFromCounts) {
+  EXPECT_NEAR(bleu_from_counts({9, 7, 5, 3}, {10, 8, 6, 4}, 11, 11, BleuSmoothing::exp) / 100,
+              0.8375922397, 1e-8);
+  EXPECT_EQ(bleu_from_counts({0, 0, 0, 0}, {4, 4, 2, 1}, 0, 1, BleuSmoothing::none), 0.0);
+  EXPECT_EQ(bleu_from_counts({0, 0, 0, 0}, {10, 11, 12, 0}, 14, 10, BleuSmoothing::none), 0.0);
+  EXPECT_EQ(bleu_from_counts({0, 0, 0, 0}, {0, 0, 0, 0}, 0, 0, BleuSmoothing::none), 0.0);
+  EXPECT_EQ(bleu_from_counts({6, 5, 4, 0}, {6, 5, 4, 3}, 6, 6, BleuSmoothing::none), 0.0);
+}
+
+// sacreBLEU's test/test_sentence_bleu.py (issue #98's example, tokenize 13a, effective order):
+// smoothing exp 8.493, none 0.0 (EPSILON 1e-3 there); and #141's zero case.
+TEST(SacreBleuVectors, SentenceBleu) {
+  const std::string ref =
+      "produc\u0163ia de zah\u0103r brut se exprim\u0103 \u00een zah\u0103r alb;";
+  const std::string sys =
+      "Produc\u021bia de zah\u0103r prim\u0103 va fi exprimat\u0103 \u00een ceea ce "
+      "prive\u0219te zah\u0103rul alb;";
+  EXPECT_NEAR(sentence_bleu(sys, ref), 8.493, 1e-3);
+  const BleuScore s = corpus_bleu_score({sys}, {ref}, BleuSmoothing::none);
+  EXPECT_EQ(bleu_from_counts(s.matches, s.totals, s.hypothesis_length, s.reference_length,
+                             BleuSmoothing::none, true),
+            0.0);
+  EXPECT_EQ(sentence_bleu("this is a cat", "okay thanks"), 0.0);
+  // Effective order: a 2-token sentence is scored on 1- and 2-grams instead of being 0.
+  EXPECT_DOUBLE_EQ(sentence_bleu("a test", "a test"), 100.0);
+  EXPECT_EQ(corpus_bleu({"a test"}, {"a test"}, BleuSmoothing::exp), 0.0);
+}
+
+// sacreBLEU's test/test_chrf.py. test_cases_effective_order: corpus_chrf with char_order 6,
+// beta 3, eps_smoothing False (EPSILON 1e-4 there).
+TEST(SacreChrfVectors, EffectiveOrder) {
+  ChrfOptions o;
+  o.beta = 3;
+  EXPECT_NEAR(corpus_chrf({"a"}, {"a"}, o), 100.0, 1e-4);
+  EXPECT_NEAR(corpus_chrf({""}, {"reference"}, o), 0.0, 1e-4);
+  EXPECT_NEAR(corpus_chrf({"a b c"}, {"a b c"}, o), 100.0, 1e-4);
+  EXPECT_NEAR(corpus_chrf({"a b c"}, {"abc"}, o), 100.0, 1e-4);
+  EXPECT_NEAR(corpus_chrf({""}, {"c"}, o), 0.0, 1e-4);
+  EXPECT_NEAR(corpus_chrf({"a", "b"}, {"a", "c"}, o), 50.0, 1e-4);
+  EXPECT_NEAR(corpus_chrf({"aa"}, {"ab"}, o), 25.0, 1e-4);
+}
+
+// test_chrf.py test_cases: beta 3 with eps_smoothing True.
+TEST(SacreChrfVectors, EpsSmoothing) {
+  ChrfOptions o;
+  o.beta = 3;
+  o.eps_smoothing = true;
+  const std::vector<std::tuple<std::string, std::string, double>> cases = {
+      {"abcdefg", "hijklmnop", 0.0},
+      {"a", "b", 0.0},
+      {"", "b", 0.0},
+      {"", "ref", 0.0},
+      {"", "reference", 0.0},
+      {"aa", "ab", 8.3333},
+      {"a", "a", 16.6667},
+      {"a b c", "a b c", 50.0},
+      {"a b c", "abc", 50.0},
+      {" risk assessment must be made of those who are qualified and expertise in the sector - "
+       "these are the scientists .",
+       "risk assessment has to be undertaken by those who are qualified and expert in that area - "
+       "that is the scientists .",
+       63.361730},
+      {" Die    Beziehung zwischen  Obama und Netanjahu ist nicht gerade  freundlich. ",
+       "Das Verh\u00e4ltnis zwischen Obama und Netanyahu ist nicht gerade freundschaftlich.",
+       64.1302698},
+      {"Niemand hat die Absicht, eine Mauer zu errichten",
+       "Niemand hat die Absicht, eine Mauer zu errichten", 100.0},
+  };
+  for (const auto& [hyp, ref, expected] : cases) {
+    EXPECT_NEAR(corpus_chrf({hyp}, {ref}, o), expected, 1e-4) << hyp;
+  }
+  EXPECT_NEAR(corpus_chrf({"a", "b"}, {"a", "c"}, o), 8.3333, 1e-4);
+}
+
+// test_chrf.py test_cases_keep_whitespace (beta 3, whitespace kept) and
+// test_chrf_sentence_level (sentence_chrf with eps_smoothing, default beta 2).
+TEST(SacreChrfVectors, KeepWhitespaceAndSentenceLevel) {
+  ChrfOptions keep;
+  keep.beta = 3;
+  keep.remove_whitespace = false;
+  EXPECT_NEAR(
+      corpus_chrf({"Die Beziehung zwischen Obama und Netanjahu ist nicht gerade freundlich."},
+                  {"Das Verh\u00e4ltnis zwischen Obama und Netanyahu ist nicht gerade "
+                   "freundschaftlich."},
+                  keep),
+      67.3481606, 1e-4);
+  EXPECT_NEAR(corpus_chrf({"risk assessment must be made of those who are qualified and "
+                           "expertise in the sector - these are the scientists ."},
+                          {"risk assessment has to be undertaken by those who are qualified and "
+                           "expert in that area - that is the scientists ."},
+                          keep),
+              65.2414427, 1e-4);
+  ChrfOptions eps;
+  eps.eps_smoothing = true;
+  EXPECT_NEAR(
+      sentence_chrf("Co n\u00e1s nejv\u00edc tr\u00e1p\u00ed, proto\u017ee l\u00e9ka\u0159i "
+                    "si vyb\u00edraj\u00ed, kdo bude \u017e\u00edt a kdo zem\u0159e.",
+                    "Nejv\u00edce smutn\u00ed jsme z toho, \u017ee mus\u00edme "
+                    "rozhodovat o tom, kdo bude \u017e\u00edt a kdo zem\u0159e.",
+                    eps),
+      39.14078509, 1e-4);
+  EXPECT_NEAR(sentence_chrf("Nebo prost\u011b nemaj\u00ed vybaven\u00ed, kter\u00e9 by jim "
+                            "pomohlo, uvedli l\u00e9ka\u0159i.",
+                            "A n\u011bkdy nem\u00e1me ani pot\u0159ebn\u00fd materi\u00e1l, "
+                            "abychom jim pomohli, popsali l\u00e9ka\u0159i.",
+                            eps),
+              31.22557079, 1e-4);
+  EXPECT_NEAR(
+      sentence_chrf("Lapali po dechu, jejich \u017eivoty skon\u010dily d\u0159\u00edv, "
+                    "ne\u017e skute\u010dn\u011b za\u010daly.",
+                    "Lapali po dechu a pak jejich \u017eivot skon\u010dil - d\u0159\u00edv, "
+                    "ne\u017e skute\u010dn\u011b mohl za\u010d\u00edt, p\u0159ipomn\u011bli.",
+                    eps),
+      57.15704367, 1e-4);
+}
+
+// The default chrF2 by hand: "chat" vs "chats" (no whitespace): orders 1..4 have 4, 3, 2, 1
+// hypothesis n-grams, all matching, out of 5, 4, 3, 2 in the reference; orders 5 and 6 have no
+// hypothesis n-gram and are left out. P = 1, R = (4/5 + 3/4 + 2/3 + 1/2) / 4 = 0.679167;
+// chrF2 = 100 * 5 P R / (4 P + R). Characters are code points: "é" is one, not two bytes.
+TEST(Chrf, DefaultChrf2ByHand) {
+  const double r = (0.8 + 0.75 + 2.0 / 3.0 + 0.5) / 4;
+  EXPECT_NEAR(sentence_chrf("chat", "chats"), 100 * 5 * r / (4 + r), 1e-12);
+  // "été" vs "étés": 3 characters against 4 (6 and 7 bytes), orders 1..3, all matching.
+  const double r_ete = (3.0 / 4 + 2.0 / 3 + 1.0 / 2) / 3;
+  EXPECT_NEAR(sentence_chrf("\u00e9t\u00e9", "\u00e9t\u00e9s"), 100 * 5 * r_ete / (4 + r_ete),
+              1e-12);
+  EXPECT_DOUBLE_EQ(sentence_chrf("Va\u202f!", "Va !"), 100.0);  // whitespace removed
+  EXPECT_DOUBLE_EQ(corpus_chrf({}, {}), 0.0);
+  EXPECT_EQ(error_of([] { corpus_chrf({"a"}, {}); }),
+            "corpus_chrf: 1 hypotheses but 0 references (one reference per hypothesis)");
 }
 
 TEST(Metrics, ExactMatchAndPerplexity) {

@@ -346,8 +346,8 @@ TEST(Trainer, ResumeKnowsEveryTrainFlag) {
   std::vector<std::string> given;
   for (std::string line; std::getline(lines, line);) {
     size_t at = line.find("--");
-    if (line.rfind("  -", 0) != 0 || at == std::string::npos) continue;  // not an option line
-    std::string flag = line.substr(at, line.find(' ', at) - at);
+    if (line.rfind("  -", 0) != 0 || at == std::string::npos) continue;     // not an option line
+    std::string flag = line.substr(at, line.find_first_of(" ,", at) - at);  // the first name
     // What --resume does not take: another run's settings as a whole, or a fresh start.
     if (flag == "--help" || flag == "--config" || flag == "--preset" || flag == "--overwrite") {
       continue;

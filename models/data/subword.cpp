@@ -5,21 +5,25 @@
 
 #include <filesystem>
 #include <fstream>
+#include <utility>
 
 #include "core/error.h"
 #include "models/data/tokenizer.h"
 
 namespace kiln::data {
 
+WordTokenizer::WordTokenizer(bool lowercase, PunctuationSpacing spacing)
+    : lowercase_(lowercase), spacing_(std::move(spacing)) {}
+
 std::vector<std::string> WordTokenizer::tokenize(std::string_view text) const {
-  return tokenize_d2l(text);
+  return tokenize_d2l(text, lowercase_);
 }
 std::string WordTokenizer::detokenize(const std::vector<std::string>& tokens) const {
-  return data::detokenize(tokens);
+  return detokenize_d2l(tokens, spacing_);
 }
 
 void SentencePieceTokenizer::train(const std::vector<std::string>& sentences, int64_t vocab_size,
-                                   const std::string& model_path) {
+                                   const std::string& model_path, bool lowercase) {
   KILN_CHECK(vocab_size > 4, "sentencepiece: vocabulary size must be > 4, got ", vocab_size);
   KILN_CHECK(!sentences.empty(), "sentencepiece: no sentences to train ", model_path, " on");
   std::string prefix = model_path.substr(
@@ -30,7 +34,9 @@ void SentencePieceTokenizer::train(const std::vector<std::string>& sentences, in
   {
     std::ofstream out(input, std::ios::binary | std::ios::trunc);
     KILN_CHECK(out.good(), "sentencepiece: cannot write ", input);
-    for (const std::string& s : sentences) out << data::detokenize(tokenize_d2l(s)) << "\n";
+    for (const std::string& s : sentences) {
+      out << data::detokenize(tokenize_d2l(s, lowercase)) << "\n";
+    }
   }
   // Unigram model; <unk> only (kiln's Vocab adds <pad>, <bos>, <eos>); a soft vocabulary limit,
   // since a small corpus may not have vocab_size distinct pieces.
@@ -47,8 +53,12 @@ void SentencePieceTokenizer::train(const std::vector<std::string>& sentences, in
   if (prefix + ".model" != model_path) std::filesystem::rename(prefix + ".model", model_path);
 }
 
-SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path)
-    : processor_(std::make_unique<sentencepiece::SentencePieceProcessor>()), path_(model_path) {
+SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path, bool lowercase,
+                                               PunctuationSpacing spacing)
+    : processor_(std::make_unique<sentencepiece::SentencePieceProcessor>()),
+      path_(model_path),
+      lowercase_(lowercase),
+      spacing_(std::move(spacing)) {
   auto status = processor_->Load(model_path);
   KILN_CHECK(status.ok(), "sentencepiece: cannot load ", model_path, ": ", status.ToString());
 }
@@ -57,7 +67,7 @@ SentencePieceTokenizer::~SentencePieceTokenizer() = default;
 
 std::vector<std::string> SentencePieceTokenizer::tokenize(std::string_view text) const {
   std::vector<std::string> pieces;
-  std::string normalized = data::detokenize(tokenize_d2l(text));
+  std::string normalized = data::detokenize(tokenize_d2l(text, lowercase_));
   auto status = processor_->Encode(normalized, &pieces);
   KILN_CHECK(status.ok(), "sentencepiece (", path_, "): cannot encode '", normalized,
              "': ", status.ToString());
@@ -68,7 +78,9 @@ std::string SentencePieceTokenizer::detokenize(const std::vector<std::string>& t
   std::string text;
   auto status = processor_->Decode(tokens, &text);
   KILN_CHECK(status.ok(), "sentencepiece (", path_, "): cannot decode: ", status.ToString());
-  return text;
+  // The model was trained on d2l-spaced text ("va !"): its decoder gives that back, and the
+  // spacing of the punctuation is undone as for words.
+  return detokenize_d2l(tokenize_words(text), spacing_);
 }
 
 }  // namespace kiln::data

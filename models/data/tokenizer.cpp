@@ -1,6 +1,10 @@
 // d2l's preprocessing and word tokenizer, with a UTF-8 aware lowercase (see tokenizer.h).
 #include "models/data/tokenizer.h"
 
+#include <algorithm>
+#include <array>
+#include <cstdint>
+
 #include "models/data/utf8.h"
 
 namespace kiln::data {
@@ -49,7 +53,7 @@ std::string to_lower_utf8(std::string_view text) {
   return out;
 }
 
-std::string preprocess_d2l(std::string_view text) {
+std::string preprocess_d2l(std::string_view text, bool lowercase) {
   // 1. no-break spaces -> ' '. U+00A0 is C2 A0, U+202F is E2 80 AF; neither byte string can
   // start inside another character, so a byte search is exact.
   std::string spaced;
@@ -66,7 +70,7 @@ std::string preprocess_d2l(std::string_view text) {
     }
   }
   // 2. lowercase.
-  const std::string lower = to_lower_utf8(spaced);
+  const std::string lower = lowercase ? to_lower_utf8(spaced) : spaced;
   // 3. ' ' before , . ! ? not at the start and not after ' '. All four and ' ' are ASCII, so the
   // previous byte is the previous character whenever the comparison matters.
   std::string out;
@@ -92,8 +96,8 @@ std::vector<std::string> tokenize_words(std::string_view preprocessed) {
   return tokens;
 }
 
-std::vector<std::string> tokenize_d2l(std::string_view text) {
-  return tokenize_words(preprocess_d2l(text));
+std::vector<std::string> tokenize_d2l(std::string_view text, bool lowercase) {
+  return tokenize_words(preprocess_d2l(text, lowercase));
 }
 
 std::string detokenize(const std::vector<std::string>& tokens) {
@@ -101,6 +105,68 @@ std::string detokenize(const std::vector<std::string>& tokens) {
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (i > 0) out += ' ';
     out += tokens[i];
+  }
+  return out;
+}
+
+namespace {
+
+constexpr std::string_view kMarks = ",.!?";  // the marks d2l's step 3 spaces
+constexpr std::string_view kNarrowNoBreakSpace = "\xE2\x80\xAF", kNoBreakSpace = "\xC2\xA0";
+
+bool is_mark(char c) { return kMarks.find(c) != std::string_view::npos; }
+
+}  // namespace
+
+bool is_punctuation_separator(std::string_view separator) {
+  return separator.empty() || separator == " " || separator == kNarrowNoBreakSpace ||
+         separator == kNoBreakSpace;
+}
+
+PunctuationSpacing learn_punctuation_spacing(const std::vector<std::string>& texts) {
+  // counts[mark][k] for the separators in this order (the tie-break order).
+  const std::string_view separators[] = {"", " ", kNarrowNoBreakSpace, kNoBreakSpace};
+  std::map<char, std::array<int64_t, 4>> counts;
+  for (const std::string& text : texts) {
+    // The marks and ' ' are ASCII and the no-break spaces are whole byte strings that cannot end
+    // inside another character, so comparing the bytes before a mark is exact.
+    for (size_t i = 1; i < text.size(); ++i) {
+      if (!is_mark(text[i]) || is_mark(text[i - 1])) continue;
+      const std::string_view before(text.data(), i);
+      size_t k = 0;
+      if (before.back() == ' ') {
+        k = 1;
+      } else if (before.size() >= 3 && before.substr(before.size() - 3) == kNarrowNoBreakSpace) {
+        k = 2;
+      } else if (before.size() >= 2 && before.substr(before.size() - 2) == kNoBreakSpace) {
+        k = 3;
+      }
+      ++counts[text[i]][k];
+    }
+  }
+  PunctuationSpacing spacing;
+  for (const auto& [mark, count] : counts) {
+    const size_t best = static_cast<size_t>(std::max_element(count.begin(), count.end()) -
+                                            count.begin());  // the first of equal counts
+    spacing[std::string(1, mark)] = std::string(separators[best]);
+  }
+  return spacing;
+}
+
+std::string detokenize_d2l(const std::vector<std::string>& tokens,
+                           const PunctuationSpacing& spacing) {
+  std::string out;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const std::string& token = tokens[i];
+    if (i > 0) {
+      if (token.empty() || !is_mark(token[0])) {
+        out += ' ';
+      } else if (out.empty() || !is_mark(out.back())) {  // after a mark, none: "? !" -> "?!"
+        auto it = spacing.find(token.substr(0, 1));
+        out += it == spacing.end() ? " " : it->second;
+      }
+    }
+    out += token;
   }
   return out;
 }

@@ -53,7 +53,9 @@ int64_t JsonReader::integer(const char* field, std::optional<int64_t> fallback, 
   }
   if (value->is_number_unsigned()) {
     uint64_t v = value->get<uint64_t>();
-    if (v > static_cast<uint64_t>(max)) fail(field, expected, *value);
+    if (v > static_cast<uint64_t>(max) || static_cast<int64_t>(v) < min) {
+      fail(field, expected, *value);
+    }
     return static_cast<int64_t>(v);
   }
   if (!value->is_number_integer()) fail(field, expected, *value);

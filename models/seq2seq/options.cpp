@@ -6,6 +6,7 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#include "models/data/tokenizer.h"
 #include "models/seq2seq/json_util.h"
 
 namespace kiln::seq2seq {
@@ -93,6 +94,12 @@ void TrainOptions::validate() const {
       "train: optimizer '", optimizer, "' is not one of: sgd, adam, adamw, rmsprop");
   KILN_CHECK(tokenizer == "word" || tokenizer == "sentencepiece", "train: tokenizer '", tokenizer,
              "' is not one of: word, sentencepiece");
+  for (const auto& [mark, separator] : punctuation_spacing) {
+    KILN_CHECK((mark == "," || mark == "." || mark == "!" || mark == "?") &&
+                   data::is_punctuation_separator(separator),
+               "train: punctuation_spacing: '", mark, "' -> '", separator,
+               "' is not one of , . ! ? -> \"\", \" \", U+202F or U+00A0");
+  }
   KILN_CHECK(tokenizer == "word" || subword_vocab > 4,
              "train: subword vocabulary must be > 4, got ", subword_vocab);
   KILN_CHECK(schedule == "constant" || schedule == "step" || schedule == "inverse-sqrt" ||
@@ -127,6 +134,8 @@ std::string TrainOptions::to_json() const {
                       {"max_vocab", max_vocab},
                       {"tokenizer", tokenizer},
                       {"subword_vocab", subword_vocab},
+                      {"lowercase", lowercase},
+                      {"punctuation_spacing", punctuation_spacing},
                       {"num_steps", num_steps},
                       {"batch", batch_size},
                       {"model", nlohmann::json::parse(model.to_json())},
@@ -192,6 +201,14 @@ TrainOptions TrainOptions::from_json(const std::string& text, const std::string&
   o.max_vocab = r.integer("max_vocab", o.max_vocab);
   o.tokenizer = r.string("tokenizer", o.tokenizer);
   o.subword_vocab = r.integer("subword_vocab", o.subword_vocab);
+  o.lowercase = r.boolean("lowercase", true);  // absent: a run from when kiln always lowercased
+  if (r.has("punctuation_spacing")) {
+    JsonReader spacing = r.object("punctuation_spacing");
+    for (const char* mark : {",", ".", "!", "?"}) {
+      if (spacing.has(mark)) o.punctuation_spacing[mark] = spacing.string(mark);
+    }
+    spacing.reject_unknown_fields();
+  }
   o.num_steps = r.integer("num_steps", o.num_steps);
   o.batch_size = r.integer("batch", o.batch_size);
   if (r.has("model")) o.model = ModelConfig::from_json(r.object("model"), source);
@@ -271,6 +288,7 @@ const ResumeFlag kResumeFlags[] = {
     {"--label-smoothing", "/label_smoothing", true},
     {"--teacher-forcing", "/teacher_forcing", true},
     {"--tokenizer", "/tokenizer", false},
+    {"--lowercase", "/lowercase", false},  // also --keep-case, its negation
     {"--subword-vocab", "/subword_vocab", false},
     {"--min-freq", "/min_freq", false},
     {"--max-vocab", "/max_vocab", false},

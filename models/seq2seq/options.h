@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -34,7 +35,14 @@ struct TrainOptions {
   bool vocab_from_valid = false;  // d2l 1.0 builds the vocabulary from train + valid
   int64_t min_freq = 1, max_vocab = -1;
   std::string tokenizer = "word";  // or "sentencepiece": subwords trained on the training side
-  int64_t subword_vocab = 4000;    // SentencePiece pieces per side
+  // d2l lowercases everything; kiln keeps the case unless told (the d2l presets are). A
+  // config.json without the field comes from before the option, when kiln always lowercased:
+  // from_json reads its absence as true.
+  bool lowercase = false;
+  // The separator before each of , . ! ? in the training targets (data::PunctuationSpacing),
+  // learned by prepare() and stored so that translations are detokenized the same way.
+  std::map<std::string, std::string> punctuation_spacing;
+  int64_t subword_vocab = 4000;  // SentencePiece pieces per side
   int64_t num_steps = -1, batch_size = 64;
   int64_t batch_tokens = 0;  // > 0: batches of about this many target tokens, not batch_size pairs
   // model

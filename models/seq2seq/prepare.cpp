@@ -127,10 +127,12 @@ data::Split load_data(const TrainOptions& o, const Log& log, const char* op,
 std::pair<std::shared_ptr<data::Tokenizer>, std::shared_ptr<data::Tokenizer>> load_tokenizers(
     const TrainOptions& o, const std::string& dir) {
   if (o.tokenizer == "sentencepiece") {
-    return {std::make_shared<data::SentencePieceTokenizer>(dir + "/source.spm.model"),
-            std::make_shared<data::SentencePieceTokenizer>(dir + "/target.spm.model")};
+    return {std::make_shared<data::SentencePieceTokenizer>(dir + "/source.spm.model", o.lowercase),
+            std::make_shared<data::SentencePieceTokenizer>(dir + "/target.spm.model", o.lowercase,
+                                                           o.punctuation_spacing)};
   }
-  return {std::make_shared<data::WordTokenizer>(), std::make_shared<data::WordTokenizer>()};
+  return {std::make_shared<data::WordTokenizer>(o.lowercase),
+          std::make_shared<data::WordTokenizer>(o.lowercase, o.punctuation_spacing)};
 }
 
 data::TokenizedPairs tokenize_with(const data::Tokenizer& source, const data::Tokenizer& target,
@@ -201,8 +203,10 @@ void train_subwords(const TrainOptions& o, const data::Split& split, const std::
     sources.push_back(pair.source);
     targets.push_back(pair.target);
   }
-  data::SentencePieceTokenizer::train(sources, o.subword_vocab, dir + "/source.spm.model");
-  data::SentencePieceTokenizer::train(targets, o.subword_vocab, dir + "/target.spm.model");
+  data::SentencePieceTokenizer::train(sources, o.subword_vocab, dir + "/source.spm.model",
+                                      o.lowercase);
+  data::SentencePieceTokenizer::train(targets, o.subword_vocab, dir + "/target.spm.model",
+                                      o.lowercase);
 }
 
 // The vocabularies of a new run: from the training tokens, plus the validation ones when d2l 1.0's
@@ -225,6 +229,9 @@ Prepared prepare(TrainOptions& o, const std::string& out_dir, const std::string&
                  const std::function<void(const std::string&)>& log) {
   Prepared p;
   p.split = load_data(o, log, "train", resume_dir, &p.split_record);
+  std::vector<std::string> targets;  // how their punctuation was spaced, for detokenizing
+  for (const data::SentencePair& pair : p.split.train) targets.push_back(pair.target);
+  o.punctuation_spacing = data::learn_punctuation_spacing(targets);
   if (o.tokenizer == "sentencepiece") {
     p.tokenizer_dir = resume_dir.empty() ? out_dir + "/tokenizers" : resume_dir;
     if (resume_dir.empty()) train_subwords(o, p.split, p.tokenizer_dir);

@@ -76,7 +76,8 @@ struct Prepared {
 
 // Loads and splits the data, then trains the subword models into out_dir/tokenizers (or, with
 // resume_dir, takes that checkpoint's tokenizers and vocabularies) and encodes the training pairs.
-// Sets options.model's vocabulary sizes.
+// Sets options.model's vocabulary sizes and options.punctuation_spacing (from the training
+// targets).
 Prepared prepare(TrainOptions& options, const std::string& out_dir, const std::string& resume_dir,
                  const std::function<void(const std::string&)>& log);
 

@@ -166,10 +166,10 @@ void validate(const Run& r, EpochMetrics& m) {
   std::vector<std::string> sources, references, hypotheses;
   for (int64_t k = 0; k < n; ++k) {
     sources.push_back(valid[k].source);
-    references.push_back(data::detokenize(data::tokenize_d2l(valid[k].target)));
+    references.push_back(valid[k].target);  // the raw text, as sacreBLEU scores against
   }
   for (const auto& h : t.translate(sources)) hypotheses.push_back(t.to_text(h[0]));
-  m.valid_bleu = metrics::corpus_bleu(hypotheses, references);
+  m.valid_bleu = metrics::corpus_bleu(hypotheses, references, metrics::BleuSmoothing::exp);
   m.valid_exact = metrics::exact_match(hypotheses, references);
   m.validated = true;
 }
