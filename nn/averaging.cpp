@@ -70,10 +70,13 @@ void ExponentialMovingAverage::load_state_dict(const StateDict& averages, int64_
           ++count;
     }
   }
-  for (const auto& [name, value] : averages) {
+  for (const auto& entry : averages) {  // not a structured binding: clang 14 cannot capture one
+    const std::string& name = entry.first;
     bool known = std::any_of(params_.begin(), params_.end(),
                              [&](const auto& named) { return named.first == name; });
-    if (!known) problems << "\n  unexpected: " << name << " (" << value.describe() << ")", ++count;
+    if (!known) {
+      problems << "\n  unexpected: " << name << " (" << entry.second.describe() << ")", ++count;
+    }
   }
   KILN_CHECK(count == 0, "ExponentialMovingAverage::load_state_dict: ", count,
              " problem(s), nothing was loaded:", problems.str());
