@@ -83,15 +83,15 @@ TEST(BadInput, DamagedStateJsonNamesTheFileAndField) {
 
 TEST(BadInput, ResumeFromDamagedStateIsAMessageNotAnAbort) {
   fs::path dir = damaged("state_cli", "state.json", "{\"epoch\": 12,");
-  fs::path out = temp_dir("bad_input_resume"), log = temp_dir("bad_input_log");
-  EXPECT_EQ(run_kiln("train --resume " + dir.string() + " --out " + out.string() + " --epochs 13",
+  fs::path out = temp_dir("bad_input_resume"), log = out / "log.txt";
+  EXPECT_EQ(run_kiln("train --resume " + dir.string() + " --out " + (out / "run").string() +
+                         " --epochs 13",
                      log.string()),
             1);
   std::string printed = data::read_text_file("test", log.string());
   EXPECT_CONTAINS(printed, "kiln: error: " + (dir / "state.json").string() + ": not valid JSON");
   fs::remove_all(dir);
   fs::remove_all(out);
-  fs::remove(log);
 }
 
 TEST(BadInput, ConfigJsonFieldsAreCheckedByTypeAndRange) {
@@ -183,7 +183,6 @@ TEST(BadInput, WeightsAndOptimizerStateThatDoNotFitNameTheFile) {
 
 TEST(BadInput, DataWithNothingLeftToTrainOnSaysSo) {
   fs::path dir = temp_dir("bad_input_data");
-  fs::create_directories(dir);
   std::ofstream(dir / "one.tsv") << "hello .\tbonjour .\n";
   seq2seq::TrainOptions o = tiny_options();
   o.task.clear();
@@ -228,7 +227,6 @@ TEST(BadInput, AHugeInputLineTranslatesInBoundedTime) {
   EXPECT_LE(beams[0][0].tokens.size(), 391u);
 
   fs::path dir = temp_dir("bad_input_huge");
-  fs::create_directories(dir);
   std::ofstream(dir / "in.txt") << "a b\n" << huge << "\n";
   std::string log = (dir / "log.txt").string();
   EXPECT_EQ(run_kiln("translate --checkpoint " + checkpoint().string() +
@@ -241,16 +239,16 @@ TEST(BadInput, AHugeInputLineTranslatesInBoundedTime) {
 }
 
 TEST(BadInput, NonFiniteFlagsAreRejected) {
-  fs::path log = temp_dir("bad_input_flags");
+  fs::path dir = temp_dir("bad_input_flags"), log = dir / "log.txt";
   EXPECT_NE(run_kiln("translate --checkpoint " + checkpoint().string() + " --length-penalty nan",
                      log.string()),
             0);
   EXPECT_CONTAINS(data::read_text_file("test", log.string()), "must be a finite number, got 'nan'");
-  EXPECT_NE(run_kiln("train --task reverse --weight-decay inf --out " + log.string() + ".run",
+  EXPECT_NE(run_kiln("train --task reverse --weight-decay inf --out " + (dir / "run").string(),
                      log.string()),
             0);
   EXPECT_CONTAINS(data::read_text_file("test", log.string()), "must be a finite number, got 'inf'");
-  fs::remove(log);
+  fs::remove_all(dir);
 }
 
 }  // namespace

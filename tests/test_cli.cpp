@@ -46,7 +46,7 @@ seq2seq::TrainOptions tiny_options() {
 }
 
 TEST(Cli, TrainCheckpointTranslateAndResumeExactly) {
-  fs::path full = temp_dir("full"), split = temp_dir("split");
+  fs::path full = temp_dir("cli_full"), split = temp_dir("cli_split");
   std::vector<seq2seq::EpochMetrics> uninterrupted = seq2seq::train(tiny_options(), full.string());
   ASSERT_EQ(uninterrupted.size(), 3u);
   for (const char* file : {"model.safetensors", "optimizer.safetensors", "config.json",
@@ -84,7 +84,7 @@ TEST(Cli, TrainCheckpointTranslateAndResumeExactly) {
 }
 
 TEST(Cli, SentencePieceSubwordsEndToEnd) {
-  fs::path out = temp_dir("spm");
+  fs::path out = temp_dir("cli_spm");
   seq2seq::TrainOptions o = tiny_options();
   o.task = "numbers-fr";
   o.epochs = 1;
@@ -110,7 +110,7 @@ TEST(Cli, BadDataIsNamed) {
   o.task.clear();
   o.data = "/nonexistent/fra.txt";
   try {
-    seq2seq::train(o, temp_dir("bad").string());
+    seq2seq::train(o, temp_dir("cli_bad").string());
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent/fra.txt"), std::string::npos) << e.what();
@@ -129,7 +129,7 @@ TEST(Cli, BadDataIsNamed) {
 }
 
 TEST(Cli, FailedRunLeavesTheOldCheckpoint) {
-  fs::path out = temp_dir("keep");
+  fs::path out = temp_dir("cli_keep");
   seq2seq::TrainOptions o = tiny_options();
   o.epochs = 1;
   seq2seq::train(o, out.string());
@@ -151,8 +151,7 @@ namespace {
 // The kiln binary itself: exit codes and what it prints.
 
 TEST(CliBinary, TrainTranslateAndErrors) {
-  fs::path dir = temp_dir("binary");
-  fs::create_directories(dir);
+  fs::path dir = temp_dir("cli_binary");
   std::string log = (dir / "log.txt").string(), out = (dir / "run").string();
   ASSERT_EQ(run_kiln("train --task reverse --task-size 200 --epochs 1 --hidden 16 --embed 8 "
                      "--layers 1 --quiet --out " +
@@ -186,8 +185,7 @@ TEST(CliBinary, TrainTranslateAndErrors) {
 // --preset d2l-classic on a small file in fra.txt's format (English, French, attribution): the
 // preset's settings apply, flags still override them, and d2l's four sentences are translated.
 TEST(CliBinary, D2lPresetOnATatoebaFile) {
-  fs::path dir = temp_dir("preset");
-  fs::create_directories(dir);
+  fs::path dir = temp_dir("cli_preset");
   {
     std::ofstream tsv(dir / "fra.txt");
     const char* pairs[][2] = {{"Go.", "Va !"},
@@ -224,8 +222,7 @@ TEST(CliBinary, D2lPresetOnATatoebaFile) {
 // before .), and eval scores it sacreBLEU-style against the raw references. --lowercase (the d2l
 // presets') lowercases everything and says so in config.json.
 TEST(CliBinary, TranslatePrintsDetokenizedCasedText) {
-  fs::path dir = temp_dir("real_text");
-  fs::create_directories(dir);
+  fs::path dir = temp_dir("cli_real_text");
   {
     std::ofstream tsv(dir / "fra.txt");
     const char* pairs[][2] = {{"Go.", "Va\u202f!"},
@@ -293,7 +290,7 @@ std::map<std::string, std::vector<float>> weights_of(const fs::path& file) {
 std::string bytes_of(const fs::path& file) { return data::read_text_file("test", file.string()); }
 
 TEST(CliAverage, OfIdenticalCheckpointsEqualsThemAndCannotBeResumed) {
-  fs::path dir = temp_dir("average_same"), run = dir / "run", averaged = dir / "averaged";
+  fs::path dir = temp_dir("cli_average_same"), run = dir / "run", averaged = dir / "averaged";
   seq2seq::TrainOptions o = tiny_options();
   o.epochs = 1;
   seq2seq::train(o, run.string());
@@ -331,7 +328,7 @@ TEST(CliAverage, OfIdenticalCheckpointsEqualsThemAndCannotBeResumed) {
 }
 
 TEST(CliAverage, OfTwoCheckpointsIsTheElementwiseMean) {
-  fs::path dir = temp_dir("average_two"), run = dir / "run", averaged = dir / "averaged";
+  fs::path dir = temp_dir("cli_average_two"), run = dir / "run", averaged = dir / "averaged";
   seq2seq::TrainOptions o = tiny_options();
   o.epochs = 1;
   seq2seq::train(o, run.string());
@@ -360,7 +357,7 @@ TEST(CliAverage, OfTwoCheckpointsIsTheElementwiseMean) {
 }
 
 TEST(CliAverage, MismatchedCheckpointsAreRefusedNamingTheFolder) {
-  fs::path dir = temp_dir("average_mismatch");
+  fs::path dir = temp_dir("cli_average_mismatch");
   seq2seq::TrainOptions o = tiny_options();
   o.epochs = 1;
   seq2seq::train(o, (dir / "a").string());
@@ -391,7 +388,7 @@ TEST(CliAverage, MismatchedCheckpointsAreRefusedNamingTheFolder) {
 }
 
 TEST(CliEma, SavesTheAverageValidatesWithItAndResumesExactly) {
-  fs::path full = temp_dir("ema_full"), split = temp_dir("ema_split");
+  fs::path full = temp_dir("cli_ema_full"), split = temp_dir("cli_ema_split");
   seq2seq::TrainOptions o = tiny_options();
   o.ema = 0.9;
   std::vector<seq2seq::EpochMetrics> uninterrupted = seq2seq::train(o, full.string());
@@ -433,8 +430,7 @@ TEST(CliEma, DecayOutsideZeroToOneIsRefused) {
   }
   o.ema = 0;  // off
   o.validate();
-  fs::path dir = temp_dir("ema_bad");
-  fs::create_directories(dir);
+  fs::path dir = temp_dir("cli_ema_bad");
   std::string log = (dir / "log.txt").string();
   EXPECT_NE(run_kiln("train --task reverse --ema 1 --out " + (dir / "run").string(), log), 0);
   EXPECT_CONTAINS(bytes_of(log), "--ema: must be in (0, 1), e.g. 0.999, got '1'");

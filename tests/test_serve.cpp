@@ -30,11 +30,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
+using testing::read_file;
 
 // `kiln serve ARGS` as a child process, its output in a file; killed if still running at the end.
 class ServerProcess {
