@@ -1,6 +1,6 @@
 // Helpers for the tests that train small models and run the kiln binary: a fresh temporary
-// folder per test and process, a file's bytes, and the binary's exit code with its output
-// captured to a file.
+// folder per test and process, a file's bytes, the options of a tiny model, and the binary's
+// exit code with its output captured to a file.
 #pragma once
 
 #include <sys/wait.h>
@@ -11,6 +11,8 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+
+#include "models/seq2seq/options.h"
 
 namespace kiln::testing {
 
@@ -36,6 +38,26 @@ inline std::string read_file(const std::filesystem::path& file) {
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+// A tiny model on the generated reverse task, for the tests that train one; a suite that needs
+// another size or length of training changes those fields of the result.
+inline seq2seq::TrainOptions tiny_reverse_options() {
+  seq2seq::TrainOptions o;
+  o.task = "reverse";
+  o.task_size = 300;
+  o.valid_pairs = 20;
+  o.test_pairs = 0;
+  o.epochs = 3;
+  o.batch_size = 32;
+  o.model.embed_size = 8;
+  o.model.hidden_size = 16;
+  o.model.num_layers = 2;
+  o.model.dropout = 0.1;  // dropout draws random numbers: resume must restore the generator
+  o.model.attention = seq2seq::Attention::bahdanau;
+  o.bleu_sentences = 10;
+  o.quiet = true;
+  return o;
 }
 
 // Runs the kiln binary built beside the tests, or $KILN_CLI (a prebuilt bundle run elsewhere),

@@ -26,28 +26,12 @@ namespace fs = std::filesystem;
 
 using testing::run_kiln;
 using testing::temp_dir;
-
-seq2seq::TrainOptions tiny_options() {
-  seq2seq::TrainOptions o;
-  o.task = "reverse";
-  o.task_size = 300;
-  o.valid_pairs = 20;
-  o.test_pairs = 0;
-  o.epochs = 3;
-  o.batch_size = 32;
-  o.model.embed_size = 8;
-  o.model.hidden_size = 16;
-  o.model.num_layers = 2;
-  o.model.dropout = 0.1;  // dropout draws random numbers: resume must restore the generator
-  o.model.attention = seq2seq::Attention::bahdanau;
-  o.bleu_sentences = 10;
-  o.quiet = true;
-  return o;
-}
+using testing::tiny_reverse_options;
 
 TEST(Cli, TrainCheckpointTranslateAndResumeExactly) {
   fs::path full = temp_dir("cli_full"), split = temp_dir("cli_split");
-  std::vector<seq2seq::EpochMetrics> uninterrupted = seq2seq::train(tiny_options(), full.string());
+  std::vector<seq2seq::EpochMetrics> uninterrupted =
+      seq2seq::train(tiny_reverse_options(), full.string());
   ASSERT_EQ(uninterrupted.size(), 3u);
   for (const char* file : {"model.safetensors", "optimizer.safetensors", "config.json",
                            "source_vocab.txt", "target_vocab.txt", "state.json"}) {
@@ -59,10 +43,10 @@ TEST(Cli, TrainCheckpointTranslateAndResumeExactly) {
   EXPECT_TRUE(safetensors::load((full / "last" / "model.safetensors").string())
                   .tensors.count("decoder.dense.weight"));
 
-  seq2seq::TrainOptions first = tiny_options();
+  seq2seq::TrainOptions first = tiny_reverse_options();
   first.epochs = 1;
   seq2seq::train(first, split.string());
-  seq2seq::TrainOptions rest = tiny_options();
+  seq2seq::TrainOptions rest = tiny_reverse_options();
   std::vector<seq2seq::EpochMetrics> resumed =
       seq2seq::train(rest, split.string(), (split / "last").string());
   ASSERT_EQ(resumed.size(), 2u);
@@ -85,7 +69,7 @@ TEST(Cli, TrainCheckpointTranslateAndResumeExactly) {
 
 TEST(Cli, SentencePieceSubwordsEndToEnd) {
   fs::path out = temp_dir("cli_spm");
-  seq2seq::TrainOptions o = tiny_options();
+  seq2seq::TrainOptions o = tiny_reverse_options();
   o.task = "numbers-fr";
   o.epochs = 1;
   o.tokenizer = "sentencepiece";
@@ -106,7 +90,7 @@ TEST(Cli, SentencePieceSubwordsEndToEnd) {
 }
 
 TEST(Cli, BadDataIsNamed) {
-  seq2seq::TrainOptions o = tiny_options();
+  seq2seq::TrainOptions o = tiny_reverse_options();
   o.task.clear();
   o.data = "/nonexistent/fra.txt";
   try {
@@ -130,7 +114,7 @@ TEST(Cli, BadDataIsNamed) {
 
 TEST(Cli, FailedRunLeavesTheOldCheckpoint) {
   fs::path out = temp_dir("cli_keep");
-  seq2seq::TrainOptions o = tiny_options();
+  seq2seq::TrainOptions o = tiny_reverse_options();
   o.epochs = 1;
   seq2seq::train(o, out.string());
   std::string before = data::read_text_file("test", (out / "last" / "model.safetensors").string());
@@ -291,7 +275,7 @@ std::string bytes_of(const fs::path& file) { return data::read_text_file("test",
 
 TEST(CliAverage, OfIdenticalCheckpointsEqualsThemAndCannotBeResumed) {
   fs::path dir = temp_dir("cli_average_same"), run = dir / "run", averaged = dir / "averaged";
-  seq2seq::TrainOptions o = tiny_options();
+  seq2seq::TrainOptions o = tiny_reverse_options();
   o.epochs = 1;
   seq2seq::train(o, run.string());
   std::string last = (run / "last").string(), log = (dir / "log.txt").string();
@@ -329,7 +313,7 @@ TEST(CliAverage, OfIdenticalCheckpointsEqualsThemAndCannotBeResumed) {
 
 TEST(CliAverage, OfTwoCheckpointsIsTheElementwiseMean) {
   fs::path dir = temp_dir("cli_average_two"), run = dir / "run", averaged = dir / "averaged";
-  seq2seq::TrainOptions o = tiny_options();
+  seq2seq::TrainOptions o = tiny_reverse_options();
   o.epochs = 1;
   seq2seq::train(o, run.string());
   fs::copy(run / "last", dir / "epoch1");
@@ -358,7 +342,7 @@ TEST(CliAverage, OfTwoCheckpointsIsTheElementwiseMean) {
 
 TEST(CliAverage, MismatchedCheckpointsAreRefusedNamingTheFolder) {
   fs::path dir = temp_dir("cli_average_mismatch");
-  seq2seq::TrainOptions o = tiny_options();
+  seq2seq::TrainOptions o = tiny_reverse_options();
   o.epochs = 1;
   seq2seq::train(o, (dir / "a").string());
   o.model.hidden_size = 8;
@@ -389,7 +373,7 @@ TEST(CliAverage, MismatchedCheckpointsAreRefusedNamingTheFolder) {
 
 TEST(CliEma, SavesTheAverageValidatesWithItAndResumesExactly) {
   fs::path full = temp_dir("cli_ema_full"), split = temp_dir("cli_ema_split");
-  seq2seq::TrainOptions o = tiny_options();
+  seq2seq::TrainOptions o = tiny_reverse_options();
   o.ema = 0.9;
   std::vector<seq2seq::EpochMetrics> uninterrupted = seq2seq::train(o, full.string());
   ASSERT_EQ(uninterrupted.size(), 3u);
@@ -423,7 +407,7 @@ TEST(CliEma, SavesTheAverageValidatesWithItAndResumesExactly) {
 }
 
 TEST(CliEma, DecayOutsideZeroToOneIsRefused) {
-  seq2seq::TrainOptions o = tiny_options();
+  seq2seq::TrainOptions o = tiny_reverse_options();
   for (double decay : {1.0, -0.5, 1.5, std::nan("")}) {
     o.ema = decay;
     EXPECT_CONTAINS(testing::error_of([&] { o.validate(); }), "ema decay must be in (0, 1)");
