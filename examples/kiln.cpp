@@ -124,12 +124,17 @@ int run_train(const TrainOptions& options, const std::string& out, const std::st
   return 0;
 }
 
+// The decoding flags kiln translate and kiln eval share (add_decoding_flags).
+struct DecodingFlags {
+  seq2seq::TranslateOptions search;
+  int64_t max_source_length = 0;  // 0: the checkpoint's
+};
+
 // kiln translate's flags beyond the checkpoint folders and the device.
 struct TranslateFlags {
-  seq2seq::TranslateOptions search;
+  DecodingFlags decoding;
   bool scores = false, replace_unk = false, strict = false;
-  std::string attention_svg;      // a folder: line-<N>.svg per input line
-  int64_t max_source_length = 0;  // 0: the checkpoint's
+  std::string attention_svg;  // a folder: line-<N>.svg per input line
 };
 
 // stdin is read as it arrives (data::LineStream) and cleaned as a corpus side is: one output
@@ -141,7 +146,9 @@ struct TranslateFlags {
 int run_translate(const std::vector<std::string>& checkpoints, const std::string& device,
                   const TranslateFlags& flags) {
   seq2seq::Translator t = seq2seq::Translator::load(checkpoints, device);
-  if (flags.max_source_length > 0) t.options.max_source_length = flags.max_source_length;
+  if (flags.decoding.max_source_length > 0) {
+    t.options.max_source_length = flags.decoding.max_source_length;
+  }
   const bool svg = !flags.attention_svg.empty();
   const auto needs_attention = [&](bool asked, const char* flag) {
     KILN_CHECK(!asked || t.has_attention(), flag, ": the model in ", checkpoints[0],
@@ -155,7 +162,7 @@ int run_translate(const std::vector<std::string>& checkpoints, const std::string
     KILN_CHECK(!error, "--attention-svg: cannot create the folder '", flags.attention_svg,
                "': ", error.message());
   }
-  seq2seq::TranslateOptions search = flags.search;
+  seq2seq::TranslateOptions search = flags.decoding.search;
   search.keep_attention = flags.replace_unk || svg;
   data::ReadOptions read;
   read.skip_bad_lines = !flags.strict;
@@ -211,10 +218,10 @@ int run_translate(const std::vector<std::string>& checkpoints, const std::string
 // On the pairs of the data flags, or with `split` ("valid", "test") on the run's own split: its
 // corpus from config.json, a random split from split.json.
 int run_eval(const std::string& checkpoint, const std::string& device, TrainOptions data_options,
-             const std::string& split, const seq2seq::TranslateOptions& search,
-             const std::string& output, int64_t max_source_length, int64_t max_target_length) {
+             const std::string& split, const DecodingFlags& decoding, const std::string& output,
+             int64_t max_target_length) {
   seq2seq::Translator t = seq2seq::Translator::load(checkpoint, device);
-  if (max_source_length > 0) t.options.max_source_length = max_source_length;
+  if (decoding.max_source_length > 0) t.options.max_source_length = decoding.max_source_length;
   if (max_target_length > 0) t.options.max_target_length = max_target_length;
   auto log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
   std::vector<data::SentencePair> pairs;
@@ -244,7 +251,9 @@ int run_eval(const std::string& checkpoint, const std::string& device, TrainOpti
     sources.push_back(p.source);
     references.push_back(p.target);  // the raw text, as sacreBLEU scores against
   }
-  for (const auto& h : t.translate(sources, search)) hypotheses.push_back(t.to_text(h[0]));
+  for (const auto& h : t.translate(sources, decoding.search)) {
+    hypotheses.push_back(t.to_text(h[0]));
+  }
   if (!output.empty()) {
     std::string text;
     for (const std::string& h : hypotheses) text += h + "\n";
@@ -353,6 +362,21 @@ void add_data_flags(CLI::App* app, TrainOptions& o) {
                 "a malformed corpus line is fatal (default: reported and skipped)");
   app->add_option("--seed", o.seed, "seed of the generated task, shuffling, init and dropout");
   app->add_option("--device", o.device, "cpu, cuda or cuda:N");
+}
+
+// The help of --length-penalty is the caller's: translate prints the scores (--scores, --n-best),
+// eval only ranks by them.
+void add_decoding_flags(CLI::App* app, DecodingFlags& flags,
+                        const std::string& length_penalty_help) {
+  app->add_option("--beam", flags.search.beam_size, "beam width (1: greedy)")->check(kPositive);
+  app->add_option("--length-penalty", flags.search.length_penalty, length_penalty_help)
+      ->check(kFinite)
+      ->check(kNonNegative);
+  app->add_option("--batch-size", flags.search.batch_size, "sentences decoded together")
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  app->add_option("--max-source-length", flags.max_source_length,
+                  "longest source in tokens, longer ones are cut (default: as trained)")
+      ->check(kPositive);
 }
 
 }  // namespace
@@ -523,7 +547,7 @@ int run_cli(int argc, char** argv) {
   std::string checkpoint, device;
   std::vector<std::string> checkpoints;
   TranslateFlags tf;
-  seq2seq::TranslateOptions& search = tf.search;
+  seq2seq::TranslateOptions& search = tf.decoding.search;
   CLI::App* translate =
       app.add_subcommand("translate", "translate stdin, one sentence per line, to stdout");
   translate
@@ -531,30 +555,19 @@ int run_cli(int argc, char** argv) {
                    "checkpoint folder; several (same vocabularies) decode as an ensemble")
       ->required();
   translate->add_option("--device", device, "cpu, cuda or cuda:N (default: as trained)");
-  translate->add_option("--beam", search.beam_size, "beam width (1: greedy)")->check(kPositive);
+  add_decoding_flags(translate, tf.decoding,
+                     "alpha: hypotheses scored and ranked by log p / length^alpha");
   translate->add_option("--n-best", search.n_best, "hypotheses printed per sentence (<= beam)")
       ->check(kPositive);
-  translate
-      ->add_option("--length-penalty", search.length_penalty,
-                   "alpha: hypotheses scored and ranked by log p / length^alpha")
-      ->check(kFinite)
-      ->check(kNonNegative);
-  translate->add_option("--batch-size", search.batch_size, "sentences decoded together")
-      ->check(CLI::Range(int64_t{1}, int64_t{4096}));
   translate->add_flag("--scores", tf.scores,
                       "print score<TAB>text, score = log p / length^alpha (n-best always has it)");
   translate->add_flag("--replace-unk", tf.replace_unk,
                       "replace each <unk> by the source word it attends to most");
-  translate
-      ->add_option("--max-source-length", tf.max_source_length,
-                   "longest source in tokens, longer ones are cut (default: as trained)")
-      ->check(kPositive);
   translate->add_option("--attention-svg", tf.attention_svg,
                         "folder: the attention heatmap of input line N as line-N.svg");
   translate->add_flag("--strict", tf.strict,
                       "an input line with invalid UTF-8 is fatal (default: reported on stderr, "
                       "and an empty line is written)");
-  int64_t max_source_length = 0, max_target_length = 0;  // 0: the checkpoint's
 
   TrainOptions demo_options;
   demo_options.task_size = 8000;
@@ -587,19 +600,11 @@ int run_cli(int argc, char** argv) {
                    "valid or test: the run's own split, its corpus from the checkpoint (no data "
                    "flags)")
       ->check(CLI::IsMember({"valid", "test"}));
-  seq2seq::TranslateOptions eval_search;
+  DecodingFlags eval_decoding;
   std::string eval_output;
-  eval->add_option("--beam", eval_search.beam_size, "beam width (1: greedy)")->check(kPositive);
-  eval->add_option("--length-penalty", eval_search.length_penalty,
-                   "alpha: beams ranked by log p / length^alpha")
-      ->check(kFinite)
-      ->check(kNonNegative);
-  eval->add_option("--batch-size", eval_search.batch_size, "sentences decoded together")
-      ->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  int64_t max_target_length = 0;  // 0: the checkpoint's
+  add_decoding_flags(eval, eval_decoding, "alpha: beams ranked by log p / length^alpha");
   eval->add_option("--output", eval_output, "write the translations here, one per line");
-  eval->add_option("--max-source-length", max_source_length,
-                   "longest source in tokens, longer ones are cut (default: as trained)")
-      ->check(kPositive);
   eval->add_option("--max-target-length", max_target_length,
                    "longest reference in tokens for the loss (default: as trained)")
       ->check(kPositive);
@@ -706,7 +711,7 @@ int run_cli(int argc, char** argv) {
                  " takes the run's own corpus from its config.json; give no --data, "
                  "--data-src/--data-tgt or --task with it");
       return run_eval(checkpoint, eval->count("--device") ? eval_data.device : "", eval_data,
-                      eval_split, eval_search, eval_output, max_source_length, max_target_length);
+                      eval_split, eval_decoding, eval_output, max_target_length);
     }
   } catch (const kiln::Error& e) {
     std::fprintf(stderr, "kiln: error: %s\n", e.what());

@@ -83,71 +83,63 @@ TEST(BadInput, DamagedStateJsonNamesTheFileAndField) {
 
 TEST(BadInput, ResumeFromDamagedStateIsAMessageNotAnAbort) {
   fs::path dir = damaged("state_cli", "state.json", "{\"epoch\": 12,");
-  fs::path out = temp_dir("bad_input_resume"), log = temp_dir("bad_input_log");
-  EXPECT_EQ(run_kiln("train --resume " + dir.string() + " --out " + out.string() + " --epochs 13",
+  fs::path out = temp_dir("bad_input_resume"), log = out / "log.txt";
+  EXPECT_EQ(run_kiln("train --resume " + dir.string() + " --out " + (out / "run").string() +
+                         " --epochs 13",
                      log.string()),
             1);
   std::string printed = data::read_text_file("test", log.string());
   EXPECT_CONTAINS(printed, "kiln: error: " + (dir / "state.json").string() + ": not valid JSON");
   fs::remove_all(dir);
   fs::remove_all(out);
-  fs::remove(log);
+}
+
+// The shared checkpoint's config.json with `from` replaced by `to`.
+std::string config_with(const std::string& from, const std::string& to) {
+  std::string text = data::read_text_file("test", (checkpoint() / "config.json").string());
+  size_t at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return text.replace(at, from.size(), to);
+}
+
+// The error of loading a copy of the checkpoint whose config.json is `text`.
+std::string config_error(const std::string& text) {
+  fs::path dir = damaged("config", "config.json", text);
+  std::string msg = error_of([&] { seq2seq::Translator::load(dir.string()); });
+  fs::remove_all(dir);
+  return msg;
 }
 
 TEST(BadInput, ConfigJsonFieldsAreCheckedByTypeAndRange) {
-  std::string config = data::read_text_file("test", (checkpoint() / "config.json").string());
-  auto with = [&](const std::string& from, const std::string& to) {
-    std::string text = config;
-    size_t at = text.find(from);
-    EXPECT_NE(at, std::string::npos) << from;
-    return text.replace(at, from.size(), to);
-  };
-  auto load = [&](const std::string& text) {
-    fs::path dir = damaged("config", "config.json", text);
-    std::string msg = error_of([&] { seq2seq::Translator::load(dir.string()); });
-    fs::remove_all(dir);
-    return msg;
-  };
-  std::string msg = load(with("\"hidden_size\": 16", "\"hidden_size\": 128.5"));
+  std::string msg = config_error(config_with("\"hidden_size\": 16", "\"hidden_size\": 128.5"));
   EXPECT_CONTAINS(msg, "config.json: field 'model.hidden_size': expected an integer, got 128.5");
-  msg = load(with("\"bos_id\": 2", "\"bos_id\": 500"));
+  msg = config_error(config_with("\"bos_id\": 2", "\"bos_id\": 500"));
   EXPECT_CONTAINS(msg, "config.json: model config: bos_id 500 is out of range");
-  msg = load(with("\"lr\":", "\"lr\": \"fast\", \"lr_old\":"));
+  msg = config_error(config_with("\"lr\":", "\"lr\": \"fast\", \"lr_old\":"));
   EXPECT_CONTAINS(msg, "config.json: field 'lr': expected a finite number, got \"fast\"");
-  msg = load(with("\"epochs\": 1", "\"epochs\": 1, \"epoch\": 1"));
+  msg = config_error(config_with("\"epochs\": 1", "\"epochs\": 1, \"epoch\": 1"));
   EXPECT_CONTAINS(msg, "config.json: unknown field 'epoch'");
-  msg = load(with("\"epochs\": 1", "\"epochs\": -5"));
+  msg = config_error(config_with("\"epochs\": 1", "\"epochs\": -5"));
   EXPECT_CONTAINS(msg, "config.json: train: epochs must be >= 0, got -5");
 }
 
 // The punctuation spacing a run learned (config.json) is checked like any field; a config.json
 // from before the `lowercase` option was lowercased, and loading it keeps lowercasing.
 TEST(BadInput, ConfigJsonPunctuationSpacingAndOldLowercasing) {
-  std::string config = data::read_text_file("test", (checkpoint() / "config.json").string());
-  auto with = [&](const std::string& from, const std::string& to) {
-    std::string text = config;
-    size_t at = text.find(from);
-    EXPECT_NE(at, std::string::npos) << from;
-    return text.replace(at, from.size(), to);
-  };
-  auto load = [&](const std::string& text) {
-    fs::path dir = damaged("config_text", "config.json", text);
-    std::string msg = error_of([&] { seq2seq::Translator::load(dir.string()); });
-    fs::remove_all(dir);
-    return msg;
-  };
-  EXPECT_CONTAINS(
-      load(with("\"punctuation_spacing\": {}", "\"punctuation_spacing\": {\"!\": \"x\"}")),
-      "config.json: train: punctuation_spacing: '!' -> 'x' is not one of , . ! ? -> "
-      "\"\", \" \", U+202F or U+00A0");
-  EXPECT_CONTAINS(
-      load(with("\"punctuation_spacing\": {}", "\"punctuation_spacing\": {\";\": \"\"}")),
-      "config.json: unknown field 'punctuation_spacing.;'");
-  EXPECT_CONTAINS(load(with("\"punctuation_spacing\": {}", "\"punctuation_spacing\": {\"?\": 1}")),
+  EXPECT_CONTAINS(config_error(config_with("\"punctuation_spacing\": {}",
+                                           "\"punctuation_spacing\": {\"!\": \"x\"}")),
+                  "config.json: train: punctuation_spacing: '!' -> 'x' is not one of , . ! ? -> "
+                  "\"\", \" \", U+202F or U+00A0");
+  EXPECT_CONTAINS(config_error(config_with("\"punctuation_spacing\": {}",
+                                           "\"punctuation_spacing\": {\";\": \"\"}")),
+                  "config.json: unknown field 'punctuation_spacing.;'");
+  EXPECT_CONTAINS(config_error(config_with("\"punctuation_spacing\": {}",
+                                           "\"punctuation_spacing\": {\"?\": 1}")),
                   "config.json: field 'punctuation_spacing.?': expected a string, got 1");
 
-  EXPECT_CONTAINS(config, "\"lowercase\": false");  // new runs keep the case
-  fs::path old = damaged("config_old", "config.json", with("\"lowercase\": false,", ""));
+  EXPECT_CONTAINS(data::read_text_file("test", (checkpoint() / "config.json").string()),
+                  "\"lowercase\": false");  // new runs keep the case
+  fs::path old = damaged("config_old", "config.json", config_with("\"lowercase\": false,", ""));
   seq2seq::Translator t = seq2seq::Translator::load(old.string());
   EXPECT_TRUE(t.options.lowercase);
   EXPECT_EQ(t.source_tokenizer->tokenize("A B."), (std::vector<std::string>{"a", "b", "."}));
@@ -183,7 +175,6 @@ TEST(BadInput, WeightsAndOptimizerStateThatDoNotFitNameTheFile) {
 
 TEST(BadInput, DataWithNothingLeftToTrainOnSaysSo) {
   fs::path dir = temp_dir("bad_input_data");
-  fs::create_directories(dir);
   std::ofstream(dir / "one.tsv") << "hello .\tbonjour .\n";
   seq2seq::TrainOptions o = tiny_options();
   o.task.clear();
@@ -228,7 +219,6 @@ TEST(BadInput, AHugeInputLineTranslatesInBoundedTime) {
   EXPECT_LE(beams[0][0].tokens.size(), 391u);
 
   fs::path dir = temp_dir("bad_input_huge");
-  fs::create_directories(dir);
   std::ofstream(dir / "in.txt") << "a b\n" << huge << "\n";
   std::string log = (dir / "log.txt").string();
   EXPECT_EQ(run_kiln("translate --checkpoint " + checkpoint().string() +
@@ -241,16 +231,16 @@ TEST(BadInput, AHugeInputLineTranslatesInBoundedTime) {
 }
 
 TEST(BadInput, NonFiniteFlagsAreRejected) {
-  fs::path log = temp_dir("bad_input_flags");
+  fs::path dir = temp_dir("bad_input_flags"), log = dir / "log.txt";
   EXPECT_NE(run_kiln("translate --checkpoint " + checkpoint().string() + " --length-penalty nan",
                      log.string()),
             0);
   EXPECT_CONTAINS(data::read_text_file("test", log.string()), "must be a finite number, got 'nan'");
-  EXPECT_NE(run_kiln("train --task reverse --weight-decay inf --out " + log.string() + ".run",
+  EXPECT_NE(run_kiln("train --task reverse --weight-decay inf --out " + (dir / "run").string(),
                      log.string()),
             0);
   EXPECT_CONTAINS(data::read_text_file("test", log.string()), "must be a finite number, got 'inf'");
-  fs::remove(log);
+  fs::remove_all(dir);
 }
 
 }  // namespace

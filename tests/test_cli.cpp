@@ -26,28 +26,12 @@ namespace fs = std::filesystem;
 
 using testing::run_kiln;
 using testing::temp_dir;
-
-seq2seq::TrainOptions tiny_options() {
-  seq2seq::TrainOptions o;
-  o.task = "reverse";
-  o.task_size = 300;
-  o.valid_pairs = 20;
-  o.test_pairs = 0;
-  o.epochs = 3;
-  o.batch_size = 32;
-  o.model.embed_size = 8;
-  o.model.hidden_size = 16;
-  o.model.num_layers = 2;
-  o.model.dropout = 0.1;  // dropout draws random numbers: resume must restore the generator
-  o.model.attention = seq2seq::Attention::bahdanau;
-  o.bleu_sentences = 10;
-  o.quiet = true;
-  return o;
-}
+using testing::tiny_reverse_options;
 
 TEST(Cli, TrainCheckpointTranslateAndResumeExactly) {
-  fs::path full = temp_dir("full"), split = temp_dir("split");
-  std::vector<seq2seq::EpochMetrics> uninterrupted = seq2seq::train(tiny_options(), full.string());
+  fs::path full = temp_dir("cli_full"), split = temp_dir("cli_split");
+  std::vector<seq2seq::EpochMetrics> uninterrupted =
+      seq2seq::train(tiny_reverse_options(), full.string());
   ASSERT_EQ(uninterrupted.size(), 3u);
   for (const char* file : {"model.safetensors", "optimizer.safetensors", "config.json",
                            "source_vocab.txt", "target_vocab.txt", "state.json"}) {
@@ -59,10 +43,10 @@ TEST(Cli, TrainCheckpointTranslateAndResumeExactly) {
   EXPECT_TRUE(safetensors::load((full / "last" / "model.safetensors").string())
                   .tensors.count("decoder.dense.weight"));
 
-  seq2seq::TrainOptions first = tiny_options();
+  seq2seq::TrainOptions first = tiny_reverse_options();
   first.epochs = 1;
   seq2seq::train(first, split.string());
-  seq2seq::TrainOptions rest = tiny_options();
+  seq2seq::TrainOptions rest = tiny_reverse_options();
   std::vector<seq2seq::EpochMetrics> resumed =
       seq2seq::train(rest, split.string(), (split / "last").string());
   ASSERT_EQ(resumed.size(), 2u);
@@ -84,8 +68,8 @@ TEST(Cli, TrainCheckpointTranslateAndResumeExactly) {
 }
 
 TEST(Cli, SentencePieceSubwordsEndToEnd) {
-  fs::path out = temp_dir("spm");
-  seq2seq::TrainOptions o = tiny_options();
+  fs::path out = temp_dir("cli_spm");
+  seq2seq::TrainOptions o = tiny_reverse_options();
   o.task = "numbers-fr";
   o.epochs = 1;
   o.tokenizer = "sentencepiece";
@@ -106,11 +90,11 @@ TEST(Cli, SentencePieceSubwordsEndToEnd) {
 }
 
 TEST(Cli, BadDataIsNamed) {
-  seq2seq::TrainOptions o = tiny_options();
+  seq2seq::TrainOptions o = tiny_reverse_options();
   o.task.clear();
   o.data = "/nonexistent/fra.txt";
   try {
-    seq2seq::train(o, temp_dir("bad").string());
+    seq2seq::train(o, temp_dir("cli_bad").string());
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent/fra.txt"), std::string::npos) << e.what();
@@ -129,8 +113,8 @@ TEST(Cli, BadDataIsNamed) {
 }
 
 TEST(Cli, FailedRunLeavesTheOldCheckpoint) {
-  fs::path out = temp_dir("keep");
-  seq2seq::TrainOptions o = tiny_options();
+  fs::path out = temp_dir("cli_keep");
+  seq2seq::TrainOptions o = tiny_reverse_options();
   o.epochs = 1;
   seq2seq::train(o, out.string());
   std::string before = data::read_text_file("test", (out / "last" / "model.safetensors").string());
@@ -151,8 +135,7 @@ namespace {
 // The kiln binary itself: exit codes and what it prints.
 
 TEST(CliBinary, TrainTranslateAndErrors) {
-  fs::path dir = temp_dir("binary");
-  fs::create_directories(dir);
+  fs::path dir = temp_dir("cli_binary");
   std::string log = (dir / "log.txt").string(), out = (dir / "run").string();
   ASSERT_EQ(run_kiln("train --task reverse --task-size 200 --epochs 1 --hidden 16 --embed 8 "
                      "--layers 1 --quiet --out " +
@@ -186,8 +169,7 @@ TEST(CliBinary, TrainTranslateAndErrors) {
 // --preset d2l-classic on a small file in fra.txt's format (English, French, attribution): the
 // preset's settings apply, flags still override them, and d2l's four sentences are translated.
 TEST(CliBinary, D2lPresetOnATatoebaFile) {
-  fs::path dir = temp_dir("preset");
-  fs::create_directories(dir);
+  fs::path dir = temp_dir("cli_preset");
   {
     std::ofstream tsv(dir / "fra.txt");
     const char* pairs[][2] = {{"Go.", "Va !"},
@@ -224,8 +206,7 @@ TEST(CliBinary, D2lPresetOnATatoebaFile) {
 // before .), and eval scores it sacreBLEU-style against the raw references. --lowercase (the d2l
 // presets') lowercases everything and says so in config.json.
 TEST(CliBinary, TranslatePrintsDetokenizedCasedText) {
-  fs::path dir = temp_dir("real_text");
-  fs::create_directories(dir);
+  fs::path dir = temp_dir("cli_real_text");
   {
     std::ofstream tsv(dir / "fra.txt");
     const char* pairs[][2] = {{"Go.", "Va\u202f!"},
@@ -293,8 +274,8 @@ std::map<std::string, std::vector<float>> weights_of(const fs::path& file) {
 std::string bytes_of(const fs::path& file) { return data::read_text_file("test", file.string()); }
 
 TEST(CliAverage, OfIdenticalCheckpointsEqualsThemAndCannotBeResumed) {
-  fs::path dir = temp_dir("average_same"), run = dir / "run", averaged = dir / "averaged";
-  seq2seq::TrainOptions o = tiny_options();
+  fs::path dir = temp_dir("cli_average_same"), run = dir / "run", averaged = dir / "averaged";
+  seq2seq::TrainOptions o = tiny_reverse_options();
   o.epochs = 1;
   seq2seq::train(o, run.string());
   std::string last = (run / "last").string(), log = (dir / "log.txt").string();
@@ -331,8 +312,8 @@ TEST(CliAverage, OfIdenticalCheckpointsEqualsThemAndCannotBeResumed) {
 }
 
 TEST(CliAverage, OfTwoCheckpointsIsTheElementwiseMean) {
-  fs::path dir = temp_dir("average_two"), run = dir / "run", averaged = dir / "averaged";
-  seq2seq::TrainOptions o = tiny_options();
+  fs::path dir = temp_dir("cli_average_two"), run = dir / "run", averaged = dir / "averaged";
+  seq2seq::TrainOptions o = tiny_reverse_options();
   o.epochs = 1;
   seq2seq::train(o, run.string());
   fs::copy(run / "last", dir / "epoch1");
@@ -360,8 +341,8 @@ TEST(CliAverage, OfTwoCheckpointsIsTheElementwiseMean) {
 }
 
 TEST(CliAverage, MismatchedCheckpointsAreRefusedNamingTheFolder) {
-  fs::path dir = temp_dir("average_mismatch");
-  seq2seq::TrainOptions o = tiny_options();
+  fs::path dir = temp_dir("cli_average_mismatch");
+  seq2seq::TrainOptions o = tiny_reverse_options();
   o.epochs = 1;
   seq2seq::train(o, (dir / "a").string());
   o.model.hidden_size = 8;
@@ -391,8 +372,8 @@ TEST(CliAverage, MismatchedCheckpointsAreRefusedNamingTheFolder) {
 }
 
 TEST(CliEma, SavesTheAverageValidatesWithItAndResumesExactly) {
-  fs::path full = temp_dir("ema_full"), split = temp_dir("ema_split");
-  seq2seq::TrainOptions o = tiny_options();
+  fs::path full = temp_dir("cli_ema_full"), split = temp_dir("cli_ema_split");
+  seq2seq::TrainOptions o = tiny_reverse_options();
   o.ema = 0.9;
   std::vector<seq2seq::EpochMetrics> uninterrupted = seq2seq::train(o, full.string());
   ASSERT_EQ(uninterrupted.size(), 3u);
@@ -426,15 +407,14 @@ TEST(CliEma, SavesTheAverageValidatesWithItAndResumesExactly) {
 }
 
 TEST(CliEma, DecayOutsideZeroToOneIsRefused) {
-  seq2seq::TrainOptions o = tiny_options();
+  seq2seq::TrainOptions o = tiny_reverse_options();
   for (double decay : {1.0, -0.5, 1.5, std::nan("")}) {
     o.ema = decay;
     EXPECT_CONTAINS(testing::error_of([&] { o.validate(); }), "ema decay must be in (0, 1)");
   }
   o.ema = 0;  // off
   o.validate();
-  fs::path dir = temp_dir("ema_bad");
-  fs::create_directories(dir);
+  fs::path dir = temp_dir("cli_ema_bad");
   std::string log = (dir / "log.txt").string();
   EXPECT_NE(run_kiln("train --task reverse --ema 1 --out " + (dir / "run").string(), log), 0);
   EXPECT_CONTAINS(bytes_of(log), "--ema: must be in (0, 1), e.g. 0.999, got '1'");

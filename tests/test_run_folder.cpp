@@ -20,6 +20,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cli_util.h"
 #include "core/durable_file.h"
 #include "core/safetensors.h"
 #include "models/data/text_file.h"
@@ -31,26 +32,9 @@ namespace kiln {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::read_file;
+using testing::temp_dir;
 using Env = std::vector<std::pair<std::string, std::string>>;
-
-// On tmpfs where there is one: a kill -9 leaves the page cache alone, so these tests check the
-// order of the steps, which any file system shows, and fsync to a real disk would only cost time
-// (~5 ms each here, some 200 per killed-and-resumed run).
-fs::path temp_dir(const std::string& name) {
-  fs::path root =
-      ::access("/dev/shm", W_OK) == 0 ? fs::path("/dev/shm") : fs::temp_directory_path();
-  fs::path dir = root / ("kiln_run_folder_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-std::string read(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 // The kiln binary with `args`, stdout and stderr into `log`, `env` added to the environment.
 pid_t spawn_kiln(const std::vector<std::string>& args, const std::string& log, const Env& env) {
@@ -113,7 +97,7 @@ std::vector<std::string> tiny_train(const fs::path& out, int epochs) {
 // precision, so equal text is equal bits).
 std::vector<std::string> losses(const fs::path& metrics) {
   std::vector<std::string> lines;
-  std::istringstream in(read(metrics));
+  std::istringstream in(read_file(metrics));
   auto field = [](const std::string& line, const std::string& name) {
     size_t at = line.find("\"" + name + "\":");
     if (at == std::string::npos) return std::string("?");
@@ -142,7 +126,7 @@ struct Step {
 
 std::vector<Step> read_steps(const fs::path& log) {
   std::vector<Step> steps;
-  std::istringstream in(read(log));
+  std::istringstream in(read_file(log));
   for (std::string line; std::getline(in, line);) {
     std::istringstream words(line);
     std::string n;
@@ -187,7 +171,7 @@ bool swap_step(const Step& s, const std::string& out) {
 // continues it.
 void crash_at_each_step(const std::string& name, const Env& env, int epochs,
                         bool swaps_after_first_epoch) {
-  fs::path dir = temp_dir(name), out = dir / "out", log = dir / "log.txt";
+  fs::path dir = temp_dir("run_folder_" + name), out = dir / "out", log = dir / "log.txt";
   std::string out_s = out.string();
   // The uninterrupted run: its losses, its steps, and which epochs best/ holds.
   ASSERT_EQ(run_kiln(tiny_train(out, epochs), log.string(),
@@ -198,7 +182,7 @@ void crash_at_each_step(const std::string& name, const Env& env, int epochs,
                      }())
                 .code,
             0)
-      << read(log);
+      << read_file(log);
   const std::vector<std::string> reference = losses(out / "metrics.jsonl");
   ASSERT_EQ(reference.size(), static_cast<size_t>(epochs));
   const std::vector<Step> steps = read_steps(dir / "steps.txt");
@@ -221,7 +205,7 @@ void crash_at_each_step(const std::string& name, const Env& env, int epochs,
     Env crash = env;
     crash.push_back({"KILN_CRASH_AT_DURABLE_STEP", std::to_string(n)});
     Exit killed = run_kiln(tiny_train(out, epochs), log.string(), crash);
-    ASSERT_TRUE(killed.killed) << "exit " << killed.code << "\n" << read(log);
+    ASSERT_TRUE(killed.killed) << "exit " << killed.code << "\n" << read_file(log);
     int64_t last = committed_epoch(steps, n - 1, out_s + "/last");
     int64_t best = committed_epoch(steps, n - 1, out_s + "/best");
     if (last > 0) {
@@ -238,7 +222,7 @@ void crash_at_each_step(const std::string& name, const Env& env, int epochs,
       again.push_back("--overwrite");
     }
     Exit resumed = run_kiln(again, log.string(), env);
-    ASSERT_EQ(resumed.code, 0) << read(log);
+    ASSERT_EQ(resumed.code, 0) << read_file(log);
     EXPECT_EQ(losses(out / "metrics.jsonl"), reference);  // each epoch once, same losses
     EXPECT_EQ(load_checkpoint(out / "last"), epochs);
     EXPECT_EQ(load_checkpoint(out / "best"), best_epochs.back());
@@ -268,7 +252,7 @@ TEST(RunFolder, CrashAtEveryStepOfTheFallbackSwap) {
 // The states a crash can leave, by hand: readers take the newest complete folder and never a
 // leftover; the writer's recovery finishes the swap and removes the rest.
 TEST(RunFolder, ReadersAndRecoveryAfterAnInterruptedSwap) {
-  fs::path dir = temp_dir("states");
+  fs::path dir = temp_dir("run_folder_states");
   std::string ck = (dir / "ck").string();
   auto make = [](const std::string& folder, const std::string& text) {
     fs::create_directories(folder);
@@ -278,7 +262,7 @@ TEST(RunFolder, ReadersAndRecoveryAfterAnInterruptedSwap) {
   make(ck + ".tmp", "new");
   EXPECT_EQ(durable_folder_current(ck), ck + ".tmp");
   durable_folder_recover(ck, "test");
-  EXPECT_EQ(read(ck + "/state.json"), "new");
+  EXPECT_EQ(read_file(ck + "/state.json"), "new");
   EXPECT_FALSE(fs::exists(ck + ".old"));
   EXPECT_FALSE(fs::exists(ck + ".tmp"));
   make(ck + ".tmp", "half");  // a staged folder beside a complete one: never read, then removed
@@ -297,26 +281,26 @@ TEST(RunFolder, ReadersAndRecoveryAfterAnInterruptedSwap) {
   durable_write_folder(
       ck, [](const std::string& staged) { durable_write(staged + "/b", "2", "test"); }, "test");
   EXPECT_FALSE(fs::exists(ck + "/a"));
-  EXPECT_EQ(read(ck + "/b"), "2");
+  EXPECT_EQ(read_file(ck + "/b"), "2");
   fs::remove_all(dir);
 }
 
 // Defect 4 of issue 10: two runs on one --out deleted each other's checkpoints.
 TEST(RunFolder, SecondRunOnTheSameOutFailsAtOnce) {
-  fs::path dir = temp_dir("concurrent"), out = dir / "out";
+  fs::path dir = temp_dir("run_folder_concurrent"), out = dir / "out";
   std::vector<std::string> long_run = tiny_train(out, 12);
   long_run[4] = "300";  // --task-size: a run of a few seconds
   pid_t first = spawn_kiln(long_run, (dir / "first.txt").string(), {});
   std::string pid = std::to_string(first);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   auto started = [&] {  // holds the lock and has saved its first epoch
-    return read(out / ".lock").find(pid) != std::string::npos &&
+    return read_file(out / ".lock").find(pid) != std::string::npos &&
            fs::exists(out / "last" / "state.json");
   };
   while (!started() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  ASSERT_TRUE(started()) << read(dir / "first.txt");
+  ASSERT_TRUE(started()) << read_file(dir / "first.txt");
   // The same run again, with --overwrite, and a resume: each refused at once. (Had the first run
   // ended already, the lock would be free and the message another.)
   for (const char* extra : {"", "--overwrite", "--resume"}) {
@@ -331,13 +315,14 @@ TEST(RunFolder, SecondRunOnTheSameOutFailsAtOnce) {
     Exit e = run_kiln(second, log);
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    EXPECT_EQ(e.code, 1) << read(log);
-    EXPECT_CONTAINS(read(log), "'" + out.string() + "' is in use by another run (pid " + pid);
-    EXPECT_EQ(read(log).find("data:"), std::string::npos) << read(log);  // before any data
+    EXPECT_EQ(e.code, 1) << read_file(log);
+    EXPECT_CONTAINS(read_file(log), "'" + out.string() + "' is in use by another run (pid " + pid);
+    EXPECT_EQ(read_file(log).find("data:"), std::string::npos)
+        << read_file(log);  // before any data
     EXPECT_LT(seconds, 2.0);
   }
   Exit done = wait_for(first);
-  ASSERT_EQ(done.code, 0) << read(dir / "first.txt");
+  ASSERT_EQ(done.code, 0) << read_file(dir / "first.txt");
   EXPECT_EQ(load_checkpoint(out / "last"), 12);
   EXPECT_GT(load_checkpoint(out / "best"), 0);
   std::vector<std::string> lines = losses(out / "metrics.jsonl");
@@ -350,14 +335,14 @@ TEST(RunFolder, SecondRunOnTheSameOutFailsAtOnce) {
 // Defect 2: a file as --out, or a path under a file, was an uncaught filesystem_error (abort)
 // after the data had been loaded.
 TEST(RunFolder, OutThatIsAFileIsNamedBeforeAnyData) {
-  fs::path dir = temp_dir("file");
+  fs::path dir = temp_dir("run_folder_file");
   std::ofstream(dir / "f") << "x";
   std::string log = (dir / "log.txt").string();
   for (fs::path out : {dir / "f", dir / "f" / "sub"}) {
     Exit e = run_kiln(tiny_train(out, 1), log);
-    EXPECT_EQ(e.code, 1) << read(log);
-    EXPECT_CONTAINS(read(log), "'" + (dir / "f").string() + "' is a file, not a folder");
-    EXPECT_EQ(read(log).find("data:"), std::string::npos) << read(log);
+    EXPECT_EQ(e.code, 1) << read_file(log);
+    EXPECT_CONTAINS(read_file(log), "'" + (dir / "f").string() + "' is a file, not a folder");
+    EXPECT_EQ(read_file(log).find("data:"), std::string::npos) << read_file(log);
   }
   fs::remove_all(dir);
 }
@@ -365,16 +350,18 @@ TEST(RunFolder, OutThatIsAFileIsNamedBeforeAnyData) {
 // Defect 5: a new run into an old run's folder appended to its metrics.jsonl and replaced its
 // best/ even when worse. Now it is refused, unless --overwrite, which starts the folder afresh.
 TEST(RunFolder, FreshRunRefusesAnOldRunUnlessOverwrite) {
-  fs::path dir = temp_dir("fresh"), out = dir / "out";
+  fs::path dir = temp_dir("run_folder_fresh"), out = dir / "out";
   std::string log = (dir / "log.txt").string();
-  ASSERT_EQ(run_kiln(tiny_train(out, 2), log).code, 0) << read(log);
-  std::string metrics = read(out / "metrics.jsonl"), model = read(out / "best/model.safetensors");
+  ASSERT_EQ(run_kiln(tiny_train(out, 2), log).code, 0) << read_file(log);
+  std::string metrics = read_file(out / "metrics.jsonl"),
+              model = read_file(out / "best/model.safetensors");
   Exit refused = run_kiln(tiny_train(out, 1), log);
   EXPECT_EQ(refused.code, 1);
-  EXPECT_CONTAINS(read(log), "the output folder '" + out.string() + "' is not empty (best, last");
-  EXPECT_CONTAINS(read(log), "--overwrite");
-  EXPECT_EQ(read(out / "metrics.jsonl"), metrics);
-  EXPECT_EQ(read(out / "best/model.safetensors"), model);
+  EXPECT_CONTAINS(read_file(log),
+                  "the output folder '" + out.string() + "' is not empty (best, last");
+  EXPECT_CONTAINS(read_file(log), "--overwrite");
+  EXPECT_EQ(read_file(out / "metrics.jsonl"), metrics);
+  EXPECT_EQ(read_file(out / "best/model.safetensors"), model);
   ASSERT_EQ(run_kiln(
                 [&] {
                   std::vector<std::string> args = tiny_train(out, 1);
@@ -384,7 +371,7 @@ TEST(RunFolder, FreshRunRefusesAnOldRunUnlessOverwrite) {
                 log)
                 .code,
             0)
-      << read(log);
+      << read_file(log);
   EXPECT_EQ(losses(out / "metrics.jsonl").size(), 1u);
   EXPECT_EQ(load_checkpoint(out / "best"), 1);
   fs::remove_all(dir);
@@ -393,15 +380,15 @@ TEST(RunFolder, FreshRunRefusesAnOldRunUnlessOverwrite) {
 // Defect 5, second half: a run killed after writing an epoch's metrics but before its last/ was
 // resumed into the same folder and wrote that epoch twice.
 TEST(RunFolder, ResumeAfterAKillWritesEachEpochOnce) {
-  fs::path dir = temp_dir("twice"), out = dir / "out";
+  fs::path dir = temp_dir("run_folder_twice"), out = dir / "out";
   std::string log = (dir / "log.txt").string();
-  ASSERT_EQ(run_kiln(tiny_train(out, 1), log).code, 0) << read(log);
+  ASSERT_EQ(run_kiln(tiny_train(out, 1), log).code, 0) << read_file(log);
   // Epoch 2's metrics line (3 steps: fsync, rename, fsync of the folder) is written, then kill.
   std::vector<std::string> more = tiny_train(out, 2);
   more.insert(more.end(), {"--resume", out.string() + "/last"});
-  ASSERT_TRUE(run_kiln(more, log, {{"KILN_CRASH_AT_DURABLE_STEP", "4"}}).killed) << read(log);
+  ASSERT_TRUE(run_kiln(more, log, {{"KILN_CRASH_AT_DURABLE_STEP", "4"}}).killed) << read_file(log);
   ASSERT_EQ(losses(out / "metrics.jsonl").size(), 2u);
-  ASSERT_EQ(run_kiln(more, log).code, 0) << read(log);
+  ASSERT_EQ(run_kiln(more, log).code, 0) << read_file(log);
   std::vector<std::string> lines = losses(out / "metrics.jsonl");
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_EQ(lines[0].substr(0, 2), "1 ");
@@ -411,16 +398,16 @@ TEST(RunFolder, ResumeAfterAKillWritesEachEpochOnce) {
 
 // Defect 6: resuming a run that is already complete said "cannot open r12/last/config.json".
 TEST(RunFolder, NothingToTrainSaysTheRunIsComplete) {
-  fs::path dir = temp_dir("complete"), out = dir / "out";
+  fs::path dir = temp_dir("run_folder_complete"), out = dir / "out";
   std::string log = (dir / "log.txt").string();
-  ASSERT_EQ(run_kiln(tiny_train(out, 2), log).code, 0) << read(log);
+  ASSERT_EQ(run_kiln(tiny_train(out, 2), log).code, 0) << read_file(log);
   for (const char* epochs : {"2", "0"}) {
     std::vector<std::string> args = tiny_train(dir / "r12", 2);
     args[args.size() - 3] = epochs;
     args.insert(args.end(), {"--resume", (out / "best").string()});
-    EXPECT_EQ(run_kiln(args, log).code, 0) << read(log);
-    EXPECT_CONTAINS(read(log), "is already complete at epoch 2; give --epochs above 2");
-    EXPECT_EQ(read(log).find("cannot open"), std::string::npos) << read(log);
+    EXPECT_EQ(run_kiln(args, log).code, 0) << read_file(log);
+    EXPECT_CONTAINS(read_file(log), "is already complete at epoch 2; give --epochs above 2");
+    EXPECT_EQ(read_file(log).find("cannot open"), std::string::npos) << read_file(log);
     EXPECT_FALSE(fs::exists(dir / "r12"));
   }
   fs::remove_all(dir);

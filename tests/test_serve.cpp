@@ -30,11 +30,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
+using testing::read_file;
 
 // `kiln serve ARGS` as a child process, its output in a file; killed if still running at the end.
 class ServerProcess {
@@ -113,19 +109,9 @@ class Serve : public ::testing::Test {
   // One tiny model for the suite: the reverse task, trained for two epochs.
   static void SetUpTestSuite() {
     dir_ = new fs::path(testing::temp_dir("serve"));
-    seq2seq::TrainOptions o;
-    o.task = "reverse";
-    o.task_size = 300;
-    o.valid_pairs = 20;
-    o.test_pairs = 0;
+    seq2seq::TrainOptions o = testing::tiny_reverse_options();
     o.epochs = 2;
-    o.batch_size = 32;
-    o.model.embed_size = 8;
-    o.model.hidden_size = 16;
     o.model.num_layers = 1;
-    o.model.attention = seq2seq::Attention::bahdanau;
-    o.bleu_sentences = 10;
-    o.quiet = true;
     seq2seq::train(o, dir_->string());
   }
   static void TearDownTestSuite() {

@@ -382,7 +382,8 @@ TEST(Splits, ValidAndTestFilesInsteadOfASplit) {
 }
 
 TEST(Splits, BadCombinationsAndOldConfigs) {
-  const std::string log = temp_dir("splits_flags").string() + ".txt";
+  const fs::path dir = temp_dir("splits_flags");
+  const std::string log = (dir / "log.txt").string();
   const auto refused = [&](const std::string& args) {
     EXPECT_NE(run_kiln("train --task reverse --epochs 0 " + args, log), 0) << args;
     return data::read_text_file("test", log);
@@ -420,7 +421,7 @@ TEST(Splits, BadCombinationsAndOldConfigs) {
   data::Split split = seq2seq::load_data(old, nullptr);
   ASSERT_EQ(split.valid.size(), 5u);  // the last 5%, as before
   EXPECT_EQ(split.valid.back().source, data::generate_task("reverse", 100, 1).back().source);
-  fs::remove(log);
+  fs::remove_all(dir);
 }
 
 TEST(Splits, ACorruptSplitJsonIsAMessage) {

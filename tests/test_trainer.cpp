@@ -5,14 +5,11 @@
 //    --resume with changed flags (applied or refused), --epochs 0, loss.svg across a resume;
 //  - gradient accumulation: 4 batches summed equal one batch of the 4 together; resume inside an
 //    epoch with accumulation, --ema and --batch-tokens.
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 
 #include "cli_util.h"
@@ -29,23 +26,8 @@ namespace kiln {
 namespace {
 
 namespace fs = std::filesystem;
-
-// On tmpfs where there is one (fsync to a disk would only cost time; see test_run_folder.cpp).
-fs::path temp_dir(const std::string& name) {
-  fs::path root =
-      ::access("/dev/shm", W_OK) == 0 ? fs::path("/dev/shm") : fs::temp_directory_path();
-  fs::path dir = root / ("kiln_trainer_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-std::string read(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using testing::read_file;
+using testing::temp_dir;
 
 // The kiln binary with `args`; output into `log`; `env` ("NAME=value") set for it alone.
 int kiln(const std::string& args, const fs::path& log, const std::string& env = "") {
@@ -93,9 +75,9 @@ seq2seq::TrainState state_of(const fs::path& checkpoint) {
 }
 
 TEST(Trainer, KilledAfterAnySaveResumesWithTheSameLosses) {
-  fs::path dir = temp_dir("kill"), out = dir / "out", log = dir / "log.txt";
+  fs::path dir = temp_dir("trainer_kill"), out = dir / "out", log = dir / "log.txt";
   ASSERT_EQ(kiln(tiny(out, 2), log, "KILN_DURABLE_STEP_LOG=" + (dir / "steps.txt").string()), 0)
-      << read(log);
+      << read_file(log);
   const std::vector<std::string> reference = metrics_without_times(out / "metrics.jsonl");
   // Validations at steps 3, 6, 9 and the epoch ends 5 and 10.
   ASSERT_EQ(reference.size(), 5u);
@@ -110,7 +92,7 @@ TEST(Trainer, KilledAfterAnySaveResumesWithTheSameLosses) {
 
   // Kill right after each commit of last/ (the durable step after its folder exchange).
   std::vector<size_t> commits;
-  std::istringstream step_log(read(dir / "steps.txt"));
+  std::istringstream step_log(read_file(dir / "steps.txt"));
   size_t n = 0;
   for (std::string line; std::getline(step_log, line);) {
     ++n;
@@ -124,10 +106,11 @@ TEST(Trainer, KilledAfterAnySaveResumesWithTheSameLosses) {
     SCOPED_TRACE("killed after durable step " + std::to_string(commit));
     fs::remove_all(out);
     int code = kiln(tiny(out, 2), log, "KILN_CRASH_AT_DURABLE_STEP=" + std::to_string(commit + 1));
-    EXPECT_TRUE(code == -1 || code == 128 + 9) << code << "\n" << read(log);  // SIGKILL
+    EXPECT_TRUE(code == -1 || code == 128 + 9) << code << "\n" << read_file(log);  // SIGKILL
     int64_t at = state_of(out / "last").steps;
-    ASSERT_EQ(kiln(tiny(out, 2) + " --resume " + (out / "last").string(), log), 0) << read(log);
-    EXPECT_CONTAINS(read(log),
+    ASSERT_EQ(kiln(tiny(out, 2) + " --resume " + (out / "last").string(), log), 0)
+        << read_file(log);
+    EXPECT_CONTAINS(read_file(log),
                     "resuming from " + (out / "last").string() + " at step " + std::to_string(at));
     EXPECT_EQ(metrics_without_times(out / "metrics.jsonl"), reference);
     EXPECT_EQ(state_of(out / "last").steps, 10);
@@ -138,24 +121,24 @@ TEST(Trainer, KilledAfterAnySaveResumesWithTheSameLosses) {
 }
 
 TEST(Trainer, MaxStepsStopsInsideAnEpochAndResumeGoesOn) {
-  fs::path dir = temp_dir("max_steps"), out = dir / "out", log = dir / "log.txt";
-  ASSERT_EQ(kiln(with(tiny(out, 2), "--max-steps", "7"), log), 0) << read(log);
-  EXPECT_CONTAINS(read(log), "stopping at step 7 (epoch 2, batch 2/5): --max-steps 7 reached");
+  fs::path dir = temp_dir("trainer_max_steps"), out = dir / "out", log = dir / "log.txt";
+  ASSERT_EQ(kiln(with(tiny(out, 2), "--max-steps", "7"), log), 0) << read_file(log);
+  EXPECT_CONTAINS(read_file(log), "stopping at step 7 (epoch 2, batch 2/5): --max-steps 7 reached");
   EXPECT_EQ(state_of(out / "last").steps, 7);
   EXPECT_EQ(state_of(out / "last").epoch, 1);
   EXPECT_EQ(state_of(out / "last").epoch_batches, 2);
   ASSERT_TRUE(fs::exists(out / "step-7"));
   // The same limit again: nothing to do. Without it (0: none) the run goes on to its end.
   std::string resume = " --resume " + (out / "last").string();
-  ASSERT_EQ(kiln(with(tiny(out, 2), "--max-steps", "7") + resume, log), 0) << read(log);
-  EXPECT_CONTAINS(read(log), "stopped at step 7, its --max-steps; give a larger --max-steps");
-  ASSERT_EQ(kiln(with(tiny(out, 2), "--max-steps", "0") + resume, log), 0) << read(log);
+  ASSERT_EQ(kiln(with(tiny(out, 2), "--max-steps", "7") + resume, log), 0) << read_file(log);
+  EXPECT_CONTAINS(read_file(log), "stopped at step 7, its --max-steps; give a larger --max-steps");
+  ASSERT_EQ(kiln(with(tiny(out, 2), "--max-steps", "0") + resume, log), 0) << read_file(log);
   EXPECT_EQ(state_of(out / "last").steps, 10);
 
   // --max-time: a limit every step exceeds stops after the first, saved.
   fs::path timed = dir / "timed";
-  ASSERT_EQ(kiln(tiny(timed, 2) + " --max-time 0.000001s", log), 0) << read(log);
-  EXPECT_CONTAINS(read(log), "stopping at step 1 (epoch 1, batch 1/5): --max-time");
+  ASSERT_EQ(kiln(tiny(timed, 2) + " --max-time 0.000001s", log), 0) << read_file(log);
+  EXPECT_CONTAINS(read_file(log), "stopping at step 1 (epoch 1, batch 1/5): --max-time");
   EXPECT_EQ(state_of(timed / "last").steps, 1);
   fs::remove_all(dir);
 }
@@ -163,19 +146,19 @@ TEST(Trainer, MaxStepsStopsInsideAnEpochAndResumeGoesOn) {
 // With --accum-steps 2 an epoch of 5 batches is 3 steps (2, 2, 1 batches); a stop inside it and
 // a resume give the uninterrupted run's metrics.
 TEST(Trainer, AccumulatedStepsResumeInsideAnEpoch) {
-  fs::path dir = temp_dir("accum"), log = dir / "log.txt";
+  fs::path dir = temp_dir("trainer_accum"), log = dir / "log.txt";
   std::string args = with(with(tiny(dir / "full", 2), "--accum-steps", "2"), "--valid-every", "2");
-  ASSERT_EQ(kiln(args, log), 0) << read(log);
+  ASSERT_EQ(kiln(args, log), 0) << read_file(log);
   EXPECT_EQ(state_of(dir / "full" / "last").steps, 6);
   std::vector<std::string> reference = metrics_without_times(dir / "full" / "metrics.jsonl");
   ASSERT_EQ(reference.size(), 4u);  // steps 2, 3 (end), 4, 6 (end)
 
   fs::path out = dir / "split";
   args = with(with(tiny(out, 2), "--accum-steps", "2"), "--valid-every", "2");
-  ASSERT_EQ(kiln(with(args, "--max-steps", "4"), log), 0) << read(log);
+  ASSERT_EQ(kiln(with(args, "--max-steps", "4"), log), 0) << read_file(log);
   EXPECT_EQ(state_of(out / "last").epoch_batches, 2);  // epoch 2, after its first 2 batches
   ASSERT_EQ(kiln(with(args, "--max-steps", "0") + " --resume " + (out / "last").string(), log), 0)
-      << read(log);
+      << read_file(log);
   EXPECT_EQ(metrics_without_times(out / "metrics.jsonl"), reference);
   fs::remove_all(dir);
 }
@@ -183,19 +166,20 @@ TEST(Trainer, AccumulatedStepsResumeInsideAnEpoch) {
 // The same with the weight average (--ema, saved and restored with its update count) and token
 // batches (--batch-tokens), stopped after step 5, inside epoch 1.
 TEST(Trainer, EmaAndTokenBatchesResumeInsideAnEpoch) {
-  fs::path dir = temp_dir("ema"), log = dir / "log.txt";
+  fs::path dir = temp_dir("trainer_ema"), log = dir / "log.txt";
   auto args = [&](const fs::path& out) {
     return with(tiny(out, 2), "--keep-checkpoints", "0") + " --ema 0.9 --batch-tokens 60";
   };
-  ASSERT_EQ(kiln(args(dir / "full"), log), 0) << read(log);
+  ASSERT_EQ(kiln(args(dir / "full"), log), 0) << read_file(log);
   std::vector<std::string> reference = metrics_without_times(dir / "full" / "metrics.jsonl");
   fs::path out = dir / "split";
-  ASSERT_EQ(kiln(args(out) + " --max-steps 5", log), 0) << read(log);
+  ASSERT_EQ(kiln(args(out) + " --max-steps 5", log), 0) << read_file(log);
   ASSERT_EQ(state_of(out / "last").epoch, 0);
   ASSERT_GT(state_of(out / "last").epoch_batches, 0);
   ASSERT_EQ(kiln(args(out) + " --max-steps 0 --resume " + (out / "last").string(), log), 0)
-      << read(log);
-  EXPECT_CONTAINS(read(log), "resuming from " + (out / "last").string() + " at step 5, epoch 1");
+      << read_file(log);
+  EXPECT_CONTAINS(read_file(log),
+                  "resuming from " + (out / "last").string() + " at step 5, epoch 1");
   EXPECT_EQ(metrics_without_times(out / "metrics.jsonl"), reference);
   fs::remove_all(dir);
 }
@@ -210,14 +194,14 @@ TEST(Trainer, DurationsOfMaxTime) {
     SCOPED_TRACE(bad);
     EXPECT_THROW(seq2seq::parse_duration(bad, "--max-time"), Error);
   }
-  fs::path dir = temp_dir("duration"), log = dir / "log.txt";
+  fs::path dir = temp_dir("trainer_duration"), log = dir / "log.txt";
   EXPECT_EQ(kiln(tiny(dir / "out", 1) + " --max-time 1x", log), 1);
-  EXPECT_CONTAINS(read(log), "--max-time: '1x': unknown unit 'x' (h, m or s)");
+  EXPECT_CONTAINS(read_file(log), "--max-time: '1x': unknown unit 'x' (h, m or s)");
   fs::remove_all(dir);
 }
 
 TEST(Trainer, StepFlagsAreRangeChecked) {
-  fs::path dir = temp_dir("flag_ranges"), log = dir / "log.txt";
+  fs::path dir = temp_dir("trainer_flag_ranges"), log = dir / "log.txt";
   struct Bad {
     const char *flag, *value, *message;
   };
@@ -233,19 +217,19 @@ TEST(Trainer, StepFlagsAreRangeChecked) {
         Bad{"--bleu-sentences", "-2", "--bleu-sentences: must be -1 (all) or >= 0, got '-2'"}}) {
     SCOPED_TRACE(b.flag);
     EXPECT_NE(kiln(with(tiny(dir / "out", 1), b.flag, b.value), log), 0);
-    EXPECT_CONTAINS(read(log), b.message);
+    EXPECT_CONTAINS(read_file(log), b.message);
   }
   EXPECT_FALSE(fs::exists(dir / "out"));
   fs::remove_all(dir);
 }
 
 TEST(Trainer, EarlyStoppingTriggersAndIsReported) {
-  fs::path dir = temp_dir("early"), out = dir / "out", log = dir / "log.txt";
+  fs::path dir = temp_dir("trainer_early"), out = dir / "out", log = dir / "log.txt";
   // A model of 8 units translates nothing right in a few steps: its BLEU stays 0, so the second
   // validation is one without improvement, and --patience 1 stops the run there.
   std::string args = with(tiny(out, 20), "--valid-every", "1");
-  ASSERT_EQ(kiln(args + " --patience 1 --early-stop-metric bleu", log), 0) << read(log);
-  EXPECT_CONTAINS(read(log),
+  ASSERT_EQ(kiln(args + " --patience 1 --early-stop-metric bleu", log), 0) << read_file(log);
+  EXPECT_CONTAINS(read_file(log),
                   "early stopping at step 2 (epoch 1): valid BLEU did not improve for 1 "
                   "validations; best/ holds step 1");
   std::vector<seq2seq::EpochMetrics> lines =
@@ -256,16 +240,16 @@ TEST(Trainer, EarlyStoppingTriggersAndIsReported) {
   EXPECT_EQ(state_of(out / "best").steps, 1);
   EXPECT_EQ(state_of(out / "last").steps, 2);
   std::string resume = " --resume " + (out / "last").string();
-  ASSERT_EQ(kiln(args + resume, log), 0) << read(log);
-  EXPECT_CONTAINS(read(log), "stopped early at step 2 (no improvement for 1 validations)");
+  ASSERT_EQ(kiln(args + resume, log), 0) << read_file(log);
+  EXPECT_CONTAINS(read_file(log), "stopped early at step 2 (no improvement for 1 validations)");
   // A larger patience goes on (and stops again, later).
-  ASSERT_EQ(kiln(args + " --patience 3" + resume, log), 0) << read(log);
-  EXPECT_CONTAINS(read(log), "early stopping at step 4");
+  ASSERT_EQ(kiln(args + " --patience 3" + resume, log), 0) << read_file(log);
+  EXPECT_CONTAINS(read_file(log), "early stopping at step 4");
 
   // By validation loss: best/ is the step of the lowest one.
   fs::path by_loss = dir / "loss";
   ASSERT_EQ(kiln(with(tiny(by_loss, 3), "--valid-every", "1") + " --patience 2", log), 0)
-      << read(log);
+      << read_file(log);
   lines = seq2seq::read_metrics((by_loss / "metrics.jsonl").string());
   const seq2seq::EpochMetrics* best = &lines[0];
   for (const seq2seq::EpochMetrics& m : lines)
@@ -276,11 +260,11 @@ TEST(Trainer, EarlyStoppingTriggersAndIsReported) {
 }
 
 TEST(Trainer, ProgressLinesWhenStdoutIsAFile) {
-  fs::path dir = temp_dir("progress"), out = dir / "out", log = dir / "log.txt";
+  fs::path dir = temp_dir("trainer_progress"), out = dir / "out", log = dir / "log.txt";
   std::string args = tiny(out, 2);
   args.replace(args.find(" --quiet"), 8, " --log-every 2");
-  ASSERT_EQ(kiln(args, log), 0) << read(log);
-  std::string text = read(log);
+  ASSERT_EQ(kiln(args, log), 0) << read_file(log);
+  std::string text = read_file(log);
   EXPECT_CONTAINS(text, "epoch 1/2 batch 2/5 step 2 loss ");
   EXPECT_CONTAINS(text, "epoch 1/2 batch 4/5 step 4 loss ");
   EXPECT_CONTAINS(text, "epoch 2/2 batch 1/5 step 6 loss ");  // steps count across epochs
@@ -290,8 +274,8 @@ TEST(Trainer, ProgressLinesWhenStdoutIsAFile) {
 }
 
 TEST(Trainer, ResumeAppliesOrRefusesChangedFlags) {
-  fs::path dir = temp_dir("flags"), out = dir / "out", log = dir / "log.txt";
-  ASSERT_EQ(kiln(with(tiny(out, 1), "--max-steps", "3"), log), 0) << read(log);
+  fs::path dir = temp_dir("trainer_flags"), out = dir / "out", log = dir / "log.txt";
+  ASSERT_EQ(kiln(with(tiny(out, 1), "--max-steps", "3"), log), 0) << read_file(log);
   std::string resume = " --resume " + (out / "last").string();
   // Refused: the flag, both values, and nothing written.
   struct Refusal {
@@ -312,17 +296,17 @@ TEST(Trainer, ResumeAppliesOrRefusesChangedFlags) {
            Refusal{"--accum-steps", "2", "--accum-steps cannot change on --resume"},
        }) {
     SCOPED_TRACE(r.flag);
-    EXPECT_EQ(kiln(with(tiny(out, 1), r.flag, r.value) + resume, log), 1) << read(log);
-    EXPECT_CONTAINS(read(log), r.message);
-    EXPECT_EQ(read(log).find("data:"), std::string::npos);  // refused before any work
+    EXPECT_EQ(kiln(with(tiny(out, 1), r.flag, r.value) + resume, log), 1) << read_file(log);
+    EXPECT_CONTAINS(read_file(log), r.message);
+    EXPECT_EQ(read_file(log).find("data:"), std::string::npos);  // refused before any work
   }
   EXPECT_EQ(
       kiln(tiny(out, 1) + " --config " + (out / "last" / "config.json").string() + resume, log), 1);
-  EXPECT_CONTAINS(read(log), "--config cannot be given with --resume");
+  EXPECT_CONTAINS(read_file(log), "--config cannot be given with --resume");
   // Applied: the new values are in the resumed run's checkpoint.
   ASSERT_EQ(
       kiln(tiny(out, 2) + " --lr 0.01 --max-steps 6 --patience 4 --log-every 7" + resume, log), 0)
-      << read(log);
+      << read_file(log);
   seq2seq::TrainOptions o = seq2seq::load_checkpoint_options((out / "last").string(), "test");
   EXPECT_EQ(o.lr, 0.01);
   EXPECT_EQ(o.epochs, 2);
@@ -332,17 +316,17 @@ TEST(Trainer, ResumeAppliesOrRefusesChangedFlags) {
   EXPECT_EQ(state_of(out / "last").steps, 6);
   // Left out: the checkpoint's (epochs 2, max-steps 6: nothing left).
   ASSERT_EQ(kiln("train --resume " + (out / "last").string() + " --out " + out.string(), log), 0)
-      << read(log);
-  EXPECT_CONTAINS(read(log), "stopped at step 6, its --max-steps");
+      << read_file(log);
+  EXPECT_CONTAINS(read_file(log), "stopped at step 6, its --max-steps");
   fs::remove_all(dir);
 }
 
 // Every flag of `kiln train --help` is one resume_options() applies or refuses by name (a new
 // flag must be added to its table), and each names a field of config.json.
 TEST(Trainer, ResumeKnowsEveryTrainFlag) {
-  fs::path dir = temp_dir("help"), help = dir / "help.txt";
+  fs::path dir = temp_dir("trainer_help"), help = dir / "help.txt";
   ASSERT_EQ(kiln("train --help", help), 0);
-  std::istringstream lines(read(help));
+  std::istringstream lines(read_file(help));
   std::vector<std::string> given;
   for (std::string line; std::getline(lines, line);) {
     size_t at = line.find("--");
@@ -368,11 +352,11 @@ TEST(Trainer, ResumeKnowsEveryTrainFlag) {
 }
 
 TEST(Trainer, EpochsZeroPreparesDataAndVocabularies) {
-  fs::path dir = temp_dir("zero"), out = dir / "out", log = dir / "log.txt";
-  ASSERT_EQ(kiln(tiny(out, 0), log), 0) << read(log);
-  EXPECT_CONTAINS(read(log), "data: 52 train / 8 valid / 0 test pairs");
-  EXPECT_CONTAINS(read(log), "--epochs 0: data and vocabularies prepared in " + out.string() +
-                                 "/vocab (config.json, source_vocab.txt, target_vocab.txt)");
+  fs::path dir = temp_dir("trainer_zero"), out = dir / "out", log = dir / "log.txt";
+  ASSERT_EQ(kiln(tiny(out, 0), log), 0) << read_file(log);
+  EXPECT_CONTAINS(read_file(log), "data: 52 train / 8 valid / 0 test pairs");
+  EXPECT_CONTAINS(read_file(log), "--epochs 0: data and vocabularies prepared in " + out.string() +
+                                      "/vocab (config.json, source_vocab.txt, target_vocab.txt)");
   for (const char* file : {"config.json", "source_vocab.txt", "target_vocab.txt"})
     EXPECT_TRUE(fs::exists(out / "vocab" / file)) << file;
   EXPECT_FALSE(fs::exists(out / "last"));
@@ -382,7 +366,7 @@ TEST(Trainer, EpochsZeroPreparesDataAndVocabularies) {
       static_cast<int64_t>(data::Vocab::load((out / "vocab/source_vocab.txt").string()).size()));
   // Again into the same folder: refused as any fresh run over an old one, unless --overwrite.
   EXPECT_EQ(kiln(tiny(out, 0), log), 1);
-  EXPECT_EQ(kiln(tiny(out, 0) + " --overwrite", log), 0) << read(log);
+  EXPECT_EQ(kiln(tiny(out, 0) + " --overwrite", log), 0) << read_file(log);
   fs::remove_all(dir);
 }
 
@@ -398,10 +382,10 @@ std::vector<std::string> polyline(const std::string& svg, const std::string& col
 }
 
 TEST(Trainer, LossSvgCoversTheWholeRunAcrossResumes) {
-  fs::path dir = temp_dir("svg"), out = dir / "out", log = dir / "log.txt";
-  ASSERT_EQ(kiln(tiny(out, 1), log), 0) << read(log);
-  ASSERT_EQ(kiln(tiny(out, 2) + " --resume " + (out / "last").string(), log), 0) << read(log);
-  std::string svg = read(out / "loss.svg");
+  fs::path dir = temp_dir("trainer_svg"), out = dir / "out", log = dir / "log.txt";
+  ASSERT_EQ(kiln(tiny(out, 1), log), 0) << read_file(log);
+  ASSERT_EQ(kiln(tiny(out, 2) + " --resume " + (out / "last").string(), log), 0) << read_file(log);
+  std::string svg = read_file(out / "loss.svg");
   EXPECT_EQ(polyline(svg, "#1f77b4").size(), 5u);  // every line of metrics.jsonl, both runs
   EXPECT_EQ(polyline(svg, "#d62728").size(), 5u);
   EXPECT_CONTAINS(svg, ">step</text>");
@@ -411,8 +395,8 @@ TEST(Trainer, LossSvgCoversTheWholeRunAcrossResumes) {
   fs::path none = dir / "none";
   std::string args = tiny(none, 2);
   args.replace(args.find("--valid-pairs 8"), 15, "--train-pairs 60");
-  ASSERT_EQ(kiln(args, log), 0) << read(log);
-  svg = read(none / "loss.svg");
+  ASSERT_EQ(kiln(args, log), 0) << read_file(log);
+  svg = read_file(none / "loss.svg");
   EXPECT_EQ(polyline(svg, "#1f77b4").size(), 2u);  // the two epoch ends
   EXPECT_TRUE(polyline(svg, "#d62728").empty());
   EXPECT_EQ(svg.find(">valid<"), std::string::npos);

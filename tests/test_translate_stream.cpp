@@ -34,20 +34,13 @@ class TranslateStream : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = testing::temp_dir("translate_stream");
-    seq2seq::TrainOptions o;
-    o.task = "reverse";
+    seq2seq::TrainOptions o = testing::tiny_reverse_options();
     o.task_size = 400;
-    o.valid_pairs = 20;
-    o.test_pairs = 0;
-    o.epochs = 3;
-    o.batch_size = 32;
     o.model.embed_size = 16;
     o.model.hidden_size = 32;
     o.model.num_layers = 1;
     o.model.dropout = 0;
-    o.model.attention = seq2seq::Attention::bahdanau;
     o.bleu_sentences = 5;
-    o.quiet = true;
     seq2seq::train(o, (dir_ / "reverse").string());
     o.task = "numbers-fr";
     o.epochs = 1;
