@@ -309,6 +309,7 @@ std::string tiny_run(const fs::path& out) {
 
 TEST(Profiler, KilnTrainProfilePrintsTheTableAndWritesTheTrace) {
   fs::path dir = testing::temp_dir("profiler_cli"), out = dir / "out", log = dir / "log.txt";
+  fs::create_directories(dir);
   ASSERT_EQ(testing::run_kiln(tiny_run(out) + " --profile 3", log.string()), 0) << read(log);
   std::string text = read(log);
   EXPECT_CONTAINS(text, "profile: recording steps 3-5 of this run (after 2 warm-up steps)");
