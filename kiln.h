@@ -1,6 +1,6 @@
 // The framework in one include: tensors and devices (core), factories and in-place updates
-// (kernels/factories.h), ops, backward and gradcheck (autograd), and the nn layers, losses and
-// optimizers. Built as the `kiln` CMake target (kiln::kiln when installed).
+// (kernels/factories.h), the profiler, ops, backward and gradcheck (autograd), and the nn layers,
+// losses and optimizers. Built as the `kiln` CMake target (kiln::kiln when installed).
 #pragma once
 
 #include "autograd/gradcheck.h"
@@ -9,6 +9,7 @@
 #include "core/allocator.h"
 #include "core/cuda_runtime.h"
 #include "core/grad_mode.h"
+#include "core/profiler.h"
 #include "core/random.h"
 #include "core/tensor.h"
 #include "kernels/factories.h"

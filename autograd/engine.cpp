@@ -5,6 +5,7 @@
 
 #include "autograd/node.h"
 #include "autograd/ops.h"
+#include "core/profiler.h"
 #include "kernels/copy.h"
 
 namespace kiln {
@@ -104,6 +105,8 @@ void backward(const Tensor& root, const Tensor& grad_root_in, bool retain_graph)
              "backward: gradient ", grad_root.describe(), " does not match the output ",
              root.describe());
   NoGradGuard no_grad;
+  // Its self time is the engine's own: ordering the tape, zero gradients, accumulation.
+  profiler::ProfileScope engine_scope("backward (engine)", profiler::Category::backward);
   if (root.is_leaf()) {
     accumulate_into_leaf(root.impl(), grad_root);
     return;
@@ -144,7 +147,11 @@ void backward(const Tensor& root, const Tensor& grad_root_in, bool retain_graph)
         grad_outputs[k] = zeros(meta.shape, {meta.dtype, meta.device});
       }
     }
-    TensorList grad_inputs = node->backward_fn(grad_outputs);
+    TensorList grad_inputs;
+    {
+      profiler::ProfileScope scope(node->name.c_str(), profiler::Category::backward);
+      grad_inputs = node->backward_fn(grad_outputs);
+    }
     KILN_CHECK(grad_inputs.size() == node->inputs.size(), "backward of '", node->name,
                "' returned ", grad_inputs.size(), " gradients for ", node->inputs.size(),
                " inputs");

@@ -5,6 +5,7 @@
 
 #include "core/cuda_runtime.h"
 #include "core/error.h"
+#include "core/profiler.h"
 #include "core/shape.h"
 
 #ifdef KILN_WITH_CUDA
@@ -39,12 +40,14 @@ void* CachingAllocator::allocate(size_t bytes) {
   std::lock_guard<std::mutex> lock(mutex_);
   void* ptr = nullptr;
   auto cached = free_blocks_.find(size);
-  if (cached != free_blocks_.end()) {
+  const bool hit = cached != free_blocks_.end();
+  if (hit) {
     ptr = cached->second;
     free_blocks_.erase(cached);
     stats_.cached -= size;
     stats_.reuses++;
   } else {
+    profiler::ProfileScope scope("system alloc", profiler::Category::alloc);
     ptr = raw_->allocate(size);
     if (!ptr && !free_blocks_.empty()) {
       // Out of memory: give every cached block back and try once more.
@@ -59,6 +62,7 @@ void* CachingAllocator::allocate(size_t bytes) {
   live_[ptr] = size;
   stats_.in_use += size;
   if (stats_.in_use > stats_.peak_in_use) stats_.peak_in_use = stats_.in_use;
+  profiler::record_allocation(size, hit);
   return ptr;
 }
 
@@ -163,8 +167,10 @@ CachingAllocator& cuda_allocator(int device) {
 void* allocate_bytes(size_t bytes, Device device) {
   if (device.is_cpu()) {
     if (kCacheHostMemory) return cpu_allocator().allocate(bytes);
-    void* ptr = std::aligned_alloc(64, round_up(bytes == 0 ? 1 : bytes, 64));
+    size_t size = round_up(bytes == 0 ? 1 : bytes, 64);
+    void* ptr = std::aligned_alloc(64, size);
     KILN_CHECK(ptr != nullptr, "allocate: out of host memory allocating ", bytes, " bytes");
+    profiler::record_allocation(size, false);
     return ptr;
   }
 #ifdef KILN_WITH_CUDA

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/profiler.h"
 
 #ifdef KILN_WITH_CUDA
 #include "core/cuda_check.h"
@@ -33,7 +34,9 @@ void set_device(int index) {
 }
 
 void synchronize() {
-  if (is_available()) KILN_CUDA_CHECK(cudaDeviceSynchronize());
+  if (!is_available()) return;
+  profiler::ProfileScope scope("cuda synchronize", profiler::Category::sync);
+  KILN_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
@@ -45,6 +48,13 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
   cudaMemcpyKind kind = dst_device.is_cpu()   ? cudaMemcpyDeviceToHost
                         : src_device.is_cpu() ? cudaMemcpyHostToDevice
                                               : cudaMemcpyDeviceToDevice;
+  // cudaMemcpy blocks the host until the copy (and the work queued before it) is done; a copy to
+  // the host is the sync that matters in a training step.
+  profiler::ProfileScope scope(
+      kind == cudaMemcpyDeviceToHost   ? "copy device->host"
+      : kind == cudaMemcpyHostToDevice ? "copy host->device"
+                                       : "copy device->device",
+      kind == cudaMemcpyDeviceToHost ? profiler::Category::sync : profiler::Category::copy);
   KILN_CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind));
 }
 #else

@@ -7,6 +7,7 @@
 
 #include "core/allocator.h"
 #include "core/cuda_runtime.h"
+#include "core/profiler.h"
 
 namespace kiln {
 
@@ -32,6 +33,9 @@ void* Tensor::raw_data() const {
 template <class T> std::vector<T> Tensor::to_vector() const {
   KILN_CHECK(dtype_of<T>::value == dtype(), "Tensor::to_vector<", dtype_name(dtype_of<T>::value),
              ">: tensor is ", describe());
+  // A host read: on CUDA it waits for every launch before it (counted on the CPU too, where it
+  // tells how many syncs a step would make on a GPU).
+  profiler::ProfileScope scope("Tensor::to_vector", profiler::Category::sync);
   std::vector<T> host(numel());
   cuda::copy_bytes(host.data(), Device::cpu(), raw_data(), device(), nbytes());
   return host;
@@ -43,6 +47,7 @@ template std::vector<int64_t> Tensor::to_vector<int64_t>() const;
 
 double Tensor::item() const {
   KILN_CHECK(numel() == 1, "Tensor::item: expected a tensor with one element, got ", describe());
+  profiler::ProfileScope scope("Tensor::item", profiler::Category::sync);
   switch (dtype()) {
     case DType::f32: return to_vector<float>()[0];
     case DType::f64: return to_vector<double>()[0];

@@ -543,6 +543,13 @@ int run_cli(int argc, char** argv) {
                    "longest target in tokens; longer ones are cut (an error with --strict)")
       ->check(kPositive);
   train->add_flag("--quiet", o.quiet, "no live progress line");
+  train
+      ->add_option("--profile", o.profile_steps,
+                   "profile N steps after 2 warm-up steps: print the table of ops, kernels, "
+                   "syncs and allocations, write a Chrome trace; the run goes on (0: off)")
+      ->check(kNonNegative);
+  train->add_option("--profile-out", o.profile_out,
+                    "the --profile trace (JSON for ui.perfetto.dev; default: OUT/profile.json)");
 
   std::string checkpoint, device;
   std::vector<std::string> checkpoints;

@@ -1,5 +1,7 @@
 #include "kernels/gemm.h"
 
+#include "core/profiler.h"
+
 namespace kiln::kernels {
 
 void gemm(Device device, DType dtype, const GemmShape& shape, double alpha, const void* a,
@@ -7,6 +9,9 @@ void gemm(Device device, DType dtype, const GemmShape& shape, double alpha, cons
   KILN_CHECK(is_floating(dtype), "matmul: dtype ", dtype_name(dtype),
              " is not supported (expected f32 or f64)");
   if (shape.m == 0 || shape.n == 0 || shape.batch == 0) return;
+  profiler::ProfileScope scope(device.is_cpu() ? "gemm (OpenBLAS)" : "gemm launch (cuBLAS)",
+                               profiler::Category::gemm);
+  scope.add_flops(2.0 * shape.batch * shape.m * shape.n * shape.k);
   if (device.is_cpu()) {
     gemm_cpu(dtype, shape, alpha, a, b, beta, c);
   } else {

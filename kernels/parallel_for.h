@@ -14,6 +14,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "core/host_device.h"
+#include "core/profiler.h"
 #ifdef __CUDACC__
 #include "core/cuda_check.h"
 #endif
@@ -37,6 +38,8 @@ template <class F> void parallel_for_cpu(int64_t n, const F& f, int64_t grain = 
     for (int64_t i = 0; i < n; ++i) f(i);
     return;
   }
+  profiler::ProfileScope scope("parallel_for", profiler::Category::kernel);
+  scope.add_items(n);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) f(i);
 }
@@ -57,6 +60,9 @@ template <class F> void parallel_for_cuda(int64_t n, const F& f) {
   constexpr int kThreads = 256;
   // Enough blocks to fill the device several times over; the grid-stride loop does the rest.
   int64_t blocks = std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(cuda_sm_count()) * 16);
+  // The launch is asynchronous: the span is the launch's host time, not the kernel's.
+  profiler::ProfileScope scope("parallel_for launch", profiler::Category::kernel);
+  scope.add_items(n);
   parallel_for_kernel<<<static_cast<unsigned>(blocks), kThreads>>>(n, f);
   KILN_CUDA_CHECK(cudaGetLastError());
 }
@@ -95,6 +101,9 @@ void parallel_for_rows(Device device, int64_t rows, int64_t cols, const F& f,
                        int64_t grain = kParallelGrain) {
   if (rows <= 0 || cols <= 0) return;
   if (device.is_cpu()) {
+    profiler::ProfileScope scope("parallel_for_rows", profiler::Category::kernel,
+                                 rows * cols >= grain);
+    scope.add_items(rows * cols);
 #pragma omp parallel for schedule(static) if (rows * cols >= grain)
     for (int64_t row = 0; row < rows; ++row) {
 #pragma omp simd
@@ -127,6 +136,9 @@ template <class F> __global__ void parallel_for_2d_kernel(int64_t rows, int64_t 
 template <class F> void parallel_for_2d(Device device, int64_t rows, int64_t cols, const F& f) {
   if (rows <= 0 || cols <= 0) return;
   if (device.is_cpu()) {
+    profiler::ProfileScope scope("parallel_for_2d", profiler::Category::kernel,
+                                 rows * cols >= kParallelGrain);
+    scope.add_items(rows * cols);
 #pragma omp parallel for schedule(static) if (rows * cols >= kParallelGrain)
     for (int64_t row = 0; row < rows; ++row) {
       for (int64_t col = 0; col < cols; ++col) f(row, col);
@@ -140,6 +152,8 @@ template <class F> void parallel_for_2d(Device device, int64_t rows, int64_t col
   unsigned blocks_x =
       static_cast<unsigned>(std::min<int64_t>((cols + kThreads - 1) / kThreads, 16));
   unsigned blocks_y = static_cast<unsigned>(std::min<int64_t>(rows, 65535));
+  profiler::ProfileScope scope("parallel_for_2d launch", profiler::Category::kernel);
+  scope.add_items(rows * cols);
   parallel_for_2d_kernel<<<dim3(blocks_x, blocks_y), kThreads>>>(rows, cols, f);
   KILN_CUDA_CHECK(cudaGetLastError());
 #else

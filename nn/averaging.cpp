@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/grad_mode.h"
+#include "core/profiler.h"
 #include "kernels/factories.h"
 #include "kernels/multi_tensor.h"
 #include "kernels/optimizers.h"
@@ -36,6 +37,7 @@ void ExponentialMovingAverage::check_not_swapped(const char* what) const {
 }
 
 void ExponentialMovingAverage::update() {
+  profiler::ProfileScope scope("ema update", profiler::Category::optimizer);
   check_not_swapped("update");
   ++num_updates_;
   if (params_.empty()) return;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/profiler.h"
 #include "kernels/clip_norm.h"
 #include "kernels/factories.h"
 #include "kernels/multi_tensor.h"
@@ -29,6 +30,7 @@ Optimizer::Optimizer(std::vector<Tensor> params, double lr, const char* name)
 Optimizer::~Optimizer() = default;
 
 void Optimizer::step(const Tensor& grad_scale) {
+  profiler::ProfileScope scope(name_, profiler::Category::optimizer);
   std::vector<std::string> names = buffer_names();
   if (buffers_.empty()) buffers_.assign(names.size(), std::vector<Tensor>(params_.size()));
   TensorLists lists(2 + names.size());
@@ -141,6 +143,7 @@ void RMSprop::update(const TensorLists& lists, const Tensor& grad_scale) {
 }
 
 Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  profiler::ProfileScope scope("clip_grad_norm", profiler::Category::clip);
   thread_local kernels::MultiTensorPlan plan;  // reused while the same gradients are clipped
   std::vector<Tensor> grads;
   for (const Tensor& p : params) {

@@ -5,6 +5,7 @@
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/checks.h"
+#include "core/profiler.h"
 #include "core/random.h"
 
 namespace kiln {
@@ -12,6 +13,7 @@ namespace kiln {
 using autograd::TensorList;
 
 Tensor dropout(const Tensor& x, double p, bool training) {
+  profiler::ProfileScope profile_scope("dropout", profiler::Category::op);
   ops_detail::check_floating("dropout", x);
   KILN_CHECK(p >= 0 && p < 1, "dropout: p must be in [0, 1), got ", p);
   if (!training || p == 0) return x;

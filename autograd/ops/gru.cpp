@@ -5,6 +5,7 @@
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/rnn_checks.h"
+#include "core/profiler.h"
 #include "kernels/gemm.h"
 #include "kernels/gru_gates.h"
 #include "kernels/reduce.h"
@@ -16,6 +17,7 @@ using rnn_detail::step;
 
 RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, const Tensor& mask,
                     bool reverse) {
+  profiler::ProfileScope profile_scope("gru_layer", profiler::Category::op);
   RnnDims d = rnn_detail::check_rnn_args("gru", 3, x, h0, w, mask);
   const int64_t T = d.steps, B = d.batch, H = d.hidden, I = d.input;
   Options opt = x.options();
@@ -63,6 +65,7 @@ RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, cons
 }
 
 RnnOutput gru_cell(const Tensor& x, const Tensor& h, const RnnWeights& w) {
+  profiler::ProfileScope profile_scope("gru_cell", profiler::Category::op);
   KILN_CHECK(x.dim() == 2, "gru_cell: x must be [B, I], got ", x.describe());
   RnnOutput out = gru_layer(reshape(x, {1, x.size(0), x.size(1)}), h, w);
   return {Tensor(), out.h_n, Tensor()};

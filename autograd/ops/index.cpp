@@ -5,12 +5,14 @@
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/checks.h"
+#include "core/profiler.h"
 
 namespace kiln {
 
 using autograd::TensorList;
 
 Tensor embedding(const Tensor& weight, const Tensor& index, int64_t padding_idx) {
+  profiler::ProfileScope profile_scope("embedding", profiler::Category::op);
   ops_detail::check_defined("embedding", weight, "weight");
   ops_detail::check_defined("embedding", index, "index");
   KILN_CHECK(index.dtype() == DType::i32 || index.dtype() == DType::i64,
@@ -36,6 +38,7 @@ Tensor embedding(const Tensor& weight, const Tensor& index, int64_t padding_idx)
 }
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
+  profiler::ProfileScope profile_scope("index_select", profiler::Category::op);
   ops_detail::check_defined("index_select", x, "input");
   ops_detail::check_defined("index_select", index, "index");
   KILN_CHECK(x.dim() >= 1 && normalize_dim(dim, x.dim(), "index_select") == 0,
@@ -45,6 +48,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
 }
 
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  profiler::ProfileScope profile_scope("where", profiler::Category::op);
   ops_detail::check_compatible("where", a, b);
   ops_detail::check_defined("where", cond, "condition");
   KILN_CHECK(cond.device() == a.device(), "where: device mismatch: condition ", cond.describe(),
@@ -69,6 +73,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
 }
 
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
+  profiler::ProfileScope profile_scope("masked_fill", profiler::Category::op);
   ops_detail::check_floating("masked_fill", x);
   ops_detail::check_defined("masked_fill", mask, "mask");
   KILN_CHECK(broadcast_shapes(mask.shape(), x.shape(), "masked_fill") == x.shape(),

@@ -4,6 +4,7 @@
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/checks.h"
+#include "core/profiler.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/reduce.h"
 
@@ -13,6 +14,7 @@ using autograd::TensorList;
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets_in,
                      const CrossEntropyOptions& options, const Tensor& mask) {
+  profiler::ProfileScope profile_scope("cross_entropy", profiler::Category::op);
   ops_detail::check_floating("cross_entropy", logits);
   ops_detail::check_defined("cross_entropy", targets_in, "targets");
   KILN_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N, V], got ", logits.describe());

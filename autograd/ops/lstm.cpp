@@ -7,6 +7,7 @@
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/rnn_checks.h"
+#include "core/profiler.h"
 #include "kernels/gemm.h"
 #include "kernels/lstm_gates.h"
 #include "kernels/reduce.h"
@@ -18,6 +19,7 @@ using rnn_detail::step;
 
 RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const RnnWeights& w,
                      const Tensor& mask, bool reverse) {
+  profiler::ProfileScope profile_scope("lstm_layer", profiler::Category::op);
   RnnDims d = rnn_detail::check_rnn_args("lstm", 4, x, h0, w, mask);
   rnn_detail::check_state("lstm", "c0", c0, x, d);
   const int64_t T = d.steps, B = d.batch, H = d.hidden, I = d.input;
@@ -68,6 +70,7 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
 }
 
 RnnOutput lstm_cell(const Tensor& x, const Tensor& h, const Tensor& c, const RnnWeights& w) {
+  profiler::ProfileScope profile_scope("lstm_cell", profiler::Category::op);
   KILN_CHECK(x.dim() == 2, "lstm_cell: x must be [B, I], got ", x.describe());
   RnnOutput out = lstm_layer(reshape(x, {1, x.size(0), x.size(1)}), h, c, w);
   return {Tensor(), out.h_n, out.c_n};

@@ -5,6 +5,7 @@
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/checks.h"
+#include "core/profiler.h"
 #include "kernels/gemm.h"
 
 namespace kiln {
@@ -12,6 +13,7 @@ namespace kiln {
 using autograd::TensorList;
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  profiler::ProfileScope profile_scope("matmul", profiler::Category::op);
   ops_detail::check_compatible("matmul", a, b);
   ops_detail::check_floating("matmul", a);
   KILN_CHECK((a.dim() == 2 && b.dim() == 2) || (a.dim() == 3 && b.dim() == 3) ||

@@ -5,6 +5,7 @@
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/checks.h"
+#include "core/profiler.h"
 
 namespace kiln {
 
@@ -15,6 +16,7 @@ using kernels::UnaryKind;
 namespace {
 
 Tensor unary(UnaryKind kind, const Tensor& x, double scalar = 0.0) {
+  profiler::ProfileScope profile_scope(kernels::unary_info(kind).name, profiler::Category::op);
   kernels::UnaryInfo info = kernels::unary_info(kind);
   ops_detail::check_floating(info.name, x);
   Tensor y = empty(x.shape(), x.options());
@@ -34,6 +36,7 @@ Tensor unary(UnaryKind kind, const Tensor& x, double scalar = 0.0) {
 }
 
 Tensor binary(BinaryKind kind, const Tensor& a, const Tensor& b) {
+  profiler::ProfileScope profile_scope(kernels::binary_name(kind), profiler::Category::op);
   const char* name = kernels::binary_name(kind);
   ops_detail::check_compatible(name, a, b);
   ops_detail::check_floating(name, a);

@@ -5,6 +5,7 @@
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/checks.h"
+#include "core/profiler.h"
 #include "kernels/copy.h"
 
 namespace kiln {
@@ -14,6 +15,7 @@ using autograd::TensorList;
 namespace {
 
 Tensor reduce_all(const Tensor& x, bool average, const char* name) {
+  profiler::ProfileScope profile_scope(name, profiler::Category::op);
   ops_detail::check_floating(name, x);
   KILN_CHECK(x.numel() > 0 || !average, name, ": mean of an empty tensor ", x.describe());
   double scale = average ? 1.0 / static_cast<double>(x.numel()) : 1.0;
@@ -35,6 +37,7 @@ Tensor reduce_all(const Tensor& x, bool average, const char* name) {
 }
 
 Tensor reduce_dim(const Tensor& x, int64_t dim, bool keepdim, bool average, const char* name) {
+  profiler::ProfileScope profile_scope(name, profiler::Category::op);
   ops_detail::check_floating(name, x);
   int d = normalize_dim(dim, x.dim(), name);
   double scale = average ? 1.0 / static_cast<double>(x.size(d)) : 1.0;
@@ -87,6 +90,7 @@ Tensor mean(const Tensor& x, int64_t dim, bool keepdim) {
 }
 
 Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
+  profiler::ProfileScope profile_scope("max", profiler::Category::op);
   check_last_dim(x, dim, "max");
   Shape shape = reduced_last(x, keepdim);
   Tensor values = empty(shape, x.options());
@@ -104,6 +108,7 @@ Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
 }
 
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
+  profiler::ProfileScope profile_scope("argmax", profiler::Category::op);
   check_last_dim(x, dim, "argmax");
   Shape shape = reduced_last(x, keepdim);
   Tensor values = empty(shape, x.options());
@@ -114,6 +119,7 @@ Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
 
 Tensor sum_to(const Tensor& x, const Shape& shape) {
   if (x.shape() == shape) return x;
+  profiler::ProfileScope profile_scope("sum_to", profiler::Category::op);
   KILN_CHECK(broadcast_shapes(shape, x.shape(), "sum_to") == x.shape(), "sum_to: ", x.describe(),
              " is not a broadcast of ", shape_str(shape));
   Tensor y = x;

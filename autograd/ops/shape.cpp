@@ -5,6 +5,7 @@
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/checks.h"
+#include "core/profiler.h"
 #include "kernels/copy.h"
 
 namespace kiln {
@@ -40,6 +41,7 @@ Tensor reshape(const Tensor& x, Shape shape) {
 }
 
 Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1) {
+  profiler::ProfileScope profile_scope("transpose", profiler::Category::op);
   ops_detail::check_defined("transpose", x, "input");
   int d0 = normalize_dim(dim0, x.dim(), "transpose"),
       d1 = normalize_dim(dim1, x.dim(), "transpose");
@@ -86,6 +88,7 @@ Tensor select(const Tensor& x, int64_t index) {
 }
 
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
+  profiler::ProfileScope profile_scope("cat", profiler::Category::op);
   KILN_CHECK(!tensors.empty(), "cat: expected at least one tensor");
   const Tensor& first = tensors[0];
   ops_detail::check_defined("cat", first, "tensor 0");
@@ -137,6 +140,7 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
 }
 
 Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
+  profiler::ProfileScope profile_scope("stack", profiler::Category::op);
   KILN_CHECK(!tensors.empty(), "stack: expected at least one tensor");
   int64_t rank = tensors[0].dim() + 1;
   int d = normalize_dim(dim, rank, "stack");
@@ -154,6 +158,7 @@ Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
 }
 
 Tensor clone(const Tensor& x) {
+  profiler::ProfileScope profile_scope("clone", profiler::Category::op);
   ops_detail::check_defined("clone", x, "input");
   Tensor y = copy_to(x, x.options());
   if (autograd::needs_grad({x})) {
@@ -165,6 +170,7 @@ Tensor clone(const Tensor& x) {
 Tensor to(const Tensor& x, Device device) {
   ops_detail::check_defined("to", x, "input");
   if (x.device() == device) return x;
+  profiler::ProfileScope profile_scope("to(device)", profiler::Category::op);
   Tensor y = copy_to(x, {x.dtype(), device});
   if (autograd::needs_grad({x})) {
     Device source = x.device();
@@ -178,6 +184,7 @@ Tensor to(const Tensor& x, Device device) {
 Tensor to(const Tensor& x, DType dtype) {
   ops_detail::check_defined("to", x, "input");
   if (x.dtype() == dtype) return x;
+  profiler::ProfileScope profile_scope("to(dtype)", profiler::Category::op);
   Tensor y = copy_to(x, {dtype, x.device()});
   if (autograd::needs_grad({x})) {
     KILN_CHECK(is_floating(dtype), "to: converting ", x.describe(), " which requires grad to ",

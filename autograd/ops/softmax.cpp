@@ -5,6 +5,7 @@
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/checks.h"
+#include "core/profiler.h"
 
 namespace kiln {
 
@@ -12,6 +13,7 @@ using autograd::TensorList;
 
 namespace {
 Tensor softmax_impl(const Tensor& x, int64_t dim, bool log) {
+  profiler::ProfileScope profile_scope(log ? "log_softmax" : "softmax", profiler::Category::op);
   const char* name = log ? "log_softmax" : "softmax";
   ops_detail::check_floating(name, x);
   KILN_CHECK(x.dim() >= 1 && x.size(-1) > 0, name,

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "core/profiler.h"
 #include "kernels/dispatch.h"
 
 namespace kiln::kernels {
@@ -20,6 +21,8 @@ void clip_grad_norm_cpu(const std::vector<Tensor>& grads, T max_norm, const Tens
     }
   }
   std::vector<T> partial(chunks.size());
+  profiler::ProfileScope scope("clip_norm partials", profiler::Category::kernel);
+  scope.add_items(static_cast<int64_t>(chunks.size()));
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < static_cast<int64_t>(chunks.size()); ++c) {
     T total = T(0);

@@ -72,6 +72,8 @@ void TrainOptions::validate() const {
   KILN_CHECK(log_every > 0 && accum_steps > 0,
              "train: log_every and accum_steps must be positive, got ", log_every, " and ",
              accum_steps);
+  KILN_CHECK(profile_steps >= 0, "train: --profile must be >= 0 (steps to profile; 0: off), got ",
+             profile_steps);
   KILN_CHECK(early_stop_metric == "loss" || early_stop_metric == "bleu",
              "train: early_stop_metric '", early_stop_metric, "' is not one of: loss, bleu");
   KILN_CHECK(std::isfinite(max_length_a) && max_length_a >= 0 && std::isfinite(max_length_b) &&
@@ -317,9 +319,17 @@ const ResumeFlag kResumeFlags[] = {
     {"--accum-steps", "/accum_steps", false},
 };
 
-// What only the command line has: where the run goes, and how it prints.
+// What only the command line has: where the run goes, how it prints, and what it profiles.
 bool command_line_only(const std::string& flag) {
-  return flag == "--resume" || flag == "--out" || flag == "--quiet";
+  return flag == "--resume" || flag == "--out" || flag == "--quiet" || flag == "--profile" ||
+         flag == "--profile-out";
+}
+
+// The options of this process alone (command_line_only), from the command line.
+void take_process_options(TrainOptions& o, const TrainOptions& command_line) {
+  o.quiet = command_line.quiet;
+  o.profile_steps = command_line.profile_steps;
+  o.profile_out = command_line.profile_out;
 }
 
 }  // namespace
@@ -337,7 +347,7 @@ TrainOptions resume_options(const TrainOptions& checkpoint, const TrainOptions& 
   if (given.empty()) {
     TrainOptions o = checkpoint;
     o.epochs = std::max(command_line.epochs, checkpoint.epochs);
-    o.quiet = command_line.quiet;
+    take_process_options(o, command_line);
     return o;
   }
   nlohmann::json merged = nlohmann::json::parse(checkpoint.to_json());
@@ -360,7 +370,7 @@ TrainOptions resume_options(const TrainOptions& checkpoint, const TrainOptions& 
     merged[at] = wanted.at(at);
   }
   TrainOptions o = TrainOptions::from_json(merged.dump(), "--resume");
-  o.quiet = command_line.quiet;
+  take_process_options(o, command_line);
   return o;
 }
 

@@ -80,6 +80,12 @@ struct TrainOptions {
   int64_t patience = 0;          // stop after this many validations without improvement; 0: never
   std::string early_stop_metric = "loss";  // or "bleu": what best/ and patience go by
   int64_t accum_steps = 1;                 // batches summed into one update
+  // Profiling (core/profiler.h): > 0 profiles this many steps after 2 warm-up steps, then logs
+  // the table and writes the Chrome trace to profile_out ("": <out>/profile.json); the run goes
+  // on. 0: KILN_PROFILE / KILN_PROFILE_OUT decide. Like quiet, these belong to one process: not
+  // in config.json, so neither a resumed run nor a --config file profiles unless told again.
+  int64_t profile_steps = 0;
+  std::string profile_out;
 
   // Throws kiln::Error naming the first invalid option.
   void validate() const;
@@ -92,8 +98,9 @@ struct TrainOptions {
 // "--lr") taken from `command_line` where it may change (learning rate and schedule, epochs,
 // stopping, saving, validation and logging, device) and an error naming the flag and both values
 // where it may not (data, split, tokenizer, vocabulary, model shape, optimizer, batch, seed). A
-// flag this function does not know is refused too. quiet is always the command line's. With
-// `given` empty (a library caller), only epochs may grow: the larger of the two.
+// flag this function does not know is refused too. quiet and the profile options are always the
+// command line's. With `given` empty (a library caller), only epochs may grow: the larger of the
+// two.
 TrainOptions resume_options(const TrainOptions& checkpoint, const TrainOptions& command_line,
                             const std::vector<std::string>& given);
 // Whether resume_options() knows `flag` ("--lr"): a test holds every `kiln train` flag to it.

@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/profiler.h"
 #include "core/random.h"
 #include "models/data/batching.h"
 #include "models/data/tokenizer.h"
@@ -78,6 +79,7 @@ struct Run {
   bool live_progress;       // the in-place line on a terminal; else a log line every log_every
   Clock::time_point start;  // of this process's training, for --max-time
   nn::ExponentialMovingAverage* ema = nullptr;  // --ema: the weight average, else null
+  profiler::StepProfiler* profile = nullptr;    // --profile / KILN_PROFILE (inactive: off)
 };
 
 // The weights, optimizer state and random generator of a checkpoint, so that the run continues
@@ -100,6 +102,7 @@ struct StepResult {
 };
 
 StepResult train_step(const Run& r, const std::vector<const data::Batch*>& group) {
+  profiler::ProfileScope scope("train step", profiler::Category::step);
   r.opt.set_lr(r.schedule.lr_at(r.opt.step_count() + 1));
   r.opt.zero_grad();
   double loss = accumulate_gradients(r.model, group, r.o.label_smoothing, r.o.teacher_forcing);
@@ -289,7 +292,10 @@ bool train_epoch(const Run& r, int64_t epoch, TrainState& state,
       group.push_back(&batches[k]);
       tokens += batches[k].num_target_tokens;
     }
+    r.profile->begin_step();
     StepResult step = train_step(r, group);
+    std::string profile_table;
+    if (r.profile->end_step(profile_table)) say(profile_table);
     ++state.steps;
     state.epoch_batches = static_cast<int64_t>(end);
     i = end;
@@ -401,6 +407,8 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
     if (log_in) log_in(line);
   };
   TrainOptions o = options;
+  // Read first, so a bad KILN_PROFILE stops the run before anything is written.
+  const int64_t env_profile_steps = profiler::steps_from_env();
   std::optional<TrainState> resumed;
   if (!resume_dir.empty()) {
     KILN_CHECK(!overwrite, "train: --overwrite replaces the run in --out and cannot be combined ",
@@ -482,12 +490,24 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
   bool live = isatty(fileno(stdout)) && !o.quiet;
   ProgressLine progress(live, state.epoch + 1, o.epochs,
                         double(state.epoch_batches) / std::max<int64_t>(batches_per_epoch, 1));
-  Run run{o,   device,  p,        model, *opt,         *schedule,
-          log, out_dir, progress, live,  Clock::now(), ema.get()};
+  const int64_t profile_steps = o.profile_steps > 0 ? o.profile_steps : env_profile_steps;
+  std::string trace = !o.profile_out.empty() ? o.profile_out : profiler::trace_path_from_env();
+  if (trace.empty()) trace = out_dir + "/profile.json";
+  profiler::StepProfiler profile(profile_steps, trace);
+  if (profile_steps > 0) {
+    const int64_t first = profiler::StepProfiler::kDefaultWarmup + 1;
+    log("profile: recording steps " + std::to_string(first) + "-" +
+        std::to_string(first + profile_steps - 1) + " of this run (after " +
+        std::to_string(first - 1) + " warm-up steps); then the table, and the trace in " + trace);
+  }
+  Run run{o,       device,   p,    model,        *opt,      *schedule, log,
+          out_dir, progress, live, Clock::now(), ema.get(), &profile};
   std::vector<EpochMetrics> history;
   for (int64_t epoch = state.epoch + 1; epoch <= o.epochs; ++epoch) {
     if (train_epoch(run, epoch, state, history)) break;
   }
+  std::string profile_table;  // the run ended before the last profiled step
+  if (profile.finish(profile_table)) log(profile_table);
   return history;
 }
 
