@@ -18,10 +18,10 @@ template <class T>
 void cross_entropy_forward_rows(const T* logits, const int64_t* targets, const T* mask,
                                 T* loss_rows, T* lse_out, T* valid, int64_t rows, int64_t classes,
                                 int64_t ignore_index, T eps) {
-  profiler::ProfileScope scope("cross_entropy rows", profiler::Category::kernel,
-                               rows * classes >= kParallelGrain);
+  const bool parallel = rows * classes >= kParallelGrain;
+  profiler::ProfileScope scope("cross_entropy rows", profiler::Category::kernel, parallel);
   scope.add_items(rows);
-#pragma omp parallel for schedule(static) if (rows * classes >= kParallelGrain)
+#pragma omp parallel for schedule(static) if (parallel)
   for (int64_t n = 0; n < rows; ++n) {
     int64_t t = targets[n];
     if (!cross_entropy_keeps_row(t, ignore_index, mask, n)) {
@@ -41,10 +41,10 @@ template <class T>
 void cross_entropy_backward_rows(const T* logits, const int64_t* targets, const T* lse,
                                  const T* valid, const T* grad_rows, const T* divisor,
                                  T* grad_logits, int64_t rows, int64_t classes, T eps) {
-  profiler::ProfileScope scope("cross_entropy backward rows", profiler::Category::kernel,
-                               rows * classes >= kParallelGrain);
+  const bool parallel = rows * classes >= kParallelGrain;
+  profiler::ProfileScope scope("cross_entropy backward rows", profiler::Category::kernel, parallel);
   scope.add_items(rows);
-#pragma omp parallel for schedule(static) if (rows * classes >= kParallelGrain)
+#pragma omp parallel for schedule(static) if (parallel)
   for (int64_t n = 0; n < rows; ++n) {
     T* out = grad_logits + n * classes;
     if (valid[n] == T(0)) {

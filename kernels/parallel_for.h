@@ -101,10 +101,10 @@ void parallel_for_rows(Device device, int64_t rows, int64_t cols, const F& f,
                        int64_t grain = kParallelGrain) {
   if (rows <= 0 || cols <= 0) return;
   if (device.is_cpu()) {
-    profiler::ProfileScope scope("parallel_for_rows", profiler::Category::kernel,
-                                 rows * cols >= grain);
+    const bool parallel = rows * cols >= grain;
+    profiler::ProfileScope scope("parallel_for_rows", profiler::Category::kernel, parallel);
     scope.add_items(rows * cols);
-#pragma omp parallel for schedule(static) if (rows * cols >= grain)
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t row = 0; row < rows; ++row) {
 #pragma omp simd
       for (int64_t col = 0; col < cols; ++col) f(row, col);
@@ -136,10 +136,10 @@ template <class F> __global__ void parallel_for_2d_kernel(int64_t rows, int64_t 
 template <class F> void parallel_for_2d(Device device, int64_t rows, int64_t cols, const F& f) {
   if (rows <= 0 || cols <= 0) return;
   if (device.is_cpu()) {
-    profiler::ProfileScope scope("parallel_for_2d", profiler::Category::kernel,
-                                 rows * cols >= kParallelGrain);
+    const bool parallel = rows * cols >= kParallelGrain;
+    profiler::ProfileScope scope("parallel_for_2d", profiler::Category::kernel, parallel);
     scope.add_items(rows * cols);
-#pragma omp parallel for schedule(static) if (rows * cols >= kParallelGrain)
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t row = 0; row < rows; ++row) {
       for (int64_t col = 0; col < cols; ++col) f(row, col);
     }

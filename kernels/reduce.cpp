@@ -89,11 +89,10 @@ template <class T>
 void sum_dim_rows_cpu(const T* x, T* y, int64_t outer, int64_t reduce, int64_t inner, T scale) {
   constexpr int64_t kBlock = 256;
   const int64_t blocks = (inner + kBlock - 1) / kBlock;
-  profiler::ProfileScope scope("sum_dim rows", profiler::Category::kernel,
-                               outer * reduce * inner >= kParallelGrain && outer * blocks > 1);
+  const bool parallel = outer * reduce * inner >= kParallelGrain && outer * blocks > 1;
+  profiler::ProfileScope scope("sum_dim rows", profiler::Category::kernel, parallel);
   scope.add_items(outer * blocks);
-#pragma omp parallel for schedule(static) if (outer * reduce * inner >= kParallelGrain && \
-                                              outer * blocks > 1)
+#pragma omp parallel for schedule(static) if (parallel)
   for (int64_t ob = 0; ob < outer * blocks; ++ob) {
     const int64_t o = ob / blocks, j0 = (ob % blocks) * kBlock,
                   width = std::min(kBlock, inner - j0);
