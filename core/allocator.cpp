@@ -93,6 +93,9 @@ void* CachingAllocator::allocate(size_t bytes) {
     stats_.reuses++;
   } else {
     block = new_segment(pool, size);
+    KILN_CHECK(block != nullptr, name_, ": out of memory allocating ", bytes, " bytes (rounded to ",
+               size, "); ", stats_.in_use, " bytes in use by tensors, peak ", stats_.peak_in_use,
+               ", idle cache already released. Reduce batch or model size.");
   }
   split(pool, block, size);
   block->allocated = true;
@@ -137,7 +140,7 @@ CachingAllocator::Block* CachingAllocator::best_fit(Pool& pool, size_t size) {
 // A fresh segment for a request of `size` bytes, as one free block outside the pool. Its spare
 // room beyond `size` is cache from the start, so a segment only gets spare room the limit allows.
 // When the backing allocator is out of memory, the idle segments go back and the request is
-// retried once.
+// retried once; nullptr if that fails too.
 CachingAllocator::Block* CachingAllocator::new_segment(Pool& pool, size_t size) {
   size_t bytes = segment_size(size);
   if (stats_.cached + (bytes - size) > stats_.limit) bytes = size;
@@ -147,9 +150,7 @@ CachingAllocator::Block* CachingAllocator::new_segment(Pool& pool, size_t size) 
     release_idle(0);
     ptr = raw_->allocate(bytes = size);
   }
-  KILN_CHECK(ptr != nullptr, name_, ": out of memory allocating ", size, " bytes; ", stats_.in_use,
-             " bytes in use by tensors, peak ", stats_.peak_in_use,
-             ", cache already released. Reduce batch or model size.");
+  if (!ptr) return nullptr;
   auto* segment = new Segment{static_cast<char*>(ptr), bytes, &pool, nullptr};
   segment->first = new Block{segment->base, bytes, segment};
   segments_.insert(segment);
@@ -249,6 +250,7 @@ size_t parse_cache_limit(const std::string& text, size_t capacity) {
     ++digits;
   }
   if (digits == 0 || text.substr(0, digits) == ".") fail("no number");
+  if (digits > 24) fail("too large");
   double value = std::stod(text.substr(0, digits));
   std::string unit = text.substr(digits);
   double bytes = 0;

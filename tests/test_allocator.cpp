@@ -126,7 +126,7 @@ TEST(CachingAllocator, BestFitTakesTheSmallestFreeBlockThatFits) {
   EXPECT_EQ(cache.allocate(5000), c);
   EXPECT_EQ(cache.allocate(1000), static_cast<char*>(a) + 3072);  // the 1024 left of a
   AllocatorStats stats = cache.stats();
-  EXPECT_EQ(stats.reuses, 4u);
+  EXPECT_EQ(stats.reuses, 9u);  // all but the first request: 5 from the tail, 4 from holes
   EXPECT_EQ(stats.raw_allocs, 1u);
   for (void* p : {wall1, wall2, wall3}) cache.free(p);
 }
@@ -256,8 +256,10 @@ void random_workload(size_t limit, int steps) {
   EXPECT_EQ(s.in_use, 0u);
   EXPECT_LE(s.cached, limit);
   EXPECT_EQ(s.fragmented, 0u);
-  EXPECT_GT(s.splits, 0u);
-  EXPECT_GT(s.merges, 0u);
+  if (limit > 0) {  // with no cache every segment is its request's size: nothing to split
+    EXPECT_GT(s.splits, 0u);
+    EXPECT_GT(s.merges, 0u);
+  }
   cache.empty_cache();
   EXPECT_EQ(fake->used(), 0u);
   EXPECT_EQ(cache.stats().segments, 0u);
@@ -352,8 +354,10 @@ TEST(CacheLimit, EnvironmentOverridesTheDefault) {
 }
 
 TEST(CpuAllocator, StatsReportTheHostCache) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer builds bypass the host cache";
+#endif
   AllocatorStats before = memory_stats(Device::cpu());
-  if (before.limit == 0 && before.raw_allocs == 0) GTEST_SKIP() << "host cache bypassed (ASan)";
   {
     Tensor t = empty({1000, 1000}, Device::cpu());
     AllocatorStats during = memory_stats(Device::cpu());
