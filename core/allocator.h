@@ -12,6 +12,8 @@
 //   segments are released, the longest idle first, until the cache is under the limit again. Free
 //   bytes in a segment that still holds live blocks cannot be released; they count in `cached`
 //   and in `fragmented`, and the limit holds again once that segment's live blocks are freed.
+//   A new segment's spare room (beyond its first request) counts as cache from the start, so a
+//   segment only gets spare room the limit allows; otherwise it is the request's own size.
 // - When the backing allocator is out of memory, idle segments are released and the request
 //   retried once before a kiln::Error that states the request and the allocator's state.
 // The limit defaults to 1/8 of physical RAM for host memory and 1/2 of the device's memory for
