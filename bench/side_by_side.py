@@ -7,8 +7,8 @@ Two PyTorch peers, both on kiln's initial weights:
   d2l     bench/peers/d2l_seq2seq.py: the model as d2l.ai writes it (the padded batch straight
           through nn.GRU / nn.LSTM, no packing, d2l's clip loop). Padded source steps update its
           encoder state, so on a padded batch its loss is not kiln's; it is checked on the same
-          batch unpadded instead (see below). Training steps only: d2l decodes one sentence at a
-          time (greedy), other work than kiln's batched greedy and beam search, so the decoding
+          batch unpadded instead (see below). Training steps only: d2l decodes greedily only, one
+          sentence at a time, other work than kiln's batched greedy and beam search, so the decoding
           rows have the packed peer alone.
 
 For each workload of bench/seq2seq_workload.h it
@@ -54,7 +54,7 @@ NOTE = ("packed = torch_seq2seq.py (pack_padded_sequence, clip_grad_norm_: kiln'
         "no packing, d2l's clip loop, so padded steps update the state and its loss on the padded (large) "
         "batches is not kiln's; checked instead: kiln's weights, and kiln's loss before and after one step on "
         "the batch unpadded (within 1e-4). Decoding rows: packed peer only (d2l decodes one sentence at a "
-        "time, greedy). Targets are judged against the fastest peer (kiln / fastest).")
+        "time, greedy only). Targets are judged against the fastest peer (kiln / fastest).")
 
 # (workload, task, warmup, timed repetitions per round). Targets: kiln time / the fastest peer's, at most.
 ROWS = [

@@ -20,8 +20,9 @@ batch its loss is not kiln's. What `check` holds it to instead:
     same, meta.json "unpadded"), its loss before and after one d2l training step is kiln's within
     1e-4;
   - on the padded batch it only prints its loss next to kiln's, the difference being the state.
-It has no decoding task: d2l decodes greedily one sentence at a time (predict_seq2seq), a different
-kind of work from kiln's batched greedy and beam search, so those rows stay with torch_seq2seq.py.
+It has no decoding task: d2l decodes greedily only, one sentence at a time (predict_seq2seq; the
+newer predict_step runs the padded batch for a fixed num_steps with no stop at <eos>), no beam search:
+other work than kiln's batched greedy and beam search, so those rows stay with torch_seq2seq.py.
 
     d2l_seq2seq.py check DIR [--device cpu|cuda]
     d2l_seq2seq.py time DIR --task step [--steps N] [--warmup W] [--device]
