@@ -1,11 +1,12 @@
 // kiln's half of the side-by-side benchmark (bench/side_by_side.py runs it next to
-// bench/peers/torch_seq2seq.py):
+// bench/peers/torch_seq2seq.py and bench/peers/d2l_seq2seq.py):
 //
 //   seq2seq_side export --work large-gru --out DIR [--device cpu|cuda]
 //       writes the workload's initial weights (DIR/model.safetensors, PyTorch names), its batch
 //       (DIR/batch.safetensors) and DIR/meta.json: the model config, the loss before and after one
-//       training step, and the greedy and beam-5 outputs of the initial weights, so the peer can
-//       check that it computes the same thing before anything is timed.
+//       training step (and the same two with every source at full length, "unpadded", for the
+//       d2l-style peer), and the greedy and beam-5 outputs of the initial weights, so the peers can
+//       check that they compute the same thing before anything is timed.
 //   seq2seq_side time --work large-gru --task step|greedy|beam5 --steps N [--warmup W] [--device]
 //       prints one JSON line: each timed repetition's milliseconds and the allocator's peak bytes.
 //
@@ -74,6 +75,21 @@ void run_export(const std::string& work_name, const std::string& device_name,
   {
     NoGradGuard no_grad;
     meta["loss1"] = teacher_forced_loss(*s.model, s.batch).item();
+  }
+  // The same two losses with every source read to its full length (pads as tokens), from the same
+  // initial weights: the d2l-style peer runs the padded batch unpacked, so only here can its loss
+  // be held to kiln's.
+  if (s.work.padded) {
+    Setup full = setup(work_name, device_name);
+    full.batch.lengths =
+        to(from_vector(std::vector<int64_t>(full.work.batch, full.work.length), {full.work.batch}),
+           full.device);
+    nn::Adam full_adam(full.model->parameters(), nn::AdamOptions{1e-3});
+    meta["unpadded"]["loss0"] = train_step(*full.model, full_adam, full.batch).item();
+    NoGradGuard no_grad;
+    meta["unpadded"]["loss1"] = teacher_forced_loss(*full.model, full.batch).item();
+  } else {
+    meta["unpadded"] = {{"loss0", meta["loss0"]}, {"loss1", meta["loss1"]}};
   }
   std::ofstream(dir + "/meta.json") << meta.dump(1) << "\n";
   std::cout << "exported " << work_name << " to " << dir << ": loss " << meta["loss0"] << " -> "

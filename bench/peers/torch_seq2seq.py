@@ -6,7 +6,8 @@ encoder's final state, the encoder's top-layer final state is a fixed context co
 every decoder input; or Bahdanau attention over the encoder outputs), written the way a PyTorch
 user would: nn.GRU / nn.LSTM (cuDNN on the GPU), pack_padded_sequence for padded sources,
 F.cross_entropy with ignore_index, clip_grad_norm_, torch.optim.Adam. It loads the weights and the
-batch that `seq2seq_side export` wrote, so both sides start from the same numbers.
+batch that `seq2seq_side export` wrote, so both sides start from the same numbers. (The other peer,
+d2l_seq2seq.py, is the same model as d2l writes it: no packing, d2l's clip loop.)
 
     torch_seq2seq.py check DIR [--device cpu|cuda]
         the loss before and after one training step, and the greedy and beam-5 outputs, against
@@ -158,6 +159,7 @@ def masked_loss(logits, tgt_out, pad_id):
 
 
 def train_step(model, opt, batch):
+    """One step; returns the loss before it."""
     opt.zero_grad(set_to_none=True)
     logits = model.decode_teacher(model.encode(batch["source"], batch["lengths_cpu"]), batch["target_in"])
     loss = masked_loss(logits, batch["target_out"], model.c["pad_id"])
@@ -254,9 +256,9 @@ def beam_search(model, batch, max_length, K, alpha=1.0):
     return [f[0][1] for f in finished]
 
 
-def load(directory, device):
+def load(directory, device, model_class=Seq2Seq):
     meta = json.load(open(os.path.join(directory, "meta.json")))
-    model = Seq2Seq(meta["model"])
+    model = model_class(meta["model"])
     model.load_state_dict(load_safetensors(os.path.join(directory, "model.safetensors")), strict=True)
     model.to(device)
     batch = {k: v.to(device) for k, v in load_safetensors(os.path.join(directory, "batch.safetensors")).items()}
@@ -280,6 +282,22 @@ def agreement(ours, theirs):
     return sum(a == b for a, b in zip(ours, theirs)), len(theirs)
 
 
+def check_step(model, batch, want, step, loss_fn, failures, label="torch"):
+    """One training step with `step` (from the model's current weights): the loss before it and the
+    loss after it, each held to want["loss0"] and want["loss1"] (kiln's) within 1e-4; a miss is
+    added to `failures`."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss0 = step(model, opt, batch).item()
+    with torch.no_grad():
+        loss1 = loss_fn(model.decode_teacher(model.encode(batch["source"], batch["lengths_cpu"]),
+                                             batch["target_in"]), batch["target_out"], model.c["pad_id"]).item()
+    for name, got in (("loss0", loss0), ("loss1", loss1)):
+        diff = abs(got - want[name])
+        print(f"  {name}: {label} {got:.6f} kiln {want[name]:.6f} |diff| {diff:.2e}")
+        if not diff <= 1e-4:
+            failures.append(f"{name}: {label} {got:.6f} vs kiln {want[name]:.6f} (|diff| {diff:.2e} > 1e-4)")
+
+
 def check(args):
     meta, model, batch = load(args.dir, args.device)
     failures = []
@@ -291,27 +309,18 @@ def check(args):
         if same < 0.9 * n:
             failures.append(f"{name} outputs differ from kiln's in {n - same} of {n} sentences")
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss0 = train_step(model, opt, batch).item()
-    with torch.no_grad():
-        loss1 = masked_loss(model.decode_teacher(model.encode(batch["source"], batch["lengths_cpu"]),
-                                                 batch["target_in"]), batch["target_out"], model.c["pad_id"]).item()
-    for name, got in (("loss0", loss0), ("loss1", loss1)):
-        diff = abs(got - meta[name])
-        print(f"  {name}: torch {got:.6f} kiln {meta[name]:.6f} |diff| {diff:.2e}")
-        if not diff <= 1e-4:
-            failures.append(f"{name}: torch {got:.6f} vs kiln {meta[name]:.6f} (|diff| {diff:.2e} > 1e-4)")
+    check_step(model, batch, meta, train_step, masked_loss, failures)
     if failures:
         print("MISMATCH in " + args.dir + ": " + "; ".join(failures))
         sys.exit(1)
 
 
-def timed(args):
-    meta, model, batch = load(args.dir, args.device)
+def timed(args, model_class=Seq2Seq, step=train_step):
+    meta, model, batch = load(args.dir, args.device, model_class)
     cuda = args.device.startswith("cuda")
     if args.task == "step":
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        once = lambda: train_step(model, opt, batch)  # noqa: E731
+        once = lambda: step(model, opt, batch)  # noqa: E731
     else:
         model.eval()
         if args.task == "greedy":
@@ -334,12 +343,13 @@ def timed(args):
                       "blas": blas_in_use(), "torch": torch.__version__, "threads": torch.get_num_threads()}))
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(doc, tasks):
+    """The command line both peers share: check|time DIR [--device] [--task] [--steps] ..."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["check", "time"])
     p.add_argument("dir", help="a folder written by `seq2seq_side export`")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--task", default="step", choices=["step", "greedy", "beam5"])
+    p.add_argument("--task", default="step", choices=tasks)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (intra-op threads)")
@@ -349,6 +359,11 @@ def main():
         # fp32 math on both sides: no TF32 in cuBLAS or cuDNN.
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+    return args
+
+
+def main():
+    args = parse_args(__doc__, ["step", "greedy", "beam5"])
     check(args) if args.command == "check" else timed(args)
 
 
