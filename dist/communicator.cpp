@@ -1,5 +1,6 @@
 #include "dist/communicator.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -68,17 +69,21 @@ MPI_Datatype mpi_type(DType dtype) {
   KILN_FAIL("dist: unknown dtype");
 }
 
-// Waits for `request` without spinning a core for long (other ranks may share this machine's
-// cores): MPI_Test in a loop, sleeping a little longer each round up to 200 us. Past the timeout
-// the job is taken down: a peer that died or hangs would otherwise hang every rank forever.
+// Waits for `request` without holding a core for long (other ranks may share this machine's
+// cores): MPI_Test with a yield between tries for the first 2 ms, which keeps small reductions
+// fast, then with sleeps growing to 200 us. Past the timeout the job is taken down: a peer that
+// died or hangs would otherwise hang every rank forever.
 void wait_or_abort(MPI_Request& request, int rank, const std::string& what) {
   using Clock = std::chrono::steady_clock;
-  const auto deadline = Clock::now() + std::chrono::duration<double>(collective_timeout());
+  const auto start = Clock::now();
+  const auto spin_until = start + std::chrono::milliseconds(2);
+  const auto deadline = start + std::chrono::duration<double>(collective_timeout());
   int done = 0;
-  for (int round = 0;; ++round) {
+  for (int naps = 0;;) {
     MPI_Test(&request, &done, MPI_STATUS_IGNORE);
     if (done) return;
-    if (Clock::now() > deadline) {
+    auto now = Clock::now();
+    if (now > deadline) {
       std::fprintf(stderr,
                    "kiln: rank %d: %s did not complete within %.0f s (KILN_DIST_TIMEOUT): another "
                    "rank has died or is stuck; taking the job down\n",
@@ -86,7 +91,12 @@ void wait_or_abort(MPI_Request& request, int rank, const std::string& what) {
       std::fflush(stderr);
       MPI_Abort(MPI_COMM_WORLD, 1);
     }
-    if (round > 64) std::this_thread::sleep_for(std::chrono::microseconds(std::min(round, 200)));
+    if (now < spin_until) {
+      std::this_thread::yield();
+    } else {
+      naps = std::min(naps + 10, 200);
+      std::this_thread::sleep_for(std::chrono::microseconds(naps));
+    }
   }
 }
 

@@ -97,7 +97,7 @@ void DataParallel::backward(const Tensor& loss) {
     auto found = bucket_of.find(&leaf);
     if (found == bucket_of.end()) return;  // an input that requires grad, not a parameter
     buckets_[found->second]->ready++;
-    launch_ready_buckets();
+    if (options_.overlap) launch_ready_buckets();
   });
   // Parameters the graph never reached keep the gradient they had: send what is left, in order.
   NoGradGuard no_grad;

@@ -36,6 +36,9 @@ struct DataParallelOptions {
   size_t bucket_bytes = size_t(4) << 20;
   ReduceOp reduce = ReduceOp::average;
   bool broadcast_parameters = true;  // make rank 0's initial values everyone's
+  // Send each bucket as soon as its gradients are final (true), or all of them after backward
+  // (false: no overlap; for measuring what the overlap saves).
+  bool overlap = true;
 };
 
 class DataParallel {

@@ -209,6 +209,12 @@ TEST(DataParallel, BucketSizesGiveTheSameResult) {
     EXPECT_EQ(relative_difference(a.dp[i], c.dp[i]), 0.0) << "parameter " << i;
   }
   EXPECT_LT(std::max({a.largest, b.largest, c.largest}), 1e-5);
+  dist::DataParallelOptions after_backward = some;
+  after_backward.overlap = false;
+  Comparison d = train_both<Mlp>(make, mlp_loss, 8, after_backward);
+  for (size_t i = 0; i < a.dp.size(); ++i) {
+    EXPECT_EQ(relative_difference(a.dp[i], d.dp[i]), 0.0) << "parameter " << i << ", no overlap";
+  }
 }
 
 // A 2-layer LSTM or GRU over a padded batch of 6 sequences (lengths 5 3 4 2 5 1): the loss is a
