@@ -165,7 +165,7 @@ int run(int argc, char** argv) {
     std::printf("bench_dist: %d rank(s), backends %s\n", comm.world_size(),
                 comm.backends().c_str());
   }
-  if (only != "step" && comm.is_distributed()) {
+  if (only != "step" && comm.has_backend()) {
     all_reduce_table(comm, Device::cpu(), "MPI");
     if (cuda::is_available()) all_reduce_table(comm, Device::cuda(comm.local_rank()), "NCCL");
   }

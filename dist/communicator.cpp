@@ -36,6 +36,7 @@ void check_reducible(const Tensor& tensor, ReduceOp op, const char* what) {
 // identity (the sum or mean over one rank), so a program written for N ranks runs unchanged.
 class SelfCommunicator : public Communicator {
  public:
+  bool has_backend() const override { return false; }
   std::string backends() const override { return "none (world of one)"; }
   std::unique_ptr<Work> all_reduce_async(const Tensor& tensor, ReduceOp op) override {
     check_reducible(tensor, op, "all_reduce");
@@ -151,6 +152,7 @@ class MpiCommunicator : public Communicator {
     MPI_Finalized(&finalized);
     if (!finalized) MPI_Finalize();
   }
+  bool has_backend() const override { return true; }
   std::string backends() const override { return nccl_ ? "MPI + NCCL" : "MPI"; }
 
   std::unique_ptr<Work> all_reduce_async(const Tensor& tensor, ReduceOp op) override {
@@ -198,11 +200,11 @@ std::unique_ptr<detail::NcclBackend> detail::make_nccl_backend(int, int, int,
 }
 #endif
 
-bool launched_by_mpi() {
+int launched_world_size() {
   int size = env_int("OMPI_COMM_WORLD_SIZE", 0);
   if (size == 0) size = env_int("PMI_SIZE", 0);
-  if (size == 0 && std::getenv("PMIX_RANK")) size = 2;  // PMIx sets no size; assume a real job
-  return size > 1;
+  if (size == 0 && std::getenv("PMIX_RANK")) size = 1;  // PMIx alone gives no size; MPI will
+  return size;
 }
 
 double collective_timeout() {
@@ -220,10 +222,12 @@ double collective_timeout() {
 
 Communicator& world() {
   static std::unique_ptr<Communicator> instance = []() -> std::unique_ptr<Communicator> {
-    if (!launched_by_mpi()) return std::make_unique<SelfCommunicator>();
+    const int launched = launched_world_size();
+    if (launched == 0) return std::make_unique<SelfCommunicator>();
 #ifdef KILN_WITH_MPI
     return std::make_unique<MpiCommunicator>();
 #else
+    if (launched == 1) return std::make_unique<SelfCommunicator>();
     KILN_FAIL(
         "dist: this process was started by an MPI launcher with several ranks, but this kiln "
         "was built without MPI (install libopenmpi-dev and rebuild)");
@@ -245,7 +249,7 @@ void Communicator::broadcast(const std::vector<Tensor>& tensors, int root) {
 }
 
 double Communicator::all_reduce_value(double value, ReduceOp op) {
-  if (!is_distributed()) return value;
+  if (!has_backend()) return value;
   Tensor t = from_vector<double>({value}, {1});
   all_reduce(t, op);
   return t.to_vector<double>()[0];

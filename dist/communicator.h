@@ -37,6 +37,9 @@ class Communicator {
   // The rank among the processes on this node: the CUDA device this process uses.
   int local_rank() const { return local_rank_; }
   bool is_distributed() const { return world_size_ > 1; }
+  // False for the world of one without a launcher, whose collectives do nothing. Under mpirun,
+  // even with one rank, collectives really run (so NCCL can be measured on a one-GPU machine).
+  virtual bool has_backend() const = 0;
   // "MPI", "MPI + NCCL" or "none (world of one)".
   virtual std::string backends() const = 0;
 
@@ -58,11 +61,12 @@ class Communicator {
 
 // This process's communicator, initialised on the first call: MPI when the process was started by
 // an MPI launcher (mpirun sets OMPI_COMM_WORLD_SIZE, PMI_SIZE or PMIX_RANK), a world of one
-// otherwise. A kiln built without MPI started by mpirun with N > 1 is a clear error.
+// otherwise. A kiln built without MPI started by mpirun with N > 1 is a clear error (with N = 1,
+// the world of one).
 Communicator& world();
 
-// True when the environment says an MPI launcher started this process with more than one rank.
-bool launched_by_mpi();
+// The number of ranks an MPI launcher says this process belongs to; 0 without a launcher.
+int launched_world_size();
 
 // Seconds a collective may take before the job is taken down (KILN_DIST_TIMEOUT; > 0).
 double collective_timeout();

@@ -59,7 +59,7 @@ DataParallel::DataParallel(std::vector<Tensor> parameters, DataParallelOptions o
     bucket.params.push_back(k);
     bytes += p.nbytes();
   }
-  if (comm_.is_distributed()) {
+  if (comm_.has_backend()) {
     for (auto& bucket : buckets_) {
       const Tensor& last = params_[bucket->params.back()];
       bucket->flat = empty({bucket->offsets.back() + last.numel()}, last.options());
@@ -76,13 +76,13 @@ const std::vector<size_t>& DataParallel::bucket(size_t b) const {
 }
 
 void DataParallel::broadcast_parameters() {
-  if (!comm_.is_distributed()) return;
+  if (!comm_.has_backend()) return;
   NoGradGuard no_grad;
   comm_.broadcast(params_, 0);
 }
 
 void DataParallel::backward(const Tensor& loss) {
-  if (!comm_.is_distributed()) {
+  if (!comm_.has_backend()) {
     kiln::backward(loss);
     return;
   }

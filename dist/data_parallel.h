@@ -48,7 +48,8 @@ class DataParallel {
   ~DataParallel();
 
   // kiln::backward(loss), with the gradients reduced over the ranks by the time it returns (on a
-  // GPU: ordered before any later kernel). In a world of one it is exactly kiln::backward.
+  // GPU: ordered before any later kernel). In the world of one without a launcher it is exactly
+  // kiln::backward; under mpirun the buckets go through the backend even with one rank.
   void backward(const Tensor& loss);
   // Rank 0's parameter values to every rank (done by the constructor unless told not to).
   void broadcast_parameters();

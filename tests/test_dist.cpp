@@ -96,8 +96,11 @@ TEST(Dist, WorldIsConsistent) {
   EXPECT_GE(comm().rank(), 0);
   EXPECT_LT(comm().rank(), comm().world_size());
   EXPECT_EQ(comm().is_distributed(), comm().world_size() > 1);
-  if (!dist::launched_by_mpi()) {
+  EXPECT_EQ(comm().has_backend(), dist::launched_world_size() > 0);
+  if (dist::launched_world_size() == 0) {
     EXPECT_EQ(comm().backends(), "none (world of one)");
+  } else {
+    EXPECT_EQ(comm().world_size(), dist::launched_world_size());
   }
 }
 
