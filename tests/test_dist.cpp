@@ -178,6 +178,28 @@ TEST(DataParallel, MlpMatchesOneProcessOnTheWholeBatch) {
   EXPECT_LT(c.largest, 1e-5);
 }
 
+// The same on a GPU: the gradients go through NCCL (under mpirun; alone, the world of one).
+TEST(DataParallel, MlpOnCudaMatchesOneProcess) {
+  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device is visible (or no CUDA in this build)";
+  const Device device = Device::cuda(comm().local_rank());
+  auto make = [device] {
+    auto m = std::make_shared<Mlp>();
+    m->to(device);
+    return m;
+  };
+  LossFn<Mlp> on_device = [device](const Mlp& m, int step, int64_t begin, int64_t end) {
+    auto [x, y] = mlp_batch(step);
+    x = to(narrow(x, begin, end - begin), device);
+    y = to(narrow(y, begin, end - begin), device);
+    Tensor out = m.b->forward(tanh(m.a->forward(x)));
+    return mean(mul(sub(out, y), sub(out, y)));
+  };
+  Comparison c = train_both<Mlp>(make, on_device, 8, {});
+  std::printf("rank %d: MLP on %s (%s), 5 Adam steps: largest relative difference %.3g\n",
+              comm().rank(), device.str().c_str(), comm().backends().c_str(), c.largest);
+  EXPECT_LT(c.largest, 1e-5);
+}
+
 TEST(DataParallel, ParameterWithoutGradientStaysWithoutOne) {
   Comparison c = train_both<Mlp>([] { return std::make_shared<Mlp>(); }, mlp_loss, 8, {});
   // `c` had a gradient only on rank 0, `unused` on no rank: only `c` is trained, on every rank.
