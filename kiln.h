@@ -1,6 +1,7 @@
 // The framework in one include: tensors and devices (core), factories and in-place updates
-// (kernels/factories.h), the profiler, ops, backward and gradcheck (autograd), and the nn layers,
-// losses and optimizers. Built as the `kiln` CMake target (kiln::kiln when installed).
+// (kernels/factories.h), the profiler, ops, backward and gradcheck (autograd), the nn layers,
+// losses and optimizers, and the communicator and data parallelism (dist). Built as the `kiln`
+// CMake target (kiln::kiln when installed).
 #pragma once
 
 #include "autograd/gradcheck.h"
@@ -12,5 +13,7 @@
 #include "core/profiler.h"
 #include "core/random.h"
 #include "core/tensor.h"
+#include "dist/communicator.h"
+#include "dist/data_parallel.h"
 #include "kernels/factories.h"
 #include "nn/nn.h"

@@ -90,6 +90,11 @@ std::shared_ptr<Node> record(const char* name, const TensorList& inputs, const T
 }  // namespace autograd
 
 void backward(const Tensor& root, const Tensor& grad_root_in, bool retain_graph) {
+  backward(root, grad_root_in, retain_graph, nullptr);
+}
+
+void backward(const Tensor& root, const Tensor& grad_root_in, bool retain_graph,
+              const LeafReadyFn& on_leaf_ready) {
   using namespace autograd;
   KILN_CHECK(root.defined(), "backward: called on an undefined tensor");
   KILN_CHECK(root.requires_grad(), "backward: ", root.describe(),
@@ -109,6 +114,7 @@ void backward(const Tensor& root, const Tensor& grad_root_in, bool retain_graph)
   profiler::ProfileScope engine_scope("backward (engine)", profiler::Category::backward);
   if (root.is_leaf()) {
     accumulate_into_leaf(root.impl(), grad_root);
+    if (on_leaf_ready) on_leaf_ready(root.impl());
     return;
   }
 
@@ -128,13 +134,32 @@ void backward(const Tensor& root, const Tensor& grad_root_in, bool retain_graph)
   std::sort(order.begin(), order.end(),
             [](Node* a, Node* b) { return a->sequence_nr > b->sequence_nr; });
 
+  // With a leaf-ready callback: how many edges into each leaf are still to be processed.
+  std::unordered_map<TensorImpl*, int> edges_left;
+  if (on_leaf_ready) {
+    for (Node* node : order) {
+      for (const Edge& edge : node->inputs) {
+        if (edge.leaf) edges_left[edge.leaf.get()]++;
+      }
+    }
+  }
+  auto leaf_edges_done = [&](Node* node) {
+    if (!on_leaf_ready) return;
+    for (const Edge& edge : node->inputs) {
+      if (edge.leaf && --edges_left[edge.leaf.get()] == 0) on_leaf_ready(*edge.leaf);
+    }
+  };
+
   std::unordered_map<Node*, TensorList> pending;
   pending[root.grad_fn().get()].resize(root.grad_fn()->output_meta.size());
   pending[root.grad_fn().get()][root.impl().output_nr] = grad_root;
 
   for (Node* node : order) {
     auto found = pending.find(node);
-    if (found == pending.end()) continue;
+    if (found == pending.end()) {
+      leaf_edges_done(node);
+      continue;
+    }
     TensorList grad_outputs = std::move(found->second);
     pending.erase(found);
     KILN_CHECK(
@@ -173,6 +198,7 @@ void backward(const Tensor& root, const Tensor& grad_root_in, bool retain_graph)
       Tensor& acc = slot[edge.output_nr];
       acc = acc.defined() ? add(acc, grad) : grad;
     }
+    leaf_edges_done(node);
   }
 }
 

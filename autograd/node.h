@@ -76,4 +76,12 @@ namespace kiln {
 // graph's saved tensors are freed as it runs unless retain_graph.
 void backward(const Tensor& root, const Tensor& grad_root = Tensor(), bool retain_graph = false);
 
+// Called once per leaf that the graph reaches, as soon as its .grad is final for this backward:
+// every node with an edge into it has run (or had no gradient to pass on; the leaf's .grad is then
+// what it was before). Data parallelism uses it to send a bucket of gradients while backward goes
+// on with the rest (dist/data_parallel.h). Runs on the calling thread, in grad mode off.
+using LeafReadyFn = std::function<void(TensorImpl& leaf)>;
+void backward(const Tensor& root, const Tensor& grad_root, bool retain_graph,
+              const LeafReadyFn& on_leaf_ready);
+
 }  // namespace kiln

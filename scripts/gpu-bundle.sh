@@ -10,7 +10,7 @@ out=.gpu-bundle
 make build BUILD="$build" >/dev/null
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib"
-for exe in "$build"/tests/kiln_tests "$build"/bench/bench_* "$build"/bench/seq2seq_side "$build"/examples/*; do
+for exe in "$build"/tests/kiln_tests "$build"/tests/kiln_dist_tests "$build"/bench/bench_* "$build"/bench/seq2seq_side "$build"/examples/*; do
   [ -f "$exe" ] && [ -x "$exe" ] && cp "$exe" "$out/bin/"
 done
 # Host libraries outside glibc / libstdc++ / CUDA: copied with symlinks resolved.

@@ -42,7 +42,7 @@ else
     && cmake --build build-gpu -j "$(nproc)" >"$out/build.log" 2>&1 || { tail -40 "$out/build.log" "$out/cmake.log"; exit 1; }
   bin="$out/bin"
   mkdir -p "$bin"
-  cp build-gpu/tests/kiln_tests build-gpu/bench/bench_* build-gpu/bench/seq2seq_side build-gpu/examples/* "$bin/" 2>/dev/null
+  cp build-gpu/tests/kiln_tests build-gpu/tests/kiln_dist_tests build-gpu/bench/bench_* build-gpu/bench/seq2seq_side build-gpu/examples/* "$bin/" 2>/dev/null
 fi
 
 status=0
@@ -64,6 +64,7 @@ if [ "$run_bench" = 1 ]; then
   echo "== kernel benchmarks"
   for b in "$bin"/bench_*; do
     name=$(basename "$b")
+    [ "$name" = bench_dist ] && continue  # not a Google Benchmark suite: below
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$b" --benchmark_filter="$bench_filter" \
       --benchmark_out="$out/$name.json" --benchmark_out_format=json \
       2>&1 | grep -v "^\*\*\*WARNING" > "$out/$name.txt"
@@ -71,6 +72,25 @@ if [ "$run_bench" = 1 ]; then
     grep -E "^(BM_|-|Benchmark)" "$out/$name.txt"
     if grep -q "ERROR OCCURRED" "$out/$name.txt"; then status=1; fi
   done
+fi
+
+# Data parallelism on the GPU: NCCL through mpirun (one rank per GPU), when this machine has it.
+if [ -x "$bin/kiln_dist_tests" ]; then
+  echo "== dist"
+  gpus=$(nvidia-smi -L | wc -l)
+  if command -v mpirun >/dev/null; then
+    OMP_NUM_THREADS=2 mpirun --allow-run-as-root --oversubscribe -np "$gpus" "$bin/kiln_dist_tests" \
+      > "$out/dist_tests.log" 2>&1 || status=1
+    grep -E "^rank 0|PASSED|FAILED" "$out/dist_tests.log" | sort -u
+    if [ "$run_bench" = 1 ]; then
+      OMP_NUM_THREADS=2 mpirun --allow-run-as-root --oversubscribe -np "$gpus" "$bin/bench_dist" \
+        --steps 10 2>&1 | tee "$out/bench_dist.txt" || status=1
+    fi
+  else
+    echo "no mpirun on this machine: NCCL not exercised (world of one only)"
+    "$bin/kiln_dist_tests" --gtest_brief=1 > "$out/dist_tests.log" 2>&1 || status=1
+    tail -3 "$out/dist_tests.log"
+  fi
 fi
 
 # kiln vs PyTorch on the GPU (bench/side_by_side.py), when this machine's Python has torch; the
