@@ -13,4 +13,5 @@
 #include "core/random.h"
 #include "core/tensor.h"
 #include "kernels/factories.h"
+#include "kernels/threads.h"
 #include "nn/nn.h"
