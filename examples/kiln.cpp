@@ -679,7 +679,7 @@ int run_cli(int argc, char** argv) {
     return app.exit(e);
   }
   try {
-    if (threads > 0) kiln::set_num_threads(threads);
+    kiln::set_num_threads(threads);  // 0: KILN_NUM_THREADS or automatic, a bad value named here
     if (*train) {
       o.model.cell = seq2seq::parse_cell(cell);
       o.model.attention = seq2seq::parse_attention(attention);

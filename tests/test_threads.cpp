@@ -64,6 +64,8 @@ TEST(Threads, EnvironmentIsRespected) {
   }
   {
     ScopedEnv kiln("KILN_NUM_THREADS", "lots");
+    set_num_threads(4);  // a count given by the program is not overridden, so not checked
+    EXPECT_EQ(num_threads(), 4);
     EXPECT_CONTAINS(testing::error_of([&] { set_num_threads(0); }),
                     "KILN_NUM_THREADS: expected a thread count in [0, 1024] (0: automatic), got "
                     "'lots'");
@@ -135,6 +137,11 @@ TEST(CliBinary, ThreadsFlagIsRangeChecked) {
   EXPECT_CONTAINS(data::read_text_file("test", log), "--threads");
   EXPECT_NE(testing::run_kiln("serve --checkpoint x --compute-threads -2", log), 0);
   EXPECT_CONTAINS(data::read_text_file("test", log), "--compute-threads");
+  {
+    ScopedEnv bad("KILN_NUM_THREADS", "-3");  // named before any work starts
+    EXPECT_NE(testing::run_kiln("translate --checkpoint x", log), 0);
+    EXPECT_CONTAINS(data::read_text_file("test", log), "KILN_NUM_THREADS: expected a thread count");
+  }
   // A good value runs, and the header names the count and where it came from.
   EXPECT_EQ(testing::run_kiln("train --task reverse --task-size 100 --epochs 1 --hidden 8 "
                               "--embed 8 --layers 1 --threads 1 --out " +

@@ -106,13 +106,14 @@ class ThreadPolicy {
     KILN_CHECK(n >= 0 && n <= kMaxThreads, "set_num_threads: ", n, " threads is out of range [0, ",
                kMaxThreads, "] (0: automatic)");
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!initialized_.load(std::memory_order_acquire)) initialize_locked();
-    if (n > 0) {
+    probe_locked();
+    if (n > 0) {  // wins over the environment, which is not read (a bad value there is no error)
       fixed_ = n;
       source_ = "set_num_threads";
     } else {
       set_from_environment();
     }
+    initialized_.store(true, std::memory_order_release);
   }
 
   std::string source() {
@@ -124,16 +125,18 @@ class ThreadPolicy {
  private:
   void initialize() {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!initialized_.load(std::memory_order_acquire)) initialize_locked();
+    if (initialized_.load(std::memory_order_acquire)) return;
+    probe_locked();
+    set_from_environment();  // may throw: initialized_ stays false, the next call throws again
+    initialized_.store(true, std::memory_order_release);
   }
 
-  void initialize_locked() {
+  void probe_locked() {
+    if (!cpus_.empty()) return;
     cpus_ = allowed_cpus();
     // The OpenMP runtime parsed OMP_NUM_THREADS when it loaded; its count is the first thread's
     // nthreads-var, read before kiln changes it.
     omp_threads_ = omp_get_max_threads();
-    set_from_environment();  // may throw: initialized_ stays false, the next call throws again
-    initialized_.store(true, std::memory_order_release);
   }
 
   void set_from_environment() {
