@@ -35,9 +35,9 @@ fastest peer's).
 
 Fairness, CPU: both sides get the same cores and the same OpenBLAS (kiln links its OpenMP build,
 PyTorch Debian's pthread build through libblas.so.3: install libopenblas0-pthread, or PyTorch
-falls back to the reference BLAS, ~20x slower). Each side runs at its best thread setting found
-here: kiln its default (kernels/threads.h: the cores other processes leave idle); PyTorch OPENBLAS_NUM_THREADS = cores with
-torch.set_num_threads(1) (2 and 2 oversubscribes 2 cores). GPU: fp32 on both sides, TF32 off;
+falls back to the reference BLAS, ~20x slower). kiln runs at its default thread policy
+(kernels/threads.h: the cores other processes leave idle), PyTorch at its best setting found here:
+OPENBLAS_NUM_THREADS = cores with torch.set_num_threads(1) (2 and 2 oversubscribes 2 cores). GPU: fp32 on both sides, TF32 off;
 PyTorch's RNNs run on cuDNN.
 """
 import argparse
