@@ -37,8 +37,8 @@ Fairness, CPU: both sides get the same cores and the same OpenBLAS (kiln links i
 PyTorch Debian's pthread build through libblas.so.3: install libopenblas0-pthread, or PyTorch
 falls back to the reference BLAS, ~20x slower). kiln runs at its default thread policy
 (kernels/threads.h: the cores other processes leave idle), PyTorch at its best setting found here:
-OPENBLAS_NUM_THREADS = cores with torch.set_num_threads(1) (2 and 2 oversubscribes 2 cores). GPU: fp32 on both sides, TF32 off;
-PyTorch's RNNs run on cuDNN.
+OPENBLAS_NUM_THREADS = cores with torch.set_num_threads(1) (2 and 2 oversubscribes 2 cores).
+GPU: fp32 on both sides, TF32 off; PyTorch's RNNs run on cuDNN.
 """
 import argparse
 import contextlib
