@@ -53,6 +53,7 @@ mlp-demo: build
 # kiln next to PyTorch on the same Seq2Seq work (bench/side_by_side.py; CUDA when a GPU is
 # visible), the table appended to bench/RESULTS.md, then kiln's kernel suites. ~10 min on 2 cores.
 # BENCH_FLAGS=--quick for a 1-round smoke run; BENCH_FLAGS=--no-record to leave RESULTS.md alone.
+# BENCH_FLAGS=--background-load: every row again with one core kept busy, and each side's slowdown.
 BENCH_FLAGS ?=
 PYTHON ?= /usr/bin/python3
 bench: build

@@ -16,4 +16,5 @@
 #include "dist/communicator.h"
 #include "dist/data_parallel.h"
 #include "kernels/factories.h"
+#include "kernels/threads.h"
 #include "nn/nn.h"

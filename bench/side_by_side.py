@@ -26,15 +26,22 @@ For each workload of bench/seq2seq_workload.h it
      Google Benchmark kernel suites.
 
     bench/side_by_side.py [--device cpu|cuda|auto] [--rounds 3] [--quick] [--no-record]
+                          [--background-load]
+
+--background-load: every row is timed again while another process keeps one core busy (a spinning
+Python child in its own session, not niced, started before and killed after those rounds), and a
+second table gives each side's slowdown, loaded median / quiet median (target: kiln's <= the
+fastest peer's).
 
 Fairness, CPU: both sides get the same cores and the same OpenBLAS (kiln links its OpenMP build,
 PyTorch Debian's pthread build through libblas.so.3: install libopenblas0-pthread, or PyTorch
-falls back to the reference BLAS, ~20x slower). Each side runs at its best thread setting found
-here: kiln OMP_NUM_THREADS = cores; PyTorch OPENBLAS_NUM_THREADS = cores with
-torch.set_num_threads(1) (2 and 2 oversubscribes 2 cores). GPU: fp32 on both sides, TF32 off;
-PyTorch's RNNs run on cuDNN.
+falls back to the reference BLAS, ~20x slower). kiln runs at its default thread policy
+(kernels/threads.h: the cores other processes leave idle), PyTorch at its best setting found here:
+OPENBLAS_NUM_THREADS = cores with torch.set_num_threads(1) (2 and 2 oversubscribes 2 cores).
+GPU: fp32 on both sides, TF32 off; PyTorch's RNNs run on cuDNN.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -45,6 +52,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = {"packed": os.path.join(ROOT, "bench", "peers", "torch_seq2seq.py"),
@@ -103,9 +111,47 @@ def child_rss(cmd, env):
 
 
 def environments(cores):
-    kiln = dict(os.environ, OMP_NUM_THREADS=str(cores))
+    kiln = dict(os.environ)  # kiln's own thread policy (kernels/threads.h), as a user gets it
     torch = dict(os.environ, OPENBLAS_NUM_THREADS=str(cores), OMP_NUM_THREADS="1")
     return kiln, torch
+
+
+@contextlib.contextmanager
+def busy_core():
+    """Another process keeping one core busy while the body runs: a spinning Python child in its own
+    session (so its own scheduler group, as an unrelated program's) at niceness 0 where allowed, so
+    that it competes; always killed on the way out."""
+    def unniced():
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, 0)
+        except OSError:
+            pass
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True,
+                               preexec_fn=unniced)
+    try:
+        time.sleep(0.5)  # running before the first timed process starts
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def time_rounds(cmds, envs, rounds):
+    """Each command `rounds` times, interleaved (forward, then backward), a fresh process each time.
+    Returns ({name: [ms, ...]}, {name: peak RSS MiB}, {name: allocator peak MiB}, {name: last output})."""
+    ms = {name: [] for name in cmds}
+    rss = {name: 0.0 for name in cmds}
+    peak = {name: 0.0 for name in cmds}
+    last = {}
+    for r in range(rounds):
+        order = list(cmds)
+        for name in (order if r % 2 == 0 else order[::-1]):
+            out, mib = child_rss(cmds[name], envs[name])
+            ms[name] += out["ms"]
+            rss[name] = max(rss[name], mib)
+            peak[name] = max(peak[name], out["peak_bytes"] / 2**20)
+            last[name] = out
+    return ms, rss, peak, last
 
 
 def machine(device):
@@ -160,6 +206,8 @@ def main():
     p.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     p.add_argument("--no-kernels", action="store_true", help="skip kiln's Google Benchmark kernel suites")
     p.add_argument("--python", default="/usr/bin/python3", help="the Python that has torch")
+    p.add_argument("--background-load", action="store_true",
+                   help="time every row again with another process keeping one core busy; report slowdowns")
     args = p.parse_args()
 
     side = args.side or os.path.join(args.build, "bench", "seq2seq_side")
@@ -202,20 +250,9 @@ def main():
             cmds = {"kiln": [side, "time", "--work", work, "--device", device] + timing}
             for peer in PEERS if task == "step" else ["packed"]:
                 cmds[peer] = [args.python, PEERS[peer], "time", folder, "--device", device, "--threads", "1"] + timing
-            ms = {name: [] for name in cmds}
-            rss = {name: 0.0 for name in cmds}
-            peak = {name: 0.0 for name in cmds}
-            for r in range(rounds):
-                order = list(cmds)
-                for name in (order if r % 2 == 0 else order[::-1]):
-                    out, mib = child_rss(cmds[name], envs[name])
-                    ms[name] += out["ms"]
-                    rss[name] = max(rss[name], mib)
-                    peak[name] = max(peak[name], out["peak_bytes"] / 2**20)
-                    if name == "kiln":
-                        size = out["tokens"] if task == "step" else out["sentences"]
-                    else:
-                        blas = out.get("blas", blas)
+            ms, rss, peak, last = time_rounds(cmds, envs, rounds)
+            size = last["kiln"]["tokens"] if task == "step" else last["kiln"]["sentences"]
+            blas = last["packed"].get("blas", blas)
             med = {name: statistics.median(v) for name, v in ms.items()}
             k = med["kiln"]
             fastest = min((n for n in med if n != "kiln"), key=med.get)
@@ -229,6 +266,13 @@ def main():
                   + "  ".join(f"{n} {med[n]:9.2f} ms (kiln/{n} {k / med[n]:5.2f})" for n in med if n != "kiln")
                   + (f"  target <= {target} vs the fastest ({fastest}): {verdict}" if target is not None else ""),
                   flush=True)
+            if args.background_load:
+                with busy_core():
+                    loaded = time_rounds(cmds, envs, rounds)[0]
+                row["loaded"] = {name: statistics.median(v) for name, v in loaded.items()}
+                row["slowdown"] = {name: row["loaded"][name] / med[name] for name in med}
+                print(f"  {work:15s} {task:6s} one core busy: " + "  ".join(
+                    f"{n} {row['loaded'][n]:9.2f} ms ({row['slowdown'][n]:.2f}x)" for n in med), flush=True)
 
     mem_kind = "allocator peak (kiln's / torch.cuda.max_memory_allocated)" if device == "cuda" else "peak RSS"
     lines = ["| workload | task | kiln ms | packed ms | d2l ms | kiln / packed | kiln / d2l | kiln / fastest "
@@ -246,9 +290,21 @@ def main():
             [cell(p, lambda p: f"{k / med[p]:.2f}") for p in PEERS] +
             [f"{r['ratio']:.2f} ({r['fastest']})", target, f"{r['kiln_rate']:,.0f} {r['unit']}",
              fmt_mem(r["mem"]["kiln"])] + [cell(p, lambda p: fmt_mem(r["mem"][p])) for p in PEERS]) + " |")
+    if args.background_load:
+        lines += ["", "With one core kept busy by another process (a spinning child, not niced): "
+                  "each side's slowdown = loaded median / quiet median. Target: kiln's <= the fastest peer's.", "",
+                  "| workload | task | kiln quiet ms | kiln loaded ms | kiln slowdown | packed slowdown "
+                  "| d2l slowdown | target (vs fastest) |", "|---|---|---:|---:|---:|---:|---:|---|"]
+        for r in results:
+            slow = r["slowdown"]
+            verdict = "met" if slow["kiln"] <= slow[r["fastest"]] else "**missed**"
+            lines.append(f"| {r['work']} | {r['task']} | {r['ms']['kiln']:.2f} | {r['loaded']['kiln']:.2f} | "
+                         f"{slow['kiln']:.2f}x | " + " | ".join(f"{slow[p]:.2f}x" if p in slow else "-" for p in PEERS)
+                         + f" | <= {slow[r['fastest']]:.2f}x ({r['fastest']}) {verdict} |")
     blas_text = ", ".join(blas or ["unknown"])
     if device == "cpu":
-        fairness = (f"CPU, {cores} cores, fp32. kiln: OpenBLAS (OpenMP build), OMP_NUM_THREADS={cores}. "
+        fairness = (f"CPU, {cores} cores, fp32. kiln: OpenBLAS (OpenMP build), its default thread policy "
+                    f"(the cores other processes leave idle{', OMP_NUM_THREADS=' + os.environ['OMP_NUM_THREADS'] if os.environ.get('OMP_NUM_THREADS') else ''}). "
                     f"PyTorch {torch_version}: BLAS {blas_text}, OPENBLAS_NUM_THREADS={cores}, "
                     f"torch.set_num_threads(1). Memory: {mem_kind} of each side's process.")
         if not any("openblas" in b.lower() for b in (blas or [])):

@@ -17,6 +17,7 @@
 #include <set>
 
 #include "core/durable_file.h"
+#include "kernels/threads.h"
 #include "models/data/corpus.h"
 #include "models/data/line_stream.h"
 #include "models/data/tasks.h"
@@ -348,6 +349,14 @@ const CLI::Validator kDecay(
     },
     "(0, 1)");
 
+// --threads: the CPU threads of every parallel region (kernels/threads.h); 0 or absent: automatic.
+void add_threads_flag(CLI::App* app, int& threads, const std::string& name = "--threads") {
+  app->add_option(name, threads,
+                  "CPU threads for OpenMP and OpenBLAS (0: automatic, the cores other processes "
+                  "leave idle; also KILN_NUM_THREADS)")
+      ->check(CLI::Range(0, kiln::kMaxThreads));
+}
+
 void add_data_flags(CLI::App* app, TrainOptions& o) {
   app->add_option("--data", o.data,
                   "sentence pairs, TSV: source<TAB>target[<TAB>...] (Tatoeba/Anki, d2l's fra.txt)");
@@ -418,6 +427,8 @@ int run_cli(int argc, char** argv) {
 
   CLI::App* train = app.add_subcommand("train", "train a model");
   add_data_flags(train, o);
+  int threads = 0;  // --threads of the subcommand that runs
+  add_threads_flag(train, threads);
   train->add_option("--config", config_file, "JSON file of options (flags given too win)");
   train->add_option("--preset", preset,
                     "d2l (d2l.ai 1.0) or d2l-classic: the book's settings on fra-eng");
@@ -562,6 +573,7 @@ int run_cli(int argc, char** argv) {
                    "checkpoint folder; several (same vocabularies) decode as an ensemble")
       ->required();
   translate->add_option("--device", device, "cpu, cuda or cuda:N (default: as trained)");
+  add_threads_flag(translate, threads);
   add_decoding_flags(translate, tf.decoding,
                      "alpha: hypotheses scored and ranked by log p / length^alpha");
   translate->add_option("--n-best", search.n_best, "hypotheses printed per sentence (<= beam)")
@@ -594,6 +606,7 @@ int run_cli(int argc, char** argv) {
   CLI::App* demo =
       app.add_subcommand("demo", "train on a generated task, then translate held-out sentences");
   add_data_flags(demo, demo_options);
+  add_threads_flag(demo, threads);
   demo->add_option("--epochs", demo_options.epochs, "epochs")->check(kPositive);
   demo->add_option("--out", demo_out, "output folder (a run already there is replaced)");
 
@@ -602,6 +615,7 @@ int run_cli(int argc, char** argv) {
       "eval", "sacreBLEU-style BLEU and chrF, exact match and perplexity on a data set");
   eval->add_option("--checkpoint", checkpoint, "checkpoint folder")->required();
   add_data_flags(eval, eval_data);
+  add_threads_flag(eval, threads);
   std::string eval_split;
   eval->add_option("--split", eval_split,
                    "valid or test: the run's own split, its corpus from the checkpoint (no data "
@@ -652,6 +666,7 @@ int run_cli(int argc, char** argv) {
       ->check(kPositive);
   serve->add_option("--threads", serve_options.threads, "HTTP threads: requests handled at once")
       ->check(CLI::Range(1, 1024));
+  add_threads_flag(serve, threads, "--compute-threads");  // --threads: the HTTP threads
   for (const char* name :
        {"--host", "--port", "--batch-size", "--batch-wait-ms", "--max-body-bytes",
         "--max-sentences", "--max-sentence-bytes", "--max-beam", "--threads"}) {
@@ -664,6 +679,7 @@ int run_cli(int argc, char** argv) {
     return app.exit(e);
   }
   try {
+    kiln::set_num_threads(threads);  // 0: KILN_NUM_THREADS or automatic, a bad value named here
     if (*train) {
       o.model.cell = seq2seq::parse_cell(cell);
       o.model.attention = seq2seq::parse_attention(attention);

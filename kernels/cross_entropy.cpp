@@ -18,10 +18,10 @@ template <class T>
 void cross_entropy_forward_rows(const T* logits, const int64_t* targets, const T* mask,
                                 T* loss_rows, T* lse_out, T* valid, int64_t rows, int64_t classes,
                                 int64_t ignore_index, T eps) {
-  const bool parallel = rows * classes >= kParallelGrain;
-  profiler::ProfileScope scope("cross_entropy rows", profiler::Category::kernel, parallel);
+  const int threads = threads_for(rows * classes);
+  profiler::ProfileScope scope("cross_entropy rows", profiler::Category::kernel, threads > 1);
   scope.add_items(rows);
-#pragma omp parallel for schedule(static) if (parallel)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t n = 0; n < rows; ++n) {
     int64_t t = targets[n];
     if (!cross_entropy_keeps_row(t, ignore_index, mask, n)) {
@@ -41,10 +41,11 @@ template <class T>
 void cross_entropy_backward_rows(const T* logits, const int64_t* targets, const T* lse,
                                  const T* valid, const T* grad_rows, const T* divisor,
                                  T* grad_logits, int64_t rows, int64_t classes, T eps) {
-  const bool parallel = rows * classes >= kParallelGrain;
-  profiler::ProfileScope scope("cross_entropy backward rows", profiler::Category::kernel, parallel);
+  const int threads = threads_for(rows * classes);
+  profiler::ProfileScope scope("cross_entropy backward rows", profiler::Category::kernel,
+                               threads > 1);
   scope.add_items(rows);
-#pragma omp parallel for schedule(static) if (parallel)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t n = 0; n < rows; ++n) {
     T* out = grad_logits + n * classes;
     if (valid[n] == T(0)) {

@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/host_device.h"
 #include "core/profiler.h"
+#include "kernels/threads.h"
 #ifdef __CUDACC__
 #include "core/cuda_check.h"
 #endif
@@ -33,14 +34,21 @@ namespace kiln {
 // Below this many elements the OpenMP fork/join costs more than the loop.
 constexpr int64_t kParallelGrain = 32768;
 
+// The threads of a CPU region over `work` elements: 1 below `grain`, else the thread policy's
+// count (kernels/threads.h). Every `omp parallel` in kiln takes its num_threads from here.
+inline int threads_for(int64_t work, int64_t grain = kParallelGrain) {
+  return work < grain ? 1 : num_threads();
+}
+
 template <class F> void parallel_for_cpu(int64_t n, const F& f, int64_t grain = kParallelGrain) {
-  if (n < grain) {
+  const int threads = threads_for(n, grain);
+  if (threads == 1) {
     for (int64_t i = 0; i < n; ++i) f(i);
     return;
   }
   profiler::ProfileScope scope("parallel_for", profiler::Category::kernel);
   scope.add_items(n);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t i = 0; i < n; ++i) f(i);
 }
 
@@ -101,10 +109,10 @@ void parallel_for_rows(Device device, int64_t rows, int64_t cols, const F& f,
                        int64_t grain = kParallelGrain) {
   if (rows <= 0 || cols <= 0) return;
   if (device.is_cpu()) {
-    const bool parallel = rows * cols >= grain;
-    profiler::ProfileScope scope("parallel_for_rows", profiler::Category::kernel, parallel);
+    const int threads = threads_for(rows * cols, grain);
+    profiler::ProfileScope scope("parallel_for_rows", profiler::Category::kernel, threads > 1);
     scope.add_items(rows * cols);
-#pragma omp parallel for schedule(static) if (parallel)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t row = 0; row < rows; ++row) {
 #pragma omp simd
       for (int64_t col = 0; col < cols; ++col) f(row, col);
@@ -136,10 +144,10 @@ template <class F> __global__ void parallel_for_2d_kernel(int64_t rows, int64_t 
 template <class F> void parallel_for_2d(Device device, int64_t rows, int64_t cols, const F& f) {
   if (rows <= 0 || cols <= 0) return;
   if (device.is_cpu()) {
-    const bool parallel = rows * cols >= kParallelGrain;
-    profiler::ProfileScope scope("parallel_for_2d", profiler::Category::kernel, parallel);
+    const int threads = threads_for(rows * cols);
+    profiler::ProfileScope scope("parallel_for_2d", profiler::Category::kernel, threads > 1);
     scope.add_items(rows * cols);
-#pragma omp parallel for schedule(static) if (parallel)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t row = 0; row < rows; ++row) {
       for (int64_t col = 0; col < cols; ++col) f(row, col);
     }

@@ -89,10 +89,10 @@ template <class T>
 void sum_dim_rows_cpu(const T* x, T* y, int64_t outer, int64_t reduce, int64_t inner, T scale) {
   constexpr int64_t kBlock = 256;
   const int64_t blocks = (inner + kBlock - 1) / kBlock;
-  const bool parallel = outer * reduce * inner >= kParallelGrain && outer * blocks > 1;
-  profiler::ProfileScope scope("sum_dim rows", profiler::Category::kernel, parallel);
+  const int threads = outer * blocks > 1 ? threads_for(outer * reduce * inner) : 1;
+  profiler::ProfileScope scope("sum_dim rows", profiler::Category::kernel, threads > 1);
   scope.add_items(outer * blocks);
-#pragma omp parallel for schedule(static) if (parallel)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t ob = 0; ob < outer * blocks; ++ob) {
     const int64_t o = ob / blocks, j0 = (ob % blocks) * kBlock,
                   width = std::min(kBlock, inner - j0);

@@ -21,9 +21,13 @@ void clip_grad_norm_cpu(const std::vector<Tensor>& grads, T max_norm, const Tens
     }
   }
   std::vector<T> partial(chunks.size());
-  profiler::ProfileScope scope("clip_norm partials", profiler::Category::kernel);
+  int64_t elements = 0;
+  for (const Tensor& g : grads) elements += g.numel();
+  // Serial below the grain like every other loop (it forked on every step of the small model).
+  const int threads = threads_for(elements);
+  profiler::ProfileScope scope("clip_norm partials", profiler::Category::kernel, threads > 1);
   scope.add_items(static_cast<int64_t>(chunks.size()));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t c = 0; c < static_cast<int64_t>(chunks.size()); ++c) {
     T total = T(0);
     for (int64_t i = 0; i < chunks[c].second; ++i) total += chunks[c].first[i] * chunks[c].first[i];

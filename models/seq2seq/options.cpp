@@ -319,10 +319,11 @@ const ResumeFlag kResumeFlags[] = {
     {"--accum-steps", "/accum_steps", false},
 };
 
-// What only the command line has: where the run goes, how it prints, and what it profiles.
+// What only the command line has: where the run goes, how it prints, what it profiles and its
+// CPU threads (--threads, applied by the CLI itself).
 bool command_line_only(const std::string& flag) {
   return flag == "--resume" || flag == "--out" || flag == "--quiet" || flag == "--profile" ||
-         flag == "--profile-out";
+         flag == "--profile-out" || flag == "--threads";
 }
 
 // The options of this process alone (command_line_only), from the command line.

@@ -11,6 +11,7 @@
 
 #include "core/durable_file.h"
 #include "core/error.h"
+#include "kernels/threads.h"
 #include "models/data/text_file.h"
 
 namespace kiln::seq2seq {
@@ -39,11 +40,19 @@ std::string data_line(const Prepared& p) {
          std::to_string(p.target_vocab.size()) + " target tokens";
 }
 
+namespace {
+// "2 threads (automatic)": the CPU thread policy's count now and how it was chosen.
+std::string threads_text() {
+  const int n = num_threads();
+  return std::to_string(n) + (n == 1 ? " thread (" : " threads (") + num_threads_source() + ")";
+}
+}  // namespace
+
 std::string model_line(const ModelConfig& c, int64_t num_parameters, const Device& device) {
   return "model: " + std::string(cell_name(c.cell)) + " " + std::to_string(c.num_layers) + "x" +
          std::to_string(c.hidden_size) + ", embed " + std::to_string(c.embed_size) +
          ", attention " + attention_name(c.attention) + ", " + std::to_string(num_parameters) +
-         " parameters, on " + device.str();
+         " parameters, on " + device.str() + (device.is_cpu() ? ", " + threads_text() : "");
 }
 
 std::string format_duration(double seconds) {

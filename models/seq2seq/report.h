@@ -28,7 +28,8 @@ struct EpochMetrics {
 // "data: 6000 train / 500 valid / 1500 test pairs; vocab 14 source, 102 target tokens", with
 // the pairs --max-length dropped and ", random split (seed S)" when there are any.
 std::string data_line(const Prepared& prepared);
-// "model: gru 1x128, embed 32, attention bahdanau, 223334 parameters, on cpu".
+// "model: gru 1x128, embed 32, attention bahdanau, 223334 parameters, on cpu, 2 threads
+// (automatic)".
 std::string model_line(const ModelConfig& config, int64_t num_parameters, const Device& device);
 
 // "1h05m" or "3m07s", rounded to the second.

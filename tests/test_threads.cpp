@@ -1,0 +1,157 @@
+// The CPU thread policy (kernels/threads.h): set_num_threads round trip, the environment's say
+// (KILN_NUM_THREADS, OMP_NUM_THREADS), --threads on the CLI, and results that do not depend on the
+// thread count.
+#include <cstdlib>
+
+#include "cli_util.h"
+#include "kernels/threads.h"
+#include "models/data/text_file.h"
+#include "test_util.h"
+
+namespace kiln {
+namespace {
+
+// Sets an environment variable for one scope, then puts back what was there.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    const char* old = std::getenv(name);
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    if (value) {
+      setenv(name, value, 1);
+    } else {
+      unsetenv(name);
+    }
+  }
+  ~ScopedEnv() {
+    if (had_) {
+      setenv(name_, old_.c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+    set_num_threads(0);  // the policy re-reads the environment
+  }
+
+ private:
+  const char* name_;
+  bool had_ = false;
+  std::string old_;
+};
+
+TEST(Threads, SetNumThreadsRoundTrip) {
+  set_num_threads(3);
+  EXPECT_EQ(num_threads(), 3);
+  EXPECT_EQ(num_threads_source(), "set_num_threads");
+  set_num_threads(1);
+  EXPECT_EQ(num_threads(), 1);
+  set_num_threads(0);  // back to the environment or the automatic count
+  EXPECT_NE(num_threads_source(), "set_num_threads");
+  EXPECT_GE(num_threads(), 1);
+  EXPECT_CONTAINS(testing::error_of([&] { set_num_threads(-1); }),
+                  "-1 threads is out of range [0, 1024]");
+  EXPECT_CONTAINS(testing::error_of([&] { set_num_threads(kMaxThreads + 1); }), "out of range");
+}
+
+TEST(Threads, EnvironmentIsRespected) {
+  {
+    ScopedEnv kiln("KILN_NUM_THREADS", "3");
+    set_num_threads(0);
+    EXPECT_EQ(num_threads(), 3);
+    EXPECT_EQ(num_threads_source(), "KILN_NUM_THREADS");
+    set_num_threads(2);  // the program's own choice wins over the environment
+    EXPECT_EQ(num_threads(), 2);
+  }
+  {
+    ScopedEnv kiln("KILN_NUM_THREADS", "lots");
+    set_num_threads(4);  // a count given by the program is not overridden, so not checked
+    EXPECT_EQ(num_threads(), 4);
+    EXPECT_CONTAINS(testing::error_of([&] { set_num_threads(0); }),
+                    "KILN_NUM_THREADS: expected a thread count in [0, 1024] (0: automatic), got "
+                    "'lots'");
+  }
+  {
+    // ctest runs the suite with OMP_NUM_THREADS=2 (tests/CMakeLists.txt); OpenMP read it at load.
+    ScopedEnv kiln("KILN_NUM_THREADS", "0");  // 0: no fixed count, so OMP_NUM_THREADS decides
+    set_num_threads(0);
+    const char* omp = std::getenv("OMP_NUM_THREADS");
+    if (omp && *omp) {
+      EXPECT_EQ(num_threads_source(), "OMP_NUM_THREADS");
+      EXPECT_EQ(num_threads(), std::atoi(omp));
+    } else {
+      EXPECT_EQ(num_threads_source(), "automatic");
+      EXPECT_GE(num_threads(), 1);
+    }
+  }
+}
+
+TEST(Threads, ParseNumThreads) {
+  EXPECT_EQ(parse_num_threads("4", "--threads"), 4);
+  EXPECT_EQ(parse_num_threads("0", "--threads"), 0);
+  for (const char* bad : {"", "-1", "1025", "2x", "1.5", " "}) {
+    EXPECT_CONTAINS(testing::error_of([&] { parse_num_threads(bad, "KILN_NUM_THREADS"); }),
+                    "KILN_NUM_THREADS")
+        << bad;
+  }
+}
+
+// kiln's own CPU kernels at sizes past every parallel grain (logits [640, 300]: cross-entropy
+// forward and backward, softmax, a column sum, pointwise math, clipping) give the same bits on 1
+// and on 2 threads: no kernel splits a sum across threads. OpenBLAS's GEMMs are not in this list:
+// its single- and multi-threaded paths round differently (a [640, 64] x [64, 300] sgemm differed
+// in 6% of its elements here), so a run is bit-reproducible at a fixed thread count (README).
+TEST(Threads, KernelsAreIdenticalOnOneAndTwoThreads) {
+  auto run = [](int threads) {
+    set_num_threads(threads);
+    manual_seed(5);
+    const int64_t N = 640, V = 300;
+    Tensor logits = uniform({N, V}, -3, 3);
+    logits.set_requires_grad(true);
+    std::vector<double> u = uniform({N}, 0, V, DType::f64).to_vector<double>();
+    std::vector<int64_t> targets(N);
+    for (int64_t i = 0; i < N; ++i) targets[i] = static_cast<int64_t>(u[i]);
+    Tensor loss = add(cross_entropy(logits, from_vector(targets, {N})),
+                      mean(mul(tanh(logits), sigmoid(logits))));
+    backward(loss);
+    nn::clip_grad_norm({logits}, 1e-3);
+    std::vector<std::vector<float>> out;
+    for (const Tensor& t : {loss, logits.grad(), softmax(logits), sum(logits, 0)}) {
+      out.push_back(t.to_vector<float>());
+    }
+    return out;
+  };
+  const auto one = run(1), two = run(2);
+  set_num_threads(0);
+  ASSERT_EQ(one.size(), two.size());
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_EQ(one[i], two[i]) << "output " << i;
+}
+
+TEST(CliBinary, ThreadsFlagIsRangeChecked) {
+  std::filesystem::path dir = testing::temp_dir("cli_threads");
+  std::string log = (dir / "log.txt").string();
+  EXPECT_NE(testing::run_kiln("train --task reverse --threads -1", log), 0);
+  EXPECT_CONTAINS(data::read_text_file("test", log), "--threads");
+  EXPECT_NE(testing::run_kiln("translate --checkpoint x --threads 5000", log), 0);
+  EXPECT_CONTAINS(data::read_text_file("test", log), "--threads");
+  EXPECT_NE(testing::run_kiln("eval --checkpoint x --threads two", log), 0);
+  EXPECT_CONTAINS(data::read_text_file("test", log), "--threads");
+  EXPECT_NE(testing::run_kiln("serve --checkpoint x --compute-threads -2", log), 0);
+  EXPECT_CONTAINS(data::read_text_file("test", log), "--compute-threads");
+  {
+    ScopedEnv bad("KILN_NUM_THREADS", "-3");  // named before any work starts
+    EXPECT_NE(testing::run_kiln("translate --checkpoint x", log), 0);
+    EXPECT_CONTAINS(data::read_text_file("test", log), "KILN_NUM_THREADS: expected a thread count");
+  }
+  // A good value runs, and the header names the count and where it came from.
+  EXPECT_EQ(testing::run_kiln("train --task reverse --task-size 100 --epochs 1 --hidden 8 "
+                              "--embed 8 --layers 1 --threads 1 --out " +
+                                  (dir / "run").string(),
+                              log),
+            0)
+      << data::read_text_file("test", log);
+  EXPECT_CONTAINS(data::read_text_file("test", log), "on cpu, 1 thread (set_num_threads)");
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace kiln
