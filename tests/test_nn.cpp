@@ -134,10 +134,29 @@ TEST(Layers, DropoutScalesKeptElementsAndIsIdentityInEval) {
 TEST(Layers, DropoutMaskIsTheSameOnCpuAndCuda) {
   KILN_REQUIRE_GPU();
   manual_seed(11);
-  Tensor cpu = dropout(ones({5000}), 0.3, true);
+  Tensor cpu = dropout(ones({5003}), 0.3, true);  // not a multiple of 4: the last call is short
   manual_seed(11);
-  Tensor gpu = dropout(ones({5000}, Device::cuda()), 0.3, true);
+  Tensor gpu = dropout(ones({5003}, Device::cuda()), 0.3, true);
   EXPECT_EQ(to(gpu, Device::cpu()).to_vector<float>(), cpu.to_vector<float>());
+}
+
+// Element i is kept when word i % 4 of philox(seed, offset + i / 4) is >= p (kernels/dropout.h),
+// checked element by element against core/random.h; the generator still moves a counter an element.
+TEST(Layers, DropoutMaskIsFourPhiloxWordsPerCounter) {
+  manual_seed(7);
+  default_generator().set_offset(10);
+  const int64_t n = 4003;
+  const double p = 0.4;
+  std::vector<float> y = dropout(ones({n}), p, true).to_vector<float>();
+  EXPECT_EQ(default_generator().offset(), static_cast<uint64_t>(10 + n));
+  int kept = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    PhiloxOutput r = philox4x32(10 + static_cast<uint64_t>(i / 4), 0, 7);
+    bool keep = philox_uniform_float(r.x[i % 4]) >= static_cast<float>(p);
+    ASSERT_EQ(y[i], keep ? static_cast<float>(1.0 / (1.0 - p)) : 0.0f) << "element " << i;
+    kept += keep;
+  }
+  EXPECT_NEAR(kept / static_cast<double>(n), 1 - p, 0.03);
 }
 
 // x[:len, b:b+1, :] of a [T, B, F] tensor, as [len, 1, F].
