@@ -246,6 +246,41 @@ TEST(Optim, NonFiniteNormIsReportedAndNotApplied) {
   EXPECT_EQ(a.grad().to_vector<float>()[1], 1.0f);
 }
 
+// clip_grad_norm_factor + step(scale) (the factor applied inside the fused update) gives exactly
+// the parameters of clip_grad_norm + step(), for every optimizer, and leaves the gradients alone.
+TEST(Optim, ClipFactorInTheStepEqualsClippingFirst) {
+  for (int which = 0; which < 4; ++which) {
+    auto make = [&](const Tensor& p) -> std::unique_ptr<nn::Optimizer> {
+      switch (which) {
+        case 0: return std::make_unique<nn::SGD>(std::vector<Tensor>{p}, nn::SgdOptions{0.1, 0.9});
+        case 1: return std::make_unique<nn::Adam>(std::vector<Tensor>{p}, nn::AdamOptions{0.01});
+        case 2:
+          return std::make_unique<nn::AdamW>(std::vector<Tensor>{p},
+                                             nn::AdamOptions{0.01, 0.9, 0.999, 1e-8, 0.1});
+        default:
+          return std::make_unique<nn::RMSprop>(std::vector<Tensor>{p},
+                                               nn::RmspropOptions{0.01, 0.99, 1e-8, 0, 0.9});
+      }
+    };
+    manual_seed(4);
+    Tensor p0 = uniform({300}, -1, 1), g = uniform({300}, -1, 1);
+    Tensor first = copy_to(p0, {}).set_requires_grad(true), inside = copy_to(p0, {});
+    inside.set_requires_grad(true);
+    auto first_opt = make(first), inside_opt = make(inside);
+    for (int step = 0; step < 3; ++step) {
+      first.set_grad(copy_to(g, {}));
+      inside.set_grad(copy_to(g, {}));
+      nn::clip_grad_norm({first}, 1.0);
+      first_opt->step();
+      nn::ClipFactor clip = nn::clip_grad_norm_factor({inside}, 1.0);
+      EXPECT_FLOAT_EQ(clip.scale.item(), 1.0f / (clip.norm.item() + 1e-6f));
+      inside_opt->step(clip.scale);
+      EXPECT_EQ(inside.grad().to_vector<float>(), g.to_vector<float>()) << "optimizer " << which;
+    }
+    EXPECT_EQ(inside.to_vector<float>(), first.to_vector<float>()) << "optimizer " << which;
+  }
+}
+
 TEST(Optim, ResumeFromStateDictIsExact) {
   auto run = [](int steps_before, bool resume) {
     manual_seed(3);
