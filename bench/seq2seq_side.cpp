@@ -9,10 +9,16 @@
 //       check that they compute the same thing before anything is timed.
 //   seq2seq_side time --work large-gru --task step|greedy|beam5 --steps N [--warmup W] [--device]
 //       prints one JSON line: each timed repetition's milliseconds and the allocator's peak bytes.
+//   seq2seq_side floor --work small-gru [--steps N] [--warmup W]
+//       what a lean step would need (CPU): the step's GEMM FLOPs and bytes, counted by the
+//       profiler, over this machine's rates for one large sgemm and one large copy, next to the
+//       step's time.
 //
 // Both commands seed Philox the same way, so `time` runs on the weights `export` wrote.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -130,6 +136,76 @@ void run_time(const std::string& work_name, const std::string& device_name, cons
   std::cout << out.dump() << "\n";
 }
 
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Milliseconds of each of `reps` runs of f.
+template <class F> std::vector<double> times_ms(int reps, const F& f) {
+  std::vector<double> ms;
+  for (int i = 0; i < reps; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    f();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                     .count());
+  }
+  return ms;
+}
+
+// The floor of a training step on the CPU. FLOPs: the GEMMs the profiler counts (everything else
+// is pointwise and adds a few percent). Bytes: every byte the step allocates is written once and
+// read at least once (2x), plus Adam's traffic over the parameters (reads p, g, m, v, writes p, m,
+// v) and the clip's read of g: 8 floats a parameter. A lean step moves at least those bytes at the
+// copy rate and does those FLOPs at the rate of a large sgemm; small GEMMs cannot reach that rate,
+// so this is a lower bound, not a target.
+void run_floor(const std::string& work_name, int steps, int warmup) {
+  Setup s = setup(work_name, "cpu");
+  nn::Adam adam(s.model->parameters(), nn::AdamOptions{1e-3});
+  for (int i = 0; i < warmup; ++i) train_step(*s.model, adam, s.batch);
+  double step_ms = median(times_ms(steps, [&] { train_step(*s.model, adam, s.batch); }));
+  profiler::start();
+  for (int i = 0; i < steps; ++i) train_step(*s.model, adam, s.batch);
+  profiler::stop();
+  profiler::Summary sum = profiler::summary();
+  double flops = sum.gemm_flops / steps;
+  double allocated = static_cast<double>(sum.alloc_bytes) / steps;
+  double params = static_cast<double>(s.model->num_parameters());
+  double bytes = 2 * allocated + 8 * sizeof(float) * params;
+
+  NoGradGuard no_grad;
+  const int64_t n = 512;  // sgemm of 2 n^3 FLOPs; the copy: 16M floats (64 MB read, 64 MB written)
+  Tensor a = uniform({n, n}, -1, 1), b = uniform({n, n}, -1, 1), big = uniform({16 << 20}, -1, 1);
+  matmul(a, b);
+  // The machine's rates are its best of 10: on a loaded machine a median measures the load.
+  std::vector<double> gemm = times_ms(10, [&] { matmul(a, b); });
+  std::vector<double> copy = times_ms(10, [&] { mul(big, 1.0); });
+  double gemm_ms = *std::min_element(gemm.begin(), gemm.end());
+  double copy_ms = *std::min_element(copy.begin(), copy.end());
+  double gemm_rate = 2.0 * n * n * n / (gemm_ms * 1e-3);
+  double copy_rate = 2.0 * big.numel() * sizeof(float) / (copy_ms * 1e-3);
+  double lean_ms = 1e3 * (flops / gemm_rate + bytes / copy_rate);
+
+  nlohmann::json out;
+  out["work"] = work_name;
+  out["parameters"] = params;
+  out["gemm_mflop"] = flops / 1e6;
+  out["allocated_mb"] = allocated / 1e6;
+  out["bytes_mb"] = bytes / 1e6;
+  out["sgemm_gflops"] = gemm_rate / 1e9;
+  out["copy_gbs"] = copy_rate / 1e9;
+  out["lean_ms"] = lean_ms;
+  out["step_ms"] = step_ms;
+  std::cout << out.dump() << "\n";
+  std::printf(
+      "%s: %.1f MFLOP in GEMMs and %.2f MB moved a step (%.2f MB allocated, written and read; "
+      "%.0f parameters' Adam and clip traffic); at this machine's %.1f GFLOP/s (sgemm %lld^3) "
+      "and %.1f GB/s (copy), best of 10, a lean step needs %.2f ms; kiln's step: %.2f ms "
+      "(median of %d), %.1fx that\n",
+      work_name.c_str(), flops / 1e6, bytes / 1e6, allocated / 1e6, params, gemm_rate / 1e9,
+      static_cast<long long>(n), copy_rate / 1e9, lean_ms, step_ms, steps, step_ms / lean_ms);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -153,10 +229,16 @@ int main(int argc, char** argv) {
   tim->add_option("--steps", steps, "timed repetitions")->check(CLI::PositiveNumber);
   tim->add_option("--warmup", warmup, "untimed repetitions first")->check(CLI::NonNegativeNumber);
 
+  CLI::App* flo = app.add_subcommand("floor", "FLOPs, bytes and the lean time of a CPU step");
+  flo->add_option("--work", work, "workload")->required()->check(CLI::IsMember(names));
+  flo->add_option("--steps", steps, "profiled and timed steps")->check(CLI::PositiveNumber);
+  flo->add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (*exp) run_export(work, device, out);
     if (*tim) run_time(work, device, task, steps, warmup);
+    if (*flo) run_floor(work, steps, warmup);
   } catch (const std::exception& e) {
     std::cerr << "seq2seq_side: " << e.what() << "\n";
     return 1;

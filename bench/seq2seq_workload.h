@@ -109,8 +109,7 @@ inline Tensor train_step(const seq2seq::Seq2Seq& model, nn::Adam& adam, const Ba
   adam.zero_grad();
   Tensor loss = teacher_forced_loss(model, b);
   backward(loss);
-  nn::clip_grad_norm(model.parameters(), 1.0);
-  adam.step();
+  adam.step(nn::clip_grad_norm_factor(model.parameters(), 1.0).scale);
   return loss;
 }
 

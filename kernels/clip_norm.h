@@ -5,6 +5,8 @@
 // On CUDA each pass is ONE launch for any number of tensors: every block of the second launch
 // re-reduces the (few thousand) partials itself, so no third launch and no host sync. A
 // non-finite norm leaves the gradients untouched; the caller sees it in `norm`.
+// With scale_grads = false pass 2 only writes norm and scale: an optimizer that multiplies the
+// gradients by `scale` inside its own update (Optimizer::step(scale)) saves the pass.
 // Bytes: pass 1 reads every gradient once; pass 2 reads and writes them once when clipping.
 #pragma once
 
@@ -16,9 +18,9 @@ namespace kiln::kernels {
 
 // norm, scale: device scalars ([]) in the gradients' dtype, written with =.
 void clip_grad_norm(MultiTensorPlan& plan, const std::vector<Tensor>& grads, double max_norm,
-                    const Tensor& norm, const Tensor& scale);
+                    const Tensor& norm, const Tensor& scale, bool scale_grads = true);
 void clip_grad_norm_cuda(MultiTensorPlan& plan, const std::vector<Tensor>& grads, double max_norm,
-                         const Tensor& norm, const Tensor& scale);
+                         const Tensor& norm, const Tensor& scale, bool scale_grads);
 
 // The shared decision of pass 2, on host or device.
 template <class T> KILN_HD inline T clip_scale(T norm, T max_norm) {

@@ -47,12 +47,33 @@ template <class T> struct PermuteFunctor {
   }
 };
 
+// The same when the last dim stays last: y's row r (of `inner` contiguous elements) is x's row at
+// the offset its outer coordinates give. Called as f(row, col) by parallel_for_rows, so on the CPU
+// the row's index math is done once per row and the columns are a plain (vectorized) copy; the
+// flat version pays ndim divisions per element (a [10, 32, 64] transpose: ~90 us).
+template <class T> struct PermuteRowsFunctor {
+  const T* x;
+  T* y;
+  int outer_dims;
+  int64_t inner;
+  int64_t out_sizes[kMaxDims];
+  int64_t in_strides[kMaxDims];
+  KILN_HD void operator()(int64_t row, int64_t col) const {
+    int64_t rest = row, offset = 0;
+    for (int d = outer_dims - 1; d >= 0; --d) {
+      offset += (rest % out_sizes[d]) * in_strides[d];
+      rest /= out_sizes[d];
+    }
+    y[row * inner + col] = x[offset + col];
+  }
+};
+
+// Called as f(row, col) by parallel_for_rows: no division per element on the CPU.
 template <class T> struct BlockCopyFunctor {
   const T* src;
   T* dst;
-  int64_t src_ld, src_col, dst_ld, dst_col, cols;
-  KILN_HD void operator()(int64_t i) const {
-    int64_t r = i / cols, c = i % cols;
+  int64_t src_ld, src_col, dst_ld, dst_col;
+  KILN_HD void operator()(int64_t r, int64_t c) const {
     dst[r * dst_ld + dst_col + c] = src[r * src_ld + src_col + c];
   }
 };
@@ -139,6 +160,19 @@ void permute(const Tensor& x, const std::vector<int>& order, const Tensor& y) {
     strides[d] = stride;
     stride *= x.size(d);
   }
+  if (ndim >= 2 && order[ndim - 1] == ndim - 1) {
+    int64_t inner = x.size(ndim - 1);
+    KILN_DISPATCH_ALL(x.dtype(), "permute", [&] {
+      PermuteRowsFunctor<scalar_t> f{
+          x.data<scalar_t>(), y.data<scalar_t>(), ndim - 1, inner, {}, {}};
+      for (int d = 0; d < ndim - 1; ++d) {
+        f.out_sizes[d] = x.size(order[d]);
+        f.in_strides[d] = strides[order[d]];
+      }
+      parallel_for_rows(x.device(), inner ? x.numel() / inner : 0, inner, f);
+    });
+    return;
+  }
   KILN_DISPATCH_ALL(x.dtype(), "permute", [&] {
     PermuteFunctor<scalar_t> f{x.data<scalar_t>(), y.data<scalar_t>(), ndim, {}, {}};
     for (int d = 0; d < ndim; ++d) {
@@ -152,9 +186,9 @@ void permute(const Tensor& x, const std::vector<int>& order, const Tensor& y) {
 void block_copy(const Tensor& src, int64_t src_ld, int64_t src_col, const Tensor& dst,
                 int64_t dst_ld, int64_t dst_col, int64_t rows, int64_t cols) {
   KILN_DISPATCH_ALL(src.dtype(), "block_copy", [&] {
-    parallel_for(src.device(), rows * cols,
-                 BlockCopyFunctor<scalar_t>{src.data<scalar_t>(), dst.data<scalar_t>(), src_ld,
-                                            src_col, dst_ld, dst_col, cols});
+    parallel_for_rows(src.device(), rows, cols,
+                      BlockCopyFunctor<scalar_t>{src.data<scalar_t>(), dst.data<scalar_t>(), src_ld,
+                                                 src_col, dst_ld, dst_col});
   });
 }
 

@@ -6,9 +6,11 @@ namespace kiln::kernels {
 
 void dropout(const Tensor& x, const Tensor& y, double p, uint64_t seed, uint64_t offset) {
   KILN_DISPATCH_FLOAT(x.dtype(), "dropout", [&] {
-    parallel_for(x.device(), x.numel(),
-                 DropoutFunctor<scalar_t>{x.data<scalar_t>(), y.data<scalar_t>(), seed, offset,
-                                          static_cast<float>(p), scalar_t(1.0 / (1.0 - p))});
+    // A call per four elements, so the grain (in calls) is a quarter of the usual one in elements.
+    parallel_for(x.device(), (x.numel() + 3) / 4,
+                 DropoutFunctor<scalar_t>{x.data<scalar_t>(), y.data<scalar_t>(), x.numel(), seed,
+                                          offset, static_cast<float>(p), scalar_t(1.0 / (1.0 - p))},
+                 kParallelGrain / 4);
   });
 }
 

@@ -8,6 +8,7 @@
 //   KILN_HD void operator()(T* const* ptrs, int64_t i) const   // ptrs[l] = list l's tensor n
 #pragma once
 
+#include <algorithm>
 #include <vector>
 
 #include "core/tensor.h"
@@ -78,6 +79,17 @@ __global__ void multi_tensor_kernel(const int64_t* table, int64_t tensors, int l
 }
 #endif
 
+template <class T> struct MultiTensorPointers { T* p[kMaxLists]; };
+
+// Elements [begin, end) of one tensor on the CPU. f and ptrs arrive by value, so nothing else can
+// point at them: GCC keeps the functor's scalars and the pointers in registers and vectorizes the
+// loop. Read through a closure that escapes into an OpenMP region, every scalar was reloaded per
+// element behind each float store, and the loop stayed scalar (Adam on 110k parameters: 1.1 ms).
+template <class T, class F>
+void multi_tensor_cpu_range(F f, MultiTensorPointers<T> ptrs, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) f(ptrs.p, i);
+}
+
 // Runs f over every element of every tensor: one launch on CUDA, OpenMP loops on the CPU.
 template <class T, class F>
 void multi_tensor_apply(const MultiTensorPlan& plan, const TensorLists& lists, const F& f) {
@@ -85,9 +97,22 @@ void multi_tensor_apply(const MultiTensorPlan& plan, const TensorLists& lists, c
   Device device = lists[0][0].device();
   if (device.is_cpu()) {
     for (size_t n = 0; n < lists[0].size(); ++n) {
-      T* ptrs[kMaxLists] = {};
-      for (size_t l = 0; l < lists.size(); ++l) ptrs[l] = lists[l][n].template data<T>();
-      parallel_for_cpu(lists[0][n].numel(), [&](int64_t i) { f(ptrs, i); });
+      MultiTensorPointers<T> ptrs = {};
+      for (size_t l = 0; l < lists.size(); ++l) ptrs.p[l] = lists[l][n].template data<T>();
+      int64_t numel = lists[0][n].numel();
+      // parallel_for_cpu's rule (serial below kParallelGrain elements); in parallel, each thread
+      // takes whole chunks through the by-value range.
+      if (numel < kParallelGrain) {
+        multi_tensor_cpu_range<T>(f, ptrs, 0, numel);
+      } else {
+        parallel_for_cpu(
+            multi_tensor_chunks(numel),
+            [&](int64_t c) {
+              multi_tensor_cpu_range<T>(f, ptrs, c * kMultiTensorChunk,
+                                        std::min(numel, (c + 1) * kMultiTensorChunk));
+            },
+            /*grain=*/1);
+      }
     }
     return;
   }

@@ -142,7 +142,8 @@ void RMSprop::update(const TensorLists& lists, const Tensor& grad_scale) {
                         grad_scale);
 }
 
-Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+namespace {
+ClipFactor clip(const std::vector<Tensor>& params, double max_norm, bool scale_grads) {
   profiler::ProfileScope scope("clip_grad_norm", profiler::Category::clip);
   thread_local kernels::MultiTensorPlan plan;  // reused while the same gradients are clipped
   std::vector<Tensor> grads;
@@ -150,10 +151,19 @@ Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
     if (p.grad().defined()) grads.push_back(p.grad());
   }
   Options options = params.empty() ? Options() : params[0].options();
-  Tensor norm = zeros({}, options), scale = ones({}, options);
-  if (grads.empty()) return norm;
-  kernels::clip_grad_norm(plan, grads, max_norm, norm, scale);
-  return norm;
+  ClipFactor out{zeros({}, options), ones({}, options)};
+  if (grads.empty()) return out;
+  kernels::clip_grad_norm(plan, grads, max_norm, out.norm, out.scale, scale_grads);
+  return out;
+}
+}  // namespace
+
+Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  return clip(params, max_norm, /*scale_grads=*/true).norm;
+}
+
+ClipFactor clip_grad_norm_factor(const std::vector<Tensor>& params, double max_norm) {
+  return clip(params, max_norm, /*scale_grads=*/false);
 }
 
 StepDecayLr::StepDecayLr(double lr, int64_t step_size, double gamma)

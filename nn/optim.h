@@ -105,6 +105,15 @@ class RMSprop : public Optimizer {
 // (item()) only when you need it. A non-finite norm leaves the gradients untouched.
 Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 
+// The same clip without touching the gradients: norm (before clipping) and scale (the clip factor,
+// 1 when the norm is under max_norm or not finite) as device scalars. Pass `scale` to
+// Optimizer::step, whose fused update multiplies every gradient by it: one pass over the gradients
+// less than clip_grad_norm + step(), the same numbers, and nothing read back to the host.
+struct ClipFactor {
+  Tensor norm, scale;
+};
+ClipFactor clip_grad_norm_factor(const std::vector<Tensor>& params, double max_norm);
+
 // Learning-rate schedules: lr_at(step) for step = 1, 2, ... (the optimizer's step count + 1).
 class LrSchedule {
  public:

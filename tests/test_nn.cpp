@@ -134,10 +134,29 @@ TEST(Layers, DropoutScalesKeptElementsAndIsIdentityInEval) {
 TEST(Layers, DropoutMaskIsTheSameOnCpuAndCuda) {
   KILN_REQUIRE_GPU();
   manual_seed(11);
-  Tensor cpu = dropout(ones({5000}), 0.3, true);
+  Tensor cpu = dropout(ones({5003}), 0.3, true);  // not a multiple of 4: the last call is short
   manual_seed(11);
-  Tensor gpu = dropout(ones({5000}, Device::cuda()), 0.3, true);
+  Tensor gpu = dropout(ones({5003}, Device::cuda()), 0.3, true);
   EXPECT_EQ(to(gpu, Device::cpu()).to_vector<float>(), cpu.to_vector<float>());
+}
+
+// Element i is kept when word i % 4 of philox(seed, offset + i / 4) is >= p (kernels/dropout.h),
+// checked element by element against core/random.h; the generator still moves a counter an element.
+TEST(Layers, DropoutMaskIsFourPhiloxWordsPerCounter) {
+  manual_seed(7);
+  default_generator().set_offset(10);
+  const int64_t n = 4003;
+  const double p = 0.4;
+  std::vector<float> y = dropout(ones({n}), p, true).to_vector<float>();
+  EXPECT_EQ(default_generator().offset(), static_cast<uint64_t>(10 + n));
+  int kept = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    PhiloxOutput r = philox4x32(10 + static_cast<uint64_t>(i / 4), 0, 7);
+    bool keep = philox_uniform_float(r.x[i % 4]) >= static_cast<float>(p);
+    ASSERT_EQ(y[i], keep ? static_cast<float>(1.0 / (1.0 - p)) : 0.0f) << "element " << i;
+    kept += keep;
+  }
+  EXPECT_NEAR(kept / static_cast<double>(n), 1 - p, 0.03);
 }
 
 // x[:len, b:b+1, :] of a [T, B, F] tensor, as [len, 1, F].
@@ -225,6 +244,41 @@ TEST(Optim, NonFiniteNormIsReportedAndNotApplied) {
   Tensor norm = nn::clip_grad_norm({a}, 1.0);
   EXPECT_TRUE(std::isinf(norm.item()));
   EXPECT_EQ(a.grad().to_vector<float>()[1], 1.0f);
+}
+
+// clip_grad_norm_factor + step(scale) (the factor applied inside the fused update) gives exactly
+// the parameters of clip_grad_norm + step(), for every optimizer, and leaves the gradients alone.
+TEST(Optim, ClipFactorInTheStepEqualsClippingFirst) {
+  for (int which = 0; which < 4; ++which) {
+    auto make = [&](const Tensor& p) -> std::unique_ptr<nn::Optimizer> {
+      switch (which) {
+        case 0: return std::make_unique<nn::SGD>(std::vector<Tensor>{p}, nn::SgdOptions{0.1, 0.9});
+        case 1: return std::make_unique<nn::Adam>(std::vector<Tensor>{p}, nn::AdamOptions{0.01});
+        case 2:
+          return std::make_unique<nn::AdamW>(std::vector<Tensor>{p},
+                                             nn::AdamOptions{0.01, 0.9, 0.999, 1e-8, 0.1});
+        default:
+          return std::make_unique<nn::RMSprop>(std::vector<Tensor>{p},
+                                               nn::RmspropOptions{0.01, 0.99, 1e-8, 0, 0.9});
+      }
+    };
+    manual_seed(4);
+    Tensor p0 = uniform({300}, -1, 1), g = uniform({300}, -1, 1);
+    Tensor first = copy_to(p0, {}).set_requires_grad(true), inside = copy_to(p0, {});
+    inside.set_requires_grad(true);
+    auto first_opt = make(first), inside_opt = make(inside);
+    for (int step = 0; step < 3; ++step) {
+      first.set_grad(copy_to(g, {}));
+      inside.set_grad(copy_to(g, {}));
+      nn::clip_grad_norm({first}, 1.0);
+      first_opt->step();
+      nn::ClipFactor clip = nn::clip_grad_norm_factor({inside}, 1.0);
+      EXPECT_FLOAT_EQ(clip.scale.item(), 1.0f / (clip.norm.item() + 1e-6f));
+      inside_opt->step(clip.scale);
+      EXPECT_EQ(inside.grad().to_vector<float>(), g.to_vector<float>()) << "optimizer " << which;
+    }
+    EXPECT_EQ(inside.to_vector<float>(), first.to_vector<float>()) << "optimizer " << which;
+  }
 }
 
 TEST(Optim, ResumeFromStateDictIsExact) {

@@ -116,6 +116,8 @@ std::vector<OpCase> op_table() {
   t.push_back({"reshape", {{{2, 6}}}, [](auto& x) { return reshape(x[0], {3, -1}) * 2.0; }});
   t.push_back({"transpose", {{{2, 3, 4}}}, [](auto& x) { return transpose(x[0], 0, 2); }});
   t.push_back({"transpose_last", {{{3, 5}}}, [](auto& x) { return transpose(x[0], -1, -2); }});
+  // the last dim stays last: the row-wise permute (kernels/copy.cpp)
+  t.push_back({"transpose_outer", {{{3, 2, 4}}}, [](auto& x) { return transpose(x[0], 0, 1); }});
   t.push_back({"narrow", {{{5, 3}}}, [](auto& x) { return narrow(x[0], 1, 3) * 2.0; }});
   t.push_back({"select", {{{4, 3}}}, [](auto& x) { return select(x[0], 2) * 2.0; }});
   t.push_back({"cat_dim0", {{{2, 3}}, {{1, 3}}}, [](auto& x) { return cat({x[0], x[1]}, 0); }});

@@ -18,6 +18,8 @@ Tensor dropout(const Tensor& x, double p, bool training) {
   KILN_CHECK(p >= 0 && p < 1, "dropout: p must be in [0, 1), got ", p);
   if (!training || p == 0) return x;
   Generator& gen = default_generator();
+  // Reserves a counter per element though the mask reads four words per counter: the draws after
+  // this one start where they always did.
   uint64_t seed = gen.seed(), offset = gen.advance(x.numel());
   Tensor y = empty(x.shape(), x.options());
   kernels::dropout(x, y, p, seed, offset);

@@ -13,7 +13,7 @@ namespace {
 
 template <class T>
 void clip_grad_norm_cpu(const std::vector<Tensor>& grads, T max_norm, const Tensor& norm,
-                        const Tensor& scale) {
+                        const Tensor& scale, bool scale_grads) {
   std::vector<std::pair<const T*, int64_t>> chunks;  // (start, length)
   for (const Tensor& g : grads) {
     for (int64_t begin = 0; begin < g.numel(); begin += kMultiTensorChunk) {
@@ -39,7 +39,7 @@ void clip_grad_norm_cpu(const std::vector<Tensor>& grads, T max_norm, const Tens
   T s = clip_scale(n, max_norm);
   norm.data<T>()[0] = n;
   scale.data<T>()[0] = s;
-  if (s == T(1)) return;
+  if (s == T(1) || !scale_grads) return;
   for (const Tensor& g : grads) {
     T* data = g.data<T>();
     parallel_for_cpu(g.numel(), [&](int64_t i) { data[i] *= s; });
@@ -49,21 +49,21 @@ void clip_grad_norm_cpu(const std::vector<Tensor>& grads, T max_norm, const Tens
 }  // namespace
 
 void clip_grad_norm(MultiTensorPlan& plan, const std::vector<Tensor>& grads, double max_norm,
-                    const Tensor& norm, const Tensor& scale) {
+                    const Tensor& norm, const Tensor& scale, bool scale_grads) {
   KILN_CHECK(max_norm > 0, "clip_grad_norm: max_norm must be > 0, got ", max_norm);
   plan.prepare({grads}, "clip_grad_norm");
   if (!grads.empty() && grads[0].device().is_cuda()) {
-    clip_grad_norm_cuda(plan, grads, max_norm, norm, scale);
+    clip_grad_norm_cuda(plan, grads, max_norm, norm, scale, scale_grads);
     return;
   }
   KILN_DISPATCH_FLOAT(norm.dtype(), "clip_grad_norm", [&] {
-    clip_grad_norm_cpu<scalar_t>(grads, scalar_t(max_norm), norm, scale);
+    clip_grad_norm_cpu<scalar_t>(grads, scalar_t(max_norm), norm, scale, scale_grads);
   });
 }
 
 #ifndef KILN_WITH_CUDA
 void clip_grad_norm_cuda(MultiTensorPlan&, const std::vector<Tensor>& grads, double, const Tensor&,
-                         const Tensor&) {
+                         const Tensor&, bool) {
   KILN_FAIL("clip_grad_norm on ", grads[0].device().str(),
             ": this build of kiln has no CUDA support");
 }

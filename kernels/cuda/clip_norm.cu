@@ -1,7 +1,7 @@
 // CUDA clip_grad_norm (kernels/clip_norm.h): two launches for any number of tensors, a block per
 // chunk (multi_tensor_chunk), sums by block_sum (kernels/row_math.h). Bytes: the first launch reads
 // every gradient once; the second re-reads the partials per block and, when clipping, reads and
-// writes every gradient once.
+// writes every gradient once (without scale_grads, one block only writes norm and scale).
 #include "core/cuda_check.h"
 #include "kernels/clip_norm.h"
 #include "kernels/dispatch.h"
@@ -26,7 +26,8 @@ __global__ void clip_norm_partial_kernel(const int64_t* table, int64_t tensors, 
 
 template <class T>
 __global__ void clip_norm_scale_kernel(const int64_t* table, int64_t tensors, const T* partial,
-                                       int64_t chunks, T max_norm, T* norm_out, T* scale_out) {
+                                       int64_t chunks, T max_norm, T* norm_out, T* scale_out,
+                                       bool scale_grads) {
   __shared__ T shared[kThreads];
   T total = T(0);
   for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x) total += partial[c];
@@ -36,7 +37,7 @@ __global__ void clip_norm_scale_kernel(const int64_t* table, int64_t tensors, co
     *norm_out = norm;
     *scale_out = scale;
   }
-  if (scale == T(1)) return;
+  if (scale == T(1) || !scale_grads) return;
   MultiTensorChunk r = multi_tensor_chunk(table, tensors, /*lists=*/1, blockIdx.x);
   T* g = reinterpret_cast<T*>(table[r.tensor]);
   for (int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x) g[i] *= scale;
@@ -45,7 +46,7 @@ __global__ void clip_norm_scale_kernel(const int64_t* table, int64_t tensors, co
 }  // namespace
 
 void clip_grad_norm_cuda(MultiTensorPlan& plan, const std::vector<Tensor>& grads, double max_norm,
-                         const Tensor& norm, const Tensor& scale) {
+                         const Tensor& norm, const Tensor& scale, bool scale_grads) {
   int64_t chunks = plan.num_chunks();
   KILN_DISPATCH_FLOAT(grads[0].dtype(), "clip_grad_norm", [&] {
     using T = scalar_t;
@@ -54,9 +55,10 @@ void clip_grad_norm_cuda(MultiTensorPlan& plan, const std::vector<Tensor>& grads
     clip_norm_partial_kernel<T>
         <<<blocks, kThreads>>>(plan.device_table(), plan.num_tensors(), partial.data<T>());
     KILN_CUDA_CHECK(cudaGetLastError());
-    clip_norm_scale_kernel<T><<<blocks, kThreads>>>(plan.device_table(), plan.num_tensors(),
-                                                    partial.data<T>(), chunks, T(max_norm),
-                                                    norm.data<T>(), scale.data<T>());
+    // Without scale_grads one block computes norm and scale and nothing is scaled.
+    clip_norm_scale_kernel<T><<<scale_grads ? blocks : 1u, kThreads>>>(
+        plan.device_table(), plan.num_tensors(), partial.data<T>(), chunks, T(max_norm),
+        norm.data<T>(), scale.data<T>(), scale_grads);
     KILN_CUDA_CHECK(cudaGetLastError());
   });
 }

@@ -106,11 +106,13 @@ StepResult train_step(const Run& r, const std::vector<const data::Batch*>& group
   r.opt.set_lr(r.schedule.lr_at(r.opt.step_count() + 1));
   r.opt.zero_grad();
   double loss = accumulate_gradients(r.model, group, r.o.label_smoothing, r.o.teacher_forcing);
-  Tensor norm = r.o.clip > 0 ? nn::clip_grad_norm(r.model.parameters(), r.o.clip) : Tensor();
+  // The clip factor is applied inside the optimizer's fused update (no separate scaling pass).
+  nn::ClipFactor clip;
+  if (r.o.clip > 0) clip = nn::clip_grad_norm_factor(r.model.parameters(), r.o.clip);
   // Read now: the host decides whether this step is taken.
-  double norm_value = norm.defined() ? norm.item() : 0.0;
-  if (norm.defined() && !std::isfinite(norm_value)) return {false, 0, norm_value};
-  r.opt.step();
+  double norm_value = clip.norm.defined() ? clip.norm.item() : 0.0;
+  if (clip.norm.defined() && !std::isfinite(norm_value)) return {false, 0, norm_value};
+  r.opt.step(clip.scale);
   if (r.ema) r.ema->update();
   return {true, loss, norm_value};
 }
