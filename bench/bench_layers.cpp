@@ -27,6 +27,7 @@
 #ifdef KILN_WITH_ONEDNN
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <sstream>
 #include <string>
 #include <tuple>
@@ -366,27 +367,35 @@ void BM_OnednnVsKiln(benchmark::State& state) {
     }
   }
 
-  double kiln_seconds = 0, onednn_seconds = 0;
+  // Wall time, and the process's CPU time (all threads; with one thread a measure of the work
+  // that other processes on a shared machine disturb far less than the wall time).
+  double kiln_seconds = 0, onednn_seconds = 0, kiln_cpu = 0, onednn_cpu = 0;
   int64_t iterations = 0;
   using clock = std::chrono::steady_clock;
   for (auto _ : state) {
     auto t0 = clock::now();
+    std::clock_t c0 = std::clock();
     onednn_run();
     auto t1 = clock::now();
+    std::clock_t c1 = std::clock();
     RnnOutput timed = kiln_run();
     benchmark::DoNotOptimize(timed.y.raw_data());
     auto t2 = clock::now();
+    std::clock_t c2 = std::clock();
     double o = std::chrono::duration<double>(t1 - t0).count(),
            k = std::chrono::duration<double>(t2 - t1).count();
     state.SetIterationTime(o);
     onednn_seconds += o;
     kiln_seconds += k;
+    onednn_cpu += double(c1 - c0) / CLOCKS_PER_SEC;
+    kiln_cpu += double(c2 - c1) / CLOCKS_PER_SEC;
     ++iterations;
   }
   double gflop = 2e-9 * T * B * G * H * (I + H) * (backward ? 3 : 1);
   state.counters["onednn_ms"] = 1e3 * onednn_seconds / iterations;
   state.counters["kiln_ms"] = 1e3 * kiln_seconds / iterations;
   state.counters["kiln/onednn"] = kiln_seconds / onednn_seconds;
+  state.counters["cpu_kiln/onednn"] = kiln_cpu / onednn_cpu;
   state.counters["onednn_GFLOP/s"] = gflop * iterations / onednn_seconds;
   state.counters["kiln_GFLOP/s"] = gflop * iterations / kiln_seconds;
   state.counters["max_rel_err"] = max_relative_error;
