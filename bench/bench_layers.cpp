@@ -28,6 +28,8 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <iostream>
+#include <set>
 #include <sstream>
 #include <string>
 #include <tuple>
@@ -367,6 +369,24 @@ void BM_OnednnVsKiln(benchmark::State& state) {
     }
   }
 
+  // KILN_PROFILE=N: kiln's side profiled over N runs (after the profiler's warm-up), the table on
+  // stderr, the trace written to KILN_PROFILE_OUT when set: where kiln's time goes at this size.
+  // Once per case: Google Benchmark calls the function again for each batch of iterations.
+  static std::set<std::vector<int64_t>> profiled;
+  int64_t runs = profiler::steps_from_env();
+  if (runs > 0 && profiled.insert({gru, T, B, H, backward}).second) {
+    profiler::StepProfiler profile(runs, profiler::trace_path_from_env());
+    std::string report;
+    for (bool done = false; !done;) {
+      profile.begin_step();
+      kiln_run();
+      done = profile.end_step(report);
+    }
+    std::cerr << "kiln " << (gru ? "GRU" : "LSTM") << " T=" << T << " B=" << B << " H=" << H
+              << (backward ? " forward+backward" : " forward") << "\n"
+              << report << "\n";
+  }
+
   // Wall time, and the process's CPU time (all threads; with one thread a measure of the work
   // that other processes on a shared machine disturb far less than the wall time).
   double kiln_seconds = 0, onednn_seconds = 0, kiln_cpu = 0, onednn_cpu = 0;
@@ -396,6 +416,8 @@ void BM_OnednnVsKiln(benchmark::State& state) {
   state.counters["kiln_ms"] = 1e3 * kiln_seconds / iterations;
   state.counters["kiln/onednn"] = kiln_seconds / onednn_seconds;
   state.counters["cpu_kiln/onednn"] = kiln_cpu / onednn_cpu;
+  state.counters["onednn_cpu_ms"] = 1e3 * onednn_cpu / iterations;
+  state.counters["kiln_cpu_ms"] = 1e3 * kiln_cpu / iterations;
   state.counters["onednn_GFLOP/s"] = gflop * iterations / onednn_seconds;
   state.counters["kiln_GFLOP/s"] = gflop * iterations / kiln_seconds;
   state.counters["max_rel_err"] = max_relative_error;
