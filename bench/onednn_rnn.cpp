@@ -117,8 +117,8 @@ OnednnRnn::OnednnRnn(bool lstm, bool training, const Tensor& x, const Tensor& h0
   }
 
   // One memory per argument, in the layout the primitive asks for; the backward shares the
-  // forward's data, states and workspace, and gets its own copy of the weights when it wants
-  // another format.
+  // forward's data, states, bias and workspace, and has its own copy of the weights, in the format
+  // it asks for (not always the forward's).
   auto make = [&](std::unordered_map<int, memory>& args, const dnnl::primitive_desc_base& pd,
                   int arg) -> memory& {
     return args[arg] = memory(pd.query_md(dnnl::query::exec_arg_md, arg), s.engine);
