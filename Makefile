@@ -56,10 +56,14 @@ mlp-demo: build
 # BENCH_FLAGS=--background-load: every row again with one core kept busy, and each side's slowdown.
 BENCH_FLAGS ?=
 PYTHON ?= /usr/bin/python3
-bench: build
-	@scripts/install-deps.sh --bench
+bench: bench-deps build
 	KILN_MAKE_BENCH="make bench$(if $(BENCH_FLAGS), BENCH_FLAGS='$(BENCH_FLAGS)')" \
 	  $(PYTHON) bench/side_by_side.py --build $(BUILD) --python $(PYTHON) $(BENCH_FLAGS)
+
+# Before the build configures, so CMake finds oneDNN (bench_layers' CPU RNN baseline).
+.PHONY: bench-deps
+bench-deps:
+	@scripts/install-deps.sh --bench
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

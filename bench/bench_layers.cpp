@@ -8,7 +8,8 @@
 //     Adam moves 7 * n * 4 bytes (read p, g, m, v; write p, m, v); clip reads g (norm) and reads
 //     and writes it (scale): 3 * n * 4 bytes when it clips.
 // Each case checks its result (finite, expected shape) before timing. cuDNN's RNN is timed in
-// bench_cudnn_rnn (CUDA builds only).
+// BM_CudnnVsKiln (CUDA builds with cuDNN), oneDNN's CPU RNN in BM_OnednnVsKiln (builds that found
+// oneDNN), both beside kiln's fused layer.
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -21,6 +22,20 @@
 #include <chrono>
 
 #include "cudnn_rnn.h"
+#endif
+
+#ifdef KILN_WITH_ONEDNN
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <iostream>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <tuple>
+
+#include "onednn_rnn.h"
 #endif
 
 namespace kiln {
@@ -276,6 +291,149 @@ BENCHMARK(BM_CudnnVsKiln)
     ->ArgsProduct({{0, 1}, {50}, {64}, {512, 1024}, {0, 1}})
     ->Args({0, 10, 64, 32, 1})
     ->Args({1, 10, 64, 32, 1})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+#endif
+
+#ifdef KILN_WITH_ONEDNN
+// "" when kiln's and oneDNN's values agree within f32 tolerance, scaled by the tensor's magnitude
+// (the two sum in different orders and oneDNN has its own exp / tanh), else the first mismatch.
+std::string mismatch(const char* name, const Tensor& kiln_value, const Tensor& onednn_value,
+                     double& max_relative_error) {
+  std::vector<float> a = kiln_value.to_vector<float>(), b = onednn_value.to_vector<float>();
+  if (a.size() != b.size()) return std::string(name) + ": sizes differ";
+  double scale = 0, max_error = 0;
+  for (float v : a) scale = std::max(scale, double(std::fabs(v)));
+  const double atol = 1e-5 * scale, rtol = 1e-4;
+  std::ostringstream first;
+  for (size_t i = 0; i < a.size(); ++i) {
+    double error = std::fabs(double(a[i]) - double(b[i]));
+    max_error = std::max(max_error, error);
+    if (!(error <= atol + rtol * std::fabs(a[i])) && first.str().empty())
+      first << name << "[" << i << "]: kiln " << a[i] << ", oneDNN " << b[i];
+  }
+  max_relative_error = std::max(max_relative_error, scale > 0 ? max_error / scale : max_error);
+  if (first.str().empty()) return "";
+  first << " (max |error| " << max_error << ", largest |value| " << scale << ")";
+  return first.str();
+}
+
+// Args: {gru, T, B, H (= I), backward}. oneDNN's CPU RNN primitives (what PyTorch runs for CPU
+// RNNs) and kiln's fused layer on the same inputs and weights: checked to agree first (y, h_n, c_n;
+// with backward also dx, dh0, dc0 and every weight and bias gradient), then timed in the same loop,
+// one after the other, so load from other processes hits both alike. The iteration time is
+// oneDNN's; the counters give both in ms and GFLOP/s (the FLOPs of BM_RnnLayer), and kiln/onednn.
+// Forward only is inference for both: oneDNN's forward_inference, kiln without autograd.
+void BM_OnednnVsKiln(benchmark::State& state) {
+  bool gru = state.range(0) == 1, backward = state.range(4) == 1;
+  int64_t T = state.range(1), B = state.range(2), H = state.range(3), I = H, G = gru ? 3 : 4;
+  manual_seed(4);
+  double bound = 1 / std::sqrt(double(H));
+  Tensor x = uniform({T, B, I}, -1, 1), h0 = uniform({B, H}, -1, 1), c0 = uniform({B, H}, -1, 1);
+  RnnWeights w{uniform({G * H, I}, -bound, bound), uniform({G * H, H}, -bound, bound),
+               uniform({G * H}, -bound, bound), uniform({G * H}, -bound, bound)};
+  for (Tensor* t : {&x, &h0, &c0, &w.w_ih, &w.w_hh, &w.b_ih, &w.b_hh})
+    t->set_requires_grad(backward);
+  Tensor dy = uniform({T, B, H}, -1, 1);
+  std::unique_ptr<bench::OnednnRnn> onednn_rnn;
+  try {
+    onednn_rnn = std::make_unique<bench::OnednnRnn>(!gru, backward, x, h0, c0, w, dy);
+  } catch (const std::exception& e) {  // dnnl::error: this oneDNN lacks the primitive
+    state.SkipWithError((std::string("oneDNN: ") + e.what()).c_str());
+    return;
+  }
+  bench::OnednnRnn& onednn = *onednn_rnn;
+  auto kiln_run = [&] {
+    RnnOutput out = gru ? gru_layer(x, h0, w) : lstm_layer(x, h0, c0, w);
+    if (backward) kiln::backward(out.y, dy);
+    return out;
+  };
+  auto onednn_run = [&] {
+    onednn.forward();
+    if (backward) onednn.backward();
+  };
+
+  RnnOutput out = kiln_run();
+  onednn_run();
+  std::vector<std::tuple<const char*, Tensor, Tensor>> pairs = {{"y", out.y, onednn.y()},
+                                                                {"h_n", out.h_n, onednn.h_n()}};
+  if (!gru) pairs.emplace_back("c_n", out.c_n, onednn.c_n());
+  if (backward) {
+    RnnWeights g = onednn.grads();
+    pairs.insert(pairs.end(), {{"dx", x.grad(), onednn.dx()},
+                               {"dh0", h0.grad(), onednn.dh0()},
+                               {"dw_ih", w.w_ih.grad(), g.w_ih},
+                               {"dw_hh", w.w_hh.grad(), g.w_hh},
+                               {"db_ih", w.b_ih.grad(), g.b_ih},
+                               {"db_hh", w.b_hh.grad(), g.b_hh}});
+    if (!gru) pairs.emplace_back("dc0", c0.grad(), onednn.dc0());
+  }
+  double max_relative_error = 0;
+  for (auto& [name, kiln_value, onednn_value] : pairs) {
+    std::string error = mismatch(name, kiln_value, onednn_value, max_relative_error);
+    if (!error.empty()) {
+      state.SkipWithError(("oneDNN and kiln differ: " + error).c_str());
+      return;
+    }
+  }
+
+  // KILN_PROFILE=N: kiln's side profiled over N runs (after the profiler's warm-up), the table on
+  // stderr, the trace written to KILN_PROFILE_OUT when set: where kiln's time goes at this size.
+  // Once per case: Google Benchmark calls the function again for each batch of iterations.
+  static std::set<std::vector<int64_t>> profiled;
+  int64_t runs = profiler::steps_from_env();
+  if (runs > 0 && profiled.insert({gru, T, B, H, backward}).second) {
+    profiler::StepProfiler profile(runs, profiler::trace_path_from_env());
+    std::string report;
+    for (bool done = false; !done;) {
+      profile.begin_step();
+      kiln_run();
+      done = profile.end_step(report);
+    }
+    std::cerr << "kiln " << (gru ? "GRU" : "LSTM") << " T=" << T << " B=" << B << " H=" << H
+              << (backward ? " forward+backward" : " forward") << "\n"
+              << report << "\n";
+  }
+
+  // Wall time, and the process's CPU time (all threads; with one thread a measure of the work
+  // that other processes on a shared machine disturb far less than the wall time).
+  double kiln_seconds = 0, onednn_seconds = 0, kiln_cpu = 0, onednn_cpu = 0;
+  int64_t iterations = 0;
+  using clock = std::chrono::steady_clock;
+  for (auto _ : state) {
+    auto t0 = clock::now();
+    std::clock_t cpu0 = std::clock();
+    onednn_run();
+    auto t1 = clock::now();
+    std::clock_t cpu1 = std::clock();
+    RnnOutput timed = kiln_run();
+    benchmark::DoNotOptimize(timed.y.raw_data());
+    auto t2 = clock::now();
+    std::clock_t cpu2 = std::clock();
+    double o = std::chrono::duration<double>(t1 - t0).count(),
+           k = std::chrono::duration<double>(t2 - t1).count();
+    state.SetIterationTime(o);
+    onednn_seconds += o;
+    kiln_seconds += k;
+    onednn_cpu += double(cpu1 - cpu0) / CLOCKS_PER_SEC;
+    kiln_cpu += double(cpu2 - cpu1) / CLOCKS_PER_SEC;
+    ++iterations;
+  }
+  double gflop = 2e-9 * T * B * G * H * (I + H) * (backward ? 3 : 1);
+  state.counters["onednn_ms"] = 1e3 * onednn_seconds / iterations;
+  state.counters["kiln_ms"] = 1e3 * kiln_seconds / iterations;
+  state.counters["kiln/onednn"] = kiln_seconds / onednn_seconds;
+  state.counters["cpu_kiln/onednn"] = kiln_cpu / onednn_cpu;
+  state.counters["onednn_cpu_ms"] = 1e3 * onednn_cpu / iterations;
+  state.counters["kiln_cpu_ms"] = 1e3 * kiln_cpu / iterations;
+  state.counters["onednn_GFLOP/s"] = gflop * iterations / onednn_seconds;
+  state.counters["kiln_GFLOP/s"] = gflop * iterations / kiln_seconds;
+  state.counters["max_rel_err"] = max_relative_error;
+}
+BENCHMARK(BM_OnednnVsKiln)
+    ->ArgNames({"gru", "T", "B", "H", "bwd"})
+    ->ArgsProduct({{0, 1}, {10}, {64}, {32}, {0, 1}})
+    ->ArgsProduct({{0, 1}, {50}, {64}, {512}, {0, 1}})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 #endif

@@ -324,7 +324,7 @@ def main():
         print("appended to bench/RESULTS.md")
 
     if not args.no_kernels:
-        layers = [] if device == "cuda" else ["--benchmark_filter=cuda:0"]
+        layers = [] if device == "cuda" else ["--benchmark_filter=cuda:0|OnednnVsKiln"]
         for suite, extra in (("bench_kernels", []), ("bench_layers", layers)):
             path = os.path.join(args.build, "bench", suite)
             if os.access(path, os.X_OK):

@@ -5,9 +5,10 @@ set -euo pipefail
 
 packages=(cmake g++ make pkg-config libopenblas-dev libopenblas-openmp-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libsentencepiece-dev libcpp-httplib-dev libopenmpi-dev openmpi-bin)
 # --bench: also the PyTorch peer of `make bench`, on OpenBLAS (python3-torch alone pulls the
-# reference BLAS, ~20x slower, which would make the comparison meaningless).
+# reference BLAS, ~20x slower, which would make the comparison meaningless), and oneDNN, the CPU RNN
+# baseline of bench_layers.
 if [ "${1:-}" = "--bench" ]; then
-  packages+=(python3-torch libopenblas0-pthread)
+  packages+=(python3-torch libopenblas0-pthread libdnnl-dev)
 fi
 # --fuzz: clang with libFuzzer and the sanitizer runtimes, and clang's OpenMP (make fuzz).
 if [ "${1:-}" = "--fuzz" ]; then
