@@ -11,6 +11,7 @@ Seq2SeqStepper::Seq2SeqStepper(const Seq2Seq& model, const Tensor& source,
     : model_(model), repeat_(repeat), keep_attention_(keep_attention) {
   NoGradGuard no_grad;
   enc_ = model.encode(source, source_lengths);
+  model.prepare_decoding(enc_);  // before the rows are repeated: once per sentence
   if (repeat > 1) {
     std::vector<int64_t> index;
     for (int64_t b = 0; b < source.size(1); ++b) index.insert(index.end(), repeat, b);
