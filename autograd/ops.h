@@ -3,6 +3,7 @@
 // autograd/ops/<family>.cpp.
 #pragma once
 
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -69,6 +70,9 @@ Tensor mean(const Tensor& x);
 Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);
 Tensor max(const Tensor& x, int64_t dim = -1, bool keepdim = false);     // dim must be the last
 Tensor argmax(const Tensor& x, int64_t dim = -1, bool keepdim = false);  // i64, not differentiable
+// The k largest of each last-dim row, largest first, ties to the lower index: (values [..., k],
+// indices [..., k] i64); k is capped at the row's size. Not differentiable (x must need no grad).
+std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k);
 // Sums a broadcast gradient back to `shape` (the inverse of broadcasting).
 Tensor sum_to(const Tensor& x, const Shape& shape);
 

@@ -1,8 +1,11 @@
 // Decoding with fewer FLOPs gives the same outputs (issue 12, item 7): small models trained to
 // reverse sentences of mixed lengths, decoded in one batch by the translator's path (prepared
 // steppers, rows dropped as they finish, top-k on the device) and, as the reference, sentence by
-// sentence through the plain path: decode_step on an unprepared encoding, log-probabilities ranked
-// on the host.
+// sentence through the plain path: decode_step on an unprepared encoding. topk, which ranks the
+// beams' candidates on the device, is held to a sort on the host.
+#include <algorithm>
+#include <cmath>
+
 #include "models/seq2seq/search.h"
 #include "test_util.h"
 
@@ -13,8 +16,7 @@ using seq2seq::Attention;
 using seq2seq::Hypothesis;
 using seq2seq::Seq2Seq;
 
-// The plain path: every step feeds [embedding; context] (no prepare_decoding), and the searches
-// use the Stepper's default (host) ranking.
+// The plain path: every step feeds [embedding; context] (no prepare_decoding).
 class PlainStepper : public seq2seq::Stepper {
  public:
   PlainStepper(const Seq2Seq& model, const Tensor& source, const Tensor& lengths, int64_t repeat)
@@ -151,6 +153,40 @@ TEST(DecodeFast, BatchedPreparedSearchMatchesThePlainPathSentenceBySentence) {
       EXPECT_GE(reversed, B / 2) << name;
     }
   }
+}
+
+// topk against a full stable sort on the host: largest first, ties to the lower index, k capped
+// at the row's size; f32 and f64.
+TEST(DecodeFast, TopKMatchesASortOnTheHost) {
+  manual_seed(5);
+  for (DType dtype : {DType::f32, DType::f64}) {
+    const int64_t rows = 6, cols = 50;
+    // Values rounded to a few levels, so rows hold many ties.
+    std::vector<double> v = uniform({rows * cols}, 0, 8, DType::f64).to_vector<double>();
+    for (double& x : v) x = std::floor(x) - 4;
+    Tensor x = to(from_vector(v, {rows, cols}), dtype);
+    for (int64_t k : {1, 3, 10, 50, 80}) {
+      auto [values, ids] = topk(x, k);
+      const int64_t n = std::min(k, cols);
+      ASSERT_EQ(values.shape(), (Shape{rows, n}));
+      std::vector<double> got_values = to(values, DType::f64).to_vector<double>();
+      std::vector<int64_t> got_ids = ids.to_vector<int64_t>();
+      for (int64_t r = 0; r < rows; ++r) {
+        std::vector<int64_t> order(cols);
+        for (int64_t c = 0; c < cols; ++c) order[c] = c;
+        std::stable_sort(order.begin(), order.end(),
+                         [&](int64_t a, int64_t b) { return v[r * cols + a] > v[r * cols + b]; });
+        for (int64_t j = 0; j < n; ++j) {
+          EXPECT_EQ(got_ids[r * n + j], order[j]) << "row " << r << " k " << k << " rank " << j;
+          EXPECT_EQ(got_values[r * n + j], v[r * cols + order[j]]);
+        }
+      }
+    }
+  }
+  Tensor needs_grad = ones({2, 3});
+  needs_grad.set_requires_grad(true);
+  EXPECT_THROW(topk(needs_grad, 2), Error);
+  EXPECT_THROW(topk(ones({2, 3}), 0), Error);
 }
 
 }  // namespace

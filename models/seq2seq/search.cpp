@@ -97,44 +97,25 @@ std::vector<float> host_attention(const Stepper& stepper) {
   return to(to(a, DType::f32), Device::cpu()).to_vector<float>();
 }
 
-// Log-probabilities [rows, V] on the host in their own dtype (f32 from a model, f64 from a test's
-// table), so no conversion pass over the whole [rows, V] block is made.
-class HostLogProbs {
+// Each row's n best next tokens with their log-probabilities, ranked where the log-probabilities
+// are (topk: largest first, ties to the lower id): only [rows, n] values and ids reach the host,
+// not the whole [rows, V] block.
+class RowTop {
  public:
-  explicit HostLogProbs(const Tensor& log_probs) : vocab_(log_probs.size(1)) {
-    Tensor host = to(log_probs, Device::cpu());
-    if (host.dtype() == DType::f64) {
-      f64_ = host.to_vector<double>();
-    } else {
-      f32_ = to(host, DType::f32).to_vector<float>();
-    }
+  RowTop(const Tensor& log_probs, int64_t n) {
+    auto [values, ids] = topk(log_probs, n);
+    n_ = values.size(1);
+    values_ = to(to(values, DType::f64), Device::cpu()).to_vector<double>();
+    ids_ = to(ids, Device::cpu()).to_vector<int64_t>();
   }
-  int64_t vocab() const { return vocab_; }
-  double at(int64_t row, int64_t v) const {
-    return f64_.empty() ? f32_[row * vocab_ + v] : f64_[row * vocab_ + v];
-  }
-
-  // The indices of the n largest of a row, largest first, ties to the lower index: one pass
-  // keeping a short sorted list (most values lose against its last entry at once).
-  std::vector<int64_t> top(int64_t row, int64_t n) const {
-    n = std::min(n, vocab_);
-    std::vector<int64_t> best;
-    best.reserve(n + 1);
-    for (int64_t v = 0; v < vocab_; ++v) {
-      double x = at(row, v);
-      if (static_cast<int64_t>(best.size()) == n && !(x > at(row, best.back()))) continue;
-      auto pos = std::upper_bound(best.begin(), best.end(), x,
-                                  [&](double value, int64_t b) { return value > at(row, b); });
-      best.insert(pos, v);
-      if (static_cast<int64_t>(best.size()) > n) best.pop_back();
-    }
-    return best;
-  }
+  int64_t size() const { return n_; }  // n, or V when it is smaller
+  double value(int64_t row, int64_t j) const { return values_[row * n_ + j]; }
+  int64_t id(int64_t row, int64_t j) const { return ids_[row * n_ + j]; }
 
  private:
-  int64_t vocab_;
-  std::vector<float> f32_;
-  std::vector<double> f64_;
+  int64_t n_;
+  std::vector<double> values_;
+  std::vector<int64_t> ids_;
 };
 
 Tensor token_tensor(const std::vector<int64_t>& tokens, Device device) {
@@ -157,27 +138,25 @@ std::vector<Hypothesis> greedy_search(Stepper& stepper, int64_t batch,
   while (!live.empty()) {
     const int64_t rows = static_cast<int64_t>(live.size());
     Tensor log_probs = stepper.step(token_tensor(tokens, Device::cpu()));
-    std::vector<int64_t> best = to(argmax(log_probs), Device::cpu()).to_vector<int64_t>();
-    std::vector<double> best_lp =
-        to(to(max(log_probs), DType::f64), Device::cpu()).to_vector<double>();
+    const RowTop best(log_probs, 1);
     std::vector<float> attention;
     if (options.keep_attention) attention = host_attention(stepper);
     std::vector<int64_t> kept, next_live, next_tokens;
     for (int64_t r = 0; r < rows; ++r) {
       Hypothesis& h = hyps[live[r]];
-      h.tokens.push_back(best[r]);
-      h.log_prob += best_lp[r];
+      h.tokens.push_back(best.id(r, 0));
+      h.log_prob += best.value(r, 0);
       if (options.keep_attention) {
         int64_t src = static_cast<int64_t>(attention.size()) / rows;
         h.attention.emplace_back(attention.begin() + r * src, attention.begin() + (r + 1) * src);
       }
-      h.finished = best[r] == options.eos_id;
+      h.finished = best.id(r, 0) == options.eos_id;
       if (h.finished || static_cast<int64_t>(h.tokens.size()) >= options.max_lengths[live[r]]) {
         continue;
       }
       kept.push_back(r);
       next_live.push_back(live[r]);
-      next_tokens.push_back(best[r]);
+      next_tokens.push_back(best.id(r, 0));
     }
     if (!kept.empty() && static_cast<int64_t>(kept.size()) < rows) {
       stepper.reorder(token_tensor(kept, Device::cpu()));
@@ -213,8 +192,8 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
   for (int64_t t = 0;; ++t) {
     const int64_t rows = static_cast<int64_t>(live.size()) * K;
     Tensor log_probs = stepper.step(token_tensor(tokens, Device::cpu()));
-    const HostLogProbs lp(log_probs);
-    const int64_t vocab = lp.vocab();
+    const int64_t vocab = log_probs.size(1);
+    const RowTop top(log_probs, 2 * K);
     std::vector<float> attention;
     if (options.keep_attention) attention = host_attention(stepper);
     const int64_t source_len = static_cast<int64_t>(attention.size()) / rows;
@@ -231,8 +210,8 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
       for (int64_t k = 0; k < K; ++k) {
         double base = alive_lp[first + k];
         if (base == kDead) continue;
-        for (int64_t v : lp.top(first + k, 2 * K))
-          candidates.push_back({base + lp.at(first + k, v), k * vocab + v});
+        for (int64_t j = 0; j < top.size(); ++j)
+          candidates.push_back({base + top.value(first + k, j), k * vocab + top.id(first + k, j)});
       }
       size_t keep = std::min<size_t>(2 * K, candidates.size());
       std::partial_sort(candidates.begin(), candidates.begin() + keep, candidates.end(),
