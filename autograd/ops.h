@@ -3,6 +3,7 @@
 // autograd/ops/<family>.cpp.
 #pragma once
 
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -69,6 +70,9 @@ Tensor mean(const Tensor& x);
 Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);
 Tensor max(const Tensor& x, int64_t dim = -1, bool keepdim = false);     // dim must be the last
 Tensor argmax(const Tensor& x, int64_t dim = -1, bool keepdim = false);  // i64, not differentiable
+// The k largest of each last-dim row, largest first, ties to the lower index: (values [..., k],
+// indices [..., k] i64); k is capped at the row's size. Not differentiable (x must need no grad).
+std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k);
 // Sums a broadcast gradient back to `shape` (the inverse of broadcasting).
 Tensor sum_to(const Tensor& x, const Shape& shape);
 
@@ -111,10 +115,14 @@ struct RnnOutput {
 };
 // x: [T, B, I]; h0, c0: [B, H]; mask: [T, B] of 1 (real step) / 0 (padding: the state is kept),
 // or undefined. reverse processes t = T-1 .. 0 (the backward half of a bidirectional layer).
+// x_gates [B, G*H], if given, is added to every step's x W_ih^T: the share of an input part that
+// stays the same over the steps, computed once by the caller (inference only: no gradient).
 RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const RnnWeights& weights,
-                     const Tensor& mask = Tensor(), bool reverse = false);
+                     const Tensor& mask = Tensor(), bool reverse = false,
+                     const Tensor& x_gates = Tensor());
 RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& weights,
-                    const Tensor& mask = Tensor(), bool reverse = false);
+                    const Tensor& mask = Tensor(), bool reverse = false,
+                    const Tensor& x_gates = Tensor());
 // One step: x [B, I], h, c [B, H] -> (h', c') in h_n, c_n. The same gate kernels as the layers.
 RnnOutput lstm_cell(const Tensor& x, const Tensor& h, const Tensor& c, const RnnWeights& weights);
 RnnOutput gru_cell(const Tensor& x, const Tensor& h, const RnnWeights& weights);

@@ -71,6 +71,30 @@ template <class T> struct MaxLastFunctor {
   }
 };
 
+template <class T> struct TopKLastFunctor {
+  const T* x;
+  T* values;
+  int64_t* indices;
+  int64_t cols, k;
+  KILN_HD void operator()(int64_t row) const {
+    const T* r = x + row * cols;
+    T* v = values + row * k;
+    int64_t* index = indices + row * k;
+    int64_t kept = 0;  // v[0, kept) sorted, largest first; equal values keep their column order
+    for (int64_t c = 0; c < cols; ++c) {
+      const T value = r[c];
+      if (kept == k && !(value > v[k - 1])) continue;
+      int64_t slot = kept < k ? kept++ : k - 1;  // a free slot, or the smallest kept one's
+      for (; slot > 0 && value > v[slot - 1]; --slot) {
+        v[slot] = v[slot - 1];
+        index[slot] = index[slot - 1];
+      }
+      v[slot] = value;
+      index[slot] = c;
+    }
+  }
+};
+
 template <class T> struct MaxLastBackwardFunctor {
   const int64_t* indices;
   const T* grad_values;
@@ -167,6 +191,16 @@ void max_last(const Tensor& x, const Tensor& values, const Tensor& indices) {
                  MaxLastFunctor<scalar_t>{x.data<scalar_t>(), values.data<scalar_t>(),
                                           indices.data<int64_t>(), cols},
                  /*grain=*/256);
+  });
+}
+
+void top_k_last(const Tensor& x, int64_t k, const Tensor& values, const Tensor& indices) {
+  int64_t cols = x.size(-1), rows = x.numel() / cols;
+  KILN_DISPATCH_FLOAT(x.dtype(), "topk", [&] {
+    parallel_for(x.device(), rows,
+                 TopKLastFunctor<scalar_t>{x.data<scalar_t>(), values.data<scalar_t>(),
+                                           indices.data<int64_t>(), cols, k},
+                 /*grain=*/64);
   });
 }
 

@@ -39,6 +39,11 @@ class Recurrent : public Module {
   const RnnOptions& options() const { return options_; }
   CellType cell() const { return cell_; }
   int64_t num_directions() const { return options_.bidirectional ? 2 : 1; }
+  // Layer `layer`, direction `direction`'s four tensors (for callers that run the layers one by
+  // one).
+  const RnnWeights& weights(int64_t layer, int64_t direction = 0) const {
+    return weights_.at(layer * num_directions() + direction);
+  }
 
  private:
   CellType cell_;

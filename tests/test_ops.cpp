@@ -142,6 +142,11 @@ std::vector<OpCase> op_table() {
   t.push_back({"max_last", {{{3, 5}}}, [](auto& x) { return max(x[0], -1); }});
   t.push_back(
       {"argmax_last", {{{4, 7}}}, [](auto& x) { return to(argmax(x[0]), DType::f64); }, false});
+  t.push_back({"topk_values", {{{4, 300}}}, [](auto& x) { return topk(x[0], 10).first; }, false});
+  t.push_back({"topk_ids",
+               {{{4, 300}}},
+               [](auto& x) { return to(topk(x[0], 10).second, DType::f64); },
+               false});
   t.push_back({"sum_to", {{{4, 2, 3}}}, [](auto& x) { return sum_to(x[0], {2, 1}); }});
   // softmax
   t.push_back({"softmax", {{{3, 5}}}, [](auto& x) { return softmax(x[0]); }});

@@ -16,7 +16,7 @@ using autograd::TensorList;
 using rnn_detail::step;
 
 RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, const Tensor& mask,
-                    bool reverse) {
+                    bool reverse, const Tensor& x_gates) {
   profiler::ProfileScope profile_scope("gru_layer", profiler::Category::op);
   RnnDims d = rnn_detail::check_rnn_args("gru", 3, x, h0, w, mask);
   const int64_t T = d.steps, B = d.batch, H = d.hidden, I = d.input;
@@ -25,9 +25,7 @@ RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, cons
   // loops scalar): ones when nothing is padded.
   Tensor step_mask = mask.defined() ? mask : full({T, B}, 1.0, opt);
 
-  Tensor xg = empty({T, B, 3 * H}, opt);
-  kernels::gemm_2d(view_as_shape(x, {T * B, I}), false, w.w_ih, true, 0.0,
-                   view_as_shape(xg, {T * B, 3 * H}));
+  Tensor xg = rnn_detail::input_gates("gru", x, w.w_ih, x_gates, d);
   Tensor gates = empty({T, B, 4 * H}, opt), h_in = empty({T, B, H}, opt);
   Tensor y = empty({T, B, H}, opt), h_n = empty({B, H}, opt);
   copy_(step(h_in, reverse ? T - 1 : 0), h0);

@@ -18,7 +18,7 @@ using autograd::TensorList;
 using rnn_detail::step;
 
 RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const RnnWeights& w,
-                     const Tensor& mask, bool reverse) {
+                     const Tensor& mask, bool reverse, const Tensor& x_gates) {
   profiler::ProfileScope profile_scope("lstm_layer", profiler::Category::op);
   RnnDims d = rnn_detail::check_rnn_args("lstm", 4, x, h0, w, mask);
   rnn_detail::check_state("lstm", "c0", c0, x, d);
@@ -28,9 +28,7 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
   // loops scalar): ones when nothing is padded.
   Tensor step_mask = mask.defined() ? mask : full({T, B}, 1.0, opt);
 
-  Tensor xg = empty({T, B, 4 * H}, opt);
-  kernels::gemm_2d(view_as_shape(x, {T * B, I}), false, w.w_ih, true, 0.0,
-                   view_as_shape(xg, {T * B, 4 * H}));
+  Tensor xg = rnn_detail::input_gates("lstm", x, w.w_ih, x_gates, d);
   Tensor gates = empty({T, B, 4 * H}, opt), h_in = empty({T, B, H}, opt),
          c_in = empty({T, B, H}, opt);
   Tensor y = empty({T, B, H}, opt), h_n = empty({B, H}, opt), c_n = empty({B, H}, opt);

@@ -117,6 +117,20 @@ Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
   return indices;
 }
 
+std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k) {
+  profiler::ProfileScope profile_scope("topk", profiler::Category::op);
+  check_last_dim(x, -1, "topk");
+  KILN_CHECK(k >= 1, "topk: k must be >= 1, got ", k);
+  KILN_CHECK(!autograd::needs_grad({x}), "topk: not differentiable; call it without grad");
+  k = std::min(k, x.size(-1));
+  Shape shape = x.shape();
+  shape.back() = k;
+  Tensor values = empty(shape, x.options());
+  Tensor indices = empty(shape, {DType::i64, x.device()});
+  kernels::top_k_last(x, k, values, indices);
+  return {values, indices};
+}
+
 Tensor sum_to(const Tensor& x, const Shape& shape) {
   if (x.shape() == shape) return x;
   profiler::ProfileScope profile_scope("sum_to", profiler::Category::op);

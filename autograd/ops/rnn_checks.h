@@ -1,8 +1,10 @@
 // Argument checks shared by lstm_layer and gru_layer.
 #pragma once
 
+#include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/checks.h"
+#include "kernels/gemm.h"
 
 namespace kiln::rnn_detail {
 
@@ -46,6 +48,25 @@ inline RnnDims check_rnn_args(const char* op, int64_t gates, const Tensor& x, co
                ", ", d.batch, "], got ", mask.describe());
   }
   return d;
+}
+
+// The input gates of every step, [T, B, G]: x W_ih^T, plus x_gates [B, G] (the share of a fixed
+// input part, see lstm_layer) when given. Both layers start from these.
+inline Tensor input_gates(const char* op, const Tensor& x, const Tensor& w_ih,
+                          const Tensor& x_gates, const RnnDims& d) {
+  const int64_t T = d.steps, B = d.batch, G = w_ih.size(0);
+  Tensor xg = empty({T, B, G}, x.options());
+  if (x_gates.defined()) {
+    ops_detail::check_compatible(op, x, x_gates);
+    KILN_CHECK(x_gates.shape() == (Shape{B, G}), op, ": x_gates must be [B, G] = [", B, ", ", G,
+               "], got ", x_gates.describe());
+    KILN_CHECK(!autograd::needs_grad({x_gates}), op,
+               ": x_gates is for inference; it gets no gradient");
+    for (int64_t t = 0; t < T; ++t) copy_(step(xg, t), x_gates);
+  }
+  kernels::gemm_2d(view_as_shape(x, {T * B, d.input}), false, w_ih, true,
+                   x_gates.defined() ? 1.0 : 0.0, view_as_shape(xg, {T * B, G}));
+  return xg;
 }
 
 }  // namespace kiln::rnn_detail

@@ -116,9 +116,44 @@ Tensor Seq2Seq::embed_step_input(const Tensor& embedded, const Tensor& context) 
   return cat({embedded, context}, -1);
 }
 
+void Seq2Seq::prepare_decoding(EncoderOutput& enc) const {
+  // Training-mode decoding (dropout between layers) keeps the plain path.
+  if (decoder_->attention || is_training()) return;
+  NoGradGuard no_grad;
+  // weight_ih_l0 is [G, E + H] over [embedding; context]: split its columns.
+  const Tensor w_t = transpose(decoder_->rnn->weights(0).w_ih, 0, 1);  // [E + H, G]
+  const int64_t embed = config_.embed_size;
+  enc.context_gates = matmul(enc.context, narrow(w_t, embed, w_t.size(0) - embed));
+  enc.embed_w_ih = transpose(narrow(w_t, 0, embed), 0, 1);
+}
+
 Tensor Seq2Seq::decode_step(const EncoderOutput& enc, const Tensor& token, DecoderState& state,
                             Tensor* attention_weights) const {
   int64_t batch = token.size(0);
+  if (enc.context_gates.defined()) {
+    // Prepared (attention-free, inference): layer 0 reads the embedding and adds the context's
+    // precomputed gates; the layers run one by one (no dropout between them: not training).
+    KILN_CHECK(!is_training(), "Seq2Seq::decode_step: prepared decoding is for inference only");
+    Tensor y = reshape(decoder_->embedding->forward(token), {1, batch, -1});
+    const bool lstm = config_.cell == nn::CellType::lstm;
+    std::vector<Tensor> h_n, c_n;
+    for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
+      RnnWeights w = decoder_->rnn->weights(layer);
+      Tensor x_gates;
+      if (layer == 0) {
+        w.w_ih = enc.embed_w_ih;
+        x_gates = enc.context_gates;
+      }
+      RnnOutput out = lstm ? lstm_layer(y, select(state.h, layer), select(state.c, layer), w,
+                                        Tensor(), false, x_gates)
+                           : gru_layer(y, select(state.h, layer), w, Tensor(), false, x_gates);
+      y = out.y;
+      h_n.push_back(out.h_n);
+      if (lstm) c_n.push_back(out.c_n);
+    }
+    state = {stack(h_n, 0), lstm ? stack(c_n, 0) : Tensor()};
+    return decoder_->dense->forward(reshape(y, {batch, -1}));
+  }
   Tensor context = enc.context;
   if (decoder_->attention) {
     auto [ctx, weights] =
@@ -183,8 +218,9 @@ EncoderOutput Seq2Seq::select_rows(const EncoderOutput& enc, const Tensor& index
   auto state_rows = [&](const Tensor& t) {  // [L, B, H]: select along dim 1
     return t.defined() ? transpose(index_select(transpose(t, 0, 1), 0, index), 0, 1) : t;
   };
-  return {rows(enc.keys),         rows(enc.key_proj),     rows(enc.source_pad),
-          state_rows(enc.init_h), state_rows(enc.init_c), rows(enc.context)};
+  return {rows(enc.keys),          rows(enc.key_proj),     rows(enc.source_pad),
+          state_rows(enc.init_h),  state_rows(enc.init_c), rows(enc.context),
+          rows(enc.context_gates), enc.embed_w_ih};
 }
 
 DecoderState Seq2Seq::select_rows(const DecoderState& state, const Tensor& index) {

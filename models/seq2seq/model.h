@@ -27,6 +27,10 @@ struct EncoderOutput {
   Tensor init_h;      // [L, B, H] decoder initial state
   Tensor init_c;      // [L, B, H] (LSTM)
   Tensor context;     // [B, H] the fixed context of the attention-free decoder
+  // Set by Seq2Seq::prepare_decoding (attention-free decoder, inference): the context's share of
+  // the decoder's layer-0 input gates, [B, G], and that layer's input weight for the embedding
+  // part alone, [G, E] (shared by all rows).
+  Tensor context_gates, embed_w_ih;
 };
 
 struct DecoderState {
@@ -75,6 +79,12 @@ class Seq2Seq : public nn::Module {
   // model's own previous argmax instead of the reference token.
   Tensor decode_teacher(const EncoderOutput& enc, const Tensor& target_in,
                         double teacher_forcing = 1.0) const;
+  // Inference: the per-sentence work of decode_step done once. Without attention, the fixed
+  // context's share of the decoder's layer-0 input projection (d2l feeds [embedding; context] every
+  // step), so each step projects only the embedding. With attention the keys are already projected
+  // once by encode. No gradient flows through what this adds; a model in training mode is left
+  // as it is.
+  void prepare_decoding(EncoderOutput& enc) const;
   // One step: token [B] -> logits [B, V]; `state` advances. attention_weights gets [B, S] if given.
   Tensor decode_step(const EncoderOutput& enc, const Tensor& token, DecoderState& state,
                      Tensor* attention_weights = nullptr) const;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 
 namespace kiln::seq2seq {
 
@@ -11,6 +12,7 @@ Seq2SeqStepper::Seq2SeqStepper(const Seq2Seq& model, const Tensor& source,
     : model_(model), repeat_(repeat), keep_attention_(keep_attention) {
   NoGradGuard no_grad;
   enc_ = model.encode(source, source_lengths);
+  model.prepare_decoding(enc_);  // before the rows are repeated: once per sentence
   if (repeat > 1) {
     std::vector<int64_t> index;
     for (int64_t b = 0; b < source.size(1); ++b) index.insert(index.end(), repeat, b);
@@ -34,8 +36,9 @@ void Seq2SeqStepper::reorder(const Tensor& index) {
   // The `repeat` rows of a sentence hold the same encoder outputs, so when every row's parent is a
   // row of its own sentence (beam search's case) only the decoder state moves: gathering the keys
   // ([rows, S, H] per step) would copy them onto themselves.
+  // A shorter index drops rows (finished sentences): the encoder outputs follow them.
   std::vector<int64_t> parents = kiln::to(index, Device::cpu()).to_vector<int64_t>();
-  bool within_sentence = true;
+  bool within_sentence = static_cast<int64_t>(parents.size()) == enc_.source_pad.size(0);
   for (size_t i = 0; i < parents.size(); ++i) {
     within_sentence = within_sentence && parents[i] / repeat_ == static_cast<int64_t>(i) / repeat_;
   }
@@ -94,44 +97,25 @@ std::vector<float> host_attention(const Stepper& stepper) {
   return to(to(a, DType::f32), Device::cpu()).to_vector<float>();
 }
 
-// Log-probabilities [rows, V] on the host in their own dtype (f32 from a model, f64 from a test's
-// table), so no conversion pass over the whole [rows, V] block is made.
-class HostLogProbs {
+// Each row's n best next tokens with their log-probabilities, ranked where the log-probabilities
+// are (topk: largest first, ties to the lower id): only [rows, n] values and ids reach the host,
+// not the whole [rows, V] block.
+class RowTop {
  public:
-  explicit HostLogProbs(const Tensor& log_probs) : vocab_(log_probs.size(1)) {
-    Tensor host = to(log_probs, Device::cpu());
-    if (host.dtype() == DType::f64) {
-      f64_ = host.to_vector<double>();
-    } else {
-      f32_ = to(host, DType::f32).to_vector<float>();
-    }
+  RowTop(const Tensor& log_probs, int64_t n) {
+    auto [values, ids] = topk(log_probs, n);
+    n_ = values.size(1);
+    values_ = to(to(values, DType::f64), Device::cpu()).to_vector<double>();
+    ids_ = to(ids, Device::cpu()).to_vector<int64_t>();
   }
-  int64_t vocab() const { return vocab_; }
-  double at(int64_t row, int64_t v) const {
-    return f64_.empty() ? f32_[row * vocab_ + v] : f64_[row * vocab_ + v];
-  }
-
-  // The indices of the n largest of a row, largest first, ties to the lower index: one pass
-  // keeping a short sorted list (most values lose against its last entry at once).
-  std::vector<int64_t> top(int64_t row, int64_t n) const {
-    n = std::min(n, vocab_);
-    std::vector<int64_t> best;
-    best.reserve(n + 1);
-    for (int64_t v = 0; v < vocab_; ++v) {
-      double x = at(row, v);
-      if (static_cast<int64_t>(best.size()) == n && !(x > at(row, best.back()))) continue;
-      auto pos = std::upper_bound(best.begin(), best.end(), x,
-                                  [&](double value, int64_t b) { return value > at(row, b); });
-      best.insert(pos, v);
-      if (static_cast<int64_t>(best.size()) > n) best.pop_back();
-    }
-    return best;
-  }
+  int64_t size() const { return n_; }  // n, or V when it is smaller
+  double value(int64_t row, int64_t j) const { return values_[row * n_ + j]; }
+  int64_t id(int64_t row, int64_t j) const { return ids_[row * n_ + j]; }
 
  private:
-  int64_t vocab_;
-  std::vector<float> f32_;
-  std::vector<double> f64_;
+  int64_t n_;
+  std::vector<double> values_;
+  std::vector<int64_t> ids_;
 };
 
 Tensor token_tensor(const std::vector<int64_t>& tokens, Device device) {
@@ -142,31 +126,43 @@ Tensor token_tensor(const std::vector<int64_t>& tokens, Device device) {
 std::vector<Hypothesis> greedy_search(Stepper& stepper, int64_t batch,
                                       const SearchOptions& options) {
   std::vector<Hypothesis> hyps(batch);
-  std::vector<int64_t> tokens(batch, options.bos_id);
-  int64_t longest = *std::max_element(options.max_lengths.begin(), options.max_lengths.end());
-  for (int64_t t = 0; t < longest; ++t) {
+  // Row r of the stepper decodes sentence live[r]. A sentence's row is dropped once it has ended,
+  // so every step computes only the sentences still running.
+  std::vector<int64_t> live;
+  for (int64_t b = 0; b < batch; ++b) {
+    if (options.max_lengths[b] > 0) live.push_back(b);
+  }
+  if (live.empty()) return hyps;
+  if (static_cast<int64_t>(live.size()) < batch) stepper.reorder(token_tensor(live, Device::cpu()));
+  std::vector<int64_t> tokens(live.size(), options.bos_id);
+  while (!live.empty()) {
+    const int64_t rows = static_cast<int64_t>(live.size());
     Tensor log_probs = stepper.step(token_tensor(tokens, Device::cpu()));
-    std::vector<int64_t> best = to(argmax(log_probs), Device::cpu()).to_vector<int64_t>();
-    std::vector<double> best_lp =
-        to(to(max(log_probs), DType::f64), Device::cpu()).to_vector<double>();
+    const RowTop best(log_probs, 1);
     std::vector<float> attention;
     if (options.keep_attention) attention = host_attention(stepper);
-    bool all_done = true;
-    for (int64_t b = 0; b < batch; ++b) {
-      Hypothesis& h = hyps[b];
-      if (h.finished || static_cast<int64_t>(h.tokens.size()) >= options.max_lengths[b]) continue;
-      h.tokens.push_back(best[b]);
-      h.log_prob += best_lp[b];
+    std::vector<int64_t> kept, next_live, next_tokens;
+    for (int64_t r = 0; r < rows; ++r) {
+      Hypothesis& h = hyps[live[r]];
+      h.tokens.push_back(best.id(r, 0));
+      h.log_prob += best.value(r, 0);
       if (options.keep_attention) {
-        int64_t src = static_cast<int64_t>(attention.size()) / batch;
-        h.attention.emplace_back(attention.begin() + b * src, attention.begin() + (b + 1) * src);
+        int64_t src = static_cast<int64_t>(attention.size()) / rows;
+        h.attention.emplace_back(attention.begin() + r * src, attention.begin() + (r + 1) * src);
       }
-      h.finished = best[b] == options.eos_id;
-      all_done = all_done &&
-                 (h.finished || static_cast<int64_t>(h.tokens.size()) >= options.max_lengths[b]);
-      tokens[b] = best[b];
+      h.finished = best.id(r, 0) == options.eos_id;
+      if (h.finished || static_cast<int64_t>(h.tokens.size()) >= options.max_lengths[live[r]]) {
+        continue;
+      }
+      kept.push_back(r);
+      next_live.push_back(live[r]);
+      next_tokens.push_back(best.id(r, 0));
     }
-    if (all_done) break;
+    if (!kept.empty() && static_cast<int64_t>(kept.size()) < rows) {
+      stepper.reorder(token_tensor(kept, Device::cpu()));
+    }
+    live = std::move(next_live);
+    tokens = std::move(next_tokens);
   }
   for (Hypothesis& h : hyps) h.score = h.log_prob;
   return hyps;
@@ -180,69 +176,78 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
   KILN_CHECK(beam.n_best >= 1 && beam.n_best <= K, "beam_search: n_best must be in [1, beam size ",
              K, "], got ", beam.n_best);
   const double kDead = -std::numeric_limits<double>::infinity();
-  // Alive beams: rows b*K + k. At the start only beam 0 of each sentence is alive, so the first
-  // step does not expand K identical copies.
+  // The stepper's rows are blocks of K beams, block p for sentence live[p]; a sentence's block is
+  // dropped once its search is done, so every step computes only the sentences still searching.
+  std::vector<int64_t> live(batch);
+  std::iota(live.begin(), live.end(), 0);
+  // Alive beams, per row. At the start only beam 0 of each sentence is alive, so the first step
+  // does not expand K identical copies.
   std::vector<double> alive_lp(batch * K, kDead);
   std::vector<std::vector<int64_t>> alive_tokens(batch * K);
   // With keep_attention: each alive beam's attention rows, one per token, moved with its tokens.
   std::vector<std::vector<std::vector<float>>> alive_attention(batch * K);
   for (int64_t b = 0; b < batch; ++b) alive_lp[b * K] = 0;
   std::vector<std::vector<Hypothesis>> finished(batch);
-  std::vector<bool> done(batch, false);
   std::vector<int64_t> tokens(batch * K, options.bos_id);
   for (int64_t t = 0;; ++t) {
+    const int64_t rows = static_cast<int64_t>(live.size()) * K;
     Tensor log_probs = stepper.step(token_tensor(tokens, Device::cpu()));
-    const HostLogProbs lp(log_probs);
-    const int64_t vocab = lp.vocab();
+    const int64_t vocab = log_probs.size(1);
+    const RowTop top(log_probs, 2 * K);
     std::vector<float> attention;
     if (options.keep_attention) attention = host_attention(stepper);
-    const int64_t source_len = static_cast<int64_t>(attention.size()) / (batch * K);
-    std::vector<int64_t> parents(batch * K), next_tokens(batch * K, options.eos_id);
-    std::vector<double> next_lp(batch * K, kDead);
-    std::vector<std::vector<int64_t>> next_seq(batch * K);
-    std::vector<std::vector<std::vector<float>>> next_attention(batch * K);
-    for (int64_t b = 0; b < batch; ++b) {
-      for (int64_t k = 0; k < K; ++k) parents[b * K + k] = b * K;  // dead rows follow beam 0
-      if (done[b]) continue;
+    const int64_t source_len = static_cast<int64_t>(attention.size()) / rows;
+    // The next step's rows: the blocks of the sentences not done, in order.
+    std::vector<int64_t> next_live, parents, next_tokens;
+    std::vector<double> next_lp;
+    std::vector<std::vector<int64_t>> next_seq;
+    std::vector<std::vector<std::vector<float>>> next_attention;
+    for (int64_t p = 0; p < static_cast<int64_t>(live.size()); ++p) {
+      const int64_t b = live[p], first = p * K;
       // The best 2K extensions over all K beams x V tokens (K of them may end in <eos>). They are
       // among the union of each beam's own best 2K tokens, so only those are ranked.
       std::vector<std::pair<double, int64_t>> candidates;  // (log prob, k * V + v)
       for (int64_t k = 0; k < K; ++k) {
-        double base = alive_lp[b * K + k];
+        double base = alive_lp[first + k];
         if (base == kDead) continue;
-        for (int64_t v : lp.top(b * K + k, 2 * K))
-          candidates.push_back({base + lp.at(b * K + k, v), k * vocab + v});
+        for (int64_t j = 0; j < top.size(); ++j)
+          candidates.push_back({base + top.value(first + k, j), k * vocab + top.id(first + k, j)});
       }
       size_t keep = std::min<size_t>(2 * K, candidates.size());
       std::partial_sort(candidates.begin(), candidates.begin() + keep, candidates.end(),
                         [](const auto& x, const auto& y) {
                           return x.first > y.first || (x.first == y.first && x.second < y.second);
                         });
+      // This sentence's K rows of the next step; rows not filled stay dead and follow beam 0.
+      std::vector<int64_t> block_parents(K, first), block_tokens(K, options.eos_id);
+      std::vector<double> block_lp(K, kDead);
+      std::vector<std::vector<int64_t>> block_seq(K);
+      std::vector<std::vector<std::vector<float>>> block_attention(K);
       int64_t filled = 0;
       bool at_limit = t + 1 >= options.max_lengths[b];
       for (size_t c = 0; c < keep && filled < K; ++c) {
         int64_t k = candidates[c].second / vocab, v = candidates[c].second % vocab;
-        std::vector<int64_t> seq = alive_tokens[b * K + k];
+        std::vector<int64_t> seq = alive_tokens[first + k];
         seq.push_back(v);
-        std::vector<std::vector<float>> rows;
+        std::vector<std::vector<float>> rows_of_attention;
         if (options.keep_attention) {
-          rows = alive_attention[b * K + k];
-          auto row = attention.begin() + (b * K + k) * source_len;
-          rows.emplace_back(row, row + source_len);
+          rows_of_attention = alive_attention[first + k];
+          auto row = attention.begin() + (first + k) * source_len;
+          rows_of_attention.emplace_back(row, row + source_len);
         }
         if (v == options.eos_id || at_limit) {
           Hypothesis h{seq, candidates[c].first,
                        length_normalized(candidates[c].first, seq.size(), beam.length_penalty),
-                       v == options.eos_id, rows};
+                       v == options.eos_id, rows_of_attention};
           finished[b].push_back(h);
           if (v == options.eos_id) continue;
         }
         if (at_limit) continue;
-        parents[b * K + filled] = b * K + k;
-        next_tokens[b * K + filled] = v;
-        next_lp[b * K + filled] = candidates[c].first;
-        next_seq[b * K + filled] = std::move(seq);
-        next_attention[b * K + filled] = std::move(rows);
+        block_parents[filled] = first + k;
+        block_tokens[filled] = v;
+        block_lp[filled] = candidates[c].first;
+        block_seq[filled] = std::move(seq);
+        block_attention[filled] = std::move(rows_of_attention);
         ++filled;
       }
       // Done when K hypotheses ended, or no alive beam can still beat the worst kept one: log
@@ -252,20 +257,29 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
                 [](const Hypothesis& x, const Hypothesis& y) { return x.score > y.score; });
       double best_alive = kDead;
       for (int64_t k = 0; k < filled; ++k) {
-        best_alive = std::max(
-            best_alive,
-            length_normalized(next_lp[b * K + k], options.max_lengths[b], beam.length_penalty));
+        best_alive = std::max(best_alive, length_normalized(block_lp[k], options.max_lengths[b],
+                                                            beam.length_penalty));
       }
-      done[b] =
+      bool done =
           at_limit || filled == 0 ||
           (static_cast<int64_t>(finished[b].size()) >= K && finished[b][K - 1].score >= best_alive);
+      if (done) continue;
+      next_live.push_back(b);
+      parents.insert(parents.end(), block_parents.begin(), block_parents.end());
+      next_tokens.insert(next_tokens.end(), block_tokens.begin(), block_tokens.end());
+      next_lp.insert(next_lp.end(), block_lp.begin(), block_lp.end());
+      for (int64_t k = 0; k < K; ++k) {
+        next_seq.push_back(std::move(block_seq[k]));
+        next_attention.push_back(std::move(block_attention[k]));
+      }
     }
-    if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
+    if (next_live.empty()) break;
     stepper.reorder(token_tensor(parents, Device::cpu()));
-    alive_lp = next_lp;
+    live = std::move(next_live);
+    alive_lp = std::move(next_lp);
     alive_tokens = std::move(next_seq);
     alive_attention = std::move(next_attention);
-    tokens = next_tokens;
+    tokens = std::move(next_tokens);
   }
   for (auto& list : finished) {
     std::sort(list.begin(), list.end(),

@@ -17,6 +17,7 @@ class Stepper {
   // tokens [N] (on the host) -> log-probabilities [N, V] of the next token; advances every row.
   virtual Tensor step(const Tensor& tokens) = 0;
   // Row i of the new state = row index[i] (host) of the current one (beams follow their parents).
+  // index may be shorter than the current rows: the searches drop the rows of finished sentences.
   virtual void reorder(const Tensor& index) = 0;
   // [N, S] weights over the source of the last step, or an undefined tensor when the rows have
   // no attention (a model without it, or one not asked to keep it).
@@ -72,7 +73,7 @@ struct SearchOptions {
   bool keep_attention = false;       // fill Hypothesis::attention (the stepper must have it)
 };
 
-// Each row picks its argmax until <eos> or its max length.
+// Each row picks its argmax until <eos> or its max length; a finished row leaves the batch.
 // Scores are the raw log-probabilities; length_normalized gives the beam's ranking score.
 std::vector<Hypothesis> greedy_search(Stepper& stepper, int64_t batch,
                                       const SearchOptions& options);
@@ -83,7 +84,8 @@ struct BeamOptions {
   int64_t n_best = 1;
 };
 
-// stepper must hold batch * beam_size rows (sentence b's beams are rows b*K .. b*K + K-1).
+// stepper must hold batch * beam_size rows (sentence b's beams are rows b*K .. b*K + K-1); a
+// sentence whose search is done leaves the batch (its K rows are dropped).
 // Returns, per sentence, its n_best hypotheses, best first.
 std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch,
                                                  const SearchOptions& options,

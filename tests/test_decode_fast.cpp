@@ -1,0 +1,193 @@
+// Decoding with fewer FLOPs gives the same outputs (issue 12, item 7): small models trained to
+// reverse sentences of mixed lengths, decoded in one batch by the translator's path (prepared
+// steppers, rows dropped as they finish, top-k on the device) and, as the reference, sentence by
+// sentence through the plain path: decode_step on an unprepared encoding. topk, which ranks the
+// beams' candidates on the device, is held to a sort on the host.
+#include <algorithm>
+#include <cmath>
+
+#include "models/seq2seq/search.h"
+#include "test_util.h"
+
+namespace kiln {
+namespace {
+
+using seq2seq::Attention;
+using seq2seq::Hypothesis;
+using seq2seq::Seq2Seq;
+
+// The plain path: every step feeds [embedding; context] (no prepare_decoding).
+class PlainStepper : public seq2seq::Stepper {
+ public:
+  PlainStepper(const Seq2Seq& model, const Tensor& source, const Tensor& lengths, int64_t repeat)
+      : model_(model) {
+    NoGradGuard no_grad;
+    enc_ = model.encode(source, lengths);
+    std::vector<int64_t> index(repeat, 0);
+    enc_ = Seq2Seq::select_rows(enc_, from_vector(index, {repeat}));
+    state_ = model.initial_state(enc_);
+  }
+  Tensor step(const Tensor& tokens) override {
+    NoGradGuard no_grad;
+    return log_softmax(model_.decode_step(enc_, tokens, state_));
+  }
+  void reorder(const Tensor& index) override {
+    NoGradGuard no_grad;
+    state_ = Seq2Seq::select_rows(state_, index);
+  }
+
+ private:
+  const Seq2Seq& model_;
+  seq2seq::EncoderOutput enc_;
+  seq2seq::DecoderState state_;
+};
+
+// Sources of 2..5 random tokens from 4..9, targets reversed then <eos>; `steps` Adam steps.
+std::unique_ptr<Seq2Seq> trained_reverser(Attention attention, nn::CellType cell, int steps) {
+  manual_seed(21);
+  seq2seq::ModelConfig c;
+  c.source_vocab = c.target_vocab = 10;
+  c.embed_size = 8;
+  c.hidden_size = 16;
+  c.num_layers = 2;
+  c.dropout = 0.0;
+  c.cell = cell;
+  c.attention = attention;
+  auto model = std::make_unique<Seq2Seq>(c);
+  nn::Adam opt(model->parameters(), nn::AdamOptions{0.02});
+  const int64_t B = 32, S = 5;
+  for (int step = 0; step < steps; ++step) {
+    std::vector<double> u = uniform({S * B + B}, 0, 1, DType::f64).to_vector<double>();
+    std::vector<int64_t> src(S * B, 0), tin((S + 1) * B, 0), tout((S + 1) * B, 0), len(B);
+    std::vector<float> mask((S + 1) * B, 0.0f);
+    for (int64_t b = 0; b < B; ++b) {
+      len[b] = 2 + static_cast<int64_t>(u[S * B + b] * (S - 1));
+      for (int64_t t = 0; t < len[b]; ++t)
+        src[t * B + b] = 4 + static_cast<int64_t>(u[t * B + b] * 6);
+      tin[b] = 2;
+      for (int64_t t = 0; t <= len[b]; ++t) {
+        tout[t * B + b] = t == len[b] ? 3 : src[(len[b] - 1 - t) * B + b];
+        if (t + 1 <= S) tin[(t + 1) * B + b] = tout[t * B + b];
+        mask[t * B + b] = 1.0f;
+      }
+    }
+    opt.zero_grad();
+    seq2seq::EncoderOutput enc = model->encode(from_vector(src, {S, B}), from_vector(len, {B}));
+    Tensor loss = model->loss(model->decode_teacher(enc, from_vector(tin, {S + 1, B})),
+                              from_vector(tout, {S + 1, B}), from_vector(mask, {S + 1, B}));
+    backward(loss);
+    nn::clip_grad_norm(model->parameters(), 1.0);
+    opt.step();
+  }
+  model->eval();
+  return model;
+}
+
+struct Sentences {
+  std::vector<std::vector<int64_t>> ids;
+  // [S, B] padded with 0, and [B] lengths.
+  Tensor source() const {
+    int64_t S = 0, B = static_cast<int64_t>(ids.size());
+    for (const auto& s : ids) S = std::max<int64_t>(S, static_cast<int64_t>(s.size()));
+    std::vector<int64_t> v(S * B, 0);
+    for (int64_t b = 0; b < B; ++b) {
+      for (size_t t = 0; t < ids[b].size(); ++t) v[t * B + b] = ids[b][t];
+    }
+    return from_vector(v, {S, B});
+  }
+  Tensor lengths() const {
+    std::vector<int64_t> v;
+    for (const auto& s : ids) v.push_back(static_cast<int64_t>(s.size()));
+    return from_vector(v, {static_cast<int64_t>(v.size())});
+  }
+};
+
+// Mixed lengths, so rows finish at different steps: the shortest last (the first rows to drop are
+// the batch's last ones, so the rows left keep their places), then one in the middle.
+Sentences test_sentences() {
+  return {{{4, 5, 6, 7, 8}, {5, 5, 6}, {7, 8, 9, 4}, {8, 4, 9, 5, 6}, {4, 9, 9}, {6, 7}, {9, 4}}};
+}
+
+void expect_same(const Hypothesis& fast, const Hypothesis& plain, const std::string& what) {
+  EXPECT_EQ(fast.tokens, plain.tokens) << what;
+  EXPECT_NEAR(fast.log_prob, plain.log_prob, 1e-4) << what;
+  EXPECT_EQ(fast.finished, plain.finished) << what;
+}
+
+TEST(DecodeFast, BatchedPreparedSearchMatchesThePlainPathSentenceBySentence) {
+  for (Attention attention : {Attention::none, Attention::bahdanau}) {
+    for (nn::CellType cell : {nn::CellType::gru, nn::CellType::lstm}) {
+      const std::string name = std::string(seq2seq::attention_name(attention)) +
+                               (cell == nn::CellType::gru ? " gru" : " lstm");
+      std::unique_ptr<Seq2Seq> model = trained_reverser(attention, cell, 150);
+      Sentences s = test_sentences();
+      const int64_t B = static_cast<int64_t>(s.ids.size());
+      std::vector<int64_t> max_lengths;
+      for (const auto& ids : s.ids) max_lengths.push_back(static_cast<int64_t>(ids.size()) + 3);
+      seq2seq::SearchOptions options{2, 3, max_lengths};
+      const int64_t K = 3;
+      seq2seq::Seq2SeqStepper greedy_stepper(*model, s.source(), s.lengths());
+      std::vector<Hypothesis> greedy = seq2seq::greedy_search(greedy_stepper, B, options);
+      seq2seq::Seq2SeqStepper beam_stepper(*model, s.source(), s.lengths(), K);
+      auto beams = seq2seq::beam_search(beam_stepper, B, options, {K, 1.0, 2});
+      int64_t reversed = 0;
+      for (int64_t b = 0; b < B; ++b) {
+        Sentences one{{s.ids[b]}};
+        seq2seq::SearchOptions one_options{2, 3, {max_lengths[b]}};
+        PlainStepper plain_greedy(*model, one.source(), one.lengths(), 1);
+        Hypothesis g = seq2seq::greedy_search(plain_greedy, 1, one_options)[0];
+        expect_same(greedy[b], g, name + " greedy, sentence " + std::to_string(b));
+        PlainStepper plain_beam(*model, one.source(), one.lengths(), K);
+        auto list = seq2seq::beam_search(plain_beam, 1, one_options, {K, 1.0, 2})[0];
+        ASSERT_EQ(beams[b].size(), list.size()) << name;
+        for (size_t n = 0; n < list.size(); ++n) {
+          expect_same(beams[b][n], list[n],
+                      name + " beam, sentence " + std::to_string(b) + " n " + std::to_string(n));
+        }
+        std::vector<int64_t> expected(s.ids[b].rbegin(), s.ids[b].rend());
+        expected.push_back(3);
+        reversed += g.tokens == expected;
+      }
+      // The comparison means something only if the model decodes real sentences of several
+      // lengths: most are reversed correctly.
+      EXPECT_GE(reversed, B / 2) << name;
+    }
+  }
+}
+
+// topk against a full stable sort on the host: largest first, ties to the lower index, k capped
+// at the row's size; f32 and f64.
+TEST(DecodeFast, TopKMatchesASortOnTheHost) {
+  manual_seed(5);
+  for (DType dtype : {DType::f32, DType::f64}) {
+    const int64_t rows = 6, cols = 50;
+    // Values rounded to a few levels, so rows hold many ties.
+    std::vector<double> v = uniform({rows * cols}, 0, 8, DType::f64).to_vector<double>();
+    for (double& x : v) x = std::floor(x) - 4;
+    Tensor x = to(from_vector(v, {rows, cols}), dtype);
+    for (int64_t k : {1, 3, 10, 50, 80}) {
+      auto [values, ids] = topk(x, k);
+      const int64_t n = std::min(k, cols);
+      ASSERT_EQ(values.shape(), (Shape{rows, n}));
+      std::vector<double> got_values = to(values, DType::f64).to_vector<double>();
+      std::vector<int64_t> got_ids = ids.to_vector<int64_t>();
+      for (int64_t r = 0; r < rows; ++r) {
+        std::vector<int64_t> order(cols);
+        for (int64_t c = 0; c < cols; ++c) order[c] = c;
+        std::stable_sort(order.begin(), order.end(),
+                         [&](int64_t a, int64_t b) { return v[r * cols + a] > v[r * cols + b]; });
+        for (int64_t j = 0; j < n; ++j) {
+          EXPECT_EQ(got_ids[r * n + j], order[j]) << "row " << r << " k " << k << " rank " << j;
+          EXPECT_EQ(got_values[r * n + j], v[r * cols + order[j]]);
+        }
+      }
+    }
+  }
+  Tensor needs_grad = ones({2, 3});
+  needs_grad.set_requires_grad(true);
+  EXPECT_THROW(topk(needs_grad, 2), Error);
+  EXPECT_THROW(topk(ones({2, 3}), 0), Error);
+}
+
+}  // namespace
+}  // namespace kiln
