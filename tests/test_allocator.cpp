@@ -121,14 +121,19 @@ TEST(CachingAllocator, BestFitTakesTheSmallestFreeBlockThatFits) {
   cache.free(a);
   cache.free(b);
   cache.free(c);
-  EXPECT_EQ(cache.allocate(2000), b);  // the 2048 hole, not the 4096 one nor the segment's tail
-  EXPECT_EQ(cache.allocate(3000), a);  // 3072 from the 4096 hole (its last 1024 split off)
-  EXPECT_EQ(cache.allocate(5000), c);
-  EXPECT_EQ(cache.allocate(1000), static_cast<char*>(a) + 3072);  // the 1024 left of a
+  void* b2 = cache.allocate(2000);
+  void* a2 = cache.allocate(3000);
+  void* c2 = cache.allocate(5000);
+  void* rest = cache.allocate(1000);
+  EXPECT_EQ(b2, b);  // the 2048 hole, not the 4096 one nor the segment's tail
+  EXPECT_EQ(a2, a);  // 3072 from the 4096 hole (its last 1024 split off)
+  EXPECT_EQ(c2, c);
+  EXPECT_EQ(rest, static_cast<char*>(a) + 3072);  // the 1024 left of a
   AllocatorStats stats = cache.stats();
   EXPECT_EQ(stats.reuses, 9u);  // all but the first request: 5 from the tail, 4 from holes
   EXPECT_EQ(stats.raw_allocs, 1u);
-  for (void* p : {wall1, wall2, wall3}) cache.free(p);
+  // Every block back, so the segment is idle and goes back with the allocator.
+  for (void* p : {wall1, wall2, wall3, b2, a2, c2, rest}) cache.free(p);
 }
 
 TEST(CachingAllocator, SplitThenMergeGivesBackOneBlock) {
