@@ -54,12 +54,6 @@ class SelfCommunicator : public Communicator {
 
 #ifdef KILN_WITH_MPI
 
-void divide_by_world(const Tensor& tensor, ReduceOp op, int world_size) {
-  if (op != ReduceOp::average || world_size == 1) return;
-  NoGradGuard no_grad;
-  mul_(tensor, 1.0 / world_size);
-}
-
 MPI_Datatype mpi_type(DType dtype) {
   switch (dtype) {
     case DType::f32: return MPI_FLOAT;
@@ -122,7 +116,7 @@ class MpiWork : public Work {
     profiler::ProfileScope scope("all_reduce wait (MPI)", profiler::Category::sync);
     wait_or_abort(request_, rank_, "all_reduce of " + tensor_.describe());
     waited_ = true;
-    divide_by_world(tensor_, op_, world_size_);
+    detail::divide_if_average(tensor_, op_, world_size_);
   }
 
  private:
@@ -192,6 +186,12 @@ class MpiCommunicator : public Communicator {
 #endif  // KILN_WITH_MPI
 
 }  // namespace
+
+void detail::divide_if_average(const Tensor& tensor, ReduceOp op, int world_size) {
+  if (op != ReduceOp::average || world_size == 1) return;
+  NoGradGuard no_grad;
+  mul_(tensor, 1.0 / world_size);
+}
 
 #ifndef KILN_WITH_NCCL
 std::unique_ptr<detail::NcclBackend> detail::make_nccl_backend(int, int, int,

@@ -72,6 +72,9 @@ int launched_world_size();
 double collective_timeout();
 
 namespace detail {
+// After a sum over the ranks: divides `tensor` by world_size in place when `op` is average.
+void divide_if_average(const Tensor& tensor, ReduceOp op, int world_size);
+
 // The NCCL half of the MPI communicator (dist/nccl.cpp, CUDA builds): reductions and broadcasts
 // of device tensors on a stream of its own, ordered after the current stream's work.
 class NcclBackend {

@@ -57,6 +57,7 @@ DataParallel::DataParallel(std::vector<Tensor> parameters, DataParallelOptions o
     bucket.offsets.push_back(
         bucket.params.empty() ? 0 : bucket.offsets.back() + params_[bucket.params.back()].numel());
     bucket.params.push_back(k);
+    bucket_of_[p.impl_ptr().get()] = buckets_.size() - 1;
     bytes += p.nbytes();
   }
   if (comm_.has_backend()) {
@@ -86,16 +87,14 @@ void DataParallel::backward(const Tensor& loss) {
     kiln::backward(loss);
     return;
   }
-  std::unordered_map<TensorImpl*, size_t> bucket_of;
-  for (size_t b = 0; b < buckets_.size(); ++b) {
-    buckets_[b]->ready = 0;
-    buckets_[b]->work.reset();
-    for (size_t k : buckets_[b]->params) bucket_of[params_[k].impl_ptr().get()] = b;
+  for (auto& bucket : buckets_) {
+    bucket->ready = 0;
+    bucket->work.reset();
   }
   next_to_launch_ = 0;
   kiln::backward(loss, Tensor(), false, [&](TensorImpl& leaf) {
-    auto found = bucket_of.find(&leaf);
-    if (found == bucket_of.end()) return;  // an input that requires grad, not a parameter
+    auto found = bucket_of_.find(&leaf);
+    if (found == bucket_of_.end()) return;  // an input that requires grad, not a parameter
     buckets_[found->second]->ready++;
     if (options_.overlap) launch_ready_buckets();
   });

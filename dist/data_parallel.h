@@ -25,6 +25,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "core/tensor.h"
@@ -68,6 +69,7 @@ class DataParallel {
   DataParallelOptions options_;
   Communicator& comm_;
   std::vector<std::unique_ptr<Bucket>> buckets_;
+  std::unordered_map<TensorImpl*, size_t> bucket_of_;  // parameter -> its bucket
   size_t next_to_launch_ = 0;
 };
 

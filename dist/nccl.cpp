@@ -48,10 +48,7 @@ class NcclWork : public Work {
     profiler::ProfileScope scope("all_reduce wait (NCCL)", profiler::Category::sync);
     KILN_CUDA_CHECK(cudaStreamWaitEvent(0, done_, 0));
     waited_ = true;
-    if (op_ == ReduceOp::average && world_size_ > 1) {
-      NoGradGuard no_grad;
-      mul_(tensor_, 1.0 / world_size_);
-    }
+    divide_if_average(tensor_, op_, world_size_);
   }
 
  private:
