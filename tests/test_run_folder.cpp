@@ -297,10 +297,20 @@ TEST(RunFolder, SecondRunOnTheSameOutFailsAtOnce) {
     return read_file(out / ".lock").find(pid) != std::string::npos &&
            fs::exists(out / "last" / "state.json");
   };
-  while (!started() && std::chrono::steady_clock::now() < deadline) {
+  // The first run is paused (SIGSTOP) once it holds the lock, so that it is still running however
+  // fast this machine trains: a CI runner with many cores once finished all 12 epochs before the
+  // second run started. A stopped process keeps its lock and its pid stays alive.
+  bool paused = false;
+  while (std::chrono::steady_clock::now() < deadline) {
+    ASSERT_EQ(kill(first, SIGSTOP), 0);
+    if (started()) {
+      paused = true;
+      break;
+    }
+    ASSERT_EQ(kill(first, SIGCONT), 0);
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  ASSERT_TRUE(started()) << read_file(dir / "first.txt");
+  ASSERT_TRUE(paused) << read_file(dir / "first.txt");
   // The same run again, with --overwrite, and a resume: each refused at once. (Had the first run
   // ended already, the lock would be free and the message another.)
   for (const char* extra : {"", "--overwrite", "--resume"}) {
@@ -321,6 +331,7 @@ TEST(RunFolder, SecondRunOnTheSameOutFailsAtOnce) {
         << read_file(log);  // before any data
     EXPECT_LT(seconds, 2.0);
   }
+  ASSERT_EQ(kill(first, SIGCONT), 0);
   Exit done = wait_for(first);
   ASSERT_EQ(done.code, 0) << read_file(dir / "first.txt");
   EXPECT_EQ(load_checkpoint(out / "last"), 12);
