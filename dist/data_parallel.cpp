@@ -87,17 +87,31 @@ void DataParallel::backward(const Tensor& loss) {
     kiln::backward(loss);
     return;
   }
-  for (auto& bucket : buckets_) {
-    bucket->ready = 0;
-    bucket->work.reset();
-  }
-  next_to_launch_ = 0;
+  start_reduction();
   kiln::backward(loss, Tensor(), false, [&](TensorImpl& leaf) {
     auto found = bucket_of_.find(&leaf);
     if (found == bucket_of_.end()) return;  // an input that requires grad, not a parameter
     buckets_[found->second]->ready++;
     if (options_.overlap) launch_ready_buckets();
   });
+  finish_reduction();
+}
+
+void DataParallel::reduce_gradients() {
+  if (!comm_.has_backend()) return;
+  start_reduction();
+  finish_reduction();
+}
+
+void DataParallel::start_reduction() {
+  for (auto& bucket : buckets_) {
+    bucket->ready = 0;
+    bucket->work.reset();
+  }
+  next_to_launch_ = 0;
+}
+
+void DataParallel::finish_reduction() {
   // Parameters the graph never reached keep the gradient they had: send what is left, in order.
   NoGradGuard no_grad;
   while (next_to_launch_ < buckets_.size()) launch(*buckets_[next_to_launch_++]);

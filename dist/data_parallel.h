@@ -52,6 +52,10 @@ class DataParallel {
   // GPU: ordered before any later kernel). In the world of one without a launcher it is exactly
   // kiln::backward; under mpirun the buckets go through the backend even with one rank.
   void backward(const Tensor& loss);
+  // The reduction alone: the gradients the parameters hold now (none counts as zeros) summed or
+  // averaged over the ranks, as backward() would leave them. For a rank with no data this step,
+  // or one that accumulated its gradients over several kiln::backward calls itself.
+  void reduce_gradients();
   // Rank 0's parameter values to every rank (done by the constructor unless told not to).
   void broadcast_parameters();
 
@@ -64,6 +68,9 @@ class DataParallel {
   struct Bucket;
   void launch_ready_buckets();
   void launch(Bucket& bucket);
+  void start_reduction();
+  // Sends the buckets not sent yet, waits for all, and writes the results into the gradients.
+  void finish_reduction();
 
   std::vector<Tensor> params_;
   DataParallelOptions options_;

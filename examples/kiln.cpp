@@ -17,6 +17,7 @@
 #include <set>
 
 #include "core/durable_file.h"
+#include "dist/communicator.h"
 #include "kernels/threads.h"
 #include "models/data/corpus.h"
 #include "models/data/line_stream.h"
@@ -113,6 +114,7 @@ int run_train(const TrainOptions& options, const std::string& out, const std::st
   std::vector<seq2seq::EpochMetrics> history =
       seq2seq::train(options, out, resume, log, overwrite, flags_given);
   if (history.empty()) return 0;  // nothing to train, and the log said why
+  if (dist::world().rank() != 0) return 0;  // under mpirun, rank 0 reports
   seq2seq::Translator t = seq2seq::Translator::load(out + "/last", options.device);
   data::Split split = seq2seq::load_data(t.options, nullptr, "train", out + "/last");
   if (!t.options.sample_sentences.empty()) {

@@ -511,6 +511,54 @@ TEST(Batching, EveryPairExactlyOnce) {
   }
 }
 
+// Issue 13: data parallelism cuts each global batch into one run of columns per rank. Over an
+// epoch, the ranks' shares hold every pair exactly once, the runs are consecutive, and each is
+// within one pair's tokens of an equal share of the batch's target tokens.
+TEST(Batching, RankSharesCoverEveryPairOncePerEpoch) {
+  const std::vector<EncodedPair> pairs = random_pairs(203, 5);
+  std::vector<int64_t> expected(pairs.size());
+  std::iota(expected.begin(), expected.end(), int64_t{0});
+  for (int64_t batch_tokens : {int64_t{0}, int64_t{120}}) {
+    for (int world : {1, 2, 3, 8}) {
+      SCOPED_TRACE("batch_tokens " + std::to_string(batch_tokens) + ", " + std::to_string(world) +
+                   " ranks");
+      BatchOptions options;
+      options.batch_size = 10;
+      options.batch_tokens = batch_tokens;
+      options.seed = 11;
+      std::vector<int64_t> seen;
+      for (const std::vector<int64_t>& global : plan_batches(pairs, options)) {
+        const int64_t total = count_target_tokens(pairs, global, options);
+        int64_t longest = 0;
+        for (int64_t index : global) longest = std::max(longest, count_target_tokens(pairs, {index}, options));
+        size_t next = 0;
+        int64_t counted = 0;
+        for (int rank = 0; rank < world; ++rank) {
+          auto [begin, end] = rank_share(pairs, global, options, rank, world);
+          ASSERT_EQ(begin, next);  // consecutive, in rank order
+          ASSERT_LE(begin, end);
+          next = end;
+          std::vector<int64_t> mine(global.begin() + begin, global.begin() + end);
+          seen.insert(seen.end(), mine.begin(), mine.end());
+          const int64_t tokens = count_target_tokens(pairs, mine, options);
+          counted += tokens;
+          if (static_cast<int64_t>(global.size()) >= world) {  // else some rank gets nothing
+            EXPECT_LE(std::abs(tokens * world - total), longest * world) << "rank " << rank;
+          }
+          if (!mine.empty()) {
+            EXPECT_EQ(make_batch(pairs, mine, options).num_target_tokens, tokens);
+          }
+        }
+        EXPECT_EQ(next, global.size());
+        EXPECT_EQ(counted, total);
+      }
+      std::sort(seen.begin(), seen.end());
+      EXPECT_EQ(seen, expected);
+    }
+  }
+  EXPECT_THROW(rank_share(pairs, {0, 1}, BatchOptions{}, 2, 2), Error);
+}
+
 TEST(Batching, BucketsHoldSimilarLengths) {
   const std::vector<EncodedPair> pairs = random_pairs(100, 2);
   BatchOptions options;

@@ -212,6 +212,32 @@ TEST(DataParallel, ParameterWithoutGradientStaysWithoutOne) {
   }
 }
 
+// A rank with no data this step (a global batch with fewer sentences than ranks, in kiln train)
+// takes part through reduce_gradients() alone; one that accumulated over several backward passes
+// of its own reduces the sum. Either way every rank ends with the sum of what all of them had.
+TEST(DataParallel, ReduceGradientsWithoutABackwardOfItsOwn) {
+  Tensor w = from_vector(std::vector<float>{1, 2, 3}, {3});
+  w.set_requires_grad(true);
+  dist::DataParallelOptions summed;
+  summed.reduce = dist::ReduceOp::sum;
+  dist::DataParallel dp({w}, summed);
+  const int rank = comm().rank(), ranks = comm().world_size();
+  // Rank 0 runs two backward passes (accumulating 2w + 3w = 5w); the others none.
+  if (rank == 0) {
+    backward(sum(w * w));
+    backward(sum(w * w * 1.5));
+  }
+  dp.reduce_gradients();
+  ASSERT_TRUE(w.grad().defined());
+  EXPECT_EQ(w.grad().to_vector<float>(), (std::vector<float>{5, 10, 15}));
+  // Then every rank has a gradient: the reduction sums them (each 2w).
+  w.set_grad(Tensor());
+  backward(sum(w * w));
+  dp.reduce_gradients();
+  float n = static_cast<float>(comm().has_backend() ? ranks : 1);
+  EXPECT_EQ(w.grad().to_vector<float>(), (std::vector<float>{2 * n, 4 * n, 6 * n}));
+}
+
 TEST(DataParallel, BucketSizesGiveTheSameResult) {
   auto make = [] { return std::make_shared<Mlp>(); };
   dist::DataParallelOptions one, some, many;

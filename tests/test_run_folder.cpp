@@ -36,21 +36,28 @@ using testing::read_file;
 using testing::temp_dir;
 using Env = std::vector<std::pair<std::string, std::string>>;
 
-// The kiln binary with `args`, stdout and stderr into `log`, `env` added to the environment.
-pid_t spawn_kiln(const std::vector<std::string>& args, const std::string& log, const Env& env) {
+// The kiln binary with `args`, stdout and stderr into `log`, `env` added to the environment; with
+// `ranks` > 0, as that many ranks under mpirun (KILN_MPIRUN_PATH, which must not be empty).
+pid_t spawn_kiln(const std::vector<std::string>& args, const std::string& log, const Env& env,
+                 int ranks = 0) {
   const char* override_path = std::getenv("KILN_CLI");
-  std::string binary = override_path ? override_path : KILN_CLI_PATH;
+  std::vector<std::string> command;
+  if (ranks > 0) {
+    command = {KILN_MPIRUN_PATH, "--allow-run-as-root", "--oversubscribe", "-np",
+               std::to_string(ranks)};
+  }
+  command.push_back(override_path ? override_path : KILN_CLI_PATH);
+  command.insert(command.end(), args.begin(), args.end());
   pid_t pid = ::fork();
   if (pid == 0) {
     int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
     for (const auto& [name, value] : env) ::setenv(name.c_str(), value.c_str(), 1);
-    std::vector<char*> argv{binary.data()};
-    std::vector<std::string> copy = args;
-    for (std::string& arg : copy) argv.push_back(arg.data());
+    std::vector<char*> argv;
+    for (std::string& arg : command) argv.push_back(arg.data());
     argv.push_back(nullptr);
-    ::execv(binary.c_str(), argv.data());
+    ::execv(argv[0], argv.data());
     ::_exit(127);
   }
   return pid;
@@ -70,8 +77,9 @@ Exit wait_for(pid_t pid) {
   return e;
 }
 
-Exit run_kiln(const std::vector<std::string>& args, const std::string& log, const Env& env = {}) {
-  return wait_for(spawn_kiln(args, log, env));
+Exit run_kiln(const std::vector<std::string>& args, const std::string& log, const Env& env = {},
+              int ranks = 0) {
+  return wait_for(spawn_kiln(args, log, env, ranks));
 }
 
 // A tiny run: 60 generated pairs, a 2-layer GRU of 8 units with dropout (so resume must restore
@@ -420,6 +428,136 @@ TEST(RunFolder, NothingToTrainSaysTheRunIsComplete) {
     EXPECT_CONTAINS(read_file(log), "is already complete at epoch 2; give --epochs above 2");
     EXPECT_EQ(read_file(log).find("cannot open"), std::string::npos) << read_file(log);
     EXPECT_FALSE(fs::exists(dir / "r12"));
+  }
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace kiln
+
+// ---- Issue 13: `kiln train` under mpirun ------------------------------------------------------
+
+namespace kiln {
+namespace {
+
+// Under the sanitizers, Open MPI's own leaks at exit are suppressed, as for kiln_dist_tests.
+const Env kMpiEnv = {{"OMPI_MCA_mca_base_component_disable_dlclose", "1"},
+                     {"LSAN_OPTIONS", std::string("suppressions=") + KILN_MPI_LSAN_SUPPRESSIONS +
+                                          ":fast_unwind_on_malloc=0"},
+                     {"KILN_DIST_TIMEOUT", "60"}};
+
+// A small data-parallel run: attention, padding (sentences of many lengths), label smoothing,
+// gradient accumulation over 2 batches, clipping and Adam; one thread per rank, so that reruns
+// are bit for bit.
+std::vector<std::string> parallel_train(const fs::path& out, double dropout) {
+  std::vector<std::string> args = tiny_train(out, 3);
+  auto set = [&](const std::string& flag, const std::string& value) {
+    *(std::find(args.begin(), args.end(), flag) + 1) = value;
+  };
+  set("--dropout", std::to_string(dropout));
+  set("--task-size", "120");
+  args.insert(args.end(), {"--label-smoothing", "0.1", "--accum-steps", "2", "--clip", "1",
+                           "--save-every", "2", "--threads", "1"});
+  return args;
+}
+
+// The relative differences of two metrics files' losses, line by line (same epochs required).
+double largest_loss_difference(const std::vector<std::string>& a,
+                               const std::vector<std::string>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double largest = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    std::istringstream x(a[i]), y(b[i]);
+    int64_t epoch_x = 0, epoch_y = 0;
+    x >> epoch_x;
+    y >> epoch_y;
+    EXPECT_EQ(epoch_x, epoch_y);
+    for (int k = 0; k < 2; ++k) {
+      double u = 0, v = 0;
+      x >> u;
+      y >> v;
+      largest = std::max(largest, std::abs(u - v) / std::max(std::abs(v), 1e-12));
+    }
+  }
+  return largest;
+}
+
+#define KILN_NEEDS_MPIRUN()                                                          \
+  if (std::string(KILN_MPIRUN_PATH).empty())                                         \
+  GTEST_SKIP() << "no mpirun, or kiln built without MPI (scripts/install-deps.sh " \
+                  "installs libopenmpi-dev and openmpi-bin)"
+
+// Two ranks compute what one rank computes on the global batch: the same losses, one log.
+TEST(DataParallelTrain, TwoRanksTrainAsOneRankOnTheGlobalBatch) {
+  KILN_NEEDS_MPIRUN();
+  fs::path dir = temp_dir("dp_train_equal");
+  std::string log1 = (dir / "one.txt").string(), log2 = (dir / "two.txt").string();
+  ASSERT_EQ(run_kiln(parallel_train(dir / "one", 0), log1, kMpiEnv).code, 0) << read_file(log1);
+  ASSERT_EQ(run_kiln(parallel_train(dir / "two", 0), log2, kMpiEnv, 2).code, 0)
+      << read_file(log2);
+  const std::vector<std::string> one = losses(dir / "one" / "metrics.jsonl");
+  ASSERT_EQ(one.size(), 3u);
+  double largest = largest_loss_difference(losses(dir / "two" / "metrics.jsonl"), one);
+  std::printf("2 ranks vs 1 rank, 3 epochs: largest relative loss difference %.3g\n", largest);
+  EXPECT_LT(largest, 1e-5);
+  const std::string two = read_file(log2);
+  EXPECT_CONTAINS(two, "data parallel: 2 ranks (MPI)");
+  // Rank 0 alone logs and writes: one epoch line each, no leftovers of the data hand-over.
+  for (const char* line : {"epoch 1: ", "epoch 3: ", "data: ", "checkpoints: "}) {
+    size_t first = two.find(line);
+    EXPECT_NE(first, std::string::npos) << line << "\n" << two;
+    EXPECT_EQ(two.find(line, first + 1), std::string::npos) << line << "\n" << two;
+  }
+  EXPECT_FALSE(fs::exists(dir / "two" / ".prepared"));
+  EXPECT_EQ(load_checkpoint(dir / "two" / "last"), 3);
+  fs::remove_all(dir);
+}
+
+// Killed in the middle (rank 0 dies at a durable step; mpirun takes rank 1 down), then resumed
+// with 2 ranks (dropout on: each rank's stream is keyed by seed, rank and step, so the losses are
+// the uninterrupted run's bit for bit) and with 1 rank (dropout off, so that one rank computes the
+// same thing: within 1e-5).
+TEST(DataParallelTrain, KilledThenResumedWithTwoOrOneRanks) {
+  KILN_NEEDS_MPIRUN();
+  fs::path dir = temp_dir("dp_train_resume");
+  std::string log = (dir / "log.txt").string();
+  for (int resume_ranks : {2, 1}) {
+    SCOPED_TRACE("resumed with " + std::to_string(resume_ranks) + " rank(s)");
+    const double dropout = resume_ranks == 2 ? 0.2 : 0.0;
+    fs::path whole = dir / ("whole" + std::to_string(resume_ranks));
+    fs::path cut = dir / ("cut" + std::to_string(resume_ranks));
+    Env env = kMpiEnv;
+    env.push_back({"KILN_DURABLE_STEP_LOG", (dir / "steps.txt").string()});
+    fs::remove(dir / "steps.txt");
+    ASSERT_EQ(run_kiln(parallel_train(whole, dropout), log, env, 2).code, 0) << read_file(log);
+    const std::vector<std::string> reference = losses(whole / "metrics.jsonl");
+    ASSERT_EQ(reference.size(), 3u);
+    const std::vector<Step> steps = read_steps(dir / "steps.txt");
+    // Past the middle of the run: some checkpoint of epoch 2 is committed by then.
+    const size_t crash_at = steps.size() * 3 / 5;
+    env = kMpiEnv;
+    env.push_back({"KILN_CRASH_AT_DURABLE_STEP", std::to_string(crash_at)});
+    Exit killed = run_kiln(parallel_train(cut, dropout), log, env, 2);
+    ASSERT_NE(killed.code, 0) << read_file(log);
+    const int64_t saved_steps = seq2seq::load_train_state(seq2seq::checkpoint_folder(
+                                                              (cut / "last").string()))
+                                    .steps;
+    ASSERT_GT(saved_steps, 0);
+    std::vector<std::string> again = parallel_train(cut, dropout);
+    again.insert(again.end(), {"--resume", (cut / "last").string()});
+    Exit resumed = run_kiln(again, log, kMpiEnv, resume_ranks == 2 ? 2 : 0);
+    ASSERT_EQ(resumed.code, 0) << read_file(log);
+    EXPECT_CONTAINS(read_file(log), "resuming from");
+    const std::vector<std::string> continued = losses(cut / "metrics.jsonl");
+    if (resume_ranks == 2) {
+      EXPECT_EQ(continued, reference);
+    } else {
+      double largest = largest_loss_difference(continued, reference);
+      std::printf("killed at step %ld, resumed with 1 rank: largest relative loss difference %.3g\n",
+                  static_cast<long>(saved_steps), largest);
+      EXPECT_LT(largest, 1e-5);
+    }
+    EXPECT_EQ(load_checkpoint(cut / "last"), 3);
   }
   fs::remove_all(dir);
 }

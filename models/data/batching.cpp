@@ -45,6 +45,8 @@ std::vector<int64_t> time_major(const std::vector<std::vector<int64_t>>& columns
   return out;
 }
 
+}  // namespace
+
 Batch make_batch(const std::vector<EncodedPair>& pairs, std::vector<int64_t> indices,
                  const BatchOptions& options, Device device) {
   const int64_t batch = static_cast<int64_t>(indices.size());
@@ -87,7 +89,34 @@ Batch make_batch(const std::vector<EncodedPair>& pairs, std::vector<int64_t> ind
   return out;
 }
 
-}  // namespace
+int64_t count_target_tokens(const std::vector<EncodedPair>& pairs,
+                            const std::vector<int64_t>& indices, const BatchOptions& options) {
+  int64_t tokens = 0;
+  for (int64_t index : indices) {
+    int64_t length = static_cast<int64_t>(pairs[static_cast<size_t>(index)].target.size()) + 1;
+    tokens += options.num_steps > 0 ? std::min(length, options.num_steps) : length;
+  }
+  return tokens;
+}
+
+std::pair<size_t, size_t> rank_share(const std::vector<EncodedPair>& pairs,
+                                     const std::vector<int64_t>& indices,
+                                     const BatchOptions& options, int rank, int world_size) {
+  KILN_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "rank_share: rank ", rank,
+             " of a world of ", world_size);
+  const int64_t total = count_target_tokens(pairs, indices, options);
+  // The first column whose preceding tokens reach k / world_size of the total (in integers:
+  // preceding * world_size >= k * total).
+  auto start_of = [&](int k) {
+    int64_t preceding = 0;
+    for (size_t column = 0; column < indices.size(); ++column) {
+      if (preceding * world_size >= int64_t{k} * total) return column;
+      preceding += count_target_tokens(pairs, {indices[column]}, options);
+    }
+    return indices.size();
+  };
+  return {start_of(rank), start_of(rank + 1)};
+}
 
 std::vector<std::vector<int64_t>> plan_batches(const std::vector<EncodedPair>& pairs,
                                                const BatchOptions& options) {

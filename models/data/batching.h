@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -69,6 +70,25 @@ std::vector<std::vector<int64_t>> plan_batches(const std::vector<EncodedPair>& p
 // tensors are created on `device`.
 std::vector<Batch> make_batches(const std::vector<EncodedPair>& pairs, const BatchOptions& options,
                                 Device device = Device::cpu());
+
+// One batch of the pairs `indices`, in that column order, laid out as make_batches lays each out
+// (indices must be valid and not empty; the pairs are not checked again).
+Batch make_batch(const std::vector<EncodedPair>& pairs, std::vector<int64_t> indices,
+                 const BatchOptions& options, Device device = Device::cpu());
+
+// The real target tokens (<eos> included, cut to num_steps) of the pairs `indices`: the
+// num_target_tokens make_batch would count, without building the batch.
+int64_t count_target_tokens(const std::vector<EncodedPair>& pairs,
+                            const std::vector<int64_t>& indices, const BatchOptions& options);
+
+// Data parallelism: the columns [begin, end) of a batch of `indices` that rank `rank` of
+// `world_size` trains on. The batch is cut into world_size consecutive runs with about equal
+// target tokens (rank k's run starts at the first column whose preceding tokens reach k / world_size
+// of the batch's), so the ranks' shares together are the batch, each column exactly once. A rank
+// gets an empty run when the batch has fewer columns than there are ranks.
+std::pair<size_t, size_t> rank_share(const std::vector<EncodedPair>& pairs,
+                                     const std::vector<int64_t>& indices,
+                                     const BatchOptions& options, int rank, int world_size);
 
 // pairs[i] = {source_vocab.encode(source_tokens[i]), target_vocab.encode(target_tokens[i])}.
 std::vector<EncodedPair> encode_pairs(const std::vector<std::vector<std::string>>& source_tokens,

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +19,8 @@
 #include "core/error.h"
 #include "core/profiler.h"
 #include "core/random.h"
+#include "dist/communicator.h"
+#include "dist/data_parallel.h"
 #include "models/data/batching.h"
 #include "models/data/tokenizer.h"
 #include "models/metrics.h"
@@ -80,10 +83,46 @@ struct Run {
   Clock::time_point start;  // of this process's training, for --max-time
   nn::ExponentialMovingAverage* ema = nullptr;  // --ema: the weight average, else null
   profiler::StepProfiler* profile = nullptr;    // --profile / KILN_PROFILE (inactive: off)
+  // Data parallelism (mpirun -np N): every rank trains on its share of each global batch, and
+  // dp leaves the global batch's gradients on all of them. Without a launcher, a world of one
+  // whose dp is plain backward. Only rank 0, the writer, logs and writes files.
+  dist::DataParallel* dp = nullptr;
+  bool writer = true;
+
+  dist::Communicator& comm() const { return dp->communicator(); }
 };
 
+// Sums `values` over the ranks in place: one small collective (nothing in a world of one).
+void sum_over_ranks(const Run& r, std::vector<double>& values) {
+  if (!r.comm().has_backend()) return;
+  Tensor t = from_vector(values, {static_cast<int64_t>(values.size())});
+  r.comm().all_reduce(t, dist::ReduceOp::sum);
+  const double* summed = t.data<double>();
+  std::copy(summed, summed + values.size(), values.begin());
+}
+
+// Rank 0's answer, on every rank: for decisions that rest on one clock or must not differ by a
+// rounding (stopping), so that no rank leaves while the others wait in a collective.
+bool rank0_says(const Run& r, bool answer) {
+  std::vector<double> vote{r.writer && answer ? 1.0 : 0.0};
+  sum_over_ranks(r, vote);
+  return r.comm().has_backend() ? vote[0] > 0 : answer;
+}
+
+// The random stream (dropout, scheduled sampling) of one rank's share of one step: a function of
+// the seed, the rank and the step alone, so ranks draw different numbers, and a resumed run, with
+// any number of ranks, draws at each step the numbers an uninterrupted one would have.
+uint64_t step_stream(uint64_t seed, int rank, int64_t step) {
+  uint64_t x = seed ^ (uint64_t(rank) << 48) ^ (uint64_t(step) * 0x9E3779B97F4A7C15ull);
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;  // splitmix64's finaliser
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
 // The weights, optimizer state and random generator of a checkpoint, so that the run continues
-// with exactly the numbers an uninterrupted one would have drawn.
+// with exactly the numbers an uninterrupted one would have. (Each step reseeds the generator from
+// the seed, the rank and the step, so the saved generator state only matters to code that draws
+// between steps.)
 void restore(const std::string& dir, const TrainState& state, Seq2Seq& model, nn::Optimizer& opt,
              nn::ExponentialMovingAverage* ema) {
   if (ema) {
@@ -101,11 +140,26 @@ struct StepResult {
   double loss = 0, grad_norm = 0;
 };
 
-StepResult train_step(const Run& r, const std::vector<const data::Batch*>& group) {
+// This rank's share of one global batch (data parallelism; in a world of one, the whole batch).
+struct Share {
+  data::Batch batch;          // no tensors when this rank has no column of the batch
+  int64_t global_tokens = 0;  // the whole batch's real target tokens, over all ranks
+};
+
+// Step `step` (1-based) over the global batches `group`; `loss` is the mean over all ranks.
+StepResult train_step(const Run& r, const std::vector<const Share*>& group, int64_t step) {
   profiler::ProfileScope scope("train step", profiler::Category::step);
+  default_generator().manual_seed(step_stream(r.o.seed, r.comm().rank(), step));
   r.opt.set_lr(r.schedule.lr_at(r.opt.step_count() + 1));
   r.opt.zero_grad();
-  double loss = accumulate_gradients(r.model, group, r.o.label_smoothing, r.o.teacher_forcing);
+  std::vector<const data::Batch*> mine;
+  int64_t global_tokens = 0;
+  for (const Share* share : group) {
+    mine.push_back(&share->batch);
+    global_tokens += share->global_tokens;
+  }
+  double loss = accumulate_gradients(r.model, mine, r.o.label_smoothing, r.o.teacher_forcing,
+                                     r.dp, global_tokens);
   // The clip factor is applied inside the optimizer's fused update (no separate scaling pass).
   nn::ClipFactor clip;
   if (r.o.clip > 0) clip = nn::clip_grad_norm_factor(r.model.parameters(), r.o.clip);
@@ -128,10 +182,23 @@ data::BatchOptions batch_options(const TrainOptions& o) {
 
 // The batches of one epoch, in their order: a function of the seed and the epoch alone, so a run
 // resumed inside the epoch makes the same ones and continues with the batch after its checkpoint.
-std::vector<data::Batch> epoch_batches(const Run& r, int64_t epoch) {
+// The same global batches with any number of ranks; each rank builds only its share of each.
+std::vector<Share> epoch_batches(const Run& r, int64_t epoch) {
   data::BatchOptions batching = batch_options(r.o);
   batching.seed = r.o.seed * 1000003 + static_cast<uint64_t>(epoch);  // reproducible per epoch
-  return data::make_batches(r.p.train, batching, r.device);
+  std::vector<Share> shares;
+  for (const std::vector<int64_t>& global : data::plan_batches(r.p.train, batching)) {
+    Share share;
+    share.global_tokens = data::count_target_tokens(r.p.train, global, batching);
+    auto [begin, end] = data::rank_share(r.p.train, global, batching, r.comm().rank(),
+                                         r.comm().world_size());
+    if (begin < end) {
+      share.batch = data::make_batch(r.p.train, {global.begin() + begin, global.begin() + end},
+                                     batching, r.device);
+    }
+    shares.push_back(std::move(share));
+  }
+  return shares;
 }
 
 bool has_validation(const Run& r) { return !r.p.split.valid.empty(); }
@@ -165,17 +232,40 @@ void validate(const Run& r, EpochMetrics& m) {
                r.p.target_vocab,
                r.o,
                r.device};
-  m.valid_loss = t.mean_nll(valid);
-  int64_t n = static_cast<int64_t>(valid.size());
-  if (r.o.bleu_sentences >= 0) n = std::min(n, r.o.bleu_sentences);
+  // Each rank scores and translates its slice of the pairs; the sums (NLL and tokens, BLEU's n-gram
+  // counts, exact matches) are added over the ranks, so every rank gets the figures of the whole.
+  const int rank = r.comm().rank(), ranks = r.comm().world_size();
+  auto slice = [&](size_t n) {
+    return std::make_pair(valid.begin() + n * rank / ranks, valid.begin() + n * (rank + 1) / ranks);
+  };
+  auto [nll_begin, nll_end] = slice(valid.size());
+  Translator::NllSum nll = t.total_nll({nll_begin, nll_end});
+  size_t n = valid.size();
+  if (r.o.bleu_sentences >= 0) n = std::min(n, static_cast<size_t>(r.o.bleu_sentences));
+  auto [bleu_begin, bleu_end] = slice(n);
   std::vector<std::string> sources, references, hypotheses;
-  for (int64_t k = 0; k < n; ++k) {
-    sources.push_back(valid[k].source);
-    references.push_back(valid[k].target);  // the raw text, as sacreBLEU scores against
+  for (auto pair = bleu_begin; pair != bleu_end; ++pair) {
+    sources.push_back(pair->source);
+    references.push_back(pair->target);  // the raw text, as sacreBLEU scores against
   }
   for (const auto& h : t.translate(sources)) hypotheses.push_back(t.to_text(h[0]));
-  m.valid_bleu = metrics::corpus_bleu(hypotheses, references, metrics::BleuSmoothing::exp);
-  m.valid_exact = metrics::exact_match(hypotheses, references);
+  metrics::BleuScore bleu =
+      metrics::corpus_bleu_score(hypotheses, references, metrics::BleuSmoothing::exp);
+  double exact = metrics::exact_match(hypotheses, references) * hypotheses.size();
+  std::vector<double> sums{nll.nll, double(nll.tokens), double(bleu.hypothesis_length),
+                           double(bleu.reference_length), exact};
+  for (int k = 0; k < 4; ++k) sums.insert(sums.end(), {double(bleu.matches[k]), double(bleu.totals[k])});
+  sum_over_ranks(r, sums);
+  std::array<int64_t, 4> matches{}, totals{};
+  for (int k = 0; k < 4; ++k) {
+    matches[k] = static_cast<int64_t>(sums[5 + 2 * k]);
+    totals[k] = static_cast<int64_t>(sums[6 + 2 * k]);
+  }
+  m.valid_loss = sums[1] > 0 ? sums[0] / sums[1] : 0.0;
+  m.valid_bleu = metrics::bleu_from_counts(matches, totals, static_cast<int64_t>(sums[2]),
+                                           static_cast<int64_t>(sums[3]),
+                                           metrics::BleuSmoothing::exp);
+  m.valid_exact = n ? std::round(sums[4]) / n : 0.0;
   m.validated = true;
 }
 
@@ -206,6 +296,7 @@ std::vector<std::pair<int64_t, std::string>> step_folders(const std::string& out
 // and afterwards the step folders beyond the newest K go. (A kill while one is being removed
 // leaves part of an old folder, which the next save removes.)
 void save_last(const Run& r, TrainState& state) {
+  if (!r.writer) return;
   if (r.o.keep_checkpoints > 0) {
     save_to(r, r.out_dir + "/step-" + std::to_string(state.steps), state);
   }
@@ -236,12 +327,14 @@ bool record_validation(const Run& r, const EpochMetrics& m, TrainState& state) {
 // validation (every epoch end without validation data). True when early stopping triggers.
 bool report(const Run& r, EpochMetrics& m, TrainState& state, std::vector<EpochMetrics>& history) {
   bool best = !m.validated || record_validation(r, m, state);
-  m.early_stop = m.validated && r.o.patience > 0 && state.bad_validations >= r.o.patience;
+  m.early_stop = rank0_says(
+      r, m.validated && r.o.patience > 0 && state.bad_validations >= r.o.patience);
   state.train_loss = m.train_loss;
   state.valid_loss = m.valid_loss;
+  history.push_back(m);
+  if (!r.writer) return m.early_stop;
   append_metrics_line(r.out_dir + "/metrics.jsonl", m);
   write_loss_svg(r.out_dir + "/loss.svg", read_metrics(r.out_dir + "/metrics.jsonl"));
-  history.push_back(m);
   if (m.early_stop) {
     char line[256];
     std::snprintf(line, sizeof line,
@@ -269,13 +362,19 @@ std::string limit_reached(const Run& r, const TrainState& state) {
   return "";
 }
 
+// The message for a limit rank 0 said is reached (the other ranks' clocks may not say so yet).
+std::string why_stop(const Run& r, const TrainState& state) {
+  std::string why = limit_reached(r, state);
+  return why.empty() ? "a limit reached on rank 0" : why;
+}
+
 // Trains epoch `epoch` from the batch `state` stands at (0, or where a checkpoint inside the
 // epoch stopped), validating and saving at the steps the options say. At the epoch's end,
 // validates and saves. True when the run must stop (a limit, or early stopping), after saving.
 bool train_epoch(const Run& r, int64_t epoch, TrainState& state,
                  std::vector<EpochMetrics>& history) {
   r.model.train();
-  std::vector<data::Batch> batches = epoch_batches(r, epoch);
+  std::vector<Share> batches = epoch_batches(r, epoch);
   const size_t n = batches.size();
   // The epoch's clock goes on from where the checkpoint left it.
   auto epoch_start = Clock::now() - std::chrono::duration_cast<Clock::duration>(
@@ -288,19 +387,25 @@ bool train_epoch(const Run& r, int64_t epoch, TrainState& state,
   };
   for (size_t i = static_cast<size_t>(state.epoch_batches); i < n;) {
     size_t end = std::min(n, i + static_cast<size_t>(r.o.accum_steps));
-    std::vector<const data::Batch*> group;
-    int64_t tokens = 0;
+    std::vector<const Share*> group;
+    int64_t tokens = 0;  // over all ranks
     for (size_t k = i; k < end; ++k) {
       group.push_back(&batches[k]);
-      tokens += batches[k].num_target_tokens;
+      tokens += batches[k].global_tokens;
     }
     r.profile->begin_step();
-    StepResult step = train_step(r, group);
+    StepResult step = train_step(r, group, state.steps + 1);
     std::string profile_table;
     if (r.profile->end_step(profile_table)) say(profile_table);
     ++state.steps;
     state.epoch_batches = static_cast<int64_t>(end);
     i = end;
+    // One small collective per step: the loss summed over the ranks, and whether rank 0 (whose
+    // clock --max-time follows) says a limit stops the run here.
+    std::vector<double> sums{step.loss, r.writer && !limit_reached(r, state).empty() ? 1.0 : 0.0};
+    sum_over_ranks(r, sums);
+    step.loss = sums[0];
+    const bool limit = sums[1] > 0;
     if (step.taken) {
       state.epoch_loss_sum += step.loss * tokens;
       state.epoch_tokens += tokens;
@@ -317,7 +422,7 @@ bool train_epoch(const Run& r, int64_t epoch, TrainState& state,
       r.log(r.progress.text(epoch, end, n, state.steps, loss, speed, grad_norm, r.opt.lr()));
     }
     if (end == n) break;  // the epoch's end, below
-    stop = limit_reached(r, state);
+    if (limit) stop = why_stop(r, state);
     bool early = false;
     if (r.o.valid_every > 0 && state.steps % r.o.valid_every == 0 && has_validation(r)) {
       EpochMetrics m = epoch_so_far(r, epoch, state, grad_norm);
@@ -349,7 +454,7 @@ bool train_epoch(const Run& r, int64_t epoch, TrainState& state,
   state.epoch_seconds = 0;
   bool early = report(r, m, state, history);
   save_last(r, state);
-  stop = limit_reached(r, state);
+  if (rank0_says(r, !limit_reached(r, state).empty())) stop = why_stop(r, state);
   if (!stop.empty()) {
     r.log("stopping at step " + std::to_string(state.steps) + " (end of epoch " +
           std::to_string(epoch) + "): " + stop + "; last/ saved, --resume continues from it");
@@ -375,6 +480,36 @@ std::string nothing_left(const TrainOptions& o, const TrainState& s, const std::
   return "";
 }
 
+// The device of this process: under mpirun, "cuda" is the GPU of this rank's local rank (one
+// process per GPU).
+Device rank_device(const std::string& name, const dist::Communicator& comm) {
+  Device device = Device::parse(name);
+  if (!device.is_cuda() || !comm.is_distributed()) return device;
+  KILN_CHECK(name == "cuda", "train: --device ", name, " under mpirun with ", comm.world_size(),
+             " ranks: each rank takes the GPU of its local rank; give --device cuda");
+  return Device::cuda(comm.local_rank());
+}
+
+// The data of the run on every rank. Rank 0 prepares it (split, subword models, vocabularies)
+// and writes what the others need into out_dir/.prepared, which they read as a checkpoint's; a
+// run that resumes reads its checkpoint on every rank.
+Prepared prepare_on_every_rank(TrainOptions& o, const std::string& out_dir,
+                               const std::string& from, const Log& log,
+                               dist::Communicator& comm) {
+  if (!from.empty() || !comm.is_distributed()) return prepare(o, out_dir, from, log);
+  const std::string shared = out_dir + "/.prepared";
+  Prepared p;
+  if (comm.rank() == 0) {
+    p = prepare(o, out_dir, "", log);
+    save_vocabularies(shared, o, p);
+  }
+  comm.barrier();  // the others wait for rank 0's data (within KILN_DIST_TIMEOUT)
+  if (comm.rank() != 0) p = prepare(o, out_dir, shared, nullptr);
+  comm.barrier();
+  if (comm.rank() == 0) std::filesystem::remove_all(shared);
+  return p;
+}
+
 // The options and state of the checkpoint a run resumes from (resume_options()).
 std::pair<TrainOptions, TrainState> read_resume(const std::string& dir, const TrainOptions& options,
                                                 const std::vector<std::string>& flags_given) {
@@ -386,27 +521,45 @@ std::pair<TrainOptions, TrainState> read_resume(const std::string& dir, const Tr
 }  // namespace
 
 double accumulate_gradients(const Seq2Seq& model, const std::vector<const data::Batch*>& batches,
-                            double label_smoothing, double teacher_forcing) {
-  int64_t total = 0;
-  for (const data::Batch* b : batches) total += b->num_target_tokens;
+                            double label_smoothing, double teacher_forcing,
+                            dist::DataParallel* dp, int64_t global_tokens) {
+  int64_t total = global_tokens;
+  if (total <= 0) {
+    total = 0;
+    for (const data::Batch* b : batches) total += b->num_target_tokens;
+  }
+  size_t last = batches.size();  // the last batch with columns: its backward reduces
+  for (size_t k = 0; k < batches.size(); ++k) {
+    if (batches[k]->source.defined()) last = k;
+  }
   double mean = 0;
-  for (const data::Batch* b : batches) {
+  for (size_t k = 0; k < batches.size(); ++k) {
+    const data::Batch* b = batches[k];
+    if (!b->source.defined()) continue;  // none of this batch is this rank's
     Tensor logits = model.decode_teacher(model.encode(b->source, b->source_lengths), b->target_in,
                                          teacher_forcing);
     Tensor loss = model.loss(logits, b->target_out, b->target_mask, label_smoothing);
     double share = static_cast<double>(b->num_target_tokens) / std::max<int64_t>(total, 1);
-    backward(loss * share);
+    if (dp && k == last) {
+      dp->backward(loss * share);
+    } else {
+      backward(loss * share);
+    }
     // Read once per batch: it feeds the progress line and the epoch's mean.
     mean += loss.item() * share;
   }
+  if (dp && last == batches.size()) dp->reduce_gradients();  // this rank had no data this step
   return mean;
 }
 
 std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& out_dir,
                                 const std::string& resume_dir, const Log& log_in, bool overwrite,
                                 const std::vector<std::string>& flags_given) {
+  // Under mpirun every rank runs this; rank 0 alone logs and writes into out_dir.
+  dist::Communicator& comm = dist::world();
+  const bool writer = comm.rank() == 0;
   Log log = [&](const std::string& line) {
-    if (log_in) log_in(line);
+    if (log_in && writer) log_in(line);
   };
   TrainOptions o = options;
   // Read first, so a bad KILN_PROFILE stops the run before anything is written.
@@ -419,23 +572,26 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
     std::string why = nothing_left(o, *resumed, resume_dir);
     if (!why.empty()) {
       std::error_code ec;  // an existing --out still gets what a crash left there cleaned up
-      if (std::filesystem::is_directory(out_dir, ec)) RunFolder(out_dir, OutMode::resume);
+      if (writer && std::filesystem::is_directory(out_dir, ec)) RunFolder(out_dir, OutMode::resume);
       log("nothing to train: " + why);
       return {};
     }
   }
   o.validate();
-  RunFolder folder(out_dir, !resume_dir.empty() ? OutMode::resume
+  std::optional<RunFolder> folder;  // held by rank 0, the only writer
+  if (writer) {
+    folder.emplace(out_dir, !resume_dir.empty() ? OutMode::resume
                             : overwrite         ? OutMode::overwrite
                                                 : OutMode::fresh);
+  }
   std::string from;  // the checkpoint, read again now that no other run can be writing it
   if (!resume_dir.empty()) {
     from = checkpoint_folder(resume_dir);
     std::tie(o, resumed) = read_resume(from, options, flags_given);
   }
-  Device device = Device::parse(o.device);
+  Device device = rank_device(o.device, comm);
   manual_seed(o.seed);
-  Prepared p = prepare(o, out_dir, from, log);
+  Prepared p = prepare_on_every_rank(o, out_dir, from, log, comm);
   log(data_line(p));
   if (o.patience > 0 && p.split.valid.empty()) {
     log("warning: no validation pairs, so --patience " + std::to_string(o.patience) +
@@ -445,7 +601,8 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
                                                  ? std::vector<std::string>{"tokenizers"}
                                                  : std::vector<std::string>{};
   if (!resumed && o.epochs == 0) {  // data and vocabularies only
-    if (overwrite) folder.clear_previous_run(keep_tokenizers);
+    if (!writer) return {};
+    if (overwrite) folder->clear_previous_run(keep_tokenizers);
     save_vocabularies(out_dir + "/vocab", o, p);
     log("--epochs 0: data and vocabularies prepared in " + out_dir +
         "/vocab (config.json, source_vocab.txt, target_vocab.txt); nothing trained");
@@ -481,7 +638,18 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
                   o.ema, o.ema);
     log(line);
   }
-  if (overwrite) folder.clear_previous_run(keep_tokenizers);
+  if (overwrite && writer) folder->clear_previous_run(keep_tokenizers);
+  // After the restore, so that DataParallel's broadcast of rank 0's values changes nothing.
+  dist::DataParallelOptions parallel;
+  parallel.reduce = dist::ReduceOp::sum;  // each rank's loss is already over the global tokens
+  dist::DataParallel dp(model.parameters(), parallel, comm);
+  if (comm.has_backend()) {
+    log("data parallel: " + std::to_string(comm.world_size()) + " rank" +
+        (comm.world_size() > 1 ? "s" : "") + " (" + comm.backends() +
+        "); each global batch is split across them by target tokens, gradients summed in " +
+        std::to_string(dp.num_buckets()) + " bucket" + (dp.num_buckets() > 1 ? "s" : "") +
+        "; rank 0 logs and writes");
+  }
 
   // The same every epoch: the epoch's seed only orders the batches.
   int64_t batches_per_epoch =
@@ -489,7 +657,7 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
   int64_t total_steps = (batches_per_epoch + o.accum_steps - 1) / o.accum_steps * o.epochs;
   if (o.max_steps > 0) total_steps = std::min(total_steps, o.max_steps);
   auto schedule = make_schedule(o, total_steps);
-  bool live = isatty(fileno(stdout)) && !o.quiet;
+  bool live = writer && isatty(fileno(stdout)) && !o.quiet;
   ProgressLine progress(live, state.epoch + 1, o.epochs,
                         double(state.epoch_batches) / std::max<int64_t>(batches_per_epoch, 1));
   const int64_t profile_steps = o.profile_steps > 0 ? o.profile_steps : env_profile_steps;
@@ -503,7 +671,7 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
         std::to_string(first - 1) + " warm-up steps); then the table, and the trace in " + trace);
   }
   Run run{o,       device,   p,    model,        *opt,      *schedule, log,
-          out_dir, progress, live, Clock::now(), ema.get(), &profile};
+          out_dir, progress, live, Clock::now(), ema.get(), &profile, &dp, writer};
   std::vector<EpochMetrics> history;
   for (int64_t epoch = state.epoch + 1; epoch <= o.epochs; ++epoch) {
     if (train_epoch(run, epoch, state, history)) break;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/data_parallel.h"
 #include "models/data/batching.h"
 #include "models/seq2seq/model.h"
 #include "models/seq2seq/options.h"
@@ -44,7 +45,15 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
 // the parameters' .grad): each batch's mean loss per target token weighted by its share of all
 // their target tokens, so the gradients are those of the mean over every real target token of
 // the group, as if it were one batch. Returns that mean.
+//
+// Data parallelism: with `dp`, `batches` are this rank's shares of the step's global batches (a
+// share without tensors is one this rank has no column of), which hold `global_tokens` real target
+// tokens together over all ranks. Each share is weighted by its tokens over that global count, and
+// the last backward goes through dp (ReduceOp::sum), so every rank is left with the gradient of the
+// mean over the whole global group, as one rank computes it. Returns this rank's part of that mean
+// (the parts sum to it).
 double accumulate_gradients(const Seq2Seq& model, const std::vector<const data::Batch*>& batches,
-                            double label_smoothing, double teacher_forcing);
+                            double label_smoothing, double teacher_forcing,
+                            dist::DataParallel* dp = nullptr, int64_t global_tokens = 0);
 
 }  // namespace kiln::seq2seq

@@ -210,6 +210,12 @@ std::string Translator::to_text(const Hypothesis& hypothesis, const std::string&
 }
 
 double Translator::mean_nll(const std::vector<data::SentencePair>& pairs) const {
+  NllSum sum = total_nll(pairs);
+  return sum.tokens ? sum.nll / sum.tokens : 0.0;
+}
+
+Translator::NllSum Translator::total_nll(const std::vector<data::SentencePair>& pairs) const {
+  if (pairs.empty()) return {};
   data::TokenizedPairs tokens = tokenize_with(*source_tokenizer, *target_tokenizer, pairs);
   cut_long_pairs(tokens, this->options.max_source_length, this->options.max_target_length, false,
                  "eval");
@@ -226,7 +232,7 @@ double Translator::mean_nll(const std::vector<data::SentencePair>& pairs) const 
     total += model->loss(logits, b.target_out, b.target_mask).item() * b.num_target_tokens;
     count += b.num_target_tokens;
   }
-  return count ? total / count : 0.0;
+  return {total, count};
 }
 
 }  // namespace kiln::seq2seq

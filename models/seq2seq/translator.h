@@ -65,6 +65,13 @@ struct Translator {
   // Mean per-token cross-entropy (teacher forcing) over pairs, each side cut to the length cap;
   // perplexity = exp of it.
   double mean_nll(const std::vector<data::SentencePair>& pairs) const;
+  // The same as a sum and its token count (mean_nll = nll / tokens), for a mean over pairs
+  // scored in parts (validation split over the ranks of a data-parallel run).
+  struct NllSum {
+    double nll = 0;
+    int64_t tokens = 0;
+  };
+  NllSum total_nll(const std::vector<data::SentencePair>& pairs) const;
   // How many sources, or pairs, are over the length cap (with `strict`, an error names the
   // first such pair instead).
   int64_t count_long_sources(const std::vector<std::string>& sentences) const;
