@@ -38,35 +38,50 @@ template <class Op, class T> struct BinaryForwardFunctor {
   }
 };
 
-// The common broadcast y[r, c] = op(a[r, c], b[c]) (a bias row added to a batch), or its mirror
-// op(a[c], b[r, c]): rows x contiguous columns, so the CPU loop vectorizes and no per-element
-// index arithmetic is left.
+// The common broadcasts of one operand's rows over the other's: y[r, c] = op(a[r, c], b[r / repeat,
+// c]) or its mirror, over rows x contiguous columns, so the CPU loop vectorizes and no per-element
+// index arithmetic is left (r / repeat is the same for a whole row). A bias row added to a batch
+// is repeat = rows (b has one row); Bahdanau attention's keys [B, S, A] + query [B, 1, A] is
+// repeat = S (each query row serves S rows of keys).
 template <class Op, class T> struct BinaryRowBroadcastFunctor {
   Op op;
   const T* a;
   const T* b;
   T* y;
-  int64_t cols;
-  bool a_is_row;  // else b is the row
+  int64_t cols, repeat;
+  bool a_is_small;  // else b is
   KILN_HD void operator()(int64_t r, int64_t c) const {
-    int64_t i = r * cols + c;
-    y[i] = a_is_row ? op.forward(a[c], b[i]) : op.forward(a[i], b[c]);
+    int64_t i = r * cols + c, small = (r / repeat) * cols + c;
+    y[i] = a_is_small ? op.forward(a[small], b[i]) : op.forward(a[i], b[small]);
   }
 };
 
-// Columns of the row when `small` broadcasts as a row over `full` (its shape, leading 1s dropped,
-// is full's trailing dims); 0 otherwise.
-int64_t row_broadcast_cols(const Shape& small, const Shape& full) {
-  size_t first = 0;
-  while (first < small.size() && small[first] == 1) ++first;
-  size_t k = small.size() - first;
-  if (k == 0 || k > full.size()) return 0;
-  int64_t cols = 1;
-  for (size_t d = 0; d < k; ++d) {
-    if (small[first + d] != full[full.size() - k + d]) return 0;
-    cols *= small[first + d];
+// When `small` broadcasts over `full` as whole rows: right-aligned, the two shapes differ in one
+// run of consecutive dims only, where `small` is 1 (leading dims `small` lacks count as 1s).
+// Then cols = the product of `full`'s dims after the run and repeat = the product of the run;
+// {0, 0} otherwise (or when the shapes are equal).
+struct RowBroadcast {
+  int64_t cols = 0, repeat = 0;
+};
+RowBroadcast row_broadcast(const Shape& small, const Shape& full) {
+  if (small.size() > full.size()) return {};
+  const size_t pad = full.size() - small.size();
+  auto small_dim = [&](size_t d) { return d < pad ? int64_t{1} : small[d - pad]; };
+  size_t begin = full.size(), end = 0;  // the run where the shapes differ
+  for (size_t d = 0; d < full.size(); ++d) {
+    if (small_dim(d) == full[d]) continue;
+    if (small_dim(d) != 1) return {};
+    begin = std::min(begin, d);
+    end = d + 1;
   }
-  return cols;
+  if (end == 0) return {};
+  RowBroadcast out{1, 1};
+  for (size_t d = begin; d < end; ++d) {
+    if (small_dim(d) == full[d] && full[d] != 1) return {};  // a gap: two runs
+    out.repeat *= full[d];
+  }
+  for (size_t d = end; d < full.size(); ++d) out.cols *= full[d];
+  return out;
 }
 
 template <class Op, class T> struct BinaryBackwardFunctor {
@@ -162,16 +177,16 @@ void unary_backward(UnaryKind kind, double scalar, const Tensor& x, const Tensor
 
 void binary_forward(BinaryKind kind, const Tensor& a, const Tensor& b, const Tensor& y) {
   bool a_full = a.shape() == y.shape(), b_full = b.shape() == y.shape();
-  int64_t row_cols = a_full && !b_full   ? row_broadcast_cols(b.shape(), y.shape())
-                     : b_full && !a_full ? row_broadcast_cols(a.shape(), y.shape())
-                                         : 0;
-  if (row_cols > 0) {
+  RowBroadcast rows = a_full && !b_full   ? row_broadcast(b.shape(), y.shape())
+                     : b_full && !a_full ? row_broadcast(a.shape(), y.shape())
+                                         : RowBroadcast{};
+  if (rows.cols > 0 && y.numel() > 0) {
     KILN_DISPATCH_FLOAT(y.dtype(), binary_name(kind), [&] {
       with_binary_op(kind, [&](auto op) {
         using Functor = BinaryRowBroadcastFunctor<decltype(op), scalar_t>;
-        parallel_for_rows(y.device(), y.numel() / row_cols, row_cols,
+        parallel_for_rows(y.device(), y.numel() / rows.cols, rows.cols,
                           Functor{op, a.data<scalar_t>(), b.data<scalar_t>(), y.data<scalar_t>(),
-                                  row_cols, !a_full});
+                                  rows.cols, rows.repeat, !a_full});
       });
     });
     return;
