@@ -98,6 +98,9 @@ class Seq2Seq : public nn::Module {
 
  private:
   Tensor embed_step_input(const Tensor& embedded, const Tensor& context) const;
+  // decode_step's plain (unprepared) path from the step's embedded tokens [B, E].
+  Tensor decode_embedded(const EncoderOutput& enc, const Tensor& embedded, DecoderState& state,
+                         Tensor* attention_weights) const;
 
   ModelConfig config_;
   std::shared_ptr<Encoder> encoder_;
