@@ -133,6 +133,14 @@ TEST(Shortlist, CheckpointRoundTripAndKilnShortlist) {
   EXPECT_CONTAINS(read_file(out), "has no lexical table");
   EXPECT_EQ(run_kiln("shortlist --checkpoint " + best, out), 0) << read_file(out);
   EXPECT_EQ(read_file(file), saved);  // the same pairs, the same table
+  // kiln average carries the first checkpoint's table.
+  const std::string averaged = (dir / "avg").string();
+  EXPECT_EQ(run_kiln("average --checkpoints " + best + " " + (dir / "run" / "best").string() +
+                         " --out " + averaged,
+                     out),
+            0)
+      << read_file(out);
+  EXPECT_EQ(read_file(averaged + "/" + LexicalTable::file_name), saved);
   EXPECT_NE(run_kiln("translate --checkpoint " + best + " --shortlist 0 < /dev/null", out), 0);
   EXPECT_CONTAINS(read_file(out), "--shortlist: must be > 0, got '0'");
   EXPECT_EQ(
