@@ -57,6 +57,9 @@ Tensor reshape(const Tensor& x, Shape shape);  // one size may be -1; shares sto
 Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1);  // a copy
 Tensor narrow(const Tensor& x, int64_t start, int64_t length);  // rows of dim 0; a view
 Tensor select(const Tensor& x, int64_t index);  // row `index` of dim 0, dim dropped; a view
+// Every row of dim 0 (dim dropped; views), as one node: backward writes all their gradients into
+// one buffer, where T selects would each make a zero buffer of x's size.
+std::vector<Tensor> unbind(const Tensor& x);
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim);
 Tensor stack(const std::vector<Tensor>& tensors, int64_t dim);
 Tensor clone(const Tensor& x);

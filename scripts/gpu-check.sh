@@ -91,6 +91,12 @@ if [ -x "$bin/kiln_dist_tests" ]; then
     "$bin/kiln_dist_tests" --gtest_brief=1 > "$out/dist_tests.log" 2>&1 || status=1
     tail -3 "$out/dist_tests.log"
   fi
+  # The 8-GPU scaling model (bench/RESULTS.md) from this GPU's measured steps on 64 and 8
+  # sentences and NCCL's ring bus bandwidth on 8 NVLink-4 GPUs (~370 GB/s, nccl-tests).
+  if [ "$run_bench" = 1 ] && [ -x "$bin/bench_dist" ]; then
+    "$bin/bench_dist" --model 8:370 --steps 10 --work small-gru,large-gru,large-lstm 2>&1 |
+      grep cuda | tee "$out/bench_dist_model.txt" || status=1
+  fi
 fi
 
 # kiln vs PyTorch on the GPU (bench/side_by_side.py), when this machine's Python has torch; the

@@ -126,6 +126,11 @@ std::vector<OpCase> op_table() {
   t.push_back({"transpose_outer", {{{3, 2, 4}}}, [](auto& x) { return transpose(x[0], 0, 1); }});
   t.push_back({"narrow", {{{5, 3}}}, [](auto& x) { return narrow(x[0], 1, 3) * 2.0; }});
   t.push_back({"select", {{{4, 3}}}, [](auto& x) { return select(x[0], 2) * 2.0; }});
+  // rows 0 and 2 used, row 1 not: its gradient is the zeros the engine fills in
+  t.push_back({"unbind", {{{3, 2, 4}}}, [](auto& x) {
+                 std::vector<Tensor> rows = unbind(x[0]);
+                 return rows[0] * rows[2] + rows[0];
+               }});
   t.push_back({"cat_dim0", {{{2, 3}}, {{1, 3}}}, [](auto& x) { return cat({x[0], x[1]}, 0); }});
   t.push_back({"cat_dim1", {{{2, 3}}, {{2, 4}}, {{2, 1}}}, [](auto& x) {
                  return cat({x[0], x[1], x[2]}, 1);

@@ -87,6 +87,27 @@ Tensor select(const Tensor& x, int64_t index) {
   return reshape(narrow(x, index, 1), row_shape);
 }
 
+std::vector<Tensor> unbind(const Tensor& x) {
+  ops_detail::check_defined("unbind", x, "input");
+  KILN_CHECK(x.dim() >= 1 && x.size(0) >= 1, "unbind: expected a tensor of rank >= 1 with rows, got ",
+             x.describe());
+  Shape row_shape(x.shape().begin() + 1, x.shape().end());
+  std::vector<Tensor> rows;
+  for (int64_t i = 0; i < x.size(0); ++i) rows.push_back(view_as_shape(view_rows(x, i, 1), row_shape));
+  if (autograd::needs_grad({x})) {
+    Shape x_shape = x.shape();
+    autograd::record("unbind", {x}, rows, [=](const TensorList& grads) {
+      // The engine gives a row nothing used zeros, so every row of the buffer is written.
+      Tensor grad_x = empty(x_shape, grads[0].options());
+      for (size_t i = 0; i < grads.size(); ++i) {
+        copy_(view_as_shape(view_rows(grad_x, static_cast<int64_t>(i), 1), row_shape), grads[i]);
+      }
+      return TensorList{grad_x};
+    });
+  }
+  return rows;
+}
+
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
   profiler::ProfileScope profile_scope("cat", profiler::Category::op);
   KILN_CHECK(!tensors.empty(), "cat: expected at least one tensor");

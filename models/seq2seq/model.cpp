@@ -167,6 +167,13 @@ Tensor Seq2Seq::decode_step(const EncoderOutput& enc, const Tensor& token, Decod
     state = {stack(h_n, 0), lstm ? stack(c_n, 0) : Tensor()};
     return project_output(reshape(y, {batch, -1}), rows);
   }
+  return decode_embedded(enc, decoder_->embedding->forward(token), state, attention_weights, rows);
+}
+
+Tensor Seq2Seq::decode_embedded(const EncoderOutput& enc, const Tensor& embedded,
+                                DecoderState& state, Tensor* attention_weights,
+                                const OutputRows* rows) const {
+  int64_t batch = embedded.size(0);
   Tensor context = enc.context;
   if (decoder_->attention) {
     auto [ctx, weights] =
@@ -174,7 +181,7 @@ Tensor Seq2Seq::decode_step(const EncoderOutput& enc, const Tensor& token, Decod
     context = ctx;
     if (attention_weights) *attention_weights = weights;
   }
-  Tensor x = embed_step_input(decoder_->embedding->forward(token), context);
+  Tensor x = embed_step_input(embedded, context);
   nn::RnnState s = decoder_->rnn->forward(reshape(x, {1, batch, -1}), state.h, state.c);
   state = {s.h_n, s.c_n};
   return project_output(reshape(s.y, {batch, -1}), rows);
@@ -197,6 +204,15 @@ Tensor Seq2Seq::decode_teacher(const EncoderOutput& enc, const Tensor& target_in
   }
   DecoderState state = initial_state(enc);
   std::vector<Tensor> logits;
+  if (teacher_forcing >= 1.0) {
+    // Every step's input is known: the whole target embedded at once (one lookup, one index check
+    // and one gradient scatter per batch instead of one per step).
+    std::vector<Tensor> embedded = unbind(decoder_->embedding->forward(target_in));  // T x [B, E]
+    for (int64_t t = 0; t < steps; ++t) {
+      logits.push_back(decode_embedded(enc, embedded[t], state, nullptr));
+    }
+    return stack(logits, 0);
+  }
   Tensor token = select(target_in, 0);
   for (int64_t t = 0; t < steps; ++t) {
     logits.push_back(decode_step(enc, token, state));

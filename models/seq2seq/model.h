@@ -107,6 +107,9 @@ class Seq2Seq : public nn::Module {
 
  private:
   Tensor embed_step_input(const Tensor& embedded, const Tensor& context) const;
+  // decode_step's plain (unprepared) path from the step's embedded tokens [B, E].
+  Tensor decode_embedded(const EncoderOutput& enc, const Tensor& embedded, DecoderState& state,
+                         Tensor* attention_weights, const OutputRows* rows = nullptr) const;
   // decoder.dense over `hidden` [B, H], or its shortlist rows.
   Tensor project_output(const Tensor& hidden, const OutputRows* rows) const;
 
