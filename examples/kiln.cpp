@@ -4,6 +4,7 @@
 //   echo "go ." | kiln translate --checkpoint runs/d2l/best --beam 4
 //   kiln eval --checkpoint runs/numbers/best --task numbers-en
 //   kiln average --checkpoints runs/a/last runs/b/last --out runs/averaged
+//   kiln shortlist --checkpoint runs/d2l/best   (the lexical table of --shortlist K)
 //   kiln serve --checkpoint runs/d2l/best --port 8080
 // Every flag has --help; a bad flag or value is named in the error and the exit code is non-zero.
 #include <CLI/CLI.hpp>
@@ -167,6 +168,7 @@ int run_translate(const std::vector<std::string>& checkpoints, const std::string
   }
   seq2seq::TranslateOptions search = flags.decoding.search;
   search.keep_attention = flags.replace_unk || svg;
+  t.check(search);
   data::ReadOptions read;
   read.skip_bad_lines = !flags.strict;
   data::LineStream input(0, "stdin", read);
@@ -226,6 +228,7 @@ int run_eval(const std::string& checkpoint, const std::string& device, TrainOpti
   seq2seq::Translator t = seq2seq::Translator::load(checkpoint, device);
   if (decoding.max_source_length > 0) t.options.max_source_length = decoding.max_source_length;
   if (max_target_length > 0) t.options.max_target_length = max_target_length;
+  t.check(decoding.search);
   auto log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
   std::vector<data::SentencePair> pairs;
   if (split.empty()) {
@@ -271,6 +274,25 @@ int run_eval(const std::string& checkpoint, const std::string& device, TrainOpti
               metrics::kChrfSignature);
   std::printf("exact match %.2f%%\nloss per token %.6f\nperplexity %.4f\n",
               100 * metrics::exact_match(hypotheses, references), nll, std::exp(nll));
+  return 0;
+}
+
+// `kiln shortlist`: the lexical table of --shortlist for a checkpoint saved without one, learned
+// from the training pairs its config.json and split.json name (the same tokens and ids as its
+// run's), written into the folder.
+int run_shortlist(const std::string& checkpoint) {
+  const std::string dir = seq2seq::checkpoint_folder(checkpoint);
+  TrainOptions o = seq2seq::load_checkpoint_options(dir, "shortlist");
+  auto log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  const seq2seq::Prepared p = seq2seq::prepare(o, dir, dir, log);
+  p.lexical.save(dir);
+  int64_t entries = 0;
+  for (const auto& row : p.lexical.targets) entries += static_cast<int64_t>(row.size());
+  std::printf("%s/%s: %lld source ids, %.1f target ids each on average, from %zu training pairs\n",
+              checkpoint.c_str(), seq2seq::LexicalTable::file_name,
+              static_cast<long long>(p.lexical.source_vocab),
+              static_cast<double>(entries) / std::max<int64_t>(p.lexical.source_vocab, 1),
+              p.train.size());
   return 0;
 }
 
@@ -387,6 +409,10 @@ void add_decoding_flags(CLI::App* app, DecodingFlags& flags,
       ->check(CLI::Range(int64_t{1}, int64_t{4096}));
   app->add_option("--max-source-length", flags.max_source_length,
                   "longest source in tokens, longer ones are cut (default: as trained)")
+      ->check(kPositive);
+  app->add_option("--shortlist", flags.search.shortlist,
+                  "decode over the K most frequent target words plus the lexical table's "
+                  "translations of the batch's source words (kiln shortlist builds the table)")
       ->check(kPositive);
 }
 
@@ -645,6 +671,13 @@ int run_cli(int argc, char** argv) {
                    "the new checkpoint (for translate and eval; it cannot be resumed)")
       ->required();
   seq2seq::ServeOptions serve_options;
+  std::string shortlist_checkpoint;
+  CLI::App* shortlist = app.add_subcommand(
+      "shortlist", "learn the lexical table of --shortlist from a checkpoint's training data");
+  shortlist->add_option("--checkpoint", shortlist_checkpoint, "checkpoint folder (written into)")
+      ->required();
+  add_threads_flag(shortlist, threads);
+
   CLI::App* serve = app.add_subcommand("serve", "answer HTTP/JSON translation requests");
   serve->add_option("--checkpoint", serve_options.checkpoint, "checkpoint folder")->required();
   serve->add_option("--device", serve_options.device, "cpu, cuda or cuda:N (default: as trained)");
@@ -711,6 +744,7 @@ int run_cli(int argc, char** argv) {
       return run_train(o, out, resume, overwrite, given);
     }
     if (*demo) return run_demo(demo_options, demo_out);
+    if (*shortlist) return run_shortlist(shortlist_checkpoint);
     if (*average) {
       int64_t weights = seq2seq::average_checkpoints(average_inputs, average_out);
       std::printf("averaged %zu checkpoints (%lld weights each) into %s\n", average_inputs.size(),

@@ -155,6 +155,80 @@ TEST(DecodeFast, BatchedPreparedSearchMatchesThePlainPathSentenceBySentence) {
   }
 }
 
+// The vocabulary shortlist (issue 12, item 7): a shortlist of every id decodes exactly as the
+// full vocabulary; a partial one gives the full model's log-probabilities restricted to it and
+// renormalized (log_softmax over its columns), and only its ids.
+TEST(DecodeFast, ShortlistOfEveryIdMatchesTheFullVocabulary) {
+  for (Attention attention : {Attention::none, Attention::bahdanau}) {
+    const std::string name = seq2seq::attention_name(attention);
+    std::unique_ptr<Seq2Seq> model = trained_reverser(attention, nn::CellType::gru, 150);
+    Sentences s = test_sentences();
+    const int64_t B = static_cast<int64_t>(s.ids.size()), K = 3;
+    std::vector<int64_t> max_lengths, every_id;
+    for (const auto& ids : s.ids) max_lengths.push_back(static_cast<int64_t>(ids.size()) + 3);
+    for (int64_t v = 0; v < 10; ++v) every_id.push_back(v);
+    seq2seq::SearchOptions full{2, 3, max_lengths}, listed{2, 3, max_lengths};
+    listed.shortlist = every_id;
+    const Tensor ids = from_vector(every_id, {10});
+    seq2seq::Seq2SeqStepper a(*model, s.source(), s.lengths()),
+        b(*model, s.source(), s.lengths(), 1, false, ids);
+    std::vector<Hypothesis> greedy = seq2seq::greedy_search(a, B, full);
+    std::vector<Hypothesis> greedy_listed = seq2seq::greedy_search(b, B, listed);
+    seq2seq::Seq2SeqStepper c(*model, s.source(), s.lengths(), K),
+        d(*model, s.source(), s.lengths(), K, false, ids);
+    auto beams = seq2seq::beam_search(c, B, full, {K, 1.0, 2});
+    auto beams_listed = seq2seq::beam_search(d, B, listed, {K, 1.0, 2});
+    for (int64_t i = 0; i < B; ++i) {
+      EXPECT_EQ(greedy_listed[i].tokens, greedy[i].tokens) << name << " greedy " << i;
+      EXPECT_EQ(greedy_listed[i].log_prob, greedy[i].log_prob) << name << " greedy " << i;
+      ASSERT_EQ(beams_listed[i].size(), beams[i].size()) << name;
+      for (size_t n = 0; n < beams[i].size(); ++n) {
+        EXPECT_EQ(beams_listed[i][n].tokens, beams[i][n].tokens) << name << " beam " << i;
+        EXPECT_EQ(beams_listed[i][n].log_prob, beams[i][n].log_prob) << name << " beam " << i;
+      }
+    }
+  }
+}
+
+TEST(DecodeFast, ShortlistIsTheFullSoftmaxRestrictedToIt) {
+  std::unique_ptr<Seq2Seq> model = trained_reverser(Attention::bahdanau, nn::CellType::gru, 150);
+  Sentences s = test_sentences();
+  const int64_t B = static_cast<int64_t>(s.ids.size());
+  // Without 4 and 8, which the reversed sentences need: the search must pick other ids.
+  const std::vector<int64_t> listed = {0, 1, 2, 3, 5, 6, 7, 9};
+  const Tensor ids = from_vector(listed, {8});
+  seq2seq::Seq2SeqStepper full(*model, s.source(), s.lengths()),
+      short_(*model, s.source(), s.lengths(), 1, false, ids);
+  Tensor tokens = from_vector(std::vector<int64_t>(B, 2), {B});
+  for (int step = 0; step < 3; ++step) {
+    // index_select picks rows: the full step's columns, as rows of its transpose.
+    Tensor expected =
+        log_softmax(transpose(index_select(transpose(full.step(tokens), 0, 1), 0, ids), 0, 1));
+    Tensor got = short_.step(tokens);
+    ASSERT_EQ(got.shape(), (Shape{B, 8}));
+    EXPECT_TRUE(testing::all_close(got, expected, 1e-5, 1e-5)) << "step " << step;
+    tokens = from_vector(std::vector<int64_t>(B, 6), {B});
+  }
+  std::vector<int64_t> max_lengths(B, 6);
+  seq2seq::SearchOptions options{2, 3, max_lengths};
+  options.shortlist = listed;
+  seq2seq::Seq2SeqStepper g(*model, s.source(), s.lengths(), 1, false, ids),
+      k(*model, s.source(), s.lengths(), 3, false, ids);
+  std::vector<Hypothesis> greedy = seq2seq::greedy_search(g, B, options);
+  auto beams = seq2seq::beam_search(k, B, options, {3, 1.0, 3});
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<std::vector<int64_t>> outputs = {greedy[b].tokens};
+    for (const Hypothesis& h : beams[b]) outputs.push_back(h.tokens);
+    for (const auto& tokens : outputs) {
+      ASSERT_FALSE(tokens.empty());
+      for (int64_t id : tokens) {
+        EXPECT_TRUE(std::find(listed.begin(), listed.end(), id) != listed.end())
+            << "sentence " << b << " id " << id;
+      }
+    }
+  }
+}
+
 // topk against a full stable sort on the host: largest first, ties to the lower index, k capped
 // at the row's size; f32 and f64.
 TEST(DecodeFast, TopKMatchesASortOnTheHost) {

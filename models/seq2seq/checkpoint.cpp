@@ -60,7 +60,7 @@ void copy_tokenizers(const std::string& from, const std::string& to) {
 }
 
 // What a checkpoint and a vocabulary folder share: config.json, the vocabularies, the subword
-// models, the random split.
+// models, the random split, the lexical table of the shortlist.
 void write_vocabularies(const std::string& tmp, const TrainOptions& options,
                         const Prepared& prepared) {
   durable_write(tmp + "/config.json", options.to_json(), "save_checkpoint");
@@ -70,6 +70,7 @@ void write_vocabularies(const std::string& tmp, const TrainOptions& options,
   if (prepared.split_record) {
     durable_write(tmp + "/split.json", split_json(*prepared.split_record), "save_checkpoint");
   }
+  if (!prepared.lexical.empty()) prepared.lexical.save(tmp);
 }
 
 }  // namespace
@@ -298,6 +299,8 @@ int64_t average_checkpoints(const std::vector<std::string>& dirs, const std::str
         for (const char* vocab : {"/source_vocab.txt", "/target_vocab.txt"})
           durable_write(tmp + vocab, data::read_text_file(op, folders[0] + vocab), op);
         if (options[0].tokenizer == "sentencepiece") copy_tokenizers(folders[0], tmp);
+        const LexicalTable lexical = LexicalTable::load_if_present(folders[0]);
+        if (!lexical.empty()) lexical.save(tmp);  // same vocabularies: the first's table fits
         durable_write(tmp + "/averaged.json", nlohmann::json{{"averaged_from", dirs}}.dump(2), op);
       },
       op);

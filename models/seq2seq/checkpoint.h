@@ -1,6 +1,7 @@
 // Checkpoint folders (DESIGN.md): model.safetensors (PyTorch names and layouts), config.json,
 // source_vocab.txt / target_vocab.txt, split.json when the run split its corpus at random, the
-// SentencePiece models when subwords are used, and optimizer.safetensors and state.json for resume;
+// SentencePiece models when subwords are used, lexical_shortlist.txt (shortlist.h; older
+// checkpoints lack it), and optimizer.safetensors and state.json for resume;
 // with --ema, model.safetensors holds the averaged weights (what translate, eval and average load)
 // and raw_model.safetensors the weights the optimizer trains (for resume). `kiln average` writes a
 // folder without the resume files and with averaged.json, naming its sources. A folder is written

@@ -127,8 +127,21 @@ void Seq2Seq::prepare_decoding(EncoderOutput& enc) const {
   enc.embed_w_ih = transpose(narrow(w_t, 0, embed), 0, 1);
 }
 
+OutputRows Seq2Seq::output_rows(const Tensor& ids) const {
+  NoGradGuard no_grad;
+  return {index_select(decoder_->dense->weight, 0, ids),
+          index_select(decoder_->dense->bias, 0, ids)};
+}
+
+Tensor Seq2Seq::project_output(const Tensor& hidden, const OutputRows* rows) const {
+  if (!rows) return decoder_->dense->forward(hidden);
+  // The same product as nn::Linear's, on the shortlist's rows: a shortlist of every id gives the
+  // full logits bit for bit.
+  return matmul(hidden, rows->weight, false, true) + rows->bias;
+}
+
 Tensor Seq2Seq::decode_step(const EncoderOutput& enc, const Tensor& token, DecoderState& state,
-                            Tensor* attention_weights) const {
+                            Tensor* attention_weights, const OutputRows* rows) const {
   int64_t batch = token.size(0);
   if (enc.context_gates.defined()) {
     // Prepared (attention-free, inference): layer 0 reads the embedding and adds the context's
@@ -152,13 +165,14 @@ Tensor Seq2Seq::decode_step(const EncoderOutput& enc, const Tensor& token, Decod
       if (lstm) c_n.push_back(out.c_n);
     }
     state = {stack(h_n, 0), lstm ? stack(c_n, 0) : Tensor()};
-    return decoder_->dense->forward(reshape(y, {batch, -1}));
+    return project_output(reshape(y, {batch, -1}), rows);
   }
-  return decode_embedded(enc, decoder_->embedding->forward(token), state, attention_weights);
+  return decode_embedded(enc, decoder_->embedding->forward(token), state, attention_weights, rows);
 }
 
 Tensor Seq2Seq::decode_embedded(const EncoderOutput& enc, const Tensor& embedded,
-                                DecoderState& state, Tensor* attention_weights) const {
+                                DecoderState& state, Tensor* attention_weights,
+                                const OutputRows* rows) const {
   int64_t batch = embedded.size(0);
   Tensor context = enc.context;
   if (decoder_->attention) {
@@ -170,7 +184,7 @@ Tensor Seq2Seq::decode_embedded(const EncoderOutput& enc, const Tensor& embedded
   Tensor x = embed_step_input(embedded, context);
   nn::RnnState s = decoder_->rnn->forward(reshape(x, {1, batch, -1}), state.h, state.c);
   state = {s.h_n, s.c_n};
-  return decoder_->dense->forward(reshape(s.y, {batch, -1}));
+  return project_output(reshape(s.y, {batch, -1}), rows);
 }
 
 Tensor Seq2Seq::decode_teacher(const EncoderOutput& enc, const Tensor& target_in,

@@ -37,6 +37,12 @@ struct DecoderState {
   Tensor h, c;  // [L, B, H]
 };
 
+// A vocabulary shortlist's rows of the output layer (decoder.dense), gathered once per batch
+// (Seq2Seq::output_rows): decode_step then computes the logits of those target ids alone.
+struct OutputRows {
+  Tensor weight, bias;  // [K, H], [K]
+};
+
 // Additive attention: score(q, k) = w_v^T tanh(W_q q + W_k k); general: q^T W k; dot: q^T k.
 class AttentionLayer : public nn::Module {
  public:
@@ -86,8 +92,11 @@ class Seq2Seq : public nn::Module {
   // as it is.
   void prepare_decoding(EncoderOutput& enc) const;
   // One step: token [B] -> logits [B, V]; `state` advances. attention_weights gets [B, S] if given.
+  // With `rows`, the logits are [B, K] over the shortlist's target ids only.
   Tensor decode_step(const EncoderOutput& enc, const Tensor& token, DecoderState& state,
-                     Tensor* attention_weights = nullptr) const;
+                     Tensor* attention_weights = nullptr, const OutputRows* rows = nullptr) const;
+  // The output layer's rows of target ids `ids` [K] (on the model's device).
+  OutputRows output_rows(const Tensor& ids) const;
   // Mean cross-entropy per real target token (mask [T, B]).
   Tensor loss(const Tensor& logits, const Tensor& target_out, const Tensor& target_mask,
               double label_smoothing = 0.0) const;
@@ -100,7 +109,9 @@ class Seq2Seq : public nn::Module {
   Tensor embed_step_input(const Tensor& embedded, const Tensor& context) const;
   // decode_step's plain (unprepared) path from the step's embedded tokens [B, E].
   Tensor decode_embedded(const EncoderOutput& enc, const Tensor& embedded, DecoderState& state,
-                         Tensor* attention_weights) const;
+                         Tensor* attention_weights, const OutputRows* rows = nullptr) const;
+  // decoder.dense over `hidden` [B, H], or its shortlist rows.
+  Tensor project_output(const Tensor& hidden, const OutputRows* rows) const;
 
   ModelConfig config_;
   std::shared_ptr<Encoder> encoder_;

@@ -257,6 +257,7 @@ Prepared prepare(TrainOptions& o, const std::string& out_dir, const std::string&
   o.model.target_vocab = p.target_vocab.size();
   p.train =
       data::encode_pairs(train_tokens.source, train_tokens.target, p.source_vocab, p.target_vocab);
+  p.lexical = LexicalTable::learn(p.train, p.source_vocab.size(), p.target_vocab.size());
   return p;
 }
 

@@ -17,6 +17,7 @@
 #include "models/data/tokenizer.h"
 #include "models/data/vocab.h"
 #include "models/seq2seq/options.h"
+#include "models/seq2seq/shortlist.h"
 
 namespace kiln::seq2seq {
 
@@ -72,12 +73,13 @@ struct Prepared {
   std::string tokenizer_dir;  // where the SentencePiece models are (empty for words)
   data::Vocab source_vocab, target_vocab;
   std::vector<data::EncodedPair> train;
+  LexicalTable lexical;  // learned from `train`, for decoding with --shortlist
 };
 
 // Loads and splits the data, then trains the subword models into out_dir/tokenizers (or, with
 // resume_dir, takes that checkpoint's tokenizers and vocabularies) and encodes the training pairs.
 // Sets options.model's vocabulary sizes and options.punctuation_spacing (from the training
-// targets).
+// targets). Learns the lexical table of the vocabulary shortlist from the encoded pairs.
 Prepared prepare(TrainOptions& options, const std::string& out_dir, const std::string& resume_dir,
                  const std::function<void(const std::string&)>& log);
 

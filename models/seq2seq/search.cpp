@@ -8,9 +8,11 @@
 namespace kiln::seq2seq {
 
 Seq2SeqStepper::Seq2SeqStepper(const Seq2Seq& model, const Tensor& source,
-                               const Tensor& source_lengths, int64_t repeat, bool keep_attention)
+                               const Tensor& source_lengths, int64_t repeat, bool keep_attention,
+                               const Tensor& shortlist)
     : model_(model), repeat_(repeat), keep_attention_(keep_attention) {
   NoGradGuard no_grad;
+  if (shortlist.defined()) shortlist_rows_ = model.output_rows(to(shortlist, source.device()));
   enc_ = model.encode(source, source_lengths);
   model.prepare_decoding(enc_);  // before the rows are repeated: once per sentence
   if (repeat > 1) {
@@ -26,7 +28,8 @@ Tensor Seq2SeqStepper::step(const Tensor& tokens) {
   NoGradGuard no_grad;
   // Searches build token ids on the host; the model takes them on its own device.
   Tensor logits = model_.decode_step(enc_, kiln::to(tokens, enc_.keys.device()), state_,
-                                     keep_attention_ ? &attention_ : nullptr);
+                                     keep_attention_ ? &attention_ : nullptr,
+                                     shortlist_rows_ ? &*shortlist_rows_ : nullptr);
   return log_softmax(logits);
 }
 
@@ -100,13 +103,20 @@ std::vector<float> host_attention(const Stepper& stepper) {
 // Each row's n best next tokens with their log-probabilities, ranked where the log-probabilities
 // are (topk: largest first, ties to the lower id): only [rows, n] values and ids reach the host,
 // not the whole [rows, V] block.
+// With a shortlist, the columns are mapped to their target ids (ascending, so ties still go to
+// the lower id).
 class RowTop {
  public:
-  RowTop(const Tensor& log_probs, int64_t n) {
+  RowTop(const Tensor& log_probs, int64_t n, const std::vector<int64_t>& shortlist) {
     auto [values, ids] = topk(log_probs, n);
     n_ = values.size(1);
     values_ = to(to(values, DType::f64), Device::cpu()).to_vector<double>();
     ids_ = to(ids, Device::cpu()).to_vector<int64_t>();
+    if (shortlist.empty()) return;
+    KILN_CHECK(static_cast<int64_t>(shortlist.size()) == log_probs.size(1),
+               "search: ", shortlist.size(), " shortlist ids for log-probabilities of ",
+               log_probs.size(1), " columns");
+    for (int64_t& id : ids_) id = shortlist[id];
   }
   int64_t size() const { return n_; }  // n, or V when it is smaller
   double value(int64_t row, int64_t j) const { return values_[row * n_ + j]; }
@@ -138,7 +148,7 @@ std::vector<Hypothesis> greedy_search(Stepper& stepper, int64_t batch,
   while (!live.empty()) {
     const int64_t rows = static_cast<int64_t>(live.size());
     Tensor log_probs = stepper.step(token_tensor(tokens, Device::cpu()));
-    const RowTop best(log_probs, 1);
+    const RowTop best(log_probs, 1, options.shortlist);
     std::vector<float> attention;
     if (options.keep_attention) attention = host_attention(stepper);
     std::vector<int64_t> kept, next_live, next_tokens;
@@ -192,8 +202,10 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
   for (int64_t t = 0;; ++t) {
     const int64_t rows = static_cast<int64_t>(live.size()) * K;
     Tensor log_probs = stepper.step(token_tensor(tokens, Device::cpu()));
-    const int64_t vocab = log_probs.size(1);
-    const RowTop top(log_probs, 2 * K);
+    // Candidates are keyed k * vocab + token id: with a shortlist, ids reach past its columns.
+    const int64_t vocab =
+        options.shortlist.empty() ? log_probs.size(1) : options.shortlist.back() + 1;
+    const RowTop top(log_probs, 2 * K, options.shortlist);
     std::vector<float> attention;
     if (options.keep_attention) attention = host_attention(stepper);
     const int64_t source_len = static_cast<int64_t>(attention.size()) / rows;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "models/seq2seq/model.h"
@@ -28,8 +29,11 @@ class Stepper {
 class Seq2SeqStepper : public Stepper {
  public:
   // Encodes the batch; `repeat` copies each sentence that many times (beams are adjacent rows).
+  // With `shortlist` (target ids [K], ascending), each step's log-probabilities are [N, K]: the
+  // log_softmax over those ids alone (SearchOptions::shortlist maps the columns back).
   Seq2SeqStepper(const Seq2Seq& model, const Tensor& source, const Tensor& source_lengths,
-                 int64_t repeat = 1, bool keep_attention = false);
+                 int64_t repeat = 1, bool keep_attention = false,
+                 const Tensor& shortlist = Tensor());
   Tensor step(const Tensor& tokens) override;
   void reorder(const Tensor& index) override;
   Tensor last_attention() const override { return attention_; }
@@ -41,6 +45,7 @@ class Seq2SeqStepper : public Stepper {
   DecoderState state_;
   bool keep_attention_;
   Tensor attention_;
+  std::optional<OutputRows> shortlist_rows_;
 };
 
 // Several models decoded as one (an ensemble): each step's log-probabilities are the mean of the
@@ -71,6 +76,9 @@ struct SearchOptions {
   int64_t bos_id = 2, eos_id = 3;
   std::vector<int64_t> max_lengths;  // per sentence
   bool keep_attention = false;       // fill Hypothesis::attention (the stepper must have it)
+  // The target id of each column of the stepper's log-probabilities (a vocabulary shortlist);
+  // empty: column v is id v.
+  std::vector<int64_t> shortlist = {};
 };
 
 // Each row picks its argmax until <eos> or its max length; a finished row leaves the batch.

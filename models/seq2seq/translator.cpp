@@ -25,6 +25,15 @@ Translator Translator::load(const std::string& checkpoint, const std::string& de
              dir, ": the vocabulary files (", t.source_vocab.size(), ", ", t.target_vocab.size(),
              " tokens) do not match config.json (", t.options.model.source_vocab, ", ",
              t.options.model.target_vocab, ")");
+  t.folder = checkpoint;
+  t.lexical = LexicalTable::load_if_present(dir);
+  KILN_CHECK(t.lexical.empty() || (t.lexical.source_vocab == t.source_vocab.size() &&
+                                   t.lexical.target_vocab == t.target_vocab.size()),
+             dir, "/", LexicalTable::file_name, ": made for vocabularies of ",
+             t.lexical.source_vocab, " and ", t.lexical.target_vocab,
+             " tokens, the checkpoint's have ", t.source_vocab.size(), " and ",
+             t.target_vocab.size(), "; build it again with kiln shortlist --checkpoint ",
+             checkpoint);
   t.model = std::make_shared<Seq2Seq>(t.options.model);
   load_model_weights(dir, *t.model);
   t.model->to(t.device);
@@ -67,11 +76,11 @@ data::Batch batch_of(const Translator& t, std::vector<data::EncodedPair> encoded
 
 // The batch's stepper: the model alone, or every model of the ensemble averaged.
 std::unique_ptr<Stepper> stepper_for(const Translator& t, const data::Batch& batch, int64_t repeat,
-                                     bool keep_attention) {
+                                     bool keep_attention, const Tensor& shortlist) {
   const auto member = [&](const Seq2Seq& model) {
     bool attention = keep_attention && model.config().attention != Attention::none;
     return std::make_unique<Seq2SeqStepper>(model, batch.source, batch.source_lengths, repeat,
-                                            attention);
+                                            attention, shortlist);
   };
   if (t.ensemble.empty()) return member(*t.model);
   std::vector<std::unique_ptr<Stepper>> members;
@@ -106,8 +115,7 @@ std::vector<std::vector<Hypothesis>> Translator::translate(
   return translate(sentences, how);
 }
 
-std::vector<std::vector<Hypothesis>> Translator::translate(
-    const std::vector<std::string>& sentences, const TranslateOptions& how) const {
+void Translator::check(const TranslateOptions& how) const {
   KILN_CHECK(how.batch_size >= 1, "translate: batch_size must be >= 1, got ", how.batch_size);
   KILN_CHECK(how.beam_size >= 1 && how.n_best >= 1 && how.n_best <= how.beam_size,
              "translate: need 1 <= n_best <= beam_size, got n_best ", how.n_best, " and beam_size ",
@@ -116,6 +124,16 @@ std::vector<std::vector<Hypothesis>> Translator::translate(
              how.length_penalty);
   KILN_CHECK(!how.keep_attention || has_attention(),
              "translate: attention was asked of a model without attention");
+  KILN_CHECK(how.shortlist >= 0, "translate: shortlist must be >= 1 (0: off), got ", how.shortlist);
+  KILN_CHECK(how.shortlist == 0 || !lexical.empty(), "--shortlist: ", folder,
+             " has no lexical table (", LexicalTable::file_name,
+             "; checkpoints saved before the shortlist existed lack it): build it from the run's ",
+             "training data with kiln shortlist --checkpoint ", folder);
+}
+
+std::vector<std::vector<Hypothesis>> Translator::translate(
+    const std::vector<std::string>& sentences, const TranslateOptions& how) const {
+  check(how);
   // A sentence without tokens (a blank input line) has nothing to translate: its result is one
   // empty hypothesis (to_text gives ""), and the others are batched without it.
   std::vector<std::vector<Hypothesis>> out(sentences.size(), {Hypothesis{}});
@@ -137,23 +155,34 @@ std::vector<std::vector<Hypothesis>> Translator::translate(
   for (size_t begin = 0; begin < order.size(); begin += chunk) {
     const size_t end = std::min(order.size(), begin + chunk);
     std::vector<data::EncodedPair> members;
-    for (size_t j = begin; j < end; ++j) members.push_back(encoded[order[j]]);
+    std::vector<std::vector<int64_t>> member_sources;
+    for (size_t j = begin; j < end; ++j) {
+      members.push_back(encoded[order[j]]);
+      member_sources.push_back(encoded[order[j]].source);
+    }
     data::Batch batch = batch_of(*this, std::move(members));
     int64_t rows = static_cast<int64_t>(end - begin);
     SearchOptions search{
         model->config().bos_id, model->config().eos_id,
         max_lengths_for(batch.source_lengths, options.max_length_a, options.max_length_b),
         how.keep_attention};
+    Tensor shortlist;  // the batch's candidate target ids, or undefined: all of them
+    if (how.shortlist > 0) {
+      search.shortlist = lexical.candidates(member_sources, how.shortlist);
+      shortlist = kiln::to(
+          from_vector(search.shortlist, {static_cast<int64_t>(search.shortlist.size())}), device);
+    }
     std::vector<std::vector<Hypothesis>> lists;
     if (how.beam_size <= 1) {
-      std::unique_ptr<Stepper> stepper = stepper_for(*this, batch, 1, how.keep_attention);
+      std::unique_ptr<Stepper> stepper =
+          stepper_for(*this, batch, 1, how.keep_attention, shortlist);
       for (Hypothesis& h : greedy_search(*stepper, rows, search)) {
         h.score = length_normalized(h.log_prob, h.tokens.size(), how.length_penalty);
         lists.push_back({std::move(h)});
       }
     } else {
       std::unique_ptr<Stepper> stepper =
-          stepper_for(*this, batch, how.beam_size, how.keep_attention);
+          stepper_for(*this, batch, how.beam_size, how.keep_attention, shortlist);
       lists = beam_search(*stepper, rows, search, {how.beam_size, how.length_penalty, how.n_best});
     }
     // Attention rows span the batch's longest source: keep the sentence's own columns.

@@ -13,6 +13,7 @@
 #include "models/seq2seq/model.h"
 #include "models/seq2seq/options.h"
 #include "models/seq2seq/search.h"
+#include "models/seq2seq/shortlist.h"
 
 namespace kiln::seq2seq {
 
@@ -22,6 +23,10 @@ struct TranslateOptions {
   double length_penalty = 1.0;  // alpha >= 0: score = log p / length^alpha, length with <eos>
   bool keep_attention = false;  // fill Hypothesis::attention (has_attention() must hold)
   int64_t batch_size = 64;      // sentences decoded together
+  // > 0: each batch is decoded over a vocabulary shortlist (shortlist.h): the `shortlist` most
+  // frequent target ids, the reserved ones and the lexical table's targets of the batch's source
+  // ids; the softmax is over those alone. 0: the whole vocabulary.
+  int64_t shortlist = 0;
 };
 
 struct Translator {
@@ -34,6 +39,9 @@ struct Translator {
   // per step); empty: `model` alone. Same vocabularies and tokenizers (load checks). Last, so
   // the aggregate initialisations of the fields above stay valid.
   std::vector<std::shared_ptr<Seq2Seq>> ensemble = {};
+  // The first checkpoint's lexical table (empty when its folder has none) and its folder.
+  LexicalTable lexical = {};
+  std::string folder = {};
 
   // Loads a checkpoint folder; an empty `device` means the one it was trained on.
   static Translator load(const std::string& checkpoint_dir, const std::string& device = "");
@@ -50,6 +58,9 @@ struct Translator {
   // the sentence's own source (its tokens and <eos>).
   std::vector<std::vector<Hypothesis>> translate(const std::vector<std::string>& sentences,
                                                  const TranslateOptions& how) const;
+  // The errors translate gives for `how` (a bad option, --shortlist without a lexical table),
+  // for a caller to raise before it reads its input.
+  void check(const TranslateOptions& how) const;
   std::vector<std::vector<Hypothesis>> translate(const std::vector<std::string>& sentences,
                                                  int64_t beam_size = 1, int64_t n_best = 1,
                                                  double length_penalty = 1.0,
