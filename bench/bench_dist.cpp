@@ -15,9 +15,10 @@
 //     backward time, the gradient bytes and a bus bandwidth BUSBW GB/s for the all-reduce across N
 //     devices (measured with N devices, or nccl-tests' figure for the machine):
 //       comm      = 2 (N - 1) / N * gradient bytes / BUSBW      (ring all-reduce of every bucket)
-//       last      = the same for the last bucket (up to 4 MiB), which only starts once backward ends
-//       exposed   = max(last, comm - backward(64 / N))          (the rest hides behind backward)
-//       step(N)   = step(64 / N) + exposed;  speedup = step(64) / step(N);  efficiency = speedup / N
+//       last      = the same for the last bucket (up to 4 MiB), which only starts once backward
+//       ends exposed   = max(last, comm - backward(64 / N))          (the rest hides behind
+//       backward) step(N)   = step(64 / N) + exposed;  speedup = step(64) / step(N);  efficiency =
+//       speedup / N
 //   bench_dist [--steps N] [--only allreduce|step] [--work NAME[,NAME]] [--no-overlap]
 //              [--model N:BUSBW]
 //   mpirun -np 2 bench_dist                  (OMP_NUM_THREADS=1 each: 2 ranks x 1 thread)
@@ -211,7 +212,8 @@ int run(int argc, char** argv) {
       if (colon != std::string::npos) model_busbw = std::strtod(spec.c_str() + colon + 1, &end);
       KILN_CHECK(model_ranks >= 2 && model_ranks <= 64 && model_busbw > 0 && end && *end == 0,
                  "bench_dist: --model N:BUSBW wants 2 <= N <= 64 ranks and a bus bandwidth in "
-                 "GB/s > 0, e.g. --model 8:400; got '", spec, "'");
+                 "GB/s > 0, e.g. --model 8:400; got '",
+                 spec, "'");
     } else {
       KILN_FAIL("bench_dist: unknown argument '", arg,
                 "' (usage: bench_dist [--steps N] [--only allreduce|step] [--work NAME,...] "
@@ -225,7 +227,8 @@ int run(int argc, char** argv) {
     std::string name;
     while (std::getline(list, name, ',')) {
       model_row(comm, name, Device::cpu(), steps, model_ranks, model_busbw);
-      if (cuda::is_available()) model_row(comm, name, Device::cuda(), steps, model_ranks, model_busbw);
+      if (cuda::is_available())
+        model_row(comm, name, Device::cuda(), steps, model_ranks, model_busbw);
     }
     return 0;
   }

@@ -178,8 +178,8 @@ void unary_backward(UnaryKind kind, double scalar, const Tensor& x, const Tensor
 void binary_forward(BinaryKind kind, const Tensor& a, const Tensor& b, const Tensor& y) {
   bool a_full = a.shape() == y.shape(), b_full = b.shape() == y.shape();
   RowBroadcast rows = a_full && !b_full   ? row_broadcast(b.shape(), y.shape())
-                     : b_full && !a_full ? row_broadcast(a.shape(), y.shape())
-                                         : RowBroadcast{};
+                      : b_full && !a_full ? row_broadcast(a.shape(), y.shape())
+                                          : RowBroadcast{};
   if (rows.cols > 0 && y.numel() > 0) {
     KILN_DISPATCH_FLOAT(y.dtype(), binary_name(kind), [&] {
       with_binary_op(kind, [&](auto op) {

@@ -530,7 +530,8 @@ TEST(Batching, RankSharesCoverEveryPairOncePerEpoch) {
       for (const std::vector<int64_t>& global : plan_batches(pairs, options)) {
         const int64_t total = count_target_tokens(pairs, global, options);
         int64_t longest = 0;
-        for (int64_t index : global) longest = std::max(longest, count_target_tokens(pairs, {index}, options));
+        for (int64_t index : global)
+          longest = std::max(longest, count_target_tokens(pairs, {index}, options));
         size_t next = 0;
         int64_t counted = 0;
         for (int rank = 0; rank < world; ++rank) {

@@ -82,10 +82,11 @@ std::vector<OpCase> op_table() {
   t.push_back({"mul_scalar_broadcast", {{{}}, {{2, 3}}}, [](auto& x) { return x[0] * x[1]; }});
   // one operand's rows repeated over the other's (the row fast path): keys [B, S, A] + query
   // [B, 1, A] as in Bahdanau attention, a column [R, 1] over [R, C], and its mirror
-  t.push_back({"add_middle_broadcast", {{{2, 3, 4}}, {{2, 1, 4}}},
-               [](auto& x) { return add(x[0], x[1]); }});
-  t.push_back({"mul_column_broadcast", {{{3, 1}}, {{3, 4}}},
-               [](auto& x) { return mul(x[0], x[1]); }});
+  t.push_back({"add_middle_broadcast", {{{2, 3, 4}}, {{2, 1, 4}}}, [](auto& x) {
+                 return add(x[0], x[1]);
+               }});
+  t.push_back(
+      {"mul_column_broadcast", {{{3, 1}}, {{3, 4}}}, [](auto& x) { return mul(x[0], x[1]); }});
   // pointwise, unary and scalar forms
   t.push_back({"neg", {{{3, 4}}}, [](auto& x) { return -x[0]; }});
   t.push_back({"exp", {{{3, 4}}}, [](auto& x) { return exp(x[0]); }});
@@ -291,8 +292,10 @@ INSTANTIATE_TEST_SUITE_P(Ops, OpTable, ::testing::ValuesIn(op_table()),
 // NumPy's rule written out as loops (a dim of 1 repeats; missing leading dims are 1s).
 TEST(Broadcast, BinaryForwardMatchesElementLoops) {
   const std::vector<std::pair<Shape, Shape>> cases = {
-      {{2, 3, 4}, {2, 1, 4}}, {{2, 3, 4}, {4}},       {{3, 4}, {3, 1}}, {{3, 1}, {3, 4}},
-      {{2, 3, 4}, {1, 3, 1}}, {{2, 3, 4, 5}, {2, 1, 1, 5}}, {{2, 3, 4}, {3, 4}}, {{4, 1}, {1, 5}},
+      {{2, 3, 4}, {2, 1, 4}}, {{2, 3, 4}, {4}},
+      {{3, 4}, {3, 1}},       {{3, 1}, {3, 4}},
+      {{2, 3, 4}, {1, 3, 1}}, {{2, 3, 4, 5}, {2, 1, 1, 5}},
+      {{2, 3, 4}, {3, 4}},    {{4, 1}, {1, 5}},
       {{2, 3}, {2, 3}},       {{5}, {}}};
   for (const auto& [shape_a, shape_b] : cases) {
     Tensor a = normal(shape_a, 0, 1), b = normal(shape_b, 0, 1);
@@ -316,8 +319,8 @@ TEST(Broadcast, BinaryForwardMatchesElementLoops) {
     };
     for (int64_t i = 0; i < y.numel(); ++i) {
       float x = va[index_in(shape_a, i)], z = vb[index_in(shape_b, i)];
-      ASSERT_FLOAT_EQ(vy[i], x * z - z) << "shapes " << a.describe() << " and "
-                                        << b.describe() << ", element " << i;
+      ASSERT_FLOAT_EQ(vy[i], x * z - z)
+          << "shapes " << a.describe() << " and " << b.describe() << ", element " << i;
     }
   }
 }

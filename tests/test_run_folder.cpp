@@ -482,8 +482,8 @@ double largest_loss_difference(const std::vector<std::string>& a,
   return largest;
 }
 
-#define KILN_NEEDS_MPIRUN()                                                          \
-  if (std::string(KILN_MPIRUN_PATH).empty())                                         \
+#define KILN_NEEDS_MPIRUN()                                                        \
+  if (std::string(KILN_MPIRUN_PATH).empty())                                       \
   GTEST_SKIP() << "no mpirun, or kiln built without MPI (scripts/install-deps.sh " \
                   "installs libopenmpi-dev and openmpi-bin)"
 
@@ -493,8 +493,7 @@ TEST(DataParallelTrain, TwoRanksTrainAsOneRankOnTheGlobalBatch) {
   fs::path dir = temp_dir("dp_train_equal");
   std::string log1 = (dir / "one.txt").string(), log2 = (dir / "two.txt").string();
   ASSERT_EQ(run_kiln(parallel_train(dir / "one", 0), log1, kMpiEnv).code, 0) << read_file(log1);
-  ASSERT_EQ(run_kiln(parallel_train(dir / "two", 0), log2, kMpiEnv, 2).code, 0)
-      << read_file(log2);
+  ASSERT_EQ(run_kiln(parallel_train(dir / "two", 0), log2, kMpiEnv, 2).code, 0) << read_file(log2);
   const std::vector<std::string> one = losses(dir / "one" / "metrics.jsonl");
   ASSERT_EQ(one.size(), 3u);
   double largest = largest_loss_difference(losses(dir / "two" / "metrics.jsonl"), one);
@@ -539,9 +538,8 @@ TEST(DataParallelTrain, KilledThenResumedWithTwoOrOneRanks) {
     env.push_back({"KILN_CRASH_AT_DURABLE_STEP", std::to_string(crash_at)});
     Exit killed = run_kiln(parallel_train(cut, dropout), log, env, 2);
     ASSERT_NE(killed.code, 0) << read_file(log);
-    const int64_t saved_steps = seq2seq::load_train_state(seq2seq::checkpoint_folder(
-                                                              (cut / "last").string()))
-                                    .steps;
+    const int64_t saved_steps =
+        seq2seq::load_train_state(seq2seq::checkpoint_folder((cut / "last").string())).steps;
     ASSERT_GT(saved_steps, 0);
     std::vector<std::string> again = parallel_train(cut, dropout);
     again.insert(again.end(), {"--resume", (cut / "last").string()});
@@ -553,8 +551,9 @@ TEST(DataParallelTrain, KilledThenResumedWithTwoOrOneRanks) {
       EXPECT_EQ(continued, reference);
     } else {
       double largest = largest_loss_difference(continued, reference);
-      std::printf("killed at step %ld, resumed with 1 rank: largest relative loss difference %.3g\n",
-                  static_cast<long>(saved_steps), largest);
+      std::printf(
+          "killed at step %ld, resumed with 1 rank: largest relative loss difference %.3g\n",
+          static_cast<long>(saved_steps), largest);
       EXPECT_LT(largest, 1e-5);
     }
     EXPECT_EQ(load_checkpoint(cut / "last"), 3);

@@ -63,6 +63,21 @@ TEST(Shortlist, Model1PutsTheTrueTranslationFirst) {
     EXPECT_LE(row.size(), 1u);
   }
   EXPECT_THROW(LexicalTable::learn({{{4, 99}, {4}}}, 10, 10), Error);  // id past the vocabulary
+  // The memory bound: with room for the links of the first 3 pairs only, the table is the one
+  // those 3 pairs give (most source words unseen), not the whole corpus's.
+  std::vector<data::EncodedPair> pairs = permuted_pairs(n, 400);
+  seq2seq::LexicalOptions bounded;
+  bounded.max_links = 0;
+  auto words = [](const std::vector<int64_t>& ids) {  // <pad>, <bos>, <eos> (and <unk>) aside
+    return static_cast<int64_t>(
+        std::count_if(ids.begin(), ids.end(), [](int64_t id) { return id >= 4; }));
+  };
+  for (size_t i = 0; i < 3; ++i) {
+    bounded.max_links += (words(pairs[i].source) + 1) * words(pairs[i].target);  // + NULL
+  }
+  LexicalTable prefix = LexicalTable::learn({pairs.begin(), pairs.begin() + 3}, 4 + n, 5 + n);
+  EXPECT_EQ(LexicalTable::learn(pairs, 4 + n, 5 + n, bounded).targets, prefix.targets);
+  EXPECT_NE(prefix.targets, table.targets);
 }
 
 TEST(Shortlist, CandidatesAreTheReservedTheFrequentAndTheBatchsTranslations) {

@@ -89,11 +89,12 @@ Tensor select(const Tensor& x, int64_t index) {
 
 std::vector<Tensor> unbind(const Tensor& x) {
   ops_detail::check_defined("unbind", x, "input");
-  KILN_CHECK(x.dim() >= 1 && x.size(0) >= 1, "unbind: expected a tensor of rank >= 1 with rows, got ",
-             x.describe());
+  KILN_CHECK(x.dim() >= 1 && x.size(0) >= 1,
+             "unbind: expected a tensor of rank >= 1 with rows, got ", x.describe());
   Shape row_shape(x.shape().begin() + 1, x.shape().end());
   std::vector<Tensor> rows;
-  for (int64_t i = 0; i < x.size(0); ++i) rows.push_back(view_as_shape(view_rows(x, i, 1), row_shape));
+  for (int64_t i = 0; i < x.size(0); ++i)
+    rows.push_back(view_as_shape(view_rows(x, i, 1), row_shape));
   if (autograd::needs_grad({x})) {
     Shape x_shape = x.shape();
     autograd::record("unbind", {x}, rows, [=](const TensorList& grads) {

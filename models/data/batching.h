@@ -83,9 +83,9 @@ int64_t count_target_tokens(const std::vector<EncodedPair>& pairs,
 
 // Data parallelism: the columns [begin, end) of a batch of `indices` that rank `rank` of
 // `world_size` trains on. The batch is cut into world_size consecutive runs with about equal
-// target tokens (rank k's run starts at the first column whose preceding tokens reach k / world_size
-// of the batch's), so the ranks' shares together are the batch, each column exactly once. A rank
-// gets an empty run when the batch has fewer columns than there are ranks.
+// target tokens (rank k's run starts at the first column whose preceding tokens reach k /
+// world_size of the batch's), so the ranks' shares together are the batch, each column exactly
+// once. A rank gets an empty run when the batch has fewer columns than there are ranks.
 std::pair<size_t, size_t> rank_share(const std::vector<EncodedPair>& pairs,
                                      const std::vector<int64_t>& indices,
                                      const BatchOptions& options, int rank, int world_size);

@@ -61,15 +61,20 @@ LexicalTable LexicalTable::learn(const std::vector<data::EncodedPair>& pairs, in
   // (articles, punctuation) go there instead of inflating every source word's p(t | s).
   const int64_t null_row = source_vocab;
   std::vector<std::vector<int64_t>> sources, targets;
+  int64_t links_read = 0;
   for (size_t i = 0; i < pairs.size(); ++i) {
-    sources.push_back(aligned_tokens(pairs[i].source, source_vocab, "source", i));
-    sources.back().push_back(null_row);
-    targets.push_back(aligned_tokens(pairs[i].target, target_vocab, "target", i));
+    std::vector<int64_t> source = aligned_tokens(pairs[i].source, source_vocab, "source", i);
+    std::vector<int64_t> target = aligned_tokens(pairs[i].target, target_vocab, "target", i);
+    source.push_back(null_row);
+    links_read += static_cast<int64_t>(source.size() * target.size());
+    if (links_read > options.max_links) break;  // the memory bound (LexicalOptions)
+    sources.push_back(std::move(source));
+    targets.push_back(std::move(target));
   }
   // The (s, t) pairs that co-occur in some sentence pair, as rows of a sparse matrix (CSR): only
   // they can have p(t | s) > 0.
   std::vector<uint64_t> keys;
-  for (size_t i = 0; i < pairs.size(); ++i) {
+  for (size_t i = 0; i < sources.size(); ++i) {
     for (int64_t s : sources[i]) {
       for (int64_t t : targets[i]) keys.push_back(static_cast<uint64_t>(s) << 32 | t);
     }
@@ -82,7 +87,7 @@ LexicalTable LexicalTable::learn(const std::vector<data::EncodedPair>& pairs, in
   // Every (target token, source token) link of every pair, as its entry in `keys`, in the order
   // the EM loop visits them: per pair, per target token, per source token (NULL last).
   std::vector<uint32_t> links;
-  for (size_t i = 0; i < pairs.size(); ++i) {
+  for (size_t i = 0; i < sources.size(); ++i) {
     for (int64_t t : targets[i]) {
       for (int64_t s : sources[i]) {
         const uint64_t key = static_cast<uint64_t>(s) << 32 | t;
@@ -97,7 +102,7 @@ LexicalTable LexicalTable::learn(const std::vector<data::EncodedPair>& pairs, in
   for (int64_t iteration = 0; iteration < options.iterations; ++iteration) {
     std::fill(count.begin(), count.end(), 0.0);
     size_t link = 0;
-    for (size_t i = 0; i < pairs.size(); ++i) {
+    for (size_t i = 0; i < sources.size(); ++i) {
       const size_t width = sources[i].size();
       for (size_t j = 0; j < targets[i].size(); ++j, link += width) {
         double total = 0;

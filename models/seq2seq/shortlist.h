@@ -22,6 +22,10 @@ struct LexicalOptions {
   int64_t iterations = 5;   // EM iterations of IBM Model 1
   int64_t top = 100;        // targets kept per source id, likeliest first
   double min_prob = 0.001;  // and only those with p(t | s) at least this
+  // Memory bound: EM keeps ~20 bytes per (source token, target token) link of every pair it reads,
+  // so it reads the pairs in order while their links fit this budget (50M: ~1 GB; d2l's fra.txt
+  // has ~10M). A WMT-sized corpus is learned from its first few million pairs.
+  int64_t max_links = 50'000'000;
 };
 
 struct LexicalTable {

@@ -158,8 +158,8 @@ StepResult train_step(const Run& r, const std::vector<const Share*>& group, int6
     mine.push_back(&share->batch);
     global_tokens += share->global_tokens;
   }
-  double loss = accumulate_gradients(r.model, mine, r.o.label_smoothing, r.o.teacher_forcing,
-                                     r.dp, global_tokens);
+  double loss = accumulate_gradients(r.model, mine, r.o.label_smoothing, r.o.teacher_forcing, r.dp,
+                                     global_tokens);
   // The clip factor is applied inside the optimizer's fused update (no separate scaling pass).
   nn::ClipFactor clip;
   if (r.o.clip > 0) clip = nn::clip_grad_norm_factor(r.model.parameters(), r.o.clip);
@@ -190,8 +190,8 @@ std::vector<Share> epoch_batches(const Run& r, int64_t epoch) {
   for (const std::vector<int64_t>& global : data::plan_batches(r.p.train, batching)) {
     Share share;
     share.global_tokens = data::count_target_tokens(r.p.train, global, batching);
-    auto [begin, end] = data::rank_share(r.p.train, global, batching, r.comm().rank(),
-                                         r.comm().world_size());
+    auto [begin, end] =
+        data::rank_share(r.p.train, global, batching, r.comm().rank(), r.comm().world_size());
     if (begin < end) {
       share.batch = data::make_batch(r.p.train, {global.begin() + begin, global.begin() + end},
                                      batching, r.device);
@@ -254,7 +254,8 @@ void validate(const Run& r, EpochMetrics& m) {
   double exact = metrics::exact_match(hypotheses, references) * hypotheses.size();
   std::vector<double> sums{nll.nll, double(nll.tokens), double(bleu.hypothesis_length),
                            double(bleu.reference_length), exact};
-  for (int k = 0; k < 4; ++k) sums.insert(sums.end(), {double(bleu.matches[k]), double(bleu.totals[k])});
+  for (int k = 0; k < 4; ++k)
+    sums.insert(sums.end(), {double(bleu.matches[k]), double(bleu.totals[k])});
   sum_over_ranks(r, sums);
   std::array<int64_t, 4> matches{}, totals{};
   for (int k = 0; k < 4; ++k) {
@@ -262,9 +263,9 @@ void validate(const Run& r, EpochMetrics& m) {
     totals[k] = static_cast<int64_t>(sums[6 + 2 * k]);
   }
   m.valid_loss = sums[1] > 0 ? sums[0] / sums[1] : 0.0;
-  m.valid_bleu = metrics::bleu_from_counts(matches, totals, static_cast<int64_t>(sums[2]),
-                                           static_cast<int64_t>(sums[3]),
-                                           metrics::BleuSmoothing::exp);
+  m.valid_bleu =
+      metrics::bleu_from_counts(matches, totals, static_cast<int64_t>(sums[2]),
+                                static_cast<int64_t>(sums[3]), metrics::BleuSmoothing::exp);
   m.valid_exact = n ? std::round(sums[4]) / n : 0.0;
   m.validated = true;
 }
@@ -327,8 +328,8 @@ bool record_validation(const Run& r, const EpochMetrics& m, TrainState& state) {
 // validation (every epoch end without validation data). True when early stopping triggers.
 bool report(const Run& r, EpochMetrics& m, TrainState& state, std::vector<EpochMetrics>& history) {
   bool best = !m.validated || record_validation(r, m, state);
-  m.early_stop = rank0_says(
-      r, m.validated && r.o.patience > 0 && state.bad_validations >= r.o.patience);
+  m.early_stop =
+      rank0_says(r, m.validated && r.o.patience > 0 && state.bad_validations >= r.o.patience);
   state.train_loss = m.train_loss;
   state.valid_loss = m.valid_loss;
   history.push_back(m);
@@ -493,9 +494,8 @@ Device rank_device(const std::string& name, const dist::Communicator& comm) {
 // The data of the run on every rank. Rank 0 prepares it (split, subword models, vocabularies)
 // and writes what the others need into out_dir/.prepared, which they read as a checkpoint's; a
 // run that resumes reads its checkpoint on every rank.
-Prepared prepare_on_every_rank(TrainOptions& o, const std::string& out_dir,
-                               const std::string& from, const Log& log,
-                               dist::Communicator& comm) {
+Prepared prepare_on_every_rank(TrainOptions& o, const std::string& out_dir, const std::string& from,
+                               const Log& log, dist::Communicator& comm) {
   if (!from.empty() || !comm.is_distributed()) return prepare(o, out_dir, from, log);
   const std::string shared = out_dir + "/.prepared";
   Prepared p;
@@ -521,8 +521,8 @@ std::pair<TrainOptions, TrainState> read_resume(const std::string& dir, const Tr
 }  // namespace
 
 double accumulate_gradients(const Seq2Seq& model, const std::vector<const data::Batch*>& batches,
-                            double label_smoothing, double teacher_forcing,
-                            dist::DataParallel* dp, int64_t global_tokens) {
+                            double label_smoothing, double teacher_forcing, dist::DataParallel* dp,
+                            int64_t global_tokens) {
   int64_t total = global_tokens;
   if (total <= 0) {
     total = 0;
@@ -670,8 +670,8 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
         std::to_string(first + profile_steps - 1) + " of this run (after " +
         std::to_string(first - 1) + " warm-up steps); then the table, and the trace in " + trace);
   }
-  Run run{o,       device,   p,    model,        *opt,      *schedule, log,
-          out_dir, progress, live, Clock::now(), ema.get(), &profile, &dp, writer};
+  Run run{o,    device,       p,         model,    *opt, *schedule, log, out_dir, progress,
+          live, Clock::now(), ema.get(), &profile, &dp,  writer};
   std::vector<EpochMetrics> history;
   for (int64_t epoch = state.epoch + 1; epoch <= o.epochs; ++epoch) {
     if (train_epoch(run, epoch, state, history)) break;
