@@ -28,6 +28,10 @@ void gemm(Device device, DType dtype, const GemmShape& shape, double alpha, cons
           const void* b, double beta, void* c);
 void gemm_cpu(DType dtype, const GemmShape& shape, double alpha, const void* a, const void* b,
               double beta, void* c);
+// CPU f32 products of at most this many multiply-adds (M * N * K), without a transposed B, go to
+// libxsmm's JIT kernels when kiln is built with it (kernels/cpu/gemm.cpp); the rest to OpenBLAS,
+// which also runs these on one thread.
+constexpr int64_t kSmallGemmVolume = 64 * 64 * 64;
 void gemm_cuda(int device, DType dtype, const GemmShape& shape, double alpha, const void* a,
                const void* b, double beta, void* c);
 

@@ -15,14 +15,15 @@ template <class T> void gru_forward_typed(const GruLayerForward& a) {
   const int64_t steps = a.xg.size(0), B = a.xg.size(1), H = a.h_n.size(1), G = 3 * H;
   const Device dev = a.xg.device();
   const StepOrder order{steps, a.reverse};
-  const GemmShape gemm_shape = recurrent_gemm(B, G, H, true);
-  Tensor hg = empty({B, G}, a.xg.options());
-  const T *xg = a.xg.data<T>(), *w_hh = a.w_hh.data<T>(), *mask = a.mask.data<T>();
+  GemmShape gemm_shape = recurrent_gemm(B, G, H, true);
+  Tensor hg = empty({B, G}, a.xg.options()), packed;
+  const T* w_hh_step = recurrent_weights<T>(a.w_hh, packed, gemm_shape);
+  const T *xg = a.xg.data<T>(), *mask = a.mask.data<T>();
   T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *y = a.y.data<T>();
   for (int64_t s = 0; s < steps; ++s) {
     int64_t t = order.time(s), next = order.next_time(s);
     const T* h_prev = h_in + t * B * H;
-    gemm(dev, a.xg.dtype(), gemm_shape, 1.0, h_prev, w_hh, 0.0, hg.data<T>());
+    gemm(dev, a.xg.dtype(), gemm_shape, 1.0, h_prev, w_hh_step, 0.0, hg.data<T>());
     parallel_for_rows(dev, B, H,
                       GruGatesForward<T>{
                           xg + t * B * G, hg.data<T>(), a.b_ih.data<T>(), a.b_hh.data<T>(), h_prev,

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "kernels/copy.h"
+#include "kernels/factories.h"
 #include "kernels/gemm.h"
 
 namespace kiln::kernels {
@@ -29,6 +31,21 @@ inline GemmShape recurrent_gemm(int64_t batch, int64_t gates_width, int64_t hidd
   g.n = transpose_w ? gates_width : hidden;
   g.k = transpose_w ? hidden : gates_width;
   return g;
+}
+
+// The forward GEMM's weight operand: for a small product on the CPU, W_hh^T [H, G*H], transposed
+// once per layer call into `packed`, so each step is a plain (untransposed) product that libxsmm's
+// JIT kernels take (kSmallGemmVolume, kernels/gemm.h); otherwise W_hh itself, which OpenBLAS and
+// cuBLAS read transposed as fast. Sets `shape` to match.
+template <class T>
+const T* recurrent_weights(const Tensor& w_hh, Tensor& packed, GemmShape& shape) {
+  if (w_hh.device().is_cuda() || shape.m * shape.n * shape.k > kSmallGemmVolume) {
+    return w_hh.data<T>();
+  }
+  packed = empty({w_hh.size(1), w_hh.size(0)}, w_hh.options());
+  permute(w_hh, {1, 0}, packed);
+  shape.trans_b = false;
+  return packed.data<T>();
 }
 
 }  // namespace kiln::kernels

@@ -3,7 +3,7 @@
 # (non-interactive); otherwise it lists what is missing and fails.
 set -euo pipefail
 
-packages=(cmake g++ make pkg-config libopenblas-dev libopenblas-openmp-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libsentencepiece-dev libcpp-httplib-dev libopenmpi-dev openmpi-bin)
+packages=(cmake g++ make pkg-config libopenblas-dev libopenblas-openmp-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libsentencepiece-dev libcpp-httplib-dev libopenmpi-dev openmpi-bin libxsmm-dev)
 # --bench: also the PyTorch peer of `make bench`, on OpenBLAS (python3-torch alone pulls the
 # reference BLAS, ~20x slower, which would make the comparison meaningless), and oneDNN, the CPU RNN
 # baseline of bench_layers.

@@ -3,8 +3,10 @@
 //   - CudaMatchesCpu: forward output and every input gradient on CUDA vs the CPU, f32, random
 //     non-zero inputs (skipped with the reason when no GPU is visible).
 // Adding an op adds an entry here.
+#include <array>
 #include <functional>
 
+#include "kernels/gemm.h"
 #include "test_util.h"
 
 namespace kiln {
@@ -287,6 +289,33 @@ INSTANTIATE_TEST_SUITE_P(Ops, OpTable, ::testing::ValuesIn(op_table()),
                          [](const ::testing::TestParamInfo<OpCase>& info) {
                            return info.param.name;
                          });
+
+// f32 products on the CPU, small ones through libxsmm's JIT kernels when kiln has it
+// (kernels/cpu/gemm.cpp) and larger or B-transposed ones through OpenBLAS, against the same
+// product in f64: every transpose flag, a batch with strides, and beta = 1 accumulation.
+TEST(Gemm, F32ProductsMatchF64WhateverTheBackend) {
+  const std::vector<std::array<int64_t, 3>> shapes = {{3, 5, 4},    {64, 96, 32}, {64, 128, 32},
+                                                      {64, 32, 96}, {96, 32, 64}, {100, 300, 70}};
+  for (const auto& [m, n, k] : shapes) {
+    for (int flags = 0; flags < 4; ++flags) {
+      kernels::GemmShape s;
+      s.trans_a = flags & 1;
+      s.trans_b = flags & 2;
+      s.batch = 2;
+      s.m = m, s.n = n, s.k = k;
+      s.stride_a = m * k, s.stride_b = k * n, s.stride_c = m * n;
+      Tensor a = normal({2, m * k}, 0, 1), b = normal({2, k * n}, 0, 1),
+             c = normal({2, m * n}, 0, 1);
+      Tensor a64 = to(a, DType::f64), b64 = to(b, DType::f64), c64 = to(c, DType::f64);
+      const double alpha = flags == 2 ? 0.5 : 1.0;  // libxsmm's JIT takes alpha = 1 only
+      kernels::gemm(s, alpha, a, b, 1.0, c);
+      kernels::gemm(s, alpha, a64, b64, 1.0, c64);
+      EXPECT_TRUE(testing::all_close(to(c, DType::f64), c64, 1e-4, 1e-4))
+          << "M=" << m << " N=" << n << " K=" << k << " trans_a " << s.trans_a << " trans_b "
+          << s.trans_b;
+    }
+  }
+}
 
 // The forward values of broadcasting binary ops, fast row path and general indexer alike, against
 // NumPy's rule written out as loops (a dim of 1 repeats; missing leading dims are 1s).
