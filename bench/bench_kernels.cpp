@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "kernels/gemm.h"
 #include "kiln.h"
 
 namespace kiln {
@@ -89,6 +90,34 @@ void BM_CudaCopy(benchmark::State& state) {
   state.counters["GB"] = benchmark::Counter(2.0 * n * sizeof(float) * 1e-9,
                                             benchmark::Counter::kIsIterationInvariantRate);
 }
+
+// The per-step products of a small RNN (B = 64, H = 32; GRU G = 96, LSTM G = 128), as the layer
+// loops issue them on raw pointers: forward h W_hh^T with W_hh^T packed ([64 x 32] x [32 x G]),
+// backward dh += dg W_hh ([64 x G] x [G x 32]) and the weight gradient dg^T h ([G x 64]^T x
+// [64 x 32]). Args {m, n, k, trans_a}. On the CPU these go to libxsmm when kiln has it
+// (kernels/cpu/gemm.cpp), else OpenBLAS: run both builds for the ratio (bench/RESULTS.md).
+void BM_SmallGemm(benchmark::State& state) {
+  kernels::GemmShape s;
+  s.m = state.range(0), s.n = state.range(1), s.k = state.range(2);
+  s.trans_a = state.range(3) != 0;
+  Tensor a = uniform({s.m * s.k}, -1, 1), b = uniform({s.k * s.n}, -1, 1), c = zeros({s.m * s.n});
+  for (auto _ : state) {
+    kernels::gemm(Device::cpu(), DType::f32, s, 1.0, a.data<float>(), b.data<float>(), 1.0,
+                  c.data<float>());
+    benchmark::DoNotOptimize(c.data<float>());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * s.m * s.n * s.k * state.iterations(),
+                                                 benchmark::Counter::kIsRate);
+  state.SetLabel(s.m * s.n * s.k <= kernels::kSmallGemmVolume ? "small (libxsmm if built with it)"
+                                                               : "OpenBLAS");
+}
+BENCHMARK(BM_SmallGemm)
+    ->ArgNames({"m", "n", "k", "ta"})
+    ->Args({64, 96, 32, 0})
+    ->Args({64, 128, 32, 0})
+    ->Args({64, 32, 96, 0})
+    ->Args({96, 32, 64, 1})
+    ->Args({64, 768, 256, 0});
 
 BENCHMARK(BM_Matmul)
     ->ArgNames({"cuda", "n"})
