@@ -45,7 +45,7 @@ fuzz:
 	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target kiln_fuzzers
 	scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
-# The translator demo: trains on a generated task (~30 s on 2 cores), then translates held-out
+# The translator demo: trains on a generated task (~20 s on 2 cores), then translates held-out
 # sentences. mlp-demo is the small framework example.
 demo: build
 	OMP_NUM_THREADS=2 $(BUILD)/examples/kiln demo --out runs/demo
