@@ -114,7 +114,7 @@ int run_train(const TrainOptions& options, const std::string& out, const std::st
   };
   std::vector<seq2seq::EpochMetrics> history =
       seq2seq::train(options, out, resume, log, overwrite, flags_given);
-  if (history.empty()) return 0;  // nothing to train, and the log said why
+  if (history.empty()) return 0;            // nothing to train, and the log said why
   if (dist::world().rank() != 0) return 0;  // under mpirun, rank 0 reports
   seq2seq::Translator t = seq2seq::Translator::load(out + "/last", options.device);
   data::Split split = seq2seq::load_data(t.options, nullptr, "train", out + "/last");
@@ -701,6 +701,10 @@ int run_cli(int argc, char** argv) {
       ->check(kPositive);
   serve->add_option("--threads", serve_options.threads, "HTTP threads: requests handled at once")
       ->check(CLI::Range(1, 1024));
+  serve
+      ->add_option("--shortlist", serve_options.shortlist,
+                   "decode every batch over a vocabulary shortlist of K (as kiln translate)")
+      ->check(kPositive);
   add_threads_flag(serve, threads, "--compute-threads");  // --threads: the HTTP threads
   for (const char* name :
        {"--host", "--port", "--batch-size", "--batch-wait-ms", "--max-body-bytes",

@@ -21,6 +21,8 @@
 
 #include "cli_util.h"
 #include "models/seq2seq/batcher.h"
+#include "models/seq2seq/checkpoint.h"
+#include "models/seq2seq/shortlist.h"
 #include "models/seq2seq/trainer.h"
 #include "test_util.h"
 
@@ -341,6 +343,34 @@ TEST_F(Serve, StopsOnSigtermAfterTheRequestsInFlight) {
         << server->output();
     EXPECT_FALSE(client(port_)->Get("/health")) << "still listening";
   }
+}
+
+// --shortlist: every batch decoded over the vocabulary shortlist, as `kiln translate --shortlist`
+// decodes it; refused at start for a checkpoint without the lexical table.
+TEST_F(Serve, ShortlistDecodesAsTheCliDoes) {
+  auto server = start("shortlist", {"--shortlist", "3", "--batch-size", "64"});
+  ASSERT_GT(port_, 0);
+  EXPECT_CONTAINS(read_file(*dir_ / "shortlist.log"), "; shortlist 3");
+  for (int beam : {1, 3}) {
+    json reply = post_translate(port_, {{"text", kSentences}, {"beam", beam}});
+    std::vector<std::string> expected =
+        cli_translate(kSentences, "--shortlist 3 --beam " + std::to_string(beam));
+    ASSERT_EQ(expected.size(), kSentences.size());
+    for (size_t i = 0; i < kSentences.size(); ++i) {
+      EXPECT_EQ(reply["translations"][i][0]["text"], expected[i]) << "beam " << beam;
+    }
+  }
+  server.reset();
+  fs::path bare = *dir_ / "no-table";
+  fs::remove_all(bare);
+  fs::copy(seq2seq::checkpoint_folder(checkpoint()), bare, fs::copy_options::recursive);
+  fs::remove(bare / seq2seq::LexicalTable::file_name);
+  fs::path out = *dir_ / "no-table.txt";
+  EXPECT_EQ(
+      testing::run_kiln("serve --checkpoint " + bare.string() + " --port 0 --shortlist 3", out), 1);
+  EXPECT_CONTAINS(read_file(out), "kiln shortlist --checkpoint");
+  EXPECT_NE(testing::run_kiln("serve --checkpoint " + checkpoint() + " --shortlist 0", out), 0);
+  EXPECT_CONTAINS(read_file(out), "--shortlist");
 }
 
 TEST_F(Serve, BadFlagsAndCheckpointsAreErrors) {

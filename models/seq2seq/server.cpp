@@ -33,6 +33,7 @@ void ServeOptions::validate() const {
   positive("--max-sentence-bytes", max_sentence_bytes);
   positive("--max-beam", max_beam);
   KILN_CHECK(threads > 0 && threads <= 1024, "--threads: must be in [1, 1024], got ", threads);
+  KILN_CHECK(shortlist >= 0, "--shortlist: must be > 0 (or 0: off), got ", shortlist);
 }
 
 namespace {
@@ -161,22 +162,29 @@ int serve(const ServeOptions& o, const std::function<void(const std::string&)>& 
   o.validate();
   SignalWatcher signals;  // first: every thread started below inherits the blocked signals
   const Translator translator = Translator::load(o.checkpoint, o.device);
+  TranslateOptions decoding;  // what every request shares; its beam and n-best are its own
+  decoding.shortlist = o.shortlist;
+  translator.check(decoding);  // a checkpoint without the shortlist's table: an error, at start
   const ModelConfig& m = translator.options.model;
   log(detail::concat("kiln serve: ", o.checkpoint, ": ", cell_name(m.cell), ", ",
                      attention_name(m.attention), " attention, vocabularies ", m.source_vocab, "/",
                      m.target_vocab, ", on ", translator.device.str(), "; batches of up to ",
-                     o.batch_size, " sentences, waiting up to ", o.batch_wait_ms, " ms"));
+                     o.batch_size, " sentences, waiting up to ", o.batch_wait_ms, " ms",
+                     o.shortlist > 0 ? detail::concat("; shortlist ", o.shortlist) : ""));
 
   // The worker thread is the only one that runs the model, the tokenizers and the vocabularies;
   // the HTTP threads only read JSON. Grad mode is per thread (the search turns it off on the
   // worker), and a model in eval mode draws nothing from the process-wide default generator.
   Batcher batcher(
-      [&translator](const std::vector<std::string>& sentences, const DecodeSettings& s) {
+      [&translator, decoding](const std::vector<std::string>& sentences, const DecodeSettings& s) {
         // CUDA's current device is per thread, and this one's starts at cuda:0.
         if (translator.device.is_cuda()) cuda::set_device(translator.device.index);
+        TranslateOptions how = decoding;
+        how.beam_size = s.beam;
+        how.n_best = s.n_best;
+        how.length_penalty = s.length_penalty;
         Translations out;
-        for (const auto& hypotheses :
-             translator.translate(sentences, s.beam, s.n_best, s.length_penalty)) {
+        for (const auto& hypotheses : translator.translate(sentences, how)) {
           std::vector<Translation>& list = out.emplace_back();
           for (const Hypothesis& h : hypotheses) list.push_back({translator.to_text(h), h.score});
         }

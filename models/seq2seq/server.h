@@ -28,6 +28,7 @@ struct ServeOptions {
   int64_t max_sentence_bytes = 2048;  // per sentence, in UTF-8 bytes
   int64_t max_beam = 16;              // the largest beam (and n_best) a request may ask for
   int64_t threads = 8;                // HTTP threads: requests served at once
+  int64_t shortlist = 0;  // > 0: every batch decoded over a vocabulary shortlist (translator.h)
 
   // Errors name the flag of the first bad field ("--batch-size: must be > 0, got 0").
   void validate() const;
