@@ -60,7 +60,7 @@ Recurrent::Recurrent(CellType cell, RnnOptions options) : cell_(cell), options_(
 }
 
 RnnState Recurrent::forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
-                            const Tensor& lengths) const {
+                            const Tensor& lengths, const Tensor& step_mask) const {
   const char* name = cell_ == CellType::lstm ? "LSTM" : "GRU";
   KILN_CHECK(x.defined() && x.dim() == 3 && x.size(2) == options_.input_size, name,
              ": x must be [T, B, ", options_.input_size, "], got ", x.describe());
@@ -72,9 +72,16 @@ RnnState Recurrent::forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
     KILN_CHECK(!s->defined() || s->shape() == state_shape, name, ": initial state must be ",
                shape_str(state_shape), ", got ", s->describe());
   }
-  Tensor mask = lengths.defined() ? sequence_mask(lengths, steps, x.options()) : Tensor();
   KILN_CHECK(!lengths.defined() || lengths.size(0) == batch, name, ": lengths has ",
              lengths.numel(), " entries for a batch of ", batch);
+  KILN_CHECK(
+      !step_mask.defined() || (lengths.defined() && step_mask.shape() == Shape{steps, batch} &&
+                               step_mask.dtype() == x.dtype() && step_mask.device() == x.device()),
+      name, ": step_mask must be the [", steps, ", ", batch, "] ", dtype_name(x.dtype()),
+      " mask of the lengths on ", x.device().str(), ", got ", step_mask.describe());
+  Tensor mask = step_mask.defined() ? step_mask
+                : lengths.defined() ? sequence_mask(lengths, steps, x.options())
+                                    : Tensor();
 
   Tensor input = x;
   std::vector<Tensor> h_n, c_n;

@@ -34,8 +34,10 @@ class Recurrent : public Module {
  public:
   Recurrent(CellType cell, RnnOptions options);
   // h0, c0: [L*D, B, H] or undefined for zeros (c0 only for LSTM); lengths: [B] or undefined.
+  // step_mask: sequence_mask(lengths, T, x's options) when the caller has made it already (one
+  // mask per batch, read from the host once), else undefined.
   RnnState forward(const Tensor& x, const Tensor& h0 = Tensor(), const Tensor& c0 = Tensor(),
-                   const Tensor& lengths = Tensor()) const;
+                   const Tensor& lengths = Tensor(), const Tensor& step_mask = Tensor()) const;
   const RnnOptions& options() const { return options_; }
   CellType cell() const { return cell_; }
   int64_t num_directions() const { return options_.bidirectional ? 2 : 1; }

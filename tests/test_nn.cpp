@@ -171,6 +171,11 @@ void check_padding_is_invisible(nn::CellType cell, bool bidirectional) {
   Tensor x = uniform({5, 2, 3}, -1, 1, DType::f64);
   Tensor lengths = from_vector<int64_t>({5, 3}, {2});
   nn::RnnState batch = rnn.forward(x, Tensor(), Tensor(), lengths);
+  // The caller's mask (Seq2Seq::encode makes it once per batch) gives the same outputs.
+  nn::RnnState given = rnn.forward(x, Tensor(), Tensor(), lengths,
+                                   nn::sequence_mask(lengths, 5, x.options()));
+  EXPECT_TRUE(testing::all_close(given.y, batch.y, 0, 0));
+  EXPECT_TRUE(testing::all_close(given.h_n, batch.h_n, 0, 0));
   for (int64_t b = 0; b < 2; ++b) {
     int64_t len = b == 0 ? 5 : 3;
     // Sequence b alone, only its real steps.
@@ -222,6 +227,11 @@ TEST(Recurrent, BadShapesAreNamed) {
   }
   EXPECT_THROW(gru.forward(zeros({5, 2, 3}), Tensor(), Tensor(), from_vector<int64_t>({6, 1}, {2})),
                Error);
+  Tensor lengths = from_vector<int64_t>({5, 1}, {2});
+  std::string error = testing::error_of([&] {
+    gru.forward(zeros({5, 2, 3}), Tensor(), Tensor(), lengths, ones({4, 2}));
+  });
+  EXPECT_CONTAINS(error, "GRU: step_mask must be the [5, 2] f32 mask of the lengths on cpu, got");
 }
 
 TEST(Optim, ClipGradNormScalesToMaxNorm) {

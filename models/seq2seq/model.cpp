@@ -87,13 +87,14 @@ EncoderOutput Seq2Seq::encode(const Tensor& source, const Tensor& source_lengths
   KILN_CHECK(source.dim() == 2, "Seq2Seq::encode: source must be [S, B] token ids, got ",
              source.describe());
   int64_t layers = config_.num_layers, batch = source.size(1), hidden = config_.hidden_size;
-  nn::RnnState s = encoder_->rnn->forward(encoder_->embedding->forward(source), Tensor(), Tensor(),
-                                          source_lengths);
+  Tensor embedded = encoder_->embedding->forward(source);
+  // The lengths are read from the host once per batch: the RNN's step mask and, batch-major and
+  // inverted, the attention's padding mask (1 where position s >= length).
+  Tensor step_mask = nn::sequence_mask(source_lengths, source.size(0), embedded.options());
+  nn::RnnState s = encoder_->rnn->forward(embedded, Tensor(), Tensor(), source_lengths, step_mask);
   EncoderOutput enc;
   enc.keys = transpose(s.y, 0, 1);  // [B, S, Hk]
-  // Padding mask, batch-major: 1 where position s >= length.
-  enc.source_pad =
-      rsub(1.0, transpose(nn::sequence_mask(source_lengths, source.size(0), s.y.options()), 0, 1));
+  enc.source_pad = rsub(1.0, transpose(step_mask, 0, 1));
   auto bridge = [&](const Tensor& state) {  // [L*D, B, H] -> [L, B, H]
     if (!config_.bidirectional) return state;
     // Per layer, concatenate the two directions' final states and project them.
