@@ -89,13 +89,18 @@ Batch make_batch(const std::vector<EncodedPair>& pairs, std::vector<int64_t> ind
   return out;
 }
 
+namespace {
+// The real target tokens of one pair in a batch: with <eos>, cut to num_steps.
+int64_t target_tokens(const EncodedPair& pair, const BatchOptions& options) {
+  const int64_t length = static_cast<int64_t>(pair.target.size()) + 1;
+  return options.num_steps > 0 ? std::min(length, options.num_steps) : length;
+}
+}  // namespace
+
 int64_t count_target_tokens(const std::vector<EncodedPair>& pairs,
                             const std::vector<int64_t>& indices, const BatchOptions& options) {
   int64_t tokens = 0;
-  for (int64_t index : indices) {
-    int64_t length = static_cast<int64_t>(pairs[static_cast<size_t>(index)].target.size()) + 1;
-    tokens += options.num_steps > 0 ? std::min(length, options.num_steps) : length;
-  }
+  for (int64_t index : indices) tokens += target_tokens(pairs[static_cast<size_t>(index)], options);
   return tokens;
 }
 
@@ -111,7 +116,7 @@ std::pair<size_t, size_t> rank_share(const std::vector<EncodedPair>& pairs,
     int64_t preceding = 0;
     for (size_t column = 0; column < indices.size(); ++column) {
       if (preceding * world_size >= int64_t{k} * total) return column;
-      preceding += count_target_tokens(pairs, {indices[column]}, options);
+      preceding += target_tokens(pairs[static_cast<size_t>(indices[column])], options);
     }
     return indices.size();
   };
