@@ -1,7 +1,7 @@
 // Global gradient-norm clipping over a list of tensors, deterministic, in two passes:
 //   1. partial[c] = sum of g^2 over chunk c (kMultiTensorChunk elements of one tensor)
 //   2. norm = sqrt(sum_c partial[c]) in a fixed order; scale = max_norm / (norm + 1e-6) when
-//      norm > max_norm and finite, else 1; every g *= scale (skipped when scale == 1).
+//      norm > max_norm, NaN when the norm is not finite, else 1; every g *= scale when scale < 1.
 // On CUDA each pass is ONE launch for any number of tensors: every block of the second launch
 // re-reduces the (few thousand) partials itself, so no third launch and no host sync. A
 // non-finite norm leaves the gradients untouched; the caller sees it in `norm`.
@@ -22,9 +22,13 @@ void clip_grad_norm(MultiTensorPlan& plan, const std::vector<Tensor>& grads, dou
 void clip_grad_norm_cuda(MultiTensorPlan& plan, const std::vector<Tensor>& grads, double max_norm,
                          const Tensor& norm, const Tensor& scale, bool scale_grads);
 
-// The shared decision of pass 2, on host or device.
+// The shared decision of pass 2, on host or device: NaN for a non-finite norm (inf - inf and
+// NaN - NaN are NaN), which an optimizer given the scale reads as "drop this step"; no gradient is
+// scaled unless the scale is below 1 (false for NaN).
 template <class T> KILN_HD inline T clip_scale(T norm, T max_norm) {
-  return math::is_finite(norm) && norm > max_norm ? max_norm / (norm + T(1e-6)) : T(1);
+  if (!math::is_finite(norm)) return norm - norm;
+  return norm > max_norm ? max_norm / (norm + T(1e-6)) : T(1);
 }
+template <class T> KILN_HD inline bool clip_scales_gradients(T scale) { return scale < T(1); }
 
 }  // namespace kiln::kernels

@@ -6,6 +6,10 @@
 //
 // A functor gets the pointers of tensor n in every list and an element index:
 //   KILN_HD void operator()(T* const* ptrs, int64_t i) const   // ptrs[l] = list l's tensor n
+// and says whether the whole launch is dropped (a flag on the device, e.g. an optimizer's step
+// gate), read once per CUDA thread or CPU call, not per element, so the element loop keeps no
+// branch and vectorizes:
+//   KILN_HD bool dropped() const
 #pragma once
 
 #include <algorithm>
@@ -72,6 +76,7 @@ KILN_HD inline MultiTensorChunk multi_tensor_chunk(const int64_t* table, int64_t
 #ifdef __CUDACC__
 template <class T, class F>
 __global__ void multi_tensor_kernel(const int64_t* table, int64_t tensors, int lists, F f) {
+  if (f.dropped()) return;
   MultiTensorChunk r = multi_tensor_chunk(table, tensors, lists, blockIdx.x);
   T* ptrs[kMaxLists];
   for (int l = 0; l < lists; ++l) ptrs[l] = reinterpret_cast<T*>(table[l * tensors + r.tensor]);
@@ -96,6 +101,7 @@ void multi_tensor_apply(const MultiTensorPlan& plan, const TensorLists& lists, c
   if (plan.num_tensors() == 0) return;
   Device device = lists[0][0].device();
   if (device.is_cpu()) {
+    if (f.dropped()) return;  // host memory on the CPU
     for (size_t n = 0; n < lists[0].size(); ++n) {
       MultiTensorPointers<T> ptrs = {};
       for (size_t l = 0; l < lists.size(); ++l) ptrs.p[l] = lists[l][n].template data<T>();

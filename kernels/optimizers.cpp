@@ -13,52 +13,75 @@ namespace {
 template <class T> const T* scale_ptr(const Tensor& grad_scale) {
   return grad_scale.defined() ? grad_scale.data<T>() : nullptr;
 }
+template <class T> const T* gate_ptr(const Tensor& gate) {  // or any optional device scalar
+  return gate.defined() ? gate.data<T>() : nullptr;
+}
 DType dtype_of_lists(const TensorLists& lists) {
   return lists[0].empty() ? DType::f32 : lists[0][0].dtype();
 }
 }  // namespace
 
+void step_gate(const Tensor& grad_scale, const Tensor& applied, const Tensor& gate, double beta1,
+               double beta2) {
+  KILN_DISPATCH_FLOAT(gate.dtype(), "step_gate", [&] {
+    using T = scalar_t;
+    // One element: a single thread on either device.
+    parallel_for(gate.device(), 1,
+                 StepGate<T>{scale_ptr<T>(grad_scale), applied.data<int64_t>(), gate.data<T>(),
+                             beta1, beta2});
+  });
+}
+
+void step_meter_add(const Tensor& loss, const Tensor& norm, const Tensor& gate, double tokens,
+                    const Tensor& totals) {
+  KILN_DISPATCH_FLOAT(loss.dtype(), "step_meter_add", [&] {
+    using T = scalar_t;
+    parallel_for(totals.device(), 1,
+                 StepMeterAdd<T>{loss.data<T>(), gate_ptr<T>(norm), gate_ptr<T>(gate), tokens,
+                                 totals.data<double>()});
+  });
+}
+
 void sgd_step(MultiTensorPlan& plan, const TensorLists& lists, const SgdArgs& a,
-              const Tensor& grad_scale) {
+              const Tensor& grad_scale, const Tensor& gate) {
   plan.prepare(lists, "SGD");
   KILN_DISPATCH_FLOAT(dtype_of_lists(lists), "SGD", [&] {
     using T = scalar_t;
     multi_tensor_apply<T>(plan, lists,
                           SgdUpdate<T>{T(a.lr), T(a.momentum), T(a.dampening), T(a.weight_decay),
-                                       a.nesterov, a.first_step, scale_ptr<T>(grad_scale)});
+                                       a.nesterov, scale_ptr<T>(grad_scale), gate_ptr<T>(gate)});
   });
 }
 
 void adam_step(MultiTensorPlan& plan, const TensorLists& lists, const AdamArgs& a,
-               const Tensor& grad_scale) {
+               const Tensor& grad_scale, const Tensor& gate) {
   plan.prepare(lists, a.decoupled ? "AdamW" : "Adam");
-  double bc1 = 1.0 - std::pow(a.beta1, static_cast<double>(a.step));
-  double bc2 = 1.0 - std::pow(a.beta2, static_cast<double>(a.step));
   KILN_DISPATCH_FLOAT(dtype_of_lists(lists), "Adam", [&] {
     using T = scalar_t;
     multi_tensor_apply<T>(
         plan, lists,
-        AdamUpdate<T>{T(a.lr), T(a.beta1), T(a.beta2), T(a.eps), T(a.weight_decay), T(bc1),
-                      T(std::sqrt(bc2)), a.decoupled, scale_ptr<T>(grad_scale)});
+        AdamUpdate<T>{T(a.lr), T(a.beta1), T(a.beta2), T(a.eps), T(a.weight_decay), a.decoupled,
+                      scale_ptr<T>(grad_scale), gate_ptr<T>(gate)});
   });
 }
 
 void rmsprop_step(MultiTensorPlan& plan, const TensorLists& lists, const RmspropArgs& a,
-                  const Tensor& grad_scale) {
+                  const Tensor& grad_scale, const Tensor& gate) {
   plan.prepare(lists, "RMSprop");
   KILN_DISPATCH_FLOAT(dtype_of_lists(lists), "RMSprop", [&] {
     using T = scalar_t;
-    multi_tensor_apply<T>(plan, lists,
-                          RmspropUpdate<T>{T(a.lr), T(a.alpha), T(a.eps), T(a.weight_decay),
-                                           T(a.momentum), scale_ptr<T>(grad_scale)});
+    multi_tensor_apply<T>(
+        plan, lists,
+        RmspropUpdate<T>{T(a.lr), T(a.alpha), T(a.eps), T(a.weight_decay), T(a.momentum),
+                         scale_ptr<T>(grad_scale), gate_ptr<T>(gate)});
   });
 }
 
-void ema_update(MultiTensorPlan& plan, const TensorLists& lists, double decay) {
+void ema_update(MultiTensorPlan& plan, const TensorLists& lists, double decay, const Tensor& gate) {
   plan.prepare(lists, "ExponentialMovingAverage");
   KILN_DISPATCH_FLOAT(dtype_of_lists(lists), "ExponentialMovingAverage", [&] {
     using T = scalar_t;
-    multi_tensor_apply<T>(plan, lists, EmaUpdate<T>{T(decay)});
+    multi_tensor_apply<T>(plan, lists, EmaUpdate<T>{T(decay), gate_ptr<T>(gate)});
   });
 }
 

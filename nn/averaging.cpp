@@ -36,7 +36,7 @@ void ExponentialMovingAverage::check_not_swapped(const char* what) const {
              ": the averages are swapped into the module; swap back first");
 }
 
-void ExponentialMovingAverage::update() {
+void ExponentialMovingAverage::update(const Tensor& step_gate) {
   profiler::ProfileScope scope("ema update", profiler::Category::optimizer);
   check_not_swapped("update");
   ++num_updates_;
@@ -46,7 +46,7 @@ void ExponentialMovingAverage::update() {
     lists[0].push_back(averages_[i]);
     lists[1].push_back(params_[i].second);
   }
-  kernels::ema_update(*plan_, lists, decay_at(num_updates_));
+  kernels::ema_update(*plan_, lists, decay_at(num_updates_), step_gate);
 }
 
 StateDict ExponentialMovingAverage::state_dict() const {

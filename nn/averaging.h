@@ -36,7 +36,10 @@ class ExponentialMovingAverage {
   ExponentialMovingAverage& operator=(const ExponentialMovingAverage&) = delete;
 
   // After each optimizer step: one multi-tensor launch over all parameters, nothing read back.
-  void update();
+  // step_gate: the optimizer's Optimizer::step_gate(), so that a step it dropped on the device
+  // leaves the average alone too (the update count, kept on the host, still goes up); or
+  // undefined.
+  void update(const Tensor& step_gate = Tensor());
   // d_t of update t = 1, 2, ... (above).
   double decay_at(int64_t t) const;
   double decay() const { return decay_; }

@@ -47,7 +47,21 @@ void Optimizer::step(const Tensor& grad_scale) {
   ++steps_;
   if (lists[0].empty()) return;
   NoGradGuard no_grad;
-  update(lists, grad_scale);
+  ensure_gate();
+  auto [beta1, beta2] = gate_betas();
+  kernels::step_gate(grad_scale, applied_, gate_, beta1, beta2);
+  update(lists, grad_scale, gate_);
+}
+
+void Optimizer::ensure_gate() {
+  if (gate_.defined()) return;
+  Options options = params_.empty() ? Options() : params_[0].options();
+  gate_ = zeros({4}, options);
+  if (!applied_.defined()) applied_ = zeros({}, {DType::i64, options.device});
+}
+
+int64_t Optimizer::applied_steps() const {
+  return applied_.defined() ? static_cast<int64_t>(applied_.item()) : 0;
 }
 
 void Optimizer::zero_grad() {
@@ -59,7 +73,8 @@ void Optimizer::zero_grad() {
 
 StateDict Optimizer::state_dict() const {
   StateDict state;
-  state["step"] = from_vector<int64_t>({steps_}, {});
+  state["step"] = from_vector<int64_t>({applied_steps()}, {});
+  state["calls"] = from_vector<int64_t>({steps_}, {});
   std::vector<std::string> names = buffer_names();
   for (size_t k = 0; k < buffers_.size(); ++k) {
     for (size_t i = 0; i < params_.size(); ++i) {
@@ -76,8 +91,11 @@ void Optimizer::load_state_dict(const StateDict& state) {
              "::load_state_dict: no 'step' entry");
   std::vector<std::string> names = buffer_names();
   std::vector<std::vector<Tensor>> loaded(names.size(), std::vector<Tensor>(params_.size()));
+  auto calls = state.find("calls");  // absent from checkpoints older than the device gate
+  KILN_CHECK(calls == state.end() || calls->second.numel() == 1, name_,
+             "::load_state_dict: 'calls' must hold one number, got ", calls->second.describe());
   for (const auto& [key, value] : state) {
-    if (key == "step") continue;
+    if (key == "step" || key == "calls") continue;
     bool matched = false;
     for (size_t k = 0; k < names.size() && !matched; ++k) {
       for (size_t i = 0; i < params_.size() && !matched; ++i) {
@@ -92,7 +110,11 @@ void Optimizer::load_state_dict(const StateDict& state) {
                " parameters)");
   }
   buffers_ = std::move(loaded);
-  steps_ = static_cast<int64_t>(step->second.item());
+  const auto applied = static_cast<int64_t>(step->second.item());
+  steps_ = calls == state.end() ? applied : static_cast<int64_t>(calls->second.item());
+  Options options = params_.empty() ? Options() : params_[0].options();
+  applied_ = from_vector<int64_t>({applied}, {}, options.device);
+  gate_ = Tensor();
 }
 
 SGD::SGD(std::vector<Tensor> params, SgdOptions o)
@@ -106,11 +128,11 @@ std::vector<std::string> SGD::buffer_names() const {
   return {"momentum_buffer"};
 }
 
-void SGD::update(const TensorLists& lists, const Tensor& grad_scale) {
-  kernels::sgd_step(launch_cache().plan, lists,
-                    {lr_, options.momentum, options.dampening, options.weight_decay,
-                     options.nesterov, steps_ == 1},
-                    grad_scale);
+void SGD::update(const TensorLists& lists, const Tensor& grad_scale, const Tensor& gate) {
+  kernels::sgd_step(
+      launch_cache().plan, lists,
+      {lr_, options.momentum, options.dampening, options.weight_decay, options.nesterov},
+      grad_scale, gate);
 }
 
 Adam::Adam(std::vector<Tensor> params, AdamOptions o, bool decoupled_)
@@ -121,11 +143,11 @@ Adam::Adam(std::vector<Tensor> params, AdamOptions o, bool decoupled_)
              ": betas must be in [0, 1), got ", o.beta1, ", ", o.beta2);
 }
 
-void Adam::update(const TensorLists& lists, const Tensor& grad_scale) {
+void Adam::update(const TensorLists& lists, const Tensor& grad_scale, const Tensor& gate) {
   kernels::adam_step(
       launch_cache().plan, lists,
-      {lr_, options.beta1, options.beta2, options.eps, options.weight_decay, decoupled, steps_},
-      grad_scale);
+      {lr_, options.beta1, options.beta2, options.eps, options.weight_decay, decoupled}, grad_scale,
+      gate);
 }
 
 RMSprop::RMSprop(std::vector<Tensor> params, RmspropOptions o)
@@ -136,10 +158,10 @@ std::vector<std::string> RMSprop::buffer_names() const {
   return {"square_avg", "momentum_buffer"};
 }
 
-void RMSprop::update(const TensorLists& lists, const Tensor& grad_scale) {
+void RMSprop::update(const TensorLists& lists, const Tensor& grad_scale, const Tensor& gate) {
   kernels::rmsprop_step(launch_cache().plan, lists,
                         {lr_, options.alpha, options.eps, options.weight_decay, options.momentum},
-                        grad_scale);
+                        grad_scale, gate);
 }
 
 namespace {
@@ -164,6 +186,19 @@ Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
 
 ClipFactor clip_grad_norm_factor(const std::vector<Tensor>& params, double max_norm) {
   return clip(params, max_norm, /*scale_grads=*/false);
+}
+
+void StepMeter::add(const Tensor& loss, const Tensor& norm, const Tensor& step_gate,
+                    double tokens) {
+  if (!totals_.defined()) totals_ = zeros({5}, {DType::f64, loss.device()});
+  kernels::step_meter_add(loss, norm, step_gate, tokens, totals_);
+}
+
+StepMeter::Totals StepMeter::take() {
+  if (!totals_.defined()) return {};
+  std::vector<double> t = totals_.to_vector<double>();  // the one sync
+  zero_(totals_);
+  return {t[0], t[1], static_cast<int64_t>(t[2]), static_cast<int64_t>(t[3]), t[4]};
 }
 
 StepDecayLr::StepDecayLr(double lr, int64_t step_size, double gamma)

@@ -21,22 +21,34 @@ class Optimizer {
   virtual ~Optimizer();
 
   // One update of every parameter that has a gradient. grad_scale: a device scalar multiplying
-  // every gradient first (e.g. a clip factor), or undefined.
+  // every gradient first (e.g. a clip factor), or undefined. A non-finite grad_scale (the clip
+  // factor of a non-finite gradient norm) drops the update on the device: parameters and state
+  // stay as they were, and nothing is read back to the host, so a step never waits for the device.
   void step(const Tensor& grad_scale = Tensor());
   void zero_grad();
   double lr() const { return lr_; }
   void set_lr(double lr) { lr_ = lr; }
+  // Calls of step(), dropped ones included: what learning-rate schedules count.
   int64_t step_count() const { return steps_; }
-  // "step" (i64 []) and every state buffer as "state.<param index>.<buffer name>", for exact
-  // resume.
+  // Updates actually applied (Adam's bias correction counts these). Reads the device.
+  int64_t applied_steps() const;
+  // The device gate of the last step() (kernels::StepGate): element 0 is 1 if it was taken, 0 if
+  // dropped. What follows an update on the device (a weight average, a loss meter) reads it so as
+  // to skip a dropped step too. Undefined before the first step.
+  const Tensor& step_gate() const { return gate_; }
+  // "step" (i64 [], the applied updates), "calls" (i64 [], step_count()) and every state buffer as
+  // "state.<param index>.<buffer name>", for exact resume.
   StateDict state_dict() const;
   void load_state_dict(const StateDict& state);
 
  protected:
   // Buffers kept per parameter, allocated (zero) on first use: e.g. {"exp_avg", "exp_avg_sq"}.
   virtual std::vector<std::string> buffer_names() const = 0;
-  // Applies the update with `lists` = {params, grads, buffers...} of the parameters with grads.
-  virtual void update(const TensorLists& lists, const Tensor& grad_scale) = 0;
+  // Applies the update with `lists` = {params, grads, buffers...} of the parameters with grads;
+  // gate: this step's kernels::StepGate values on the device.
+  virtual void update(const TensorLists& lists, const Tensor& grad_scale, const Tensor& gate) = 0;
+  // Adam's betas, for the bias corrections the gate computes (0 for the others).
+  virtual std::pair<double, double> gate_betas() const { return {0.0, 0.0}; }
 
   std::vector<Tensor> params_;
   double lr_;
@@ -50,6 +62,9 @@ class Optimizer {
 
  private:
   std::vector<std::vector<Tensor>> buffers_;  // [buffer kind][param]
+  Tensor applied_;                            // i64 [] on the parameters' device: updates applied
+  Tensor gate_;  // [4] in the parameters' dtype and device: kernels::StepGate's output
+  void ensure_gate();
   std::unique_ptr<LaunchCache> launch_cache_;
 };
 
@@ -64,7 +79,7 @@ class SGD : public Optimizer {
 
  protected:
   std::vector<std::string> buffer_names() const override;
-  void update(const TensorLists& lists, const Tensor& grad_scale) override;
+  void update(const TensorLists& lists, const Tensor& grad_scale, const Tensor& gate) override;
 };
 
 struct AdamOptions {
@@ -79,7 +94,8 @@ class Adam : public Optimizer {
 
  protected:
   std::vector<std::string> buffer_names() const override { return {"exp_avg", "exp_avg_sq"}; }
-  void update(const TensorLists& lists, const Tensor& grad_scale) override;
+  std::pair<double, double> gate_betas() const override { return {options.beta1, options.beta2}; }
+  void update(const TensorLists& lists, const Tensor& grad_scale, const Tensor& gate) override;
 };
 class AdamW : public Adam {
  public:
@@ -97,7 +113,7 @@ class RMSprop : public Optimizer {
 
  protected:
   std::vector<std::string> buffer_names() const override;
-  void update(const TensorLists& lists, const Tensor& grad_scale) override;
+  void update(const TensorLists& lists, const Tensor& grad_scale, const Tensor& gate) override;
 };
 
 // Scales all gradients so their global L2 norm is at most max_norm (two launches on CUDA for any
@@ -105,14 +121,36 @@ class RMSprop : public Optimizer {
 // (item()) only when you need it. A non-finite norm leaves the gradients untouched.
 Tensor clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 
-// The same clip without touching the gradients: norm (before clipping) and scale (the clip factor,
-// 1 when the norm is under max_norm or not finite) as device scalars. Pass `scale` to
-// Optimizer::step, whose fused update multiplies every gradient by it: one pass over the gradients
-// less than clip_grad_norm + step(), the same numbers, and nothing read back to the host.
+// The same clip without touching the gradients: norm (before clipping) and scale (the clip factor:
+// 1 when the norm is under max_norm, NaN when the norm is not finite) as device scalars. Pass
+// `scale` to Optimizer::step, whose fused update multiplies every gradient by it, and drops the
+// step when it is NaN: one pass over the gradients less than clip_grad_norm + step(), the same
+// numbers, and nothing read back to the host.
 struct ClipFactor {
   Tensor norm, scale;
 };
 ClipFactor clip_grad_norm_factor(const std::vector<Tensor>& params, double max_norm);
+
+// The running loss of a training loop, kept on the device: add() after each step costs one tiny
+// launch and reads nothing back, and take() reads (one sync) and restarts the totals. A step the
+// optimizer dropped (a non-finite gradient norm) counts in `dropped` only.
+class StepMeter {
+ public:
+  struct Totals {
+    double loss_sum = 0;  // sum of each taken step's mean loss times its tokens
+    double tokens = 0;    // tokens of the taken steps
+    int64_t taken = 0, dropped = 0;
+    double last_norm = 0;  // the gradient norm of the last taken step (with a norm)
+  };
+  // loss: the step's mean loss per token (device scalar); norm: its gradient norm or undefined;
+  // step_gate: Optimizer::step_gate() or undefined (taken); tokens: what the loss is a mean over.
+  void add(const Tensor& loss, const Tensor& norm, const Tensor& step_gate, double tokens);
+  // The totals since the last take(), then zero.
+  Totals take();
+
+ private:
+  Tensor totals_;  // f64 [5] on the loss's device (kernels::StepMeterAdd)
+};
 
 // Learning-rate schedules: lr_at(step) for step = 1, 2, ... (the optimizer's step count + 1).
 class LrSchedule {

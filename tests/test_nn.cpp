@@ -172,8 +172,8 @@ void check_padding_is_invisible(nn::CellType cell, bool bidirectional) {
   Tensor lengths = from_vector<int64_t>({5, 3}, {2});
   nn::RnnState batch = rnn.forward(x, Tensor(), Tensor(), lengths);
   // The caller's mask (Seq2Seq::encode makes it once per batch) gives the same outputs.
-  nn::RnnState given = rnn.forward(x, Tensor(), Tensor(), lengths,
-                                   nn::sequence_mask(lengths, 5, x.options()));
+  nn::RnnState given =
+      rnn.forward(x, Tensor(), Tensor(), lengths, nn::sequence_mask(lengths, 5, x.options()));
   EXPECT_TRUE(testing::all_close(given.y, batch.y, 0, 0));
   EXPECT_TRUE(testing::all_close(given.h_n, batch.h_n, 0, 0));
   for (int64_t b = 0; b < 2; ++b) {
@@ -254,6 +254,117 @@ TEST(Optim, NonFiniteNormIsReportedAndNotApplied) {
   Tensor norm = nn::clip_grad_norm({a}, 1.0);
   EXPECT_TRUE(std::isinf(norm.item()));
   EXPECT_EQ(a.grad().to_vector<float>()[1], 1.0f);
+  a.set_grad(from_vector<float>({NAN, 1}, {2}));
+  nn::ClipFactor factor = nn::clip_grad_norm_factor({a}, 1.0);
+  EXPECT_TRUE(std::isnan(factor.norm.item()));
+  EXPECT_TRUE(std::isnan(factor.scale.item()));  // the optimizer's cue to drop the step
+  nn::clip_grad_norm({a}, 1.0);
+  EXPECT_EQ(a.grad().to_vector<float>()[1], 1.0f);
+}
+
+// A non-finite gradient norm makes the clip factor NaN, and step(factor) drops the update on the
+// device: parameters and state stay, the applied count does not move (so Adam's bias correction
+// of the next update is that of a run without the bad step), and the weight average is left
+// alone. Nothing but the test reads the device.
+TEST(Optim, NonFiniteClipFactorDropsTheStepOnTheDevice) {
+  for (int which = 0; which < 4; ++which) {
+    auto make = [&](const Tensor& p) -> std::unique_ptr<nn::Optimizer> {
+      switch (which) {
+        case 0:
+          return std::make_unique<nn::SGD>(std::vector<Tensor>{p},
+                                           nn::SgdOptions{0.1, 0.9, 0.5});  // dampening: first
+        case 1: return std::make_unique<nn::Adam>(std::vector<Tensor>{p}, nn::AdamOptions{0.01});
+        case 2:
+          return std::make_unique<nn::AdamW>(std::vector<Tensor>{p},
+                                             nn::AdamOptions{0.01, 0.9, 0.999, 1e-8, 0.1});
+        default:
+          return std::make_unique<nn::RMSprop>(std::vector<Tensor>{p},
+                                               nn::RmspropOptions{0.01, 0.99, 1e-8, 0, 0.9});
+      }
+    };
+    manual_seed(5);
+    Tensor p0 = uniform({50}, -1, 1), g1 = uniform({50}, -1, 1), g2 = uniform({50}, -1, 1);
+    Tensor bad_grad = copy_to(g1, {});
+    bad_grad.data<float>()[7] = NAN;
+    // `skipping` sees a NaN gradient, g1, a NaN gradient, g2; `clean` sees g1 and g2 only (so
+    // SGD's first-update rule and Adam's bias corrections must count applied updates).
+    Tensor skipping = copy_to(p0, {}).set_requires_grad(true), clean = copy_to(p0, {});
+    clean.set_requires_grad(true);
+    auto skipping_opt = make(skipping), clean_opt = make(clean);
+    auto step = [](Tensor p, nn::Optimizer& opt, const Tensor& grad) {
+      p.set_grad(copy_to(grad, {}));
+      nn::ClipFactor clip = nn::clip_grad_norm_factor({p}, 1.0);
+      opt.step(clip.scale);
+      return clip;
+    };
+    step(skipping, *skipping_opt, bad_grad);
+    EXPECT_EQ(skipping.to_vector<float>(), p0.to_vector<float>()) << "optimizer " << which;
+    step(skipping, *skipping_opt, g1);
+    step(clean, *clean_opt, g1);
+    std::vector<float> after_first = skipping.to_vector<float>();
+    nn::StateDict state_before = skipping_opt->state_dict();
+    nn::ClipFactor bad = step(skipping, *skipping_opt, bad_grad);
+    EXPECT_TRUE(std::isnan(bad.norm.item())) << "optimizer " << which;
+    EXPECT_TRUE(std::isnan(bad.scale.item())) << "optimizer " << which;
+    EXPECT_EQ(skipping_opt->step_gate().to_vector<float>()[0], 0.0f) << "optimizer " << which;
+    EXPECT_EQ(skipping.to_vector<float>(), after_first) << "optimizer " << which;
+    nn::StateDict state_after = skipping_opt->state_dict();
+    for (const auto& [key, value] : state_before) {
+      if (key == "calls") continue;
+      EXPECT_EQ(copy_to(state_after.at(key), {DType::f64}).to_vector<double>(),
+                copy_to(value, {DType::f64}).to_vector<double>())
+          << "optimizer " << which << " " << key;
+    }
+    EXPECT_EQ(skipping_opt->step_count(), 3);
+    EXPECT_EQ(skipping_opt->applied_steps(), 1);
+    step(skipping, *skipping_opt, g2);
+    step(clean, *clean_opt, g2);
+    EXPECT_EQ(skipping_opt->step_gate().to_vector<float>()[0], 1.0f);
+    EXPECT_EQ(skipping.to_vector<float>(), clean.to_vector<float>()) << "optimizer " << which;
+    // Resumed from the state dict: the applied count and the calls both come back.
+    Tensor resumed = copy_to(skipping, {}).set_requires_grad(true);
+    auto resumed_opt = make(resumed);
+    resumed_opt->load_state_dict(skipping_opt->state_dict());
+    EXPECT_EQ(resumed_opt->step_count(), 4);
+    EXPECT_EQ(resumed_opt->applied_steps(), 2);
+  }
+}
+
+TEST(Optim, WeightAverageSkipsADroppedStep) {
+  nn::Linear model(3, 1, /*bias=*/false);
+  nn::SGD opt(model.parameters(), nn::SgdOptions{0.1});
+  nn::ExponentialMovingAverage ema(model, 0.5, /*warmup=*/false);
+  model.weight.set_grad(from_vector<float>({1, NAN, 1}, {1, 3}));
+  opt.step(nn::clip_grad_norm_factor(model.parameters(), 1.0).scale);
+  std::vector<float> before = ema.state_dict().at("weight").to_vector<float>();
+  model.weight.set_grad(from_vector<float>({1, NAN, 1}, {1, 3}));
+  {
+    NoGradGuard no_grad;
+    copy_(model.weight, from_vector<float>({5, 5, 5}, {1, 3}));
+  }
+  ema.update(opt.step_gate());  // the step was dropped: the average must not follow the 5s
+  EXPECT_EQ(ema.state_dict().at("weight").to_vector<float>(), before);
+  ema.update();  // without a gate: it does
+  EXPECT_NE(ema.state_dict().at("weight").to_vector<float>(), before);
+}
+
+// The meter sums loss x tokens of the taken steps on the device and counts the dropped ones.
+TEST(Optim, StepMeterTotalsTakenAndDroppedSteps) {
+  nn::StepMeter meter;
+  Tensor taken = from_vector<float>({1, 1, 0, 0}, {4}),
+         dropped = from_vector<float>({0, 0, 0, 0}, {4});
+  meter.add(scalar_tensor(2.0f), scalar_tensor(0.5f), taken, 10);
+  meter.add(scalar_tensor(100.0f), scalar_tensor(NAN), dropped, 7);
+  meter.add(scalar_tensor(4.0f), scalar_tensor(0.25f), taken, 30);
+  nn::StepMeter::Totals t = meter.take();
+  EXPECT_DOUBLE_EQ(t.loss_sum, 2.0 * 10 + 4.0 * 30);
+  EXPECT_DOUBLE_EQ(t.tokens, 40);
+  EXPECT_EQ(t.taken, 2);
+  EXPECT_EQ(t.dropped, 1);
+  EXPECT_DOUBLE_EQ(t.last_norm, 0.25);
+  nn::StepMeter::Totals empty = meter.take();  // take() restarts the totals
+  EXPECT_EQ(empty.taken + empty.dropped, 0);
+  EXPECT_EQ(empty.loss_sum, 0);
 }
 
 // clip_grad_norm_factor + step(scale) (the factor applied inside the fused update) gives exactly

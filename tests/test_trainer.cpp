@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "cli_util.h"
+#include "core/safetensors.h"
 #include "models/data/batching.h"
 #include "models/data/vocab.h"
 #include "models/seq2seq/checkpoint.h"
@@ -273,6 +274,31 @@ TEST(Trainer, ProgressLinesWhenStdoutIsAFile) {
   fs::remove_all(dir);
 }
 
+// A learning rate that blows the weights up: after the first update every gradient norm is
+// non-finite, and each such step is dropped on the device (no read per step). The run goes on,
+// says how many steps were skipped, and its checkpoint holds finite weights and an optimizer that
+// counts the calls and the one update applied apart.
+TEST(Trainer, NonFiniteStepsAreDroppedOnTheDeviceAndReported) {
+  fs::path dir = temp_dir("trainer_nonfinite"), out = dir / "out", log = dir / "log.txt";
+  std::string args = tiny(out, 1);
+  args = with(args, "--dropout", "0");
+  args.replace(args.find(" --quiet"), 8, " --log-every 2 --lr 1e25 --clip 1");
+  ASSERT_EQ(kiln(args, log), 0) << read_file(log);
+  std::string text = read_file(log);
+  // Read at the saves (every 2 steps), the validation (step 3) and the epoch's end.
+  EXPECT_CONTAINS(text, "epoch 1 steps 1-2: 1 of 2 steps skipped: non-finite gradient norm");
+  EXPECT_CONTAINS(text, "epoch 1 step 3: non-finite gradient norm, step skipped");
+  EXPECT_CONTAINS(text, "epoch 1 step 5: non-finite gradient norm, step skipped");
+  safetensors::File model = safetensors::load((out / "last" / "model.safetensors").string());
+  for (const auto& [name, weight] : model.tensors) {
+    for (float value : weight.to_vector<float>()) ASSERT_TRUE(std::isfinite(value)) << name;
+  }
+  safetensors::File opt = safetensors::load((out / "last" / "optimizer.safetensors").string());
+  EXPECT_EQ(opt.tensors.at("calls").item(), 5);
+  EXPECT_EQ(opt.tensors.at("step").item(), 1);
+  fs::remove_all(dir);
+}
+
 TEST(Trainer, ResumeAppliesOrRefusesChangedFlags) {
   fs::path dir = temp_dir("trainer_flags"), out = dir / "out", log = dir / "log.txt";
   ASSERT_EQ(kiln(with(tiny(out, 1), "--max-steps", "3"), log), 0) << read_file(log);
@@ -441,7 +467,7 @@ TEST(Trainer, AccumulatingFourBatchesEqualsOneBatchOfTheFour) {
     model->train();
     std::vector<const data::Batch*> group;
     for (const data::Batch& b : batches) group.push_back(&b);
-    loss = seq2seq::accumulate_gradients(*model, group, 0.1, 1.0);
+    loss = seq2seq::accumulate_gradients(*model, group, 0.1, 1.0).item();
     return model;
   };
   double loss_four = 0, loss_one = 0;

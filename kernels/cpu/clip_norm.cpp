@@ -39,7 +39,7 @@ void clip_grad_norm_cpu(const std::vector<Tensor>& grads, T max_norm, const Tens
   T s = clip_scale(n, max_norm);
   norm.data<T>()[0] = n;
   scale.data<T>()[0] = s;
-  if (s == T(1) || !scale_grads) return;
+  if (!clip_scales_gradients(s) || !scale_grads) return;
   for (const Tensor& g : grads) {
     T* data = g.data<T>();
     parallel_for_cpu(g.numel(), [&](int64_t i) { data[i] *= s; });

@@ -37,7 +37,7 @@ __global__ void clip_norm_scale_kernel(const int64_t* table, int64_t tensors, co
     *norm_out = norm;
     *scale_out = scale;
   }
-  if (scale == T(1) || !scale_grads) return;
+  if (!clip_scales_gradients(scale) || !scale_grads) return;
   MultiTensorChunk r = multi_tensor_chunk(table, tensors, /*lists=*/1, blockIdx.x);
   T* g = reinterpret_cast<T*>(table[r.tensor]);
   for (int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x) g[i] *= scale;

@@ -88,6 +88,7 @@ struct Run {
   // whose dp is plain backward. Only rank 0, the writer, logs and writes files.
   dist::DataParallel* dp = nullptr;
   bool writer = true;
+  nn::StepMeter* meter = nullptr;  // the loss and norm of the steps not yet shown, on the device
 
   dist::Communicator& comm() const { return dp->communicator(); }
 };
@@ -135,9 +136,10 @@ void restore(const std::string& dir, const TrainState& state, Seq2Seq& model, nn
   default_generator().set_offset(state.rng_offset);
 }
 
+// One step's figures, left on the device (read by the loop's StepMeter when it shows them).
 struct StepResult {
-  bool taken = false;  // false: the gradient norm was not finite and the step was skipped
-  double loss = 0, grad_norm = 0;
+  Tensor loss;  // this rank's part of the mean loss per target token of the global group
+  Tensor norm;  // the gradient norm before clipping (undefined without --clip)
 };
 
 // This rank's share of one global batch (data parallelism; in a world of one, the whole batch).
@@ -146,7 +148,9 @@ struct Share {
   int64_t global_tokens = 0;  // the whole batch's real target tokens, over all ranks
 };
 
-// Step `step` (1-based) over the global batches `group`; `loss` is the mean over all ranks.
+// Step `step` (1-based) over the global batches `group`. Nothing is read back to the host: a
+// non-finite gradient norm makes the clip factor NaN, and the optimizer (and the weight average)
+// drop the update on the device.
 StepResult train_step(const Run& r, const std::vector<const Share*>& group, int64_t step) {
   profiler::ProfileScope scope("train step", profiler::Category::step);
   default_generator().manual_seed(step_stream(r.o.seed, r.comm().rank(), step));
@@ -158,17 +162,14 @@ StepResult train_step(const Run& r, const std::vector<const Share*>& group, int6
     mine.push_back(&share->batch);
     global_tokens += share->global_tokens;
   }
-  double loss = accumulate_gradients(r.model, mine, r.o.label_smoothing, r.o.teacher_forcing, r.dp,
+  Tensor loss = accumulate_gradients(r.model, mine, r.o.label_smoothing, r.o.teacher_forcing, r.dp,
                                      global_tokens);
   // The clip factor is applied inside the optimizer's fused update (no separate scaling pass).
   nn::ClipFactor clip;
   if (r.o.clip > 0) clip = nn::clip_grad_norm_factor(r.model.parameters(), r.o.clip);
-  // Read now: the host decides whether this step is taken.
-  double norm_value = clip.norm.defined() ? clip.norm.item() : 0.0;
-  if (clip.norm.defined() && !std::isfinite(norm_value)) return {false, 0, norm_value};
   r.opt.step(clip.scale);
-  if (r.ema) r.ema->update();
-  return {true, loss, norm_value};
+  if (r.ema) r.ema->update(r.opt.step_gate());
+  return {loss, clip.norm};
 }
 
 // How the training pairs are cut into batches (the epoch's seed aside).
@@ -386,6 +387,30 @@ bool train_epoch(const Run& r, int64_t epoch, TrainState& state,
     r.progress.clear();
     r.log(line);
   };
+  // The loss and norm stay on the device (r.meter) and are read only when shown: every
+  // log_every steps, before a validation, a save or a stop, and at the epoch's end; a live line
+  // in a world of one also every half second. So most steps never wait for the device.
+  int64_t unread_tokens = 0, first_unread_step = state.steps + 1;
+  auto last_read = Clock::now();
+  auto read_meter = [&] {
+    nn::StepMeter::Totals t = r.meter->take();
+    std::vector<double> loss{t.loss_sum};  // this rank's part; the rest is the same on every rank
+    sum_over_ranks(r, loss);
+    state.epoch_loss_sum += loss[0];
+    state.epoch_tokens += static_cast<int64_t>(t.tokens);
+    if (t.taken > 0) grad_norm = t.last_norm;
+    if (t.dropped > 0 && first_unread_step == state.steps) {
+      say("epoch " + std::to_string(epoch) + " step " + std::to_string(state.steps) +
+          ": non-finite gradient norm, step skipped");
+    } else if (t.dropped > 0) {
+      say("epoch " + std::to_string(epoch) + " steps " + std::to_string(first_unread_step) + "-" +
+          std::to_string(state.steps) + ": " + std::to_string(t.dropped) + " of " +
+          std::to_string(t.taken + t.dropped) + " steps skipped: non-finite gradient norm");
+    }
+    unread_tokens = 0;
+    first_unread_step = state.steps + 1;
+    last_read = Clock::now();
+  };
   for (size_t i = static_cast<size_t>(state.epoch_batches); i < n;) {
     size_t end = std::min(n, i + static_cast<size_t>(r.o.accum_steps));
     std::vector<const Share*> group;
@@ -396,45 +421,44 @@ bool train_epoch(const Run& r, int64_t epoch, TrainState& state,
     }
     r.profile->begin_step();
     StepResult step = train_step(r, group, state.steps + 1);
+    r.meter->add(step.loss, step.norm, r.opt.step_gate(), static_cast<double>(tokens));
     std::string profile_table;
     if (r.profile->end_step(profile_table)) say(profile_table);
     ++state.steps;
     state.epoch_batches = static_cast<int64_t>(end);
     i = end;
-    // One small collective per step: the loss summed over the ranks, and whether rank 0 (whose
-    // clock --max-time follows) says a limit stops the run here.
-    std::vector<double> sums{step.loss, r.writer && !limit_reached(r, state).empty() ? 1.0 : 0.0};
-    sum_over_ranks(r, sums);
-    step.loss = sums[0];
-    const bool limit = sums[1] > 0;
-    if (step.taken) {
-      state.epoch_loss_sum += step.loss * tokens;
-      state.epoch_tokens += tokens;
-      grad_norm = step.grad_norm;
-    } else {
-      say("epoch " + std::to_string(epoch) + " step " + std::to_string(state.steps) +
-          ": non-finite gradient norm, step skipped");
+    unread_tokens += tokens;
+    // Whether rank 0 (whose clock --max-time follows) says a limit stops the run here: one small
+    // collective per step under mpirun, none in a world of one.
+    const bool limit = rank0_says(r, !limit_reached(r, state).empty());
+    const bool validate_now =
+        r.o.valid_every > 0 && state.steps % r.o.valid_every == 0 && has_validation(r);
+    const bool save_now = r.o.save_every > 0 && state.steps % r.o.save_every == 0;
+    const bool logged = !r.live_progress && !r.o.quiet && state.steps % r.o.log_every == 0;
+    const bool live_due =
+        r.live_progress && !r.comm().has_backend() && seconds_since(last_read) >= 0.5;
+    // The same decision on every rank (reading sums over the ranks), but for the live line.
+    if (end == n || limit || validate_now || save_now || live_due ||
+        state.steps % r.o.log_every == 0) {
+      read_meter();
     }
     state.epoch_seconds = seconds_since(epoch_start);
     double loss = state.epoch_tokens ? state.epoch_loss_sum / state.epoch_tokens : 0;
-    double speed = state.epoch_tokens / std::max(state.epoch_seconds, 1e-9);
+    double speed = (state.epoch_tokens + unread_tokens) / std::max(state.epoch_seconds, 1e-9);
     r.progress.show(epoch, end, n, state.steps, loss, speed, grad_norm, r.opt.lr());
-    if (!r.live_progress && !r.o.quiet && state.steps % r.o.log_every == 0) {
+    if (logged)
       r.log(r.progress.text(epoch, end, n, state.steps, loss, speed, grad_norm, r.opt.lr()));
-    }
     if (end == n) break;  // the epoch's end, below
     if (limit) stop = why_stop(r, state);
     bool early = false;
-    if (r.o.valid_every > 0 && state.steps % r.o.valid_every == 0 && has_validation(r)) {
+    if (validate_now) {
       EpochMetrics m = epoch_so_far(r, epoch, state, grad_norm);
       validate(r, m);
       r.model.train();
       say("step " + std::to_string(state.steps) + ": " + epoch_line(m, true));
       early = report(r, m, state, history);
     }
-    if (!stop.empty() || early || (r.o.save_every > 0 && state.steps % r.o.save_every == 0)) {
-      save_last(r, state);
-    }
+    if (!stop.empty() || early || save_now) save_last(r, state);
     if (early) return true;
     if (!stop.empty()) {
       say("stopping at step " + std::to_string(state.steps) + " (epoch " + std::to_string(epoch) +
@@ -520,7 +544,7 @@ std::pair<TrainOptions, TrainState> read_resume(const std::string& dir, const Tr
 
 }  // namespace
 
-double accumulate_gradients(const Seq2Seq& model, const std::vector<const data::Batch*>& batches,
+Tensor accumulate_gradients(const Seq2Seq& model, const std::vector<const data::Batch*>& batches,
                             double label_smoothing, double teacher_forcing, dist::DataParallel* dp,
                             int64_t global_tokens) {
   int64_t total = global_tokens;
@@ -532,7 +556,7 @@ double accumulate_gradients(const Seq2Seq& model, const std::vector<const data::
   for (size_t k = 0; k < batches.size(); ++k) {
     if (batches[k]->source.defined()) last = k;
   }
-  double mean = 0;
+  Tensor mean;  // on the device: summed without reading anything back
   for (size_t k = 0; k < batches.size(); ++k) {
     const data::Batch* b = batches[k];
     if (!b->source.defined()) continue;  // none of this batch is this rank's
@@ -545,10 +569,15 @@ double accumulate_gradients(const Seq2Seq& model, const std::vector<const data::
     } else {
       backward(loss * share);
     }
-    // Read once per batch: it feeds the progress line and the epoch's mean.
-    mean += loss.item() * share;
+    NoGradGuard no_grad;
+    Tensor part = loss.detach() * share;
+    mean = mean.defined() ? mean + part : part;
   }
   if (dp && last == batches.size()) dp->reduce_gradients();  // this rank had no data this step
+  if (!mean.defined()) {  // no column of this step is this rank's
+    const Tensor& any = model.parameters().front();
+    mean = zeros({}, any.options());
+  }
   return mean;
 }
 
@@ -670,8 +699,9 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
         std::to_string(first + profile_steps - 1) + " of this run (after " +
         std::to_string(first - 1) + " warm-up steps); then the table, and the trace in " + trace);
   }
-  Run run{o,    device,       p,         model,    *opt, *schedule, log, out_dir, progress,
-          live, Clock::now(), ema.get(), &profile, &dp,  writer};
+  nn::StepMeter meter;
+  Run run{o,    device,       p,         model,    *opt, *schedule, log,   out_dir, progress,
+          live, Clock::now(), ema.get(), &profile, &dp,  writer,    &meter};
   std::vector<EpochMetrics> history;
   for (int64_t epoch = state.epoch + 1; epoch <= o.epochs; ++epoch) {
     if (train_epoch(run, epoch, state, history)) break;

@@ -44,7 +44,7 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
 // The forward and backward passes of one update over `batches` (their gradients accumulate into
 // the parameters' .grad): each batch's mean loss per target token weighted by its share of all
 // their target tokens, so the gradients are those of the mean over every real target token of
-// the group, as if it were one batch. Returns that mean.
+// the group, as if it were one batch. Returns that mean as a device scalar (nothing is read back).
 //
 // Data parallelism: with `dp`, `batches` are this rank's shares of the step's global batches (a
 // share without tensors is one this rank has no column of), which hold `global_tokens` real target
@@ -52,7 +52,7 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
 // the last backward goes through dp (ReduceOp::sum), so every rank is left with the gradient of the
 // mean over the whole global group, as one rank computes it. Returns this rank's part of that mean
 // (the parts sum to it).
-double accumulate_gradients(const Seq2Seq& model, const std::vector<const data::Batch*>& batches,
+Tensor accumulate_gradients(const Seq2Seq& model, const std::vector<const data::Batch*>& batches,
                             double label_smoothing, double teacher_forcing,
                             dist::DataParallel* dp = nullptr, int64_t global_tokens = 0);
 
