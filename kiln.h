@@ -9,6 +9,7 @@
 #include "autograd/ops.h"
 #include "core/allocator.h"
 #include "core/cuda_runtime.h"
+#include "core/autocast.h"
 #include "core/grad_mode.h"
 #include "core/profiler.h"
 #include "core/random.h"

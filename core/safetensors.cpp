@@ -36,12 +36,13 @@ const char* format_dtype_name(DType dtype) {
     case DType::f64: return "F64";
     case DType::i32: return "I32";
     case DType::i64: return "I64";
+    case DType::bf16: return "BF16";
   }
   return "?";
 }
 
 bool parse_dtype_name(const std::string& name, DType* dtype) {
-  for (DType candidate : {DType::f32, DType::f64, DType::i32, DType::i64}) {
+  for (DType candidate : {DType::f32, DType::f64, DType::i32, DType::i64, DType::bf16}) {
     if (name == format_dtype_name(candidate)) {
       *dtype = candidate;
       return true;

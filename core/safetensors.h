@@ -6,7 +6,7 @@
 //              data section starts at a multiple of 8 bytes
 //   [rest]     the data section: each tensor's bytes, little-endian, row-major, at [b, e) relative
 //              to the start of the section; the ranges cover the section exactly, without overlap.
-// kiln reads and writes the dtypes F32, F64, I32 and I64.
+// kiln reads and writes the dtypes F32, F64, I32, I64 and BF16.
 #pragma once
 
 #include <map>

@@ -44,6 +44,7 @@ template std::vector<float> Tensor::to_vector<float>() const;
 template std::vector<double> Tensor::to_vector<double>() const;
 template std::vector<int32_t> Tensor::to_vector<int32_t>() const;
 template std::vector<int64_t> Tensor::to_vector<int64_t>() const;
+template std::vector<bf16> Tensor::to_vector<bf16>() const;
 
 double Tensor::item() const {
   KILN_CHECK(numel() == 1, "Tensor::item: expected a tensor with one element, got ", describe());
@@ -53,6 +54,7 @@ double Tensor::item() const {
     case DType::f64: return to_vector<double>()[0];
     case DType::i32: return to_vector<int32_t>()[0];
     case DType::i64: return static_cast<double>(to_vector<int64_t>()[0]);
+    case DType::bf16: return to_vector<bf16>()[0];
   }
   return 0;
 }
@@ -109,6 +111,7 @@ template Tensor from_vector<float>(const std::vector<float>&, const Shape&, Devi
 template Tensor from_vector<double>(const std::vector<double>&, const Shape&, Device);
 template Tensor from_vector<int32_t>(const std::vector<int32_t>&, const Shape&, Device);
 template Tensor from_vector<int64_t>(const std::vector<int64_t>&, const Shape&, Device);
+template Tensor from_vector<bf16>(const std::vector<bf16>&, const Shape&, Device);
 
 Tensor view_rows(const Tensor& tensor, int64_t start, int64_t length) {
   KILN_CHECK(tensor.dim() >= 1, "narrow: expected a tensor of rank >= 1, got ", tensor.describe());
@@ -179,6 +182,11 @@ std::ostream& operator<<(std::ostream& out, const Tensor& tensor) {
     case DType::f64: print_values(out, tensor.to_vector<double>(), tensor.shape()); break;
     case DType::i32: print_values(out, tensor.to_vector<int32_t>(), tensor.shape()); break;
     case DType::i64: print_values(out, tensor.to_vector<int64_t>(), tensor.shape()); break;
+    case DType::bf16: {  // printed as the f32 values they are exactly
+      std::vector<bf16> raw = tensor.to_vector<bf16>();
+      print_values(out, std::vector<float>(raw.begin(), raw.end()), tensor.shape());
+      break;
+    }
   }
   out.flags(flags);
   return out << ", shape=" << shape_str(tensor.shape()) << ", dtype=" << dtype_name(tensor.dtype())

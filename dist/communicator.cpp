@@ -60,6 +60,8 @@ MPI_Datatype mpi_type(DType dtype) {
     case DType::f64: return MPI_DOUBLE;
     case DType::i32: return MPI_INT32_T;
     case DType::i64: return MPI_INT64_T;
+    case DType::bf16:  // MPI has no bf16 sum; mixed precision reduces its f32 master gradients
+      KILN_FAIL("dist: bf16 tensors cannot go through MPI collectives; convert to f32 first");
   }
   KILN_FAIL("dist: unknown dtype");
 }

@@ -500,6 +500,11 @@ int run_cli(int argc, char** argv) {
                    "probability of feeding the reference token (< 1: scheduled sampling)")
       ->check(CLI::Range(0.0, 1.0));
   train
+      ->add_option("--precision", o.precision,
+                   "f32, or bf16: matrix products take bf16 inputs and accumulate in f32 "
+                   "(mixed precision; weights, gradients and optimizer state stay f32)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
+  train
       ->add_option("--tokenizer", o.tokenizer,
                    "word (d2l) or sentencepiece (subwords trained on the training side)")
       ->check(CLI::IsMember({"word", "sentencepiece"}));
@@ -637,6 +642,9 @@ int run_cli(int argc, char** argv) {
   add_threads_flag(demo, threads);
   demo->add_option("--epochs", demo_options.epochs, "epochs")->check(kPositive);
   demo->add_option("--out", demo_out, "output folder (a run already there is replaced)");
+  demo->add_option("--precision", demo_options.precision,
+                   "f32, or bf16 (mixed precision: bf16 inputs to every matrix product)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
 
   TrainOptions eval_data;
   CLI::App* eval = app.add_subcommand(

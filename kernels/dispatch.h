@@ -22,15 +22,16 @@
     }                                                             \
   }()
 
-#define KILN_DISPATCH_ALL(dtype, op_name, ...)      \
-  [&] {                                             \
-    switch (dtype) {                                \
-      KILN_DISPATCH_CASE(f32, float, __VA_ARGS__)   \
-      KILN_DISPATCH_CASE(f64, double, __VA_ARGS__)  \
-      KILN_DISPATCH_CASE(i32, int32_t, __VA_ARGS__) \
-      KILN_DISPATCH_CASE(i64, int64_t, __VA_ARGS__) \
-    }                                               \
-    KILN_FAIL(op_name, ": unknown dtype");          \
+#define KILN_DISPATCH_ALL(dtype, op_name, ...)            \
+  [&] {                                                   \
+    switch (dtype) {                                      \
+      KILN_DISPATCH_CASE(f32, float, __VA_ARGS__)         \
+      KILN_DISPATCH_CASE(f64, double, __VA_ARGS__)        \
+      KILN_DISPATCH_CASE(i32, int32_t, __VA_ARGS__)       \
+      KILN_DISPATCH_CASE(i64, int64_t, __VA_ARGS__)       \
+      KILN_DISPATCH_CASE(bf16, ::kiln::bf16, __VA_ARGS__) \
+    }                                                     \
+    KILN_FAIL(op_name, ": unknown dtype");                \
   }()
 
 #define KILN_DISPATCH_INDEX(dtype, op_name, ...)                        \

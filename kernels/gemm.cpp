@@ -1,14 +1,50 @@
 #include "kernels/gemm.h"
 
+#include <vector>
+
+#include "core/autocast.h"
 #include "core/profiler.h"
 
 namespace kiln::kernels {
 
+namespace {
+
+// The autocast product on the CPU: A and B rounded to bf16 values (kept as f32) in per-thread
+// scratch, then the ordinary f32 GEMM.
+void gemm_cpu_bf16_inputs(const GemmShape& s, double alpha, const float* a, const float* b,
+                          double beta, float* c) {
+  thread_local std::vector<float> rounded_a, rounded_b;
+  auto round = [](const float* x, int64_t n, std::vector<float>& out) {
+    out.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(bf16(x[i]));
+  };
+  round(a, gemm_operand_span(s.batch, s.stride_a, s.m, s.k), rounded_a);
+  round(b, gemm_operand_span(s.batch, s.stride_b, s.k, s.n), rounded_b);
+  gemm_cpu(DType::f32, s, alpha, rounded_a.data(), rounded_b.data(), beta, c);
+}
+
+}  // namespace
+
 void gemm(Device device, DType dtype, const GemmShape& shape, double alpha, const void* a,
           const void* b, double beta, void* c) {
-  KILN_CHECK(is_floating(dtype), "matmul: dtype ", dtype_name(dtype),
+  KILN_CHECK(dtype == DType::f32 || dtype == DType::f64, "matmul: dtype ", dtype_name(dtype),
              " is not supported (expected f32 or f64)");
   if (shape.m == 0 || shape.n == 0 || shape.batch == 0) return;
+  const bool bf16_inputs = dtype == DType::f32 && Autocast::gemm_inputs() == DType::bf16;
+  if (bf16_inputs) {
+    profiler::ProfileScope scope(device.is_cpu() ? "gemm bf16 inputs (OpenBLAS, rounded copies)"
+                                                 : "gemm bf16 inputs launch (cuBLAS)",
+                                 profiler::Category::gemm);
+    scope.add_flops(2.0 * shape.batch * shape.m * shape.n * shape.k);
+    auto* fa = static_cast<const float*>(a);
+    auto* fb = static_cast<const float*>(b);
+    if (device.is_cpu()) {
+      gemm_cpu_bf16_inputs(shape, alpha, fa, fb, beta, static_cast<float*>(c));
+    } else {
+      gemm_cuda_bf16_inputs(device.index, shape, alpha, fa, fb, beta, static_cast<float*>(c));
+    }
+    return;
+  }
   profiler::ProfileScope scope(device.is_cpu() ? "gemm (OpenBLAS)" : "gemm launch (cuBLAS)",
                                profiler::Category::gemm);
   scope.add_flops(2.0 * shape.batch * shape.m * shape.n * shape.k);
@@ -41,6 +77,10 @@ void gemm_2d(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, doubl
 #ifndef KILN_WITH_CUDA
 void gemm_cuda(int device, DType, const GemmShape&, double, const void*, const void*, double,
                void*) {
+  KILN_FAIL("matmul on cuda:", device, ": this build of kiln has no CUDA support");
+}
+void gemm_cuda_bf16_inputs(int device, const GemmShape&, double, const float*, const float*, double,
+                           float*) {
   KILN_FAIL("matmul on cuda:", device, ": this build of kiln has no CUDA support");
 }
 #endif

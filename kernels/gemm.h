@@ -1,5 +1,9 @@
 // Matrix products through the vendor BLAS: OpenBLAS on the CPU, cuBLAS on CUDA (fp32/fp64, no
-// TF32).
+// TF32). Inside an AutocastScope(DType::bf16) (core/autocast.h) an f32 product takes its inputs
+// rounded to bf16 and accumulates in f32: on CUDA, cuBLAS's bf16 GEMM with f32 compute on bf16
+// copies of A and B; on the CPU (Debian's OpenBLAS is built without sbgemm) the f32 GEMM of
+// bf16-rounded copies, the same numbers up to summation order, since the product of two bf16
+// values is exact in f32. The copies cost a read and a write of A and B per product.
 //   C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b],   row-major, b < batch
 //   op(A): [M, K] (A stored [K, M] when trans_a), op(B): [K, N] (B stored [N, K] when trans_b)
 // Batch strides are in elements; a stride of 0 reuses one matrix for every batch entry.
@@ -34,5 +38,12 @@ void gemm_cpu(DType dtype, const GemmShape& shape, double alpha, const void* a, 
 constexpr int64_t kSmallGemmVolume = 64 * 64 * 64;
 void gemm_cuda(int device, DType dtype, const GemmShape& shape, double alpha, const void* a,
                const void* b, double beta, void* c);
+// The autocast product on CUDA: f32 A and B rounded into bf16 scratch, cublasGemmEx, f32 C.
+void gemm_cuda_bf16_inputs(int device, const GemmShape& shape, double alpha, const float* a,
+                           const float* b, double beta, float* c);
+// Elements a batched operand spans: (batch - 1) * stride + rows * cols.
+inline int64_t gemm_operand_span(int64_t batch, int64_t stride, int64_t rows, int64_t cols) {
+  return (batch - 1) * stride + rows * cols;
+}
 
 }  // namespace kiln::kernels

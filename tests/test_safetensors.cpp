@@ -101,6 +101,23 @@ TEST(Safetensors, RoundTripAllDtypes) {
   EXPECT_EQ(dir.entries(), std::vector<std::string>{"model.safetensors"});
 }
 
+TEST(Safetensors, Bf16RoundTripsWithItsBitsAndName) {
+  TempDir dir;
+  std::string path = dir.file("half.safetensors");
+  std::vector<bf16> values{bf16(1.5f), bf16(-3e38f), bf16::from_bits(0x0001),
+                           bf16::from_bits(0xFFC0)};
+  safetensors::save(path, {{"half", from_vector<bf16>(values, {2, 2})}});
+  safetensors::File loaded = safetensors::load(path);
+  const Tensor& half = loaded.tensors.at("half");
+  EXPECT_EQ(half.dtype(), DType::bf16);
+  EXPECT_EQ(half.shape(), (Shape{2, 2}));
+  std::vector<bf16> got = half.to_vector<bf16>();
+  for (size_t i = 0; i < values.size(); ++i) EXPECT_EQ(got[i].bits, values[i].bits) << i;
+  std::ifstream file(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  EXPECT_CONTAINS(bytes, R"("dtype":"BF16")");
+}
+
 TEST(Safetensors, RoundTripFromGpu) {
   KILN_REQUIRE_GPU();
   TempDir dir;

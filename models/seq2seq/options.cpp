@@ -109,6 +109,8 @@ void TrainOptions::validate() const {
              "train: schedule '", schedule,
              "' is not one of: constant, step, inverse-sqrt, cosine");
   Device::parse(device);
+  KILN_CHECK(precision == "f32" || precision == "bf16", "train: precision '", precision,
+             "' is not one of: f32, bf16");
 }
 
 std::string TrainOptions::to_json() const {
@@ -156,6 +158,7 @@ std::string TrainOptions::to_json() const {
                       {"ema", ema},
                       {"seed", seed},
                       {"device", device},
+                      {"precision", precision},
                       {"bleu_sentences", bleu_sentences},
                       {"max_length_a", max_length_a},
                       {"max_length_b", max_length_b},
@@ -229,6 +232,7 @@ TrainOptions TrainOptions::from_json(const std::string& text, const std::string&
   o.ema = r.number("ema", o.ema);
   o.seed = r.unsigned_integer("seed", o.seed);
   o.device = r.string("device", o.device);
+  o.precision = r.string("precision", o.precision);
   o.bleu_sentences = r.integer("bleu_sentences", o.bleu_sentences);
   o.max_length_a = r.number("max_length_a", o.max_length_a);
   o.max_length_b = r.number("max_length_b", o.max_length_b);
@@ -271,6 +275,7 @@ const ResumeFlag kResumeFlags[] = {
     {"--strict", "/strict_data", false},
     {"--seed", "/seed", false},
     {"--device", "/device", true},
+    {"--precision", "/precision", true},
     {"--cell", "/model/cell", false},
     {"--attention", "/model/attention", false},
     {"--bidirectional", "/model/bidirectional", false},

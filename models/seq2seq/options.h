@@ -58,6 +58,9 @@ struct TrainOptions {
   double ema = 0;
   uint64_t seed = 1;
   std::string device = "cpu";
+  // "f32", or "bf16": the training steps' matrix products take bf16 inputs and accumulate in f32
+  // (core/autocast.h); weights, gradients and optimizer state stay f32
+  std::string precision = "f32";
   // reporting
   // validation sentences translated (greedy) for BLEU at each validation; -1: all of them
   int64_t bleu_sentences = -1;

@@ -16,6 +16,7 @@
 #include <tuple>
 #include <utility>
 
+#include "core/autocast.h"
 #include "core/error.h"
 #include "core/profiler.h"
 #include "core/random.h"
@@ -162,6 +163,8 @@ StepResult train_step(const Run& r, const std::vector<const Share*>& group, int6
     mine.push_back(&share->batch);
     global_tokens += share->global_tokens;
   }
+  // --precision bf16: the forward and backward products of this step take bf16 inputs.
+  AutocastScope autocast(r.o.precision == "bf16" ? DType::bf16 : DType::f32);
   Tensor loss = accumulate_gradients(r.model, mine, r.o.label_smoothing, r.o.teacher_forcing, r.dp,
                                      global_tokens);
   // The clip factor is applied inside the optimizer's fused update (no separate scaling pass).
@@ -658,7 +661,8 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
       if (step > state.steps) std::filesystem::remove_all(dir);
     }
   }
-  log(model_line(o.model, model.num_parameters(), device));
+  log(model_line(o.model, model.num_parameters(), device) +
+      (o.precision == "bf16" ? ", bf16 mixed precision" : ""));
   if (ema) {
     char line[160];
     std::snprintf(line, sizeof line,

@@ -6,6 +6,7 @@ Files written (see tests/reference/README.md for every tensor name):
   tests/data/gru.safetensors            torch.nn.GRU(3, 4, num_layers=2): outputs and gradients
   tests/data/cross_entropy.safetensors  nn.Linear(8, 11) + F.cross_entropy with label smoothing
   tests/data/optimizers.safetensors     clip_grad_norm_ + two steps of SGD / Adam / AdamW / RMSprop
+  tests/data/bf16.safetensors           f32 values and PyTorch's round-to-nearest-even bfloat16 of them
 
 Run from the repository root:
   apt-get install python3-torch libopenblas0-pthread   # Debian; python3-torch is 1.13
@@ -29,8 +30,14 @@ from torch import nn
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DATA_DIR = os.path.join(REPO_ROOT, "tests", "data")
 
-DTYPES = {torch.float32: ("F32", 4), torch.float64: ("F64", 8), torch.int64: ("I64", 8)}
-STRUCT_CODES = {"F32": "f", "F64": "d", "I64": "q"}
+DTYPES = {
+    torch.float32: ("F32", 4),
+    torch.float64: ("F64", 8),
+    torch.int64: ("I64", 8),
+    torch.bfloat16: ("BF16", 2),
+}
+# F32 and BF16 go through their raw bits, so NaN payloads survive (a Python float would quiet them).
+STRUCT_CODES = {"F32": "i", "F64": "d", "I64": "q", "BF16": "H"}
 
 
 # --------------------------------------------------------------------------- safetensors I/O
@@ -39,7 +46,12 @@ STRUCT_CODES = {"F32": "f", "F64": "d", "I64": "q"}
 def tensor_bytes(t):
     """Raw little-endian bytes of a contiguous CPU tensor (no numpy needed)."""
     code, _ = DTYPES[t.dtype]
-    values = t.detach().contiguous().reshape(-1).tolist()
+    t = t.detach().contiguous().reshape(-1)
+    if t.dtype == torch.bfloat16:  # the bits, as unsigned 16-bit integers
+        t = t.view(torch.int16).to(torch.int32) & 0xFFFF
+    elif t.dtype == torch.float32:
+        t = t.view(torch.int32)
+    values = t.tolist()
     return struct.pack("<%d%s" % (len(values), STRUCT_CODES[code]), *values)
 
 
@@ -86,14 +98,22 @@ def load_safetensors(path):
         assert begin == expected_begin, "%s: offsets not contiguous" % name
         expected_begin = end
         code = info["dtype"]
-        size = {"F32": 4, "F64": 8, "I64": 8}[code]
+        size = {"F32": 4, "F64": 8, "I64": 8, "BF16": 2}[code]
         count = (end - begin) // size
         numel = 1
         for d in info["shape"]:
             numel *= d
         assert count == numel and (end - begin) % size == 0, "%s: size mismatch" % name
         values = struct.unpack("<%d%s" % (count, STRUCT_CODES[code]), data[begin:end])
-        dtype = {"F32": torch.float32, "F64": torch.float64, "I64": torch.int64}[code]
+        if code == "BF16":
+            bits = torch.tensor(values, dtype=torch.int32).to(torch.int16)  # wraps like the bits
+            tensors[name] = bits.view(torch.bfloat16).reshape(info["shape"])
+            continue
+        if code == "F32":
+            bits = torch.tensor(values, dtype=torch.int32)
+            tensors[name] = bits.view(torch.float32).reshape(info["shape"])
+            continue
+        dtype = {"F64": torch.float64, "I64": torch.int64}[code]
         tensors[name] = torch.tensor(values, dtype=dtype).reshape(info["shape"])
     assert expected_begin == len(data), "trailing bytes after the last tensor"
     return tensors, metadata
@@ -281,6 +301,36 @@ def optimizers_fixture():
     assert loaded["sgd.step1.total_norm"].shape == ()
 
 
+def bf16_fixture():
+    """f32 values and torch's bfloat16 of each (round to nearest, ties to even): random values over
+    many magnitudes, then the edges by their bits: ties that round down and up, just above and
+    below a tie, the largest finite values, denormals, signed zeros, infinities and NaNs."""
+    g = torch.Generator().manual_seed(7)
+    random = torch.randn(600, generator=g) * torch.exp(torch.randn(600, generator=g) * 20)
+    edge_bits = [
+        0x3F800000, 0x3F808000, 0x3F808001, 0x3F817FFF, 0x3F818000, 0x3F828000, 0xBF818000,
+        0x7F7F7FFF, 0x7F7F8000, 0x7F7FFFFF, 0xFF7FFFFF, 0x00000001, 0x00008000, 0x00018000,
+        0x007FFFFF, 0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000,
+        0x7F800001, 0x7FBFFFFF,
+    ]
+    edges = torch.tensor([b - (1 << 32) if b >= 1 << 31 else b for b in edge_bits],
+                         dtype=torch.int32).view(torch.float32)
+    x = torch.cat([random, edges])
+    out = {"x": x, "x_bf16": x.to(torch.bfloat16)}
+    write_and_verify_bits("bf16.safetensors", out)
+
+
+def write_and_verify_bits(filename, tensors):
+    """write_and_verify for tensors holding NaNs (torch.equal is false on NaN): bits compared."""
+    path = os.path.join(DATA_DIR, filename)
+    save_safetensors(path, tensors)
+    loaded, _ = load_safetensors(path)
+    for name, t in tensors.items():
+        as_int = torch.int16 if t.dtype == torch.bfloat16 else torch.int32
+        assert torch.equal(loaded[name].view(as_int), t.view(as_int)), "%s: %s" % (filename, name)
+    print("%-26s %3d tensors  %6d bytes" % (filename, len(tensors), os.path.getsize(path)))
+
+
 def main():
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float32)
@@ -290,6 +340,7 @@ def main():
     rnn_fixture(nn.GRU, 1, "gru.safetensors")
     cross_entropy_fixture()
     optimizers_fixture()
+    bf16_fixture()
     return 0
 
 
