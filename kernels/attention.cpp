@@ -1,7 +1,8 @@
 // The launchers of kernels/attention.h. CPU: one sentence per thread (parallel_for over B), the
 // functor's operator() walking the row. CUDA: one block per sentence, the same member functions
 // split over its threads (scores over s, then the row's softmax on one thread, then the context
-// over h; backward likewise over s, a and (s, h)), so a step is one launch each way plus, in
+// over h; backward likewise over s, a and (s, h)): a thread that owns an output column loops
+// over s, so no two threads add to one element. A step is one launch each way plus, in
 // backward, the column sum of dv's per-sentence partials. Shapes, bytes, FLOPs: the header.
 #include "kernels/attention.h"
 
@@ -25,7 +26,8 @@ template <class T> __global__ void bahdanau_forward_kernel(BahdanauForward<T> f)
   if (threadIdx.x == 0) f.normalize(b);  // S is a sentence's length: a short serial row
   __syncthreads();
   for (int64_t h = threadIdx.x; h < f.Hk; h += blockDim.x) {
-    f.context[b * f.Hk + h] = f.context_at(b, h);
+    f.context[b * f.Hk + h] = T(0);
+    for (int64_t s = 0; s < f.S; ++s) f.add_key(b, s, h);
   }
 }
 
@@ -37,7 +39,10 @@ template <class T> __global__ void bahdanau_backward_kernel(BahdanauBackward<T> 
   __syncthreads();
   if (threadIdx.x == 0) f.score_grads(b);
   __syncthreads();
-  for (int64_t a = threadIdx.x; a < f.A; a += blockDim.x) f.projection_grads(b, a);
+  for (int64_t a = threadIdx.x; a < f.A; a += blockDim.x) {
+    f.d_query[b * f.A + a] = f.d_v_rows[b * f.A + a] = T(0);
+    for (int64_t s = 0; s < f.S; ++s) f.projection_grad(b, s, a);
+  }
   for (int64_t i = threadIdx.x; i < f.S * f.Hk; i += blockDim.x) f.key_grad(b, i / f.Hk, i % f.Hk);
 }
 #else

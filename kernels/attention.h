@@ -5,8 +5,9 @@
 //   backward: g_s = dw_s + dc . k_s,  de_s = pad_s ? 0 : w_s (g_s - sum_r w_r g_r),
 //             dp_sa = de_s v_a (1 - t_sa^2) with t = tanh(p + q) recomputed (nothing [B, S, A] is
 //             saved),  dq_a = sum_s dp_sa,  dv_a = sum_b sum_s de_s t_sa,  dk_s = w_s dc
-// Forward writes weights [B, S] and context [B, Hk] (=); backward writes d_key_proj, d_query,
-// d_v, d_keys (=; d_v through per-sentence partials [B, A] and a column sum, no atomics).
+// Forward writes weights [B, S] (=) and context [B, Hk] (zeroed, then += over s); backward
+// writes d_key_proj, d_keys (=), d_query (zeroed, += over s) and d_v (per-sentence partials
+// [B, A] zeroed and += over s, then a column sum: no atomics).
 // Bytes (x sizeof(T)): forward reads BSA + BSHk + BS + BA + A, writes BS + BHk; backward reads
 // BSA + BSHk + 3BS + BHk + BA + A, writes BSA + BSHk + 3BA + A (+ 2BS of scratch). FLOPs:
 // forward 3BSA + 2BSHk + BSA tanh + ~4BS; backward 8BSA + 3BSHk + BSA tanh + ~4BS.
@@ -31,13 +32,13 @@ template <class T> struct BahdanauForward {
   T* context;         // [B, Hk] out
   int64_t S, A, Hk;
 
-  // e_s of sentence b, masked.
+  // e_s of sentence b, masked. (Members are copied to locals so the host compiler sees no
+  // aliasing between the pointers and the functor and vectorizes the row.)
   KILN_HD T score(int64_t b, int64_t s) const {
-    const T* p = key_proj + (b * S + s) * A;
-    const T* q = query + b * A;
+    const T *p = key_proj + (b * S + s) * A, *q = query + b * A, *vv = v;
     T e = T(0);
     KILN_SIMD(reduction(+ : e))
-    for (int64_t a = 0; a < A; ++a) e += v[a] * math::tanh(p[a] + q[a]);
+    for (int64_t a = 0; a < A; ++a) e += vv[a] * math::tanh(p[a] + q[a]);
     return pad[b * S + s] != T(0) ? T(kAttentionMaskedScore) : e;
   }
   // The scores of row b -> softmax, in place (max subtracted: stable).
@@ -47,19 +48,20 @@ template <class T> struct BahdanauForward {
     const T inv = T(1) / lse.sum;
     for (int64_t s = 0; s < S; ++s) w[s] = math::exp(w[s] - lse.max) * inv;
   }
-  KILN_HD T context_at(int64_t b, int64_t h) const {
-    const T* w = weights + b * S;
-    const T* k = keys + b * S * Hk + h;
-    T c = T(0);
-    for (int64_t s = 0; s < S; ++s) c += w[s] * k[s * Hk];
-    return c;
+  // context[b, h] += w_s k_sh (the row starts at 0): the CPU loops s then h (contiguous), a CUDA
+  // thread owns an h and loops s.
+  KILN_HD void add_key(int64_t b, int64_t s, int64_t h) const {
+    context[b * Hk + h] += weights[b * S + s] * keys[(b * S + s) * Hk + h];
   }
   // One sentence on one thread (the CPU path; CUDA splits the same calls over a block).
   KILN_HD void operator()(int64_t b) const {
     for (int64_t s = 0; s < S; ++s) weights[b * S + s] = score(b, s);
     normalize(b);
-    KILN_SIMD()
-    for (int64_t h = 0; h < Hk; ++h) context[b * Hk + h] = context_at(b, h);
+    for (int64_t h = 0; h < Hk; ++h) context[b * Hk + h] = T(0);
+    for (int64_t s = 0; s < S; ++s) {
+      KILN_SIMD()
+      for (int64_t h = 0; h < Hk; ++h) add_key(b, s, h);
+    }
   }
 };
 
@@ -81,8 +83,7 @@ template <class T> struct BahdanauBackward {
 
   // g_s: the gradient reaching w_s directly and through the context.
   KILN_HD T weight_grad(int64_t b, int64_t s) const {
-    const T* k = keys + (b * S + s) * Hk;
-    const T* dc = d_context + b * Hk;
+    const T *k = keys + (b * S + s) * Hk, *dc = d_context + b * Hk;
     T g = T(0);
     KILN_SIMD(reduction(+ : g))
     for (int64_t h = 0; h < Hk; ++h) g += dc[h] * k[h];
@@ -96,21 +97,16 @@ template <class T> struct BahdanauBackward {
     for (int64_t s = 0; s < S; ++s) dot += w[s] * g[s];
     for (int64_t s = 0; s < S; ++s) g[s] = pad[b * S + s] != T(0) ? T(0) : w[s] * (g[s] - dot);
   }
-  // Column a of sentence b: dp_sa for every s, and their sums dq_a and (row b's) dv_a.
-  KILN_HD void projection_grads(int64_t b, int64_t a) const {
-    const T* de = d_score + b * S;
-    const T q = query[b * A + a], va = v[a];
-    T dq = T(0), dv = T(0);
-    for (int64_t s = 0; s < S; ++s) {
-      const int64_t i = (b * S + s) * A + a;
-      const T t = math::tanh(key_proj[i] + q);  // recomputed, not saved: [B, S, A] per step
-      const T dp = de[s] * va * (T(1) - t * t);
-      d_key_proj[i] = dp;
-      dq += dp;
-      dv += de[s] * t;
-    }
-    d_query[b * A + a] = dq;
-    d_v_rows[b * A + a] = dv;
+  // Element (s, a) of sentence b: dp_sa, and its terms of dq_a and of row b's dv_a (both rows
+  // start at 0). The CPU loops s then a (contiguous); a CUDA thread owns an a and loops s.
+  KILN_HD void projection_grad(int64_t b, int64_t s, int64_t a) const {
+    const int64_t i = (b * S + s) * A + a;
+    const T de = d_score[b * S + s];
+    const T t = math::tanh(key_proj[i] + query[b * A + a]);  // recomputed, not saved
+    const T dp = de * v[a] * (T(1) - t * t);
+    d_key_proj[i] = dp;
+    d_query[b * A + a] += dp;
+    d_v_rows[b * A + a] += de * t;
   }
   KILN_HD void key_grad(int64_t b, int64_t s, int64_t h) const {
     d_keys[(b * S + s) * Hk + h] = weights[b * S + s] * d_context[b * Hk + h];
@@ -119,9 +115,10 @@ template <class T> struct BahdanauBackward {
   KILN_HD void operator()(int64_t b) const {
     for (int64_t s = 0; s < S; ++s) d_score[b * S + s] = weight_grad(b, s);
     score_grads(b);
-    KILN_SIMD()
-    for (int64_t a = 0; a < A; ++a) projection_grads(b, a);
+    for (int64_t a = 0; a < A; ++a) d_query[b * A + a] = d_v_rows[b * A + a] = T(0);
     for (int64_t s = 0; s < S; ++s) {
+      KILN_SIMD()
+      for (int64_t a = 0; a < A; ++a) projection_grad(b, s, a);
       KILN_SIMD()
       for (int64_t h = 0; h < Hk; ++h) key_grad(b, s, h);
     }
