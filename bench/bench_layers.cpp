@@ -6,7 +6,8 @@
 //     counter GB = bytes the fused kernels must move: 3 * N*V*4 (read logits twice, write grad).
 //   - one Bahdanau attention step (B=64, S=12, A=Hk=256 or 32, 2 padded keys per sentence),
 //     forward and forward+backward, fused (bahdanau_attention) and the taped composition it
-//     replaced; counter GB = the fused kernels' byte floor of kernels/attention.h, for both.
+//     replaced; counter GB = the fused kernels' byte floor of kernels/attention.h as if nothing
+//     were padded, for both.
 //   - Adam step and clip-grad-norm over ~58M parameters in 20 tensors;
 //     Adam moves 7 * n * 4 bytes (read p, g, m, v; write p, m, v); clip reads g (norm) and reads
 //     and writes it (scale): 3 * n * 4 bytes when it clips.

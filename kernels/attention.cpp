@@ -41,7 +41,13 @@ template <class T> __global__ void bahdanau_backward_kernel(BahdanauBackward<T> 
   __syncthreads();
   for (int64_t a = threadIdx.x; a < f.A; a += blockDim.x) {
     f.d_query[b * f.A + a] = f.d_v_rows[b * f.A + a] = T(0);
-    for (int64_t s = 0; s < f.S; ++s) f.projection_grad(b, s, a);
+    for (int64_t s = 0; s < f.S; ++s) {
+      if (f.padded(b, s)) {
+        f.padded_projection_grad(b, s, a);
+      } else {
+        f.projection_grad(b, s, a);
+      }
+    }
   }
   for (int64_t i = threadIdx.x; i < f.S * f.Hk; i += blockDim.x) f.key_grad(b, i / f.Hk, i % f.Hk);
 }

@@ -10,7 +10,8 @@
 // [B, A] zeroed and += over s, then a column sum: no atomics).
 // Bytes (x sizeof(T)): forward reads BSA + BSHk + BS + BA + A, writes BS + BHk; backward reads
 // BSA + BSHk + 3BS + BHk + BA + A, writes BSA + BSHk + 3BA + A (+ 2BS of scratch). FLOPs:
-// forward 3BSA + 2BSHk + BSA tanh + ~4BS; backward 8BSA + 3BSHk + BSA tanh + ~4BS.
+// forward 3BSA + 2BSHk + BSA tanh + ~4BS; backward 8BSA + 3BSHk + BSA tanh + ~4BS. The BSA terms
+// assume no padding: a padded key's row of key_proj is neither read nor put through tanh.
 #pragma once
 
 #include "core/tensor.h"
@@ -35,11 +36,12 @@ template <class T> struct BahdanauForward {
   // e_s of sentence b, masked. (Members are copied to locals so the host compiler sees no
   // aliasing between the pointers and the functor and vectorizes the row.)
   KILN_HD T score(int64_t b, int64_t s) const {
+    if (pad[b * S + s] != T(0)) return T(kAttentionMaskedScore);  // no tanh row for padding
     const T *p = key_proj + (b * S + s) * A, *q = query + b * A, *vv = v;
     T e = T(0);
     KILN_SIMD(reduction(+ : e))
     for (int64_t a = 0; a < A; ++a) e += vv[a] * math::tanh(p[a] + q[a]);
-    return pad[b * S + s] != T(0) ? T(kAttentionMaskedScore) : e;
+    return e;
   }
   // The scores of row b -> softmax, in place (max subtracted: stable).
   KILN_HD void normalize(int64_t b) const {
@@ -81,6 +83,7 @@ template <class T> struct BahdanauBackward {
   T* d_keys;           // [B, S, Hk] out
   int64_t S, A, Hk;
 
+  KILN_HD bool padded(int64_t b, int64_t s) const { return pad[b * S + s] != T(0); }
   // g_s: the gradient reaching w_s directly and through the context.
   KILN_HD T weight_grad(int64_t b, int64_t s) const {
     const T *k = keys + (b * S + s) * Hk, *dc = d_context + b * Hk;
@@ -95,10 +98,14 @@ template <class T> struct BahdanauBackward {
     const T* w = weights + b * S;
     T dot = T(0);
     for (int64_t s = 0; s < S; ++s) dot += w[s] * g[s];
-    for (int64_t s = 0; s < S; ++s) g[s] = pad[b * S + s] != T(0) ? T(0) : w[s] * (g[s] - dot);
+    for (int64_t s = 0; s < S; ++s) g[s] = padded(b, s) ? T(0) : w[s] * (g[s] - dot);
   }
   // Element (s, a) of sentence b: dp_sa, and its terms of dq_a and of row b's dv_a (both rows
-  // start at 0). The CPU loops s then a (contiguous); a CUDA thread owns an a and loops s.
+  // start at 0). The CPU loops s then a (contiguous); a CUDA thread owns an a and loops s. A
+  // padded key has de_s = 0: its dp row is 0, it adds nothing, and its tanh is skipped.
+  KILN_HD void padded_projection_grad(int64_t b, int64_t s, int64_t a) const {
+    d_key_proj[(b * S + s) * A + a] = T(0);
+  }
   KILN_HD void projection_grad(int64_t b, int64_t s, int64_t a) const {
     const int64_t i = (b * S + s) * A + a;
     const T de = d_score[b * S + s];
@@ -117,8 +124,13 @@ template <class T> struct BahdanauBackward {
     score_grads(b);
     for (int64_t a = 0; a < A; ++a) d_query[b * A + a] = d_v_rows[b * A + a] = T(0);
     for (int64_t s = 0; s < S; ++s) {
-      KILN_SIMD()
-      for (int64_t a = 0; a < A; ++a) projection_grad(b, s, a);
+      if (padded(b, s)) {
+        KILN_SIMD()
+        for (int64_t a = 0; a < A; ++a) padded_projection_grad(b, s, a);
+      } else {
+        KILN_SIMD()
+        for (int64_t a = 0; a < A; ++a) projection_grad(b, s, a);
+      }
       KILN_SIMD()
       for (int64_t h = 0; h < Hk; ++h) key_grad(b, s, h);
     }
