@@ -140,15 +140,17 @@ TEST(BahdanauAttention, CudaMatchesCpuAtModelSizes) {
         bahdanau_attention(cpu.key_proj, cpu.query_proj, cpu.v, cpu.keys, cpu.pad);
     auto [c_gpu, w_gpu] =
         bahdanau_attention(gpu.key_proj, gpu.query_proj, gpu.v, gpu.keys, gpu.pad);
-    const double tol = dtype == DType::f32 ? 1e-4 : 1e-10;
-    EXPECT_TRUE(testing::all_close(c_gpu, c_cpu, tol, tol)) << dtype_name(dtype);
-    EXPECT_TRUE(testing::all_close(w_gpu, w_cpu, tol, tol)) << dtype_name(dtype);
+    // f32: host and device tanh/exp differ by an ulp or two and the sums run in other orders.
+    const double atol = dtype == DType::f32 ? 1e-4 : 1e-10,
+                 rtol = dtype == DType::f32 ? 1e-3 : 1e-9;
+    EXPECT_TRUE(testing::all_close(c_gpu, c_cpu, atol, rtol)) << dtype_name(dtype);
+    EXPECT_TRUE(testing::all_close(w_gpu, w_cpu, atol, rtol)) << dtype_name(dtype);
     Tensor gc = uniform(c_cpu.shape(), -1, 1, dtype), gw = uniform(w_cpu.shape(), -1, 1, dtype);
     backward(sum(c_cpu * gc) + sum(w_cpu * gw));
     backward(sum(c_gpu * to(gc, Device::cuda())) + sum(w_gpu * to(gw, Device::cuda())));
     std::vector<Tensor> got = gpu.grad_inputs(), want = cpu.grad_inputs();
     for (size_t k = 0; k < got.size(); ++k) {
-      EXPECT_TRUE(testing::all_close(got[k].grad(), want[k].grad(), tol, tol))
+      EXPECT_TRUE(testing::all_close(got[k].grad(), want[k].grad(), atol, rtol))
           << dtype_name(dtype) << " gradient of input " << k;
     }
   }
