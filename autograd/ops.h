@@ -83,6 +83,17 @@ Tensor sum_to(const Tensor& x, const Shape& shape);
 Tensor softmax(const Tensor& x, int64_t dim = -1);  // dim must be the last
 Tensor log_softmax(const Tensor& x, int64_t dim = -1);
 
+// ---- attention (autograd/ops/attention.cpp) ----
+// One decoder step of additive (Bahdanau) attention, fused (kernels/attention.h):
+//   scores[b, s] = sum_a v[a] tanh(key_proj[b, s, a] + query_proj[b, a]), -1e9 where
+//   source_pad[b, s] != 0; weights = softmax over s; context[b] = sum_s weights[b, s] keys[b, s].
+// key_proj [B, S, A], query_proj [B, A] (W_q query), v [A], keys [B, S, Hk], source_pad [B, S]
+// (1 at padding, no gradient) -> (context [B, Hk], weights [B, S]). A fully padded row gets
+// uniform weights.
+std::pair<Tensor, Tensor> bahdanau_attention(const Tensor& key_proj, const Tensor& query_proj,
+                                             const Tensor& v, const Tensor& keys,
+                                             const Tensor& source_pad);
+
 // ---- indexing and selection (autograd/ops/index.cpp) ----
 // weight: [V, D...], index: any shape of i32/i64 in [0, V) -> index.shape + [D...]. Lookups of
 // padding_idx (if >= 0) send no gradient to that row.

@@ -4,6 +4,10 @@
 //     counter GFLOP = GEMM FLOPs: forward 2*T*B*G*H*(I+H), forward+backward 3x that.
 //   - softmax-CE forward+backward, N=3200, V=32000, ~15% masked rows;
 //     counter GB = bytes the fused kernels must move: 3 * N*V*4 (read logits twice, write grad).
+//   - one Bahdanau attention step (B=64, S=12, A=Hk=256 or 32, 2 padded keys per sentence),
+//     forward and forward+backward, fused (bahdanau_attention) and the taped composition it
+//     replaced; counter GB = the fused kernels' byte floor of kernels/attention.h as if nothing
+//     were padded, for both.
 //   - Adam step and clip-grad-norm over ~58M parameters in 20 tensors;
 //     Adam moves 7 * n * 4 bytes (read p, g, m, v; write p, m, v); clip reads g (norm) and reads
 //     and writes it (scale): 3 * n * 4 bytes when it clips.
@@ -12,6 +16,7 @@
 // oneDNN), both beside kiln's fused layer.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cross_entropy.h"
@@ -166,6 +171,64 @@ void BM_CrossEntropy(benchmark::State& state) {
   }
   state.counters["GB"] =
       benchmark::Counter(3.0 * N * V * 4 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// The decoder's attention step before the fused op: ~10 taped ops.
+std::pair<Tensor, Tensor> taped_bahdanau(const Tensor& key_proj, const Tensor& query_proj,
+                                         const Tensor& v, const Tensor& keys, const Tensor& pad) {
+  int64_t batch = keys.size(0), src_len = keys.size(1);
+  Tensor q = reshape(query_proj, {batch, 1, -1});
+  Tensor scores = reshape(matmul(tanh(key_proj + q), reshape(v, {-1, 1})), {batch, src_len});
+  Tensor weights = softmax(masked_fill(scores, pad, -1e9));
+  Tensor context = reshape(matmul(reshape(weights, {batch, 1, src_len}), keys), {batch, -1});
+  return {context, weights};
+}
+
+// Args: {cuda, B, S, A (= Hk), backward, fused}. Backward starts from a gradient of the context
+// (what the decoder's loss reaches); the weights' gradient is the engine's zeros.
+void BM_BahdanauAttention(benchmark::State& state) {
+  Device device = device_of(state.range(0));
+  if (unavailable(state, device)) return;
+  const int64_t B = state.range(1), S = state.range(2), A = state.range(3), Hk = A;
+  const bool backward = state.range(4) == 1, fused = state.range(5) == 1;
+  manual_seed(4);
+  Tensor key_proj = uniform({B, S, A}, -1, 1, device).set_requires_grad(backward);
+  Tensor query = uniform({B, A}, -1, 1, device).set_requires_grad(backward);
+  Tensor v = uniform({A}, -0.1, 0.1, device).set_requires_grad(backward);
+  Tensor keys = uniform({B, S, Hk}, -1, 1, device).set_requires_grad(backward);
+  std::vector<double> pad(B * S, 0.0);
+  for (int64_t b = 0; b < B; ++b) pad[b * S + S - 1] = pad[b * S + S - 2] = 1.0;
+  Tensor pad_t = to(to(from_vector(pad, {B, S}), DType::f32), device);
+  Tensor grad_context = uniform({B, Hk}, -1, 1, device);
+  auto run = [&] {
+    auto out = fused ? bahdanau_attention(key_proj, query, v, keys, pad_t)
+                     : taped_bahdanau(key_proj, query, v, keys, pad_t);
+    if (backward) kiln::backward(out.first, grad_context);
+    return out.first;
+  };
+  {
+    NoGradGuard no_grad;
+    auto host = [](const Tensor& t) { return to(to(t, DType::f64), Device::cpu()); };
+    std::vector<double> a =
+        host(bahdanau_attention(key_proj, query, v, keys, pad_t).first).to_vector<double>();
+    std::vector<double> b =
+        host(taped_bahdanau(key_proj, query, v, keys, pad_t).first).to_vector<double>();
+    double diff = 0;
+    for (size_t i = 0; i < a.size(); ++i) diff = std::max(diff, std::fabs(a[i] - b[i]));
+    if (!(diff <= 1e-5)) {
+      state.SkipWithError("fused attention does not match the taped composition");
+      return;
+    }
+  }
+  for (auto _ : state) {
+    Tensor y = run();
+    sync(device);
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+  double fwd = B * S * A + B * S * Hk + 2 * B * S + B * A + A + B * Hk;
+  double bwd = 2 * B * S * A + 2 * B * S * Hk + 3 * B * S + B * Hk + 4 * B * A + 2 * A;
+  state.counters["GB"] = benchmark::Counter((fwd + (backward ? bwd : 0)) * 4 * 1e-9,
+                                            benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // ~58M parameters in 20 tensors, the shape of a mid-size seq2seq model.
@@ -461,6 +524,11 @@ BENCHMARK(BM_CrossEntropy)
     ->Arg(1)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_BahdanauAttention)
+    ->ArgNames({"cuda", "B", "S", "A", "bwd", "fused"})
+    ->ArgsProduct({{0, 1}, {64}, {12}, {32, 256}, {0, 1}, {0, 1}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_AdamStep)
     ->ArgNames({"cuda"})
     ->Arg(0)

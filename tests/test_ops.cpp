@@ -71,6 +71,13 @@ Tensor targets_with_ignored(const Tensor& like) {
   return to(from_vector<int64_t>({3, -100, 1, 0, 4}, {5}), like.device());
 }
 
+// Bahdanau attention's source padding [B=3, S=4] on x's device: sentence 0 unpadded, sentence 1
+// of length 2, sentence 2 all padding (uniform weights, no score gradient).
+Tensor attention_pad(const Tensor& like) {
+  std::vector<double> pad = {0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1};
+  return to(to(from_vector(pad, {3, 4}), like.dtype()), like.device());
+}
+
 std::vector<OpCase> op_table() {
   const Domain pos = Domain::positive;
   std::vector<OpCase> t;
@@ -165,6 +172,20 @@ std::vector<OpCase> op_table() {
   // softmax
   t.push_back({"softmax", {{{3, 5}}}, [](auto& x) { return softmax(x[0]); }});
   t.push_back({"log_softmax", {{{2, 2, 5}}}, [](auto& x) { return log_softmax(x[0], -1); }});
+  // fused Bahdanau attention: key_proj [B=3, S=4, A=3], query_proj [3, 3], v [3], keys [3, 4, 2];
+  // both outputs, then each alone (the engine passes zeros for the other)
+  auto attention_inputs = std::vector<Input>{{{3, 4, 3}}, {{3, 3}}, {{3}}, {{3, 4, 2}}};
+  auto attention = [](const std::vector<Tensor>& x) {
+    return bahdanau_attention(x[0], x[1], x[2], x[3], attention_pad(x[0]));
+  };
+  t.push_back({"bahdanau_attention", attention_inputs, [=](auto& x) {
+                 auto [context, weights] = attention(x);
+                 return flat({context, weights});
+               }});
+  t.push_back({"bahdanau_attention_context", attention_inputs,
+               [=](auto& x) { return attention(x).first; }});
+  t.push_back({"bahdanau_attention_weights", attention_inputs,
+               [=](auto& x) { return attention(x).second; }});
   // indexing and selection
   t.push_back({"embedding", {{{6, 3}}, {{2, 5}, Domain::index, 6}}, [](auto& x) {
                  return embedding(x[0], x[1]);

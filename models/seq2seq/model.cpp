@@ -32,15 +32,14 @@ Tensor AttentionLayer::project_keys(const Tensor& keys) const {
 
 std::pair<Tensor, Tensor> AttentionLayer::forward(const Tensor& query,
                                                   const EncoderOutput& enc) const {
-  int64_t batch = enc.keys.size(0), src_len = enc.keys.size(1);
-  Tensor scores;  // [B, S]
   if (kind_ == Attention::bahdanau) {
-    Tensor q = reshape(w_q_->forward(query), {batch, 1, -1});                   // [B, 1, A]
-    scores = reshape(w_v_->forward(tanh(enc.key_proj + q)), {batch, src_len});  // [B, S]
-  } else {
-    Tensor q = kind_ == Attention::luong_general ? w_q_->forward(query) : query;  // [B, Hk]
-    scores = reshape(matmul(enc.keys, reshape(q, {batch, -1, 1})), {batch, src_len});
+    // One fused op for scores, mask, softmax and context; W_q stays a GEMM.
+    return bahdanau_attention(enc.key_proj, w_q_->forward(query), reshape(w_v_->weight, {-1}),
+                              enc.keys, enc.source_pad);
   }
+  int64_t batch = enc.keys.size(0), src_len = enc.keys.size(1);
+  Tensor q = kind_ == Attention::luong_general ? w_q_->forward(query) : query;  // [B, Hk]
+  Tensor scores = reshape(matmul(enc.keys, reshape(q, {batch, -1, 1})), {batch, src_len});
   Tensor weights = softmax(masked_fill(scores, enc.source_pad, -1e9));
   Tensor context = reshape(matmul(reshape(weights, {batch, 1, src_len}), enc.keys), {batch, -1});
   return {context, weights};
