@@ -11,7 +11,9 @@
 namespace kiln::bench {
 namespace {
 
-// Args: {cuda, size (0 small, 1 large), cell (0 gru, 1 lstm), attention (0 none, 1 bahdanau)}
+// Args: {cuda, size (0 small, 1 large), cell (0 gru, 1 lstm), attention (0 none, 1 bahdanau),
+// bf16 (1: mixed precision, core/autocast.h; the target: a large GRU step >= 3x faster
+// than in f32 on the GPU)}
 void BM_TrainStep(benchmark::State& state) {
   Device device = state.range(0) ? Device::cuda() : Device::cpu();
   if (device.is_cuda() && !cuda::is_available()) {
@@ -24,6 +26,7 @@ void BM_TrainStep(benchmark::State& state) {
   model.to(device);
   nn::Adam adam(model.parameters(), nn::AdamOptions{1e-3});
   Batch b = random_batch(w, device);
+  AutocastScope autocast(state.range(4) ? DType::bf16 : DType::f32);
   double first = train_step(model, adam, b).item();
   if (!std::isfinite(first)) {
     state.SkipWithError("non-finite loss");
@@ -59,11 +62,13 @@ void BM_Decode(benchmark::State& state) {
 }
 
 BENCHMARK(BM_TrainStep)
-    ->ArgNames({"cuda", "large", "lstm", "attn"})
-    ->ArgsProduct({{0, 1}, {0}, {0, 1}, {0}})
-    ->ArgsProduct({{0, 1}, {1}, {0, 1}, {0}})
-    ->Args({0, 1, 0, 1})
-    ->Args({1, 1, 0, 1})
+    ->ArgNames({"cuda", "large", "lstm", "attn", "bf16"})
+    ->ArgsProduct({{0, 1}, {0}, {0, 1}, {0}, {0}})
+    ->ArgsProduct({{0, 1}, {1}, {0, 1}, {0}, {0}})
+    ->Args({0, 1, 0, 1, 0})
+    ->Args({1, 1, 0, 1, 0})
+    ->ArgsProduct({{1}, {0, 1}, {0, 1}, {0}, {1}})  // bf16 on the GPU (on the CPU it is emulation)
+    ->Args({1, 1, 0, 1, 1})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Decode)

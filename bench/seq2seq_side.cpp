@@ -8,6 +8,7 @@
 //       d2l-style peer), and the greedy and beam-5 outputs of the initial weights, so the peers can
 //       check that they compute the same thing before anything is timed.
 //   seq2seq_side time --work large-gru --task step|greedy|beam5 --steps N [--warmup W] [--device]
+//                     [--precision f32|bf16]
 //       prints one JSON line: each timed repetition's milliseconds and the allocator's peak bytes.
 //   seq2seq_side floor --work small-gru [--steps N] [--warmup W]
 //       what a lean step would need (CPU): the step's GEMM FLOPs and bytes, counted by the
@@ -103,8 +104,10 @@ void run_export(const std::string& work_name, const std::string& device_name,
 }
 
 void run_time(const std::string& work_name, const std::string& device_name, const std::string& task,
-              int steps, int warmup) {
+              int steps, int warmup, const std::string& precision) {
   Setup s = setup(work_name, device_name);
+  // --precision bf16: every product of the step (or the decoding) takes bf16 inputs.
+  AutocastScope autocast(precision == "bf16" ? DType::bf16 : DType::f32);
   std::unique_ptr<nn::Adam> adam;
   if (task == "step") {
     adam = std::make_unique<nn::Adam>(s.model->parameters(), nn::AdamOptions{1e-3});
@@ -211,7 +214,7 @@ void run_floor(const std::string& work_name, int steps, int warmup) {
 int main(int argc, char** argv) {
   CLI::App app{"kiln's half of the Seq2Seq side-by-side benchmark (bench/side_by_side.py)"};
   app.require_subcommand(1);
-  std::string work, device = "cpu", out, task = "step";
+  std::string work, device = "cpu", out, task = "step", precision = "f32";
   int steps = 5, warmup = 1;
   std::vector<std::string> names = workload_names();
 
@@ -228,6 +231,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"step", "greedy", "beam5"}));
   tim->add_option("--steps", steps, "timed repetitions")->check(CLI::PositiveNumber);
   tim->add_option("--warmup", warmup, "untimed repetitions first")->check(CLI::NonNegativeNumber);
+  tim->add_option("--precision", precision, "f32, or bf16 (mixed precision: core/autocast.h)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
 
   CLI::App* flo = app.add_subcommand("floor", "FLOPs, bytes and the lean time of a CPU step");
   flo->add_option("--work", work, "workload")->required()->check(CLI::IsMember(names));
@@ -237,7 +242,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (*exp) run_export(work, device, out);
-    if (*tim) run_time(work, device, task, steps, warmup);
+    if (*tim) run_time(work, device, task, steps, warmup, precision);
     if (*flo) run_floor(work, steps, warmup);
   } catch (const std::exception& e) {
     std::cerr << "seq2seq_side: " << e.what() << "\n";

@@ -206,6 +206,9 @@ def main():
     p.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     p.add_argument("--no-kernels", action="store_true", help="skip kiln's Google Benchmark kernel suites")
     p.add_argument("--python", default="/usr/bin/python3", help="the Python that has torch")
+    p.add_argument("--precision", default="f32", choices=["f32", "bf16"],
+                   help="bf16: both sides time under mixed precision (kiln's AutocastScope, torch.autocast); "
+                        "the checks stay f32")
     p.add_argument("--background-load", action="store_true",
                    help="time every row again with another process keeping one core busy; report slowdowns")
     args = p.parse_args()
@@ -233,7 +236,7 @@ def main():
     if not rows:
         sys.exit("side_by_side: --only selected no row")
 
-    print(f"kiln vs PyTorch {torch_version} on {device}: {machine(device)}")
+    print(f"kiln vs PyTorch {torch_version} on {device} in {args.precision}: {machine(device)}")
     results = []
     envs = {"kiln": env_kiln, "packed": env_torch, "d2l": env_torch}
     with tempfile.TemporaryDirectory(prefix="kiln-side-by-side-") as tmp:
@@ -246,7 +249,7 @@ def main():
                 print(f"check {work}, {peer} peer:\n" + out.rstrip())
         for work, task, warmup, steps in rows:
             folder = os.path.join(tmp, work)
-            timing = ["--task", task, "--steps", str(steps), "--warmup", str(warmup)]
+            timing = ["--task", task, "--steps", str(steps), "--warmup", str(warmup), "--precision", args.precision]
             cmds = {"kiln": [side, "time", "--work", work, "--device", device] + timing}
             for peer in PEERS if task == "step" else ["packed"]:
                 cmds[peer] = [args.python, PEERS[peer], "time", folder, "--device", device, "--threads", "1"] + timing
@@ -310,10 +313,14 @@ def main():
         if not any("openblas" in b.lower() for b in (blas or [])):
             fairness += " WARNING: PyTorch is not on OpenBLAS here (install libopenblas0-pthread): unfair to it."
     else:
-        fairness = (f"CUDA, fp32 with TF32 off on both sides; PyTorch {torch_version} runs its RNNs on cuDNN. "
+        numerics = ("fp32 with TF32 off on both sides" if args.precision == "f32" else
+                    "bf16 mixed precision on both sides (kiln: AutocastScope(bf16), bf16 inputs to every GEMM, "
+                    "f32 elsewhere; PyTorch: torch.autocast(dtype=torch.bfloat16), cuDNN RNNs in bf16)")
+        fairness = (f"CUDA, {numerics}; PyTorch {torch_version} runs its RNNs on cuDNN. "
                     f"Memory: {mem_kind}.")
     command = os.environ.get("KILN_MAKE_BENCH") or shlex.join([sys.argv[0]] + sys.argv[1:])
-    header = [f"### {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} - {device} - commit {commit()}",
+    header = [f"### {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} - {device} "
+              f"{args.precision} - commit {commit()}",
               "", f"Machine: {machine(device)}. Command: `{command}` ({rounds} interleaved rounds, medians).",
               "", fairness, "", NOTE, ""]
     table = "\n".join(header + lines) + "\n"

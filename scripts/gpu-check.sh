@@ -104,8 +104,11 @@ fi
 python=${PYTHON:-python3}
 if [ "$run_bench" = 1 ] && [ -x "$bin/seq2seq_side" ] && "$python" -c "import torch" 2>/dev/null; then
   echo "== kiln vs PyTorch on cuda"
-  "$python" bench/side_by_side.py --device cuda --side "$bin/seq2seq_side" --python "$python" --no-record \
-    --no-kernels 2>&1 | tee "$out/side_by_side.txt" | grep -E "ratio|check|MISMATCH|failed|^\|" || status=1
+  for precision in f32 bf16; do
+    "$python" bench/side_by_side.py --device cuda --side "$bin/seq2seq_side" --python "$python" --no-record \
+      --no-kernels --precision "$precision" 2>&1 | tee "$out/side_by_side_$precision.txt" |
+      grep -E "ratio|check|MISMATCH|failed|^\|" || status=1
+  done
 fi
 
 echo "== summary: $([ $status = 0 ] && echo PASS || echo FAIL)"

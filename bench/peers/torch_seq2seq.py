@@ -327,6 +327,12 @@ def timed(args, model_class=Seq2Seq, step=train_step):
             once = lambda: greedy(model, batch, meta["max_length"])  # noqa: E731
         else:
             once = lambda: beam_search(model, batch, meta["max_length"], meta["beam"])  # noqa: E731
+    if args.precision == "bf16":  # autocast's bf16 (cuDNN RNNs and cuBLAS GEMMs in bf16, fp32 master weights)
+        plain = once
+
+        def once():
+            with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.bfloat16):
+                return plain()
     for _ in range(args.warmup):
         once()
     if cuda:
@@ -353,6 +359,8 @@ def parse_args(doc, tasks):
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (intra-op threads)")
+    p.add_argument("--precision", default="f32", choices=["f32", "bf16"],
+                   help="time: bf16 runs each repetition under torch.autocast(dtype=torch.bfloat16)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.device.startswith("cuda"):
