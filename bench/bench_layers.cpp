@@ -25,6 +25,7 @@
 
 #ifdef KILN_WITH_CUDNN
 #include <chrono>
+#include <memory>
 
 #include "cudnn_rnn.h"
 #endif
@@ -305,10 +306,20 @@ void BM_CudnnVsKiln(benchmark::State& state) {
     state.SkipWithError("no CUDA device visible");
     return;
   }
-  bool gru = state.range(0) == 1, backward = state.range(4) == 1;
+  bool gru = state.range(0) == 1, backward = state.range(4) == 1, bf16 = state.range(5) == 1;
   int64_t T = state.range(1), B = state.range(2), H = state.range(3), I = H, G = gru ? 3 : 4;
   Device gpu = Device::cuda();
-  bench::CudnnRnn cudnn(!gru, T, B, I, H);
+  std::unique_ptr<bench::CudnnRnn> made;
+  try {
+    made = std::make_unique<bench::CudnnRnn>(!gru, T, B, I, H, bf16);
+  } catch (const Error& e) {  // e.g. a cuDNN without bf16 RNNs: say so, run the other cases
+    state.SkipWithError(e.what());
+    return;
+  }
+  bench::CudnnRnn& cudnn = *made;
+  // bf16: cuDNN on bf16 data with fp32 math against kiln's layer under AutocastScope(bf16) (bf16
+  // GEMM inputs, fp32 gate math and states), the two mixed-precision formulations.
+  AutocastScope autocast(bf16 ? DType::bf16 : DType::f32);
   cudnn.forward();
   if (!cudnn.output_is_finite()) {
     state.SkipWithError("cuDNN output not finite");
@@ -350,10 +361,10 @@ void BM_CudnnVsKiln(benchmark::State& state) {
   state.counters["kiln/cudnn"] = kiln_seconds / cudnn_seconds;
 }
 BENCHMARK(BM_CudnnVsKiln)
-    ->ArgNames({"gru", "T", "B", "H", "bwd"})
-    ->ArgsProduct({{0, 1}, {50}, {64}, {512, 1024}, {0, 1}})
-    ->Args({0, 10, 64, 32, 1})
-    ->Args({1, 10, 64, 32, 1})
+    ->ArgNames({"gru", "T", "B", "H", "bwd", "bf16"})
+    ->ArgsProduct({{0, 1}, {50}, {64}, {512, 1024}, {0, 1}, {0, 1}})
+    ->Args({0, 10, 64, 32, 1, 0})
+    ->Args({1, 10, 64, 32, 1, 0})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 #endif
