@@ -96,8 +96,11 @@ std::pair<Tensor, Tensor> bahdanau_attention(const Tensor& key_proj, const Tenso
 
 // ---- indexing and selection (autograd/ops/index.cpp) ----
 // weight: [V, D...], index: any shape of i32/i64 in [0, V) -> index.shape + [D...]. Lookups of
-// padding_idx (if >= 0) send no gradient to that row.
-Tensor embedding(const Tensor& weight, const Tensor& index, int64_t padding_idx = -1);
+// padding_idx (if >= 0) send no gradient to that row. host_index: a CPU copy of index's values
+// when the caller has one (kernels::index_values): the range check and the gradient's counting
+// sort read it instead of copying the index back from the device.
+Tensor embedding(const Tensor& weight, const Tensor& index, int64_t padding_idx = -1,
+                 const Tensor& host_index = Tensor());
 // Inverted dropout: in training each element is kept with probability 1 - p and scaled by
 // 1 / (1 - p). The mask comes from Philox (seed, offset) and is regenerated in backward, never
 // stored; identical on CPU and CUDA for the same seed. Identity when !training or p == 0.
@@ -155,7 +158,9 @@ struct CrossEntropyOptions {
 // Fused masked softmax cross-entropy. logits: [N, V]; targets: [N] (i64/i32); mask: [N] in the
 // logits' dtype (0 drops a row) or undefined. Returns [] (mean, sum) or [N] (none; 0 on dropped
 // rows).
+// host_targets: a CPU copy of targets' values, read by the range check instead of targets.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets,
-                     const CrossEntropyOptions& options = {}, const Tensor& mask = Tensor());
+                     const CrossEntropyOptions& options = {}, const Tensor& mask = Tensor(),
+                     const Tensor& host_targets = Tensor());
 
 }  // namespace kiln

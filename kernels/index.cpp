@@ -78,8 +78,23 @@ Tensor upload(const std::vector<int64_t>& values, Device device) {
 
 }  // namespace
 
-void check_index_range(const Tensor& index, int64_t limit, const char* op) {
-  std::vector<int64_t> host = index_to_host(index);
+std::vector<int64_t> index_values(const Tensor& index, const Tensor& host_copy, const char* op) {
+  if (!host_copy.defined()) return index_to_host(index);
+  KILN_CHECK(host_copy.device().is_cpu() && host_copy.numel() == index.numel() &&
+                 (host_copy.dtype() == DType::i32 || host_copy.dtype() == DType::i64),
+             op, ": the host copy of the index must be an integer tensor on the cpu with the ",
+             index.numel(), " values of ", index.describe(), ", got ", host_copy.describe());
+  std::vector<int64_t> host(host_copy.numel());
+  KILN_DISPATCH_INDEX(host_copy.dtype(), op, [&] {
+    const scalar_t* values = host_copy.data<scalar_t>();  // host memory: no sync, no copy back
+    for (size_t i = 0; i < host.size(); ++i) host[i] = values[i];
+  });
+  return host;
+}
+
+void check_index_range(const Tensor& index, int64_t limit, const char* op,
+                       const Tensor& host_index) {
+  std::vector<int64_t> host = index_values(index, host_index, op);
   for (size_t n = 0; n < host.size(); ++n) {
     KILN_CHECK(host[n] >= 0 && host[n] < limit, op, ": index ", host[n], " at position ", n,
                " is out of range for a table of ", limit, " rows (expected 0 <= index < ", limit,
@@ -100,11 +115,11 @@ void gather_rows(const Tensor& table, const Tensor& index, const Tensor& out) {
 }
 
 void scatter_add_rows(const Tensor& grad_out, const Tensor& index, const Tensor& grad_table,
-                      int64_t skip_row) {
+                      int64_t skip_row, const Tensor& host_index) {
   int64_t cols = grad_table.numel() / grad_table.size(0);
   int64_t vocab = grad_table.size(0);
   // Counting sort of positions by row, on the host: keeps the sum order fixed (increasing n).
-  std::vector<int64_t> host = index_to_host(index);
+  std::vector<int64_t> host = index_values(index, host_index, "embedding backward");
   std::vector<int64_t> count(vocab + 1, 0);
   for (int64_t v : host) count[v + 1] += v != skip_row;
   std::vector<int64_t> rows, starts{0};

@@ -13,16 +13,24 @@
 
 namespace kiln::kernels {
 
+// The values of an integer index tensor on the host, for the checks and the counting sort that
+// need them there. host_copy: a CPU tensor of the same values that the caller already holds (the
+// ids it uploaded), read in place, so a GPU run does not wait for the device; undefined: the index
+// itself is read back (one sync on a GPU, counted by the profiler on any device). A host copy of
+// another size or a non-integer one is an error naming `op`.
+std::vector<int64_t> index_values(const Tensor& index, const Tensor& host_copy, const char* op);
+
 void gather_rows(const Tensor& table, const Tensor& index, const Tensor& out);
 // Rows whose index equals skip_row (an embedding's padding_idx; -1 for none) add nothing.
 void scatter_add_rows(const Tensor& grad_out, const Tensor& index, const Tensor& grad_table,
-                      int64_t skip_row = -1);
+                      int64_t skip_row = -1, const Tensor& host_index = Tensor());
 void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& y);
 // grad_a_full[i] = cond ? g : 0, grad_b_full[i] = cond ? 0 : g (at y's shape; either may be
 // undefined)
 void where_backward(const Tensor& cond, const Tensor& grad_y, const Tensor& grad_a_full,
                     const Tensor& grad_b_full);
 // Checks every index is in [0, limit); throws naming `op` and the first bad position otherwise.
-void check_index_range(const Tensor& index, int64_t limit, const char* op);
+void check_index_range(const Tensor& index, int64_t limit, const char* op,
+                       const Tensor& host_index = Tensor());
 
 }  // namespace kiln::kernels

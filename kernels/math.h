@@ -12,6 +12,9 @@ namespace kiln::math {
 // random inputs cost no mispredicted branches. CUDA uses its own expf/tanhf; double uses libm.
 inline float host_expf(float x) {
   // e^x = 2^n e^r, n = round(x / ln 2), |r| <= ln(2) / 2; e^r by a degree-6 polynomial.
+  // A NaN is computed as 0 and returned as itself: converting a NaN n to int would be undefined.
+  const float input = x;
+  x = x == x ? x : 0.0f;
   x = x < -87.33654f ? -87.33654f : x;
   x = x > 88.72283f ? 88.72283f : x;
   const float kRound = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
@@ -30,7 +33,8 @@ inline float host_expf(float x) {
   float scale_a, scale_b;
   __builtin_memcpy(&scale_a, &bits_a, sizeof scale_a);
   __builtin_memcpy(&scale_b, &bits_b, sizeof scale_b);
-  return e * scale_a * scale_b;
+  const float result = e * scale_a * scale_b;
+  return input == input ? result : input;
 }
 
 inline float host_tanhf(float x) {

@@ -33,8 +33,8 @@ Embedding::Embedding(int64_t num_embeddings, int64_t embedding_dim, int64_t padd
   weight = register_parameter("weight", w);
 }
 
-Tensor Embedding::forward(const Tensor& index) const {
-  return embedding(weight, index, padding_idx);
+Tensor Embedding::forward(const Tensor& index, const Tensor& host_index) const {
+  return embedding(weight, index, padding_idx, host_index);
 }
 
 Dropout::Dropout(double p_) : p(p_) {

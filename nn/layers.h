@@ -22,7 +22,8 @@ class Embedding : public Module {
  public:
   Embedding(int64_t num_embeddings, int64_t embedding_dim, int64_t padding_idx = -1,
             Options options = {});
-  Tensor forward(const Tensor& index) const;
+  // host_index: a CPU copy of index's values when the caller has one (see embedding()).
+  Tensor forward(const Tensor& index, const Tensor& host_index = Tensor()) const;
 
   Tensor weight;
   int64_t padding_idx;

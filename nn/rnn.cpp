@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "kernels/index.h"
+
 namespace kiln::nn {
 
 namespace {
@@ -27,10 +29,11 @@ Tensor zeros_state(const Tensor& x, int64_t batch, int64_t hidden) {
 
 }  // namespace
 
-Tensor sequence_mask(const Tensor& lengths, int64_t steps, Options options) {
+Tensor sequence_mask(const Tensor& lengths, int64_t steps, Options options,
+                     const Tensor& host_lengths) {
   KILN_CHECK(lengths.dim() == 1 && !is_floating(lengths.dtype()),
              "sequence_mask: lengths must be a 1-D integer tensor, got ", lengths.describe());
-  std::vector<int64_t> host = copy_to(lengths, {DType::i64, Device::cpu()}).to_vector<int64_t>();
+  std::vector<int64_t> host = kernels::index_values(lengths, host_lengths, "sequence_mask");
   int64_t batch = static_cast<int64_t>(host.size());
   std::vector<double> mask(steps * batch);
   for (int64_t b = 0; b < batch; ++b) {

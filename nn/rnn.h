@@ -28,7 +28,9 @@ struct RnnState {
 };
 
 // lengths [B] (i32/i64, any device) -> mask [T, B] of 1 where t < lengths[b], in `options`.
-Tensor sequence_mask(const Tensor& lengths, int64_t steps, Options options);
+// host_lengths: a CPU copy of the lengths when the caller has one, read instead of lengths.
+Tensor sequence_mask(const Tensor& lengths, int64_t steps, Options options,
+                     const Tensor& host_lengths = Tensor());
 
 class Recurrent : public Module {
  public:

@@ -4,9 +4,11 @@
 //     non-zero inputs (skipped with the reason when no GPU is visible).
 // Adding an op adds an entry here.
 #include <array>
+#include <cmath>
 #include <functional>
 
 #include "kernels/gemm.h"
+#include "kernels/math.h"
 #include "test_util.h"
 
 namespace kiln {
@@ -310,6 +312,16 @@ INSTANTIATE_TEST_SUITE_P(Ops, OpTable, ::testing::ValuesIn(op_table()),
                          [](const ::testing::TestParamInfo<OpCase>& info) {
                            return info.param.name;
                          });
+
+// The CPU's inline exp and tanh (kernels/math.h) on a NaN: NaN out, with no undefined conversion
+// of the NaN to an int on the way (UBSan flagged it when a diverged run fed NaNs to the gates).
+TEST(Math, NanPassesThroughTheHostExpAndTanh) {
+  EXPECT_TRUE(std::isnan(math::exp(std::nanf(""))));
+  EXPECT_TRUE(std::isnan(math::tanh(std::nanf(""))));
+  EXPECT_TRUE(std::isnan(math::sigmoid(std::nanf(""))));
+  EXPECT_FLOAT_EQ(math::exp(1.0f), std::exp(1.0f));
+  EXPECT_EQ(math::exp(-200.0f), math::exp(-87.33654f));  // clamped: tiny, not a denormal mess
+}
 
 // f32 products on the CPU, small ones through libxsmm's JIT kernels when kiln has it
 // (kernels/cpu/gemm.cpp) and larger or B-transposed ones through OpenBLAS, against the same

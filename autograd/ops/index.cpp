@@ -11,7 +11,8 @@ namespace kiln {
 
 using autograd::TensorList;
 
-Tensor embedding(const Tensor& weight, const Tensor& index, int64_t padding_idx) {
+Tensor embedding(const Tensor& weight, const Tensor& index, int64_t padding_idx,
+                 const Tensor& host_index) {
   profiler::ProfileScope profile_scope("embedding", profiler::Category::op);
   ops_detail::check_defined("embedding", weight, "weight");
   ops_detail::check_defined("embedding", index, "index");
@@ -20,7 +21,7 @@ Tensor embedding(const Tensor& weight, const Tensor& index, int64_t padding_idx)
   KILN_CHECK(weight.dim() >= 1, "embedding: weight must have rank >= 1, got ", weight.describe());
   KILN_CHECK(weight.device() == index.device(), "embedding: device mismatch: weight ",
              weight.describe(), " vs index ", index.describe());
-  kernels::check_index_range(index, weight.size(0), "embedding");
+  kernels::check_index_range(index, weight.size(0), "embedding", host_index);
   Shape shape = index.shape();
   shape.insert(shape.end(), weight.shape().begin() + 1, weight.shape().end());
   Tensor out = empty(shape, weight.options());
@@ -30,7 +31,7 @@ Tensor embedding(const Tensor& weight, const Tensor& index, int64_t padding_idx)
     Shape weight_shape = weight.shape();
     autograd::record("embedding", {weight, index}, {out}, [=](const TensorList& grads) {
       Tensor grad_weight = zeros(weight_shape, grads[0].options());
-      kernels::scatter_add_rows(grads[0], saved_index, grad_weight, padding_idx);
+      kernels::scatter_add_rows(grads[0], saved_index, grad_weight, padding_idx, host_index);
       return TensorList{grad_weight, Tensor()};
     });
   }

@@ -6,6 +6,7 @@
 #include "autograd/ops/checks.h"
 #include "core/profiler.h"
 #include "kernels/cross_entropy.h"
+#include "kernels/index.h"
 #include "kernels/reduce.h"
 
 namespace kiln {
@@ -13,7 +14,8 @@ namespace kiln {
 using autograd::TensorList;
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets_in,
-                     const CrossEntropyOptions& options, const Tensor& mask) {
+                     const CrossEntropyOptions& options, const Tensor& mask,
+                     const Tensor& host_targets) {
   profiler::ProfileScope profile_scope("cross_entropy", profiler::Category::op);
   ops_detail::check_floating("cross_entropy", logits);
   ops_detail::check_defined("cross_entropy", targets_in, "targets");
@@ -34,7 +36,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets_in,
   Tensor targets = to(targets_in, DType::i64);
   {
     // A target outside [0, V) that is not the ignore index would read out of bounds.
-    std::vector<int64_t> host = targets.to_vector<int64_t>();
+    std::vector<int64_t> host = kernels::index_values(targets, host_targets, "cross_entropy");
     for (size_t n = 0; n < host.size(); ++n) {
       KILN_CHECK(host[n] == options.ignore_index || (host[n] >= 0 && host[n] < logits.size(1)),
                  "cross_entropy: target ", host[n], " at row ", n, " is out of range for ",

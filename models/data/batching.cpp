@@ -79,10 +79,16 @@ Batch make_batch(const std::vector<EncodedPair>& pairs, std::vector<int64_t> ind
   }
 
   Batch out;
-  out.source = from_vector(time_major(sources, steps_source), {steps_source, batch}, device);
-  out.source_lengths = from_vector(source_lengths, {batch}, device);
-  out.target_in = from_vector(target_in, {steps_target, batch}, device);
-  out.target_out = from_vector(target_out, {steps_target, batch}, device);
+  // Each id tensor on the host and on the device (one tensor for both on a CPU run).
+  auto both = [&](const std::vector<int64_t>& values, const Shape& shape, Tensor& host,
+                  Tensor& on_device) {
+    host = from_vector(values, shape);
+    on_device = device.is_cpu() ? host : from_vector(values, shape, device);
+  };
+  both(time_major(sources, steps_source), {steps_source, batch}, out.host_source, out.source);
+  both(source_lengths, {batch}, out.host_source_lengths, out.source_lengths);
+  both(target_in, {steps_target, batch}, out.host_target_in, out.target_in);
+  both(target_out, {steps_target, batch}, out.host_target_out, out.target_out);
   out.target_mask = from_vector(mask, {steps_target, batch}, device);
   out.num_target_tokens = num_tokens;
   out.indices = std::move(indices);

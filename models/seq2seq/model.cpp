@@ -82,14 +82,16 @@ Seq2Seq::Seq2Seq(const ModelConfig& config, Options options) : config_(config) {
   decoder_ = register_module("decoder", std::make_shared<Decoder>(config_, options));
 }
 
-EncoderOutput Seq2Seq::encode(const Tensor& source, const Tensor& source_lengths) const {
+EncoderOutput Seq2Seq::encode(const Tensor& source, const Tensor& source_lengths,
+                              const HostCopies& host) const {
   KILN_CHECK(source.dim() == 2, "Seq2Seq::encode: source must be [S, B] token ids, got ",
              source.describe());
   int64_t layers = config_.num_layers, batch = source.size(1), hidden = config_.hidden_size;
-  Tensor embedded = encoder_->embedding->forward(source);
-  // The lengths are read from the host once per batch: the RNN's step mask and, batch-major and
+  Tensor embedded = encoder_->embedding->forward(source, host.source);
+  // The lengths are read on the host once per batch: the RNN's step mask and, batch-major and
   // inverted, the attention's padding mask (1 where position s >= length).
-  Tensor step_mask = nn::sequence_mask(source_lengths, source.size(0), embedded.options());
+  Tensor step_mask =
+      nn::sequence_mask(source_lengths, source.size(0), embedded.options(), host.source_lengths);
   nn::RnnState s = encoder_->rnn->forward(embedded, Tensor(), Tensor(), source_lengths, step_mask);
   EncoderOutput enc;
   enc.keys = transpose(s.y, 0, 1);  // [B, S, Hk]
@@ -188,7 +190,7 @@ Tensor Seq2Seq::decode_embedded(const EncoderOutput& enc, const Tensor& embedded
 }
 
 Tensor Seq2Seq::decode_teacher(const EncoderOutput& enc, const Tensor& target_in,
-                               double teacher_forcing) const {
+                               double teacher_forcing, const HostCopies& host) const {
   KILN_CHECK(target_in.dim() == 2, "Seq2Seq::decode_teacher: target must be [T, B] ids, got ",
              target_in.describe());
   KILN_CHECK(teacher_forcing >= 0 && teacher_forcing <= 1,
@@ -196,7 +198,7 @@ Tensor Seq2Seq::decode_teacher(const EncoderOutput& enc, const Tensor& target_in
   int64_t steps = target_in.size(0), batch = target_in.size(1);
   if (!decoder_->attention && teacher_forcing >= 1.0) {
     // The whole target in one RNN call: every step's input is [embedding; the fixed context].
-    Tensor embedded = decoder_->embedding->forward(target_in);  // [T, B, E]
+    Tensor embedded = decoder_->embedding->forward(target_in, host.target_in);  // [T, B, E]
     Tensor context = reshape(enc.context, {1, batch, -1}) +
                      zeros({steps, batch, config_.hidden_size}, enc.context.options());
     nn::RnnState s = decoder_->rnn->forward(cat({embedded, context}, -1), enc.init_h, enc.init_c);
@@ -207,7 +209,8 @@ Tensor Seq2Seq::decode_teacher(const EncoderOutput& enc, const Tensor& target_in
   if (teacher_forcing >= 1.0) {
     // Every step's input is known: the whole target embedded at once (one lookup, one index check
     // and one gradient scatter per batch instead of one per step).
-    std::vector<Tensor> embedded = unbind(decoder_->embedding->forward(target_in));  // T x [B, E]
+    std::vector<Tensor> embedded =
+        unbind(decoder_->embedding->forward(target_in, host.target_in));  // T x [B, E]
     for (int64_t t = 0; t < steps; ++t) {
       logits.push_back(decode_embedded(enc, embedded[t], state, nullptr));
     }
@@ -235,11 +238,11 @@ Tensor Seq2Seq::decode_teacher(const EncoderOutput& enc, const Tensor& target_in
 }
 
 Tensor Seq2Seq::loss(const Tensor& logits, const Tensor& target_out, const Tensor& target_mask,
-                     double label_smoothing) const {
+                     double label_smoothing, const HostCopies& host) const {
   int64_t vocab = logits.size(-1);
   return cross_entropy(reshape(logits, {-1, vocab}), reshape(target_out, {-1}),
                        {-1, label_smoothing, Reduction::mean},
-                       reshape(kiln::to(target_mask, logits.dtype()), {-1}));
+                       reshape(kiln::to(target_mask, logits.dtype()), {-1}), host.target_out);
 }
 
 EncoderOutput Seq2Seq::select_rows(const EncoderOutput& enc, const Tensor& index) {

@@ -72,19 +72,29 @@ struct Decoder : nn::Module {
   std::shared_ptr<nn::Linear> dense;
 };
 
+// CPU copies of a batch's ids and lengths, when the caller has them (the trainer's batches keep
+// what they uploaded). The ops that need index values on the host (the embeddings' range checks and
+// gradient sort, the length mask, the loss's target check) read these instead of copying the
+// device tensors back, so a training step on a GPU does not wait for the device. Each must hold the
+// values of its device tensor; any may be undefined (that tensor is then read back).
+struct HostCopies {
+  Tensor source, source_lengths, target_in, target_out;
+};
+
 class Seq2Seq : public nn::Module {
  public:
   explicit Seq2Seq(const ModelConfig& config, Options options = {});
   const ModelConfig& config() const { return config_; }
 
   // source: [S, B] ids, source_lengths: [B].
-  EncoderOutput encode(const Tensor& source, const Tensor& source_lengths) const;
+  EncoderOutput encode(const Tensor& source, const Tensor& source_lengths,
+                       const HostCopies& host = {}) const;
   DecoderState initial_state(const EncoderOutput& enc) const;
   // Teacher forcing over a whole target_in [T, B] -> logits [T, B, V]. With teacher_forcing < 1
   // (scheduled sampling) each row's input at a step is, with probability 1 - teacher_forcing, the
   // model's own previous argmax instead of the reference token.
   Tensor decode_teacher(const EncoderOutput& enc, const Tensor& target_in,
-                        double teacher_forcing = 1.0) const;
+                        double teacher_forcing = 1.0, const HostCopies& host = {}) const;
   // Inference: the per-sentence work of decode_step done once. Without attention, the fixed
   // context's share of the decoder's layer-0 input projection (d2l feeds [embedding; context] every
   // step), so each step projects only the embedding. With attention the keys are already projected
@@ -99,7 +109,7 @@ class Seq2Seq : public nn::Module {
   OutputRows output_rows(const Tensor& ids) const;
   // Mean cross-entropy per real target token (mask [T, B]).
   Tensor loss(const Tensor& logits, const Tensor& target_out, const Tensor& target_mask,
-              double label_smoothing = 0.0) const;
+              double label_smoothing = 0.0, const HostCopies& host = {}) const;
 
   // Rows `index` [N] of every batch-indexed tensor: expands a batch into beams or reorders them.
   static EncoderOutput select_rows(const EncoderOutput& enc, const Tensor& index);

@@ -257,8 +257,12 @@ Translator::NllSum Translator::total_nll(const std::vector<data::SentencePair>& 
   for (const data::Batch& b : data::make_batches(
            data::encode_pairs(tokens.source, tokens.target, source_vocab, target_vocab), options,
            device)) {
-    Tensor logits = model->decode_teacher(model->encode(b.source, b.source_lengths), b.target_in);
-    total += model->loss(logits, b.target_out, b.target_mask).item() * b.num_target_tokens;
+    const HostCopies host{b.host_source, b.host_source_lengths, b.host_target_in,
+                          b.host_target_out};
+    Tensor logits = model->decode_teacher(model->encode(b.source, b.source_lengths, host),
+                                          b.target_in, 1.0, host);
+    total +=
+        model->loss(logits, b.target_out, b.target_mask, 0.0, host).item() * b.num_target_tokens;
     count += b.num_target_tokens;
   }
   return {total, count};
