@@ -4,6 +4,7 @@
 
 #include "core/autocast.h"
 #include "core/profiler.h"
+#include "kernels/parallel_for.h"
 
 namespace kiln::kernels {
 
@@ -16,7 +17,7 @@ void gemm_cpu_bf16_inputs(const GemmShape& s, double alpha, const float* a, cons
   thread_local std::vector<float> rounded_a, rounded_b;
   auto round = [](const float* x, int64_t n, std::vector<float>& out) {
     out.resize(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(bf16(x[i]));
+    parallel_for_cpu(n, RoundToBf16<float>{x, out.data()});
   };
   round(a, gemm_operand_span(s.batch, s.stride_a, s.m, s.k), rounded_a);
   round(b, gemm_operand_span(s.batch, s.stride_b, s.k, s.n), rounded_b);

@@ -10,6 +10,8 @@
 // FLOPs: 2 * batch * M * N * K; C is written with = when beta == 0, accumulated otherwise.
 #pragma once
 
+#include "core/bfloat16.h"
+#include "core/host_device.h"
 #include "core/tensor.h"
 
 namespace kiln::kernels {
@@ -41,6 +43,13 @@ void gemm_cuda(int device, DType dtype, const GemmShape& shape, double alpha, co
 // The autocast product on CUDA: f32 A and B rounded into bf16 scratch, cublasGemmEx, f32 C.
 void gemm_cuda_bf16_inputs(int device, const GemmShape& shape, double alpha, const float* a,
                            const float* b, double beta, float* c);
+// The autocast products' input rounding, one functor for both devices: element i of an f32
+// operand to the nearest bf16, stored as Out (bf16 scratch for cuBLAS, f32 for OpenBLAS).
+template <class Out> struct RoundToBf16 {
+  const float* x;
+  Out* y;
+  KILN_HD void operator()(int64_t i) const { y[i] = static_cast<Out>(bf16(x[i])); }
+};
 // Elements a batched operand spans: (batch - 1) * stride + rows * cols.
 inline int64_t gemm_operand_span(int64_t batch, int64_t stride, int64_t rows, int64_t cols) {
   return (batch - 1) * stride + rows * cols;

@@ -18,17 +18,7 @@ namespace {
 // Each element rounded to the nearest bf16, kept in f32.
 Tensor rounded(const Tensor& x) { return to(to(x, DType::bf16), DType::f32); }
 
-// max |a - b| / max |b|: the norm-wise relative error.
-double relative_error(const Tensor& a, const Tensor& b) {
-  std::vector<double> va = to(a, DType::f64).to_vector<double>(),
-                      vb = to(b, DType::f64).to_vector<double>();
-  double diff = 0, ref = 0;
-  for (size_t i = 0; i < va.size(); ++i) {
-    diff = std::max(diff, std::fabs(va[i] - vb[i]));
-    ref = std::max(ref, std::fabs(vb[i]));
-  }
-  return diff / std::max(ref, 1e-30);
-}
+using testing::relative_error;  // norm-wise: max |a - b| / max |b|
 
 TEST(MixedPrecision, ProductIsTheF32ProductOfBf16RoundedInputs) {
   manual_seed(11);

@@ -27,18 +27,8 @@ const Tensor& get(const TensorMap& map, const std::string& key) {
   return found->second;
 }
 
-// max |a - b| / max(|b|, tiny) over the whole tensor (the "relative error" of the issue): the
-// norm-wise form, so near-zero elements do not dominate.
-double relative_error(const Tensor& actual, const Tensor& expected) {
-  std::vector<double> a = to(actual, DType::f64).to_vector<double>(),
-                      e = to(expected, DType::f64).to_vector<double>();
-  double diff = 0, ref = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::fabs(a[i] - e[i]));
-    ref = std::max(ref, std::fabs(e[i]));
-  }
-  return diff / std::max(ref, 1e-30);
-}
+// The issue's "relative error" is the norm-wise one of testing::relative_error.
+using testing::relative_error;
 
 #define EXPECT_REL(actual, expected, tol)                                                  \
   do {                                                                                     \

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <string>
@@ -48,6 +49,19 @@ inline ::testing::AssertionResult all_close(const Tensor& actual, const Tensor& 
          << bad << " of " << a.size() << " elements differ; first at flat index " << first_bad
          << ": " << a[first_bad] << " vs expected " << e[first_bad] << "; max error " << max_error
          << " (atol " << atol << ", rtol " << rtol << ")";
+}
+
+// max |a - b| / max(|b|, tiny) over the whole tensor: the norm-wise relative error, so near-zero
+// elements do not dominate. Any devices and float dtypes.
+inline double relative_error(const Tensor& actual, const Tensor& expected) {
+  std::vector<double> a = copy_to(actual, {DType::f64, Device::cpu()}).to_vector<double>();
+  std::vector<double> e = copy_to(expected, {DType::f64, Device::cpu()}).to_vector<double>();
+  double diff = 0, ref = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff = std::max(diff, std::fabs(a[i] - e[i]));
+    ref = std::max(ref, std::fabs(e[i]));
+  }
+  return diff / std::max(ref, 1e-30);
 }
 
 // Runs `body`, expects a kiln::Error, and returns its message (error tests check the message).

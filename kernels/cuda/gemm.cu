@@ -3,7 +3,6 @@
 // full fp32 (no TF32), so results compare with the CPU at fp32 rounding.
 #include <cublas_v2.h>
 
-#include <algorithm>
 #include <mutex>
 #include <vector>
 
@@ -11,6 +10,7 @@
 #include "core/cuda_runtime.h"
 #include "kernels/factories.h"
 #include "kernels/gemm.h"
+#include "kernels/parallel_for.h"
 
 #define KILN_CUBLAS_CHECK(expr)                                                            \
   do {                                                                                     \
@@ -37,62 +37,60 @@ cublasHandle_t cublas_handle(int device) {
   }
   return handles[device];
 }
-}  // namespace
 
-void gemm_cuda(int device, DType dtype, const GemmShape& s, double alpha, const void* a,
-               const void* b, double beta, void* c) {
-  cublasHandle_t handle = cublas_handle(device);
-  int m = static_cast<int>(s.m), n = static_cast<int>(s.n), k = static_cast<int>(s.k);
-  int lda = s.trans_a ? m : k, ldb = s.trans_b ? k : n;
-  cublasOperation_t op_a = s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
-                    op_b = s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  int batch = static_cast<int>(s.batch);
-  if (dtype == DType::f32) {
-    float alpha_f = static_cast<float>(alpha), beta_f = static_cast<float>(beta);
-    KILN_CUBLAS_CHECK(cublasSgemmStridedBatched(
-        handle, op_b, op_a, n, m, k, &alpha_f, static_cast<const float*>(b), ldb, s.stride_b,
-        static_cast<const float*>(a), lda, s.stride_a, &beta_f, static_cast<float*>(c), n,
-        s.stride_c, batch));
-  } else {
-    KILN_CUBLAS_CHECK(cublasDgemmStridedBatched(
-        handle, op_b, op_a, n, m, k, &alpha, static_cast<const double*>(b), ldb, s.stride_b,
-        static_cast<const double*>(a), lda, s.stride_a, &beta, static_cast<double*>(c), n,
-        s.stride_c, batch));
-  }
-}
+// A row-major GemmShape in cuBLAS's column-major terms (operands swapped, see the top), shared by
+// every product below.
+struct CublasGemm {
+  cublasHandle_t handle;
+  int m, n, k, lda, ldb, batch;
+  cublasOperation_t op_a, op_b;
+  CublasGemm(int device, const GemmShape& s)
+      : handle(cublas_handle(device)),
+        m(static_cast<int>(s.m)),
+        n(static_cast<int>(s.n)),
+        k(static_cast<int>(s.k)),
+        lda(s.trans_a ? m : k),
+        ldb(s.trans_b ? k : n),
+        batch(static_cast<int>(s.batch)),
+        op_a(s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N),
+        op_b(s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N) {}
+};
 
-namespace {
-__global__ void round_to_bf16_kernel(const float* x, bf16* y, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    y[i] = bf16(x[i]);
-  }
-}
-
-// x (f32, n elements) into bf16 scratch from the caching allocator.
+// x (f32, n elements) rounded into bf16 scratch from the caching allocator.
 Tensor rounded_to_bf16(int device, const float* x, int64_t n) {
   Tensor y = empty({n}, {DType::bf16, Device::cuda(device)});
-  unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 65535));
-  round_to_bf16_kernel<<<blocks, 256>>>(x, y.data<bf16>(), n);
-  KILN_CUDA_CHECK(cudaGetLastError());
+  parallel_for(Device::cuda(device), n, RoundToBf16<bf16>{x, y.data<bf16>()});
   return y;
 }
 }  // namespace
 
+void gemm_cuda(int device, DType dtype, const GemmShape& s, double alpha, const void* a,
+               const void* b, double beta, void* c) {
+  const CublasGemm g(device, s);
+  if (dtype == DType::f32) {
+    float alpha_f = static_cast<float>(alpha), beta_f = static_cast<float>(beta);
+    KILN_CUBLAS_CHECK(cublasSgemmStridedBatched(
+        g.handle, g.op_b, g.op_a, g.n, g.m, g.k, &alpha_f, static_cast<const float*>(b), g.ldb,
+        s.stride_b, static_cast<const float*>(a), g.lda, s.stride_a, &beta_f,
+        static_cast<float*>(c), g.n, s.stride_c, g.batch));
+  } else {
+    KILN_CUBLAS_CHECK(cublasDgemmStridedBatched(
+        g.handle, g.op_b, g.op_a, g.n, g.m, g.k, &alpha, static_cast<const double*>(b), g.ldb,
+        s.stride_b, static_cast<const double*>(a), g.lda, s.stride_a, &beta,
+        static_cast<double*>(c), g.n, s.stride_c, g.batch));
+  }
+}
+
 void gemm_cuda_bf16_inputs(int device, const GemmShape& s, double alpha, const float* a,
                            const float* b, double beta, float* c) {
-  cublasHandle_t handle = cublas_handle(device);
-  int m = static_cast<int>(s.m), n = static_cast<int>(s.n), k = static_cast<int>(s.k);
-  int lda = s.trans_a ? m : k, ldb = s.trans_b ? k : n;
-  cublasOperation_t op_a = s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
-                    op_b = s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const CublasGemm g(device, s);
   Tensor a16 = rounded_to_bf16(device, a, gemm_operand_span(s.batch, s.stride_a, s.m, s.k));
   Tensor b16 = rounded_to_bf16(device, b, gemm_operand_span(s.batch, s.stride_b, s.k, s.n));
   float alpha_f = static_cast<float>(alpha), beta_f = static_cast<float>(beta);
   KILN_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-      handle, op_b, op_a, n, m, k, &alpha_f, b16.raw_data(), CUDA_R_16BF, ldb, s.stride_b,
-      a16.raw_data(), CUDA_R_16BF, lda, s.stride_a, &beta_f, c, CUDA_R_32F, n, s.stride_c,
-      static_cast<int>(s.batch), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      g.handle, g.op_b, g.op_a, g.n, g.m, g.k, &alpha_f, b16.raw_data(), CUDA_R_16BF, g.ldb,
+      s.stride_b, a16.raw_data(), CUDA_R_16BF, g.lda, s.stride_a, &beta_f, c, CUDA_R_32F, g.n,
+      s.stride_c, g.batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace kiln::kernels
