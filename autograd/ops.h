@@ -133,7 +133,8 @@ struct RnnOutput {
 // x: [T, B, I]; h0, c0: [B, H]; mask: [T, B] of 1 (real step) / 0 (padding: the state is kept),
 // or undefined. reverse processes t = T-1 .. 0 (the backward half of a bidirectional layer).
 // x_gates [B, G*H], if given, is added to every step's x W_ih^T: the share of an input part that
-// stays the same over the steps, computed once by the caller (inference only: no gradient).
+// stays the same over the steps, computed once by the caller instead of once per step (its
+// gradient is the input-gate gradient summed over the steps).
 RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const RnnWeights& weights,
                      const Tensor& mask = Tensor(), bool reverse = false,
                      const Tensor& x_gates = Tensor());

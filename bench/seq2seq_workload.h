@@ -66,8 +66,9 @@ inline Workload workload_named(const std::string& name) {
 
 struct Batch {
   Tensor source, lengths, target_in, target_out,
-      mask;            // [L, B] ids, [B], [L, B], [L, B], [L, B] f32
-  int64_t tokens = 0;  // real target tokens
+      mask;                  // [L, B] ids, [B], [L, B], [L, B], [L, B] f32
+  seq2seq::HostCopies host;  // the same on the host, as the trainer's batches keep them
+  int64_t tokens = 0;        // real target tokens
 };
 
 // Random ids in [4, vocab) (0-3 are <pad> <unk> <bos> <eos>), from kiln's Philox stream (seed it
@@ -90,18 +91,21 @@ inline Batch random_batch(const Workload& w, Device device) {
     }
     b.tokens += len[j];
   }
-  b.source = to(from_vector(src, {L, B}), device);
-  b.lengths = to(from_vector(len, {B}), device);
-  b.target_in = to(from_vector(tin, {L, B}), device);
-  b.target_out = to(from_vector(tout, {L, B}), device);
-  b.mask = to(from_vector(mask, {L, B}), device);
+  b.host = {from_vector(src, {L, B}), from_vector(len, {B}), from_vector(tin, {L, B}),
+            from_vector(tout, {L, B}), from_vector(mask, {L, B})};
+  b.source = to(b.host.source, device);
+  b.lengths = to(b.host.source_lengths, device);
+  b.target_in = to(b.host.target_in, device);
+  b.target_out = to(b.host.target_out, device);
+  b.mask = to(b.host.target_mask, device);
   return b;
 }
 
-// The loss of a teacher-forced pass (recorded on the tape when grad mode is on).
+// The loss of a teacher-forced pass, as the trainer computes it (recorded on the tape when grad
+// mode is on).
 inline Tensor teacher_forced_loss(const seq2seq::Seq2Seq& model, const Batch& b) {
-  Tensor logits = model.decode_teacher(model.encode(b.source, b.lengths), b.target_in);
-  return model.loss(logits, b.target_out, b.mask);
+  return model.teacher_forced_loss(model.encode(b.source, b.lengths, b.host), b.target_in,
+                                   b.target_out, b.mask, 1.0, 0.0, b.host);
 }
 
 // One training step; returns the loss before the update.

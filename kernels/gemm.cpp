@@ -76,6 +76,7 @@ void gemm_2d(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, doubl
 }
 
 #ifndef KILN_WITH_CUDA
+void load_cublas() { KILN_FAIL("cuBLAS: this build of kiln has no CUDA support"); }
 void gemm_cuda(int device, DType, const GemmShape&, double, const void*, const void*, double,
                void*) {
   KILN_FAIL("matmul on cuda:", device, ": this build of kiln has no CUDA support");

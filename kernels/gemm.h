@@ -40,6 +40,9 @@ void gemm_cpu(DType dtype, const GemmShape& shape, double alpha, const void* a, 
 constexpr int64_t kSmallGemmVolume = 64 * 64 * 64;
 void gemm_cuda(int device, DType dtype, const GemmShape& shape, double alpha, const void* a,
                const void* b, double beta, void* c);
+// cuBLAS is opened at the first product on a GPU (kernels/cuda/gemm.cu); this opens it and
+// resolves its entry points now, and throws naming what failed. No GPU is needed.
+void load_cublas();
 // The autocast product on CUDA: f32 A and B rounded into bf16 scratch, cublasGemmEx, f32 C.
 void gemm_cuda_bf16_inputs(int device, const GemmShape& shape, double alpha, const float* a,
                            const float* b, double beta, float* c);

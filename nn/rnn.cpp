@@ -63,10 +63,18 @@ Recurrent::Recurrent(CellType cell, RnnOptions options) : cell_(cell), options_(
 }
 
 RnnState Recurrent::forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
-                            const Tensor& lengths, const Tensor& step_mask) const {
+                            const Tensor& lengths, const Tensor& step_mask,
+                            const Tensor& fixed_input) const {
   const char* name = cell_ == CellType::lstm ? "LSTM" : "GRU";
-  KILN_CHECK(x.defined() && x.dim() == 3 && x.size(2) == options_.input_size, name,
-             ": x must be [T, B, ", options_.input_size, "], got ", x.describe());
+  const int64_t fixed = fixed_input.defined() ? fixed_input.size(-1) : 0;
+  KILN_CHECK(x.defined() && x.dim() == 3 && x.size(2) + fixed == options_.input_size, name,
+             ": x must be [T, B, ", options_.input_size - fixed, "]",
+             fixed ? " (the input features before fixed_input's)" : "", ", got ", x.describe());
+  KILN_CHECK(!fixed_input.defined() ||
+                 (fixed_input.dim() == 2 && fixed_input.size(0) == x.size(1) && fixed > 0 &&
+                  fixed < options_.input_size),
+             name, ": fixed_input must be [B, F] with B = ", x.size(1), " and 0 < F < ",
+             options_.input_size, ", got ", fixed_input.describe());
   KILN_CHECK(cell_ == CellType::lstm || !c0.defined(),
              "GRU: has no cell state; c0 must be undefined");
   int64_t steps = x.size(0), batch = x.size(1), hidden = options_.hidden_size, D = num_directions();
@@ -93,13 +101,21 @@ RnnState Recurrent::forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
     for (int64_t dir = 0; dir < D; ++dir) {
       int64_t k = layer * D + dir;
       Tensor h = h0.defined() ? select(h0, k) : zeros_state(x, batch, hidden);
+      RnnWeights w = weights_[k];
+      Tensor fixed_gates;  // fixed_input W_ih[:, lead:]^T, [B, G]: once, not once per step
+      if (layer == 0 && fixed > 0) {  // split W_ih's columns: rows of its transpose [I, G]
+        const int64_t lead = options_.input_size - fixed;
+        const Tensor w_t = transpose(w.w_ih, 0, 1);
+        fixed_gates = matmul(fixed_input, narrow(w_t, lead, fixed));
+        w.w_ih = transpose(narrow(w_t, 0, lead), 0, 1);
+      }
       RnnOutput out;
       if (cell_ == CellType::lstm) {
         Tensor c = c0.defined() ? select(c0, k) : zeros_state(x, batch, hidden);
-        out = lstm_layer(input, h, c, weights_[k], mask, dir == 1);
+        out = lstm_layer(input, h, c, w, mask, dir == 1, fixed_gates);
         c_n.push_back(out.c_n);
       } else {
-        out = gru_layer(input, h, weights_[k], mask, dir == 1);
+        out = gru_layer(input, h, w, mask, dir == 1, fixed_gates);
       }
       h_n.push_back(out.h_n);
       outputs.push_back(out.y);

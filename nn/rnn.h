@@ -38,8 +38,13 @@ class Recurrent : public Module {
   // h0, c0: [L*D, B, H] or undefined for zeros (c0 only for LSTM); lengths: [B] or undefined.
   // step_mask: sequence_mask(lengths, T, x's options) when the caller has made it already (one
   // mask per batch, read from the host once), else undefined.
+  // fixed_input [B, F]: the last F of layer 0's input features when they are the same at every
+  // step (d2l's decoder reads [embedding; context] with a fixed context); x then holds the first
+  // input_size - F. The result equals forward(cat({x, fixed_input repeated over T}, -1)), but the
+  // fixed part's share of the input projection is computed once per sequence, not once per step.
   RnnState forward(const Tensor& x, const Tensor& h0 = Tensor(), const Tensor& c0 = Tensor(),
-                   const Tensor& lengths = Tensor(), const Tensor& step_mask = Tensor()) const;
+                   const Tensor& lengths = Tensor(), const Tensor& step_mask = Tensor(),
+                   const Tensor& fixed_input = Tensor()) const;
   const RnnOptions& options() const { return options_; }
   CellType cell() const { return cell_; }
   int64_t num_directions() const { return options_.bidirectional ? 2 : 1; }

@@ -201,6 +201,42 @@ TEST(Recurrent, PaddingDoesNotChangeAnyOutputGru) {
   check_padding_is_invisible(nn::CellType::gru, true);
 }
 
+// fixed_input (d2l's decoder context, the same at every step) gives the outputs and gradients of
+// feeding [x; fixed_input] at every step, bidirectional and padded included.
+TEST(Recurrent, FixedInputEqualsRepeatingItAtEveryStep) {
+  for (nn::CellType cell : {nn::CellType::gru, nn::CellType::lstm}) {
+    manual_seed(9);
+    nn::Recurrent rnn(cell, RnnOptions{5, 4, 2, 0.0, true, DType::f64});
+    Tensor x = uniform({4, 3, 2}, -1, 1, DType::f64).set_requires_grad(true);
+    Tensor fixed = uniform({3, 3}, -1, 1, DType::f64).set_requires_grad(true);
+    Tensor lengths = from_vector<int64_t>({4, 2, 3}, {3});
+    auto run = [&](bool repeated) {
+      for (Tensor p : rnn.parameters()) p.set_grad(Tensor());
+      x.set_grad(Tensor());
+      fixed.set_grad(Tensor());
+      nn::RnnState s =
+          repeated ? rnn.forward(cat({x, reshape(fixed, {1, 3, 3}) + zeros({4, 3, 3}, DType::f64)},
+                                     -1),
+                                 Tensor(), Tensor(), lengths)
+                   : rnn.forward(x, Tensor(), Tensor(), lengths, Tensor(), fixed);
+      backward(sum(s.y * s.y) + sum(s.h_n) + (s.c_n.defined() ? sum(s.c_n) : zeros({}, DType::f64)));
+      std::vector<Tensor> out{s.y.detach(), s.h_n.detach(), x.grad(), fixed.grad()};
+      for (const Tensor& p : rnn.parameters()) out.push_back(clone(p.grad()));
+      return out;
+    };
+    std::vector<Tensor> want = run(true), got = run(false);
+    ASSERT_EQ(want.size(), got.size());
+    for (size_t k = 0; k < want.size(); ++k) {
+      EXPECT_TRUE(testing::all_close(got[k], want[k], 1e-12, 1e-12)) << "output/gradient " << k;
+    }
+  }
+  nn::GRU gru(RnnOptions{5, 4});
+  EXPECT_CONTAINS(testing::error_of([&] { gru.forward(zeros({2, 3, 2}), {}, {}, {}, {}, zeros({3, 2})); }),
+                  "GRU: x must be [T, B, 3] (the input features before fixed_input's), got f32[2, 3, 2]");
+  EXPECT_CONTAINS(testing::error_of([&] { gru.forward(zeros({2, 3, 3}), {}, {}, {}, {}, zeros({2, 2})); }),
+                  "GRU: fixed_input must be [B, F] with B = 3 and 0 < F < 5, got f32[2, 2]");
+}
+
 TEST(Recurrent, CellEqualsOneStepOfTheLayer) {
   nn::LSTMCell cell(3, 4);
   nn::LSTM layer(RnnOptions{3, 4});

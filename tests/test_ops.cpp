@@ -5,6 +5,7 @@
 // Adding an op adds an entry here.
 #include <array>
 #include <cmath>
+#include <fstream>
 #include <functional>
 
 #include "kernels/gemm.h"
@@ -219,6 +220,17 @@ std::vector<OpCase> op_table() {
                      lstm_layer(x[0], x[1], x[2], {x[3], x[4], x[5], x[6]}, fixed_mask(x[0], 3, 3));
                  return flat({o.y, o.h_n, o.c_n});
                }});
+  // x_gates [B, G]: a fixed input's share of the gates, added at every step (Recurrent's
+  // fixed_input); its gradient is summed over the real steps.
+  auto with_x_gates = [](std::vector<Input> inputs, int64_t gates) {
+    inputs.push_back({{3, gates}});
+    return inputs;
+  };
+  t.push_back({"lstm_layer_masked_x_gates", with_x_gates(lstm_inputs, 8), [](auto& x) {
+                 RnnOutput o = lstm_layer(x[0], x[1], x[2], {x[3], x[4], x[5], x[6]},
+                                          fixed_mask(x[0], 3, 3), false, x[7]);
+                 return flat({o.y, o.h_n, o.c_n});
+               }});
   t.push_back(
       {"lstm_cell", {{{3, 2}}, {{3, 2}}, {{3, 2}}, {{8, 2}}, {{8, 2}}, {{8}}, {{8}}}, [](auto& x) {
          RnnOutput o = lstm_cell(x[0], x[1], x[2], {x[3], x[4], x[5], x[6]});
@@ -238,6 +250,11 @@ std::vector<OpCase> op_table() {
          RnnOutput o = gru_layer(x[0], x[1], {x[2], x[3], x[4], x[5]}, fixed_mask(x[0], 3, 3));
          return flat({o.y, o.h_n});
        }});
+  t.push_back({"gru_layer_masked_reverse_x_gates", with_x_gates(gru_inputs, 6), [](auto& x) {
+                 RnnOutput o = gru_layer(x[0], x[1], {x[2], x[3], x[4], x[5]},
+                                         fixed_mask(x[0], 3, 3), true, x[6]);
+                 return flat({o.y, o.h_n});
+               }});
   t.push_back({"gru_cell", {{{3, 2}}, {{3, 2}}, {{6, 2}}, {{6, 2}}, {{6}}, {{6}}}, [](auto& x) {
                  return gru_cell(x[0], x[1], {x[2], x[3], x[4], x[5]}).h_n;
                }});
@@ -321,6 +338,24 @@ TEST(Math, NanPassesThroughTheHostExpAndTanh) {
   EXPECT_TRUE(std::isnan(math::sigmoid(std::nanf(""))));
   EXPECT_FLOAT_EQ(math::exp(1.0f), std::exp(1.0f));
   EXPECT_EQ(math::exp(-200.0f), math::exp(-87.33654f));  // clamped: tiny, not a denormal mess
+}
+
+// A CUDA build opens cuBLAS at its first GPU product, not at start (loading it cost every process
+// 0.3-0.4 s): without a GPU nothing has loaded it before this test, which then opens it.
+TEST(Gemm, CublasIsOpenedOnFirstUseNotAtStart) {
+#ifndef KILN_WITH_CUDA
+  GTEST_SKIP() << "this build has no CUDA";
+#else
+  auto mapped = [] {
+    std::ifstream maps("/proc/self/maps");
+    std::stringstream text;
+    text << maps.rdbuf();
+    return text.str().find("libcublas") != std::string::npos;
+  };
+  if (!cuda::is_available()) EXPECT_FALSE(mapped());
+  kernels::load_cublas();
+  EXPECT_TRUE(mapped());
+#endif
 }
 
 // f32 products on the CPU, small ones through libxsmm's JIT kernels when kiln has it

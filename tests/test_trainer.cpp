@@ -548,7 +548,8 @@ TEST(Trainer, ATrainingStepReadsNothingBackFromTheDevice) {
     std::vector<data::Batch> used = batches;
     if (!host_copies) {
       for (data::Batch& b : used) {
-        b.host_source = b.host_source_lengths = b.host_target_in = b.host_target_out = Tensor();
+        b.host_source = b.host_source_lengths = b.host_target_in = b.host_target_out =
+            b.host_target_mask = Tensor();
       }
     }
     profiler::start();

@@ -31,10 +31,11 @@ RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, cons
   copy_(step(h_in, reverse ? T - 1 : 0), h0);
   kernels::gru_forward_steps({xg, w.w_hh, w.b_ih, w.b_hh, step_mask, reverse, gates, h_in, y, h_n});
 
-  TensorList inputs{x, h0, w.w_ih, w.w_hh, w.b_ih, w.b_hh};
+  TensorList inputs{x, h0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, x_gates};
   if (autograd::needs_grad(inputs)) {
     auto node = autograd::record("gru_layer", inputs, {y, h_n}, nullptr);
-    bool need_x = node->needs_input_grad(0), need_w_ih = node->needs_input_grad(2);
+    bool need_x = node->needs_input_grad(0), need_w_ih = node->needs_input_grad(2),
+         need_x_gates = node->needs_input_grad(6);
     node->backward_fn = [=, x = x.detach(), w_ih = w.w_ih.detach(), w_hh = w.w_hh.detach(),
                          mask = step_mask.detach(), gates = gates.detach(),
                          h_in = h_in.detach()](const TensorList& grads) {
@@ -56,7 +57,8 @@ RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, cons
       kernels::gemm_2d(dgh2, true, view_as_shape(h_in, {T * B, H}), false, 0.0, dw_hh);
       kernels::sum_dim(dgx2, 0, 1.0, db_ih);
       kernels::sum_dim(dgh2, 0, 1.0, db_hh);
-      return TensorList{dx, dh, dw_ih, dw_hh, db_ih, db_hh};
+      return TensorList{dx, dh, dw_ih, dw_hh, db_ih, db_hh,
+                        need_x_gates ? rnn_detail::fixed_gates_grad(dgx) : Tensor()};
     };
   }
   return {y, h_n, Tensor()};

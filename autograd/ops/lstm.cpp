@@ -38,10 +38,11 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
   kernels::lstm_forward_steps(
       {xg, w.w_hh, w.b_ih, w.b_hh, step_mask, reverse, gates, h_in, c_in, y, h_n, c_n});
 
-  TensorList inputs{x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh};
+  TensorList inputs{x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, x_gates};
   if (autograd::needs_grad(inputs)) {
     auto node = autograd::record("lstm_layer", inputs, {y, h_n, c_n}, nullptr);
-    bool need_x = node->needs_input_grad(0), need_w_ih = node->needs_input_grad(3);
+    bool need_x = node->needs_input_grad(0), need_w_ih = node->needs_input_grad(3),
+         need_x_gates = node->needs_input_grad(7);
     node->backward_fn = [=, x = x.detach(), w_ih = w.w_ih.detach(), w_hh = w.w_hh.detach(),
                          mask = step_mask.detach(), gates = gates.detach(), h_in = h_in.detach(),
                          c_in = c_in.detach()](const TensorList& grads) {
@@ -61,7 +62,14 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
       }
       kernels::gemm_2d(dg2, true, view_as_shape(h_in, {T * B, H}), false, 0.0, dw_hh);
       kernels::sum_dim(dg2, 0, 1.0, db);
-      return TensorList{dx, dh, dc, dw_ih, dw_hh, db, copy_to(db, db.options())};
+      return TensorList{dx,
+                        dh,
+                        dc,
+                        dw_ih,
+                        dw_hh,
+                        db,
+                        copy_to(db, db.options()),
+                        need_x_gates ? rnn_detail::fixed_gates_grad(dgates) : Tensor()};
     };
   }
   return {y, h_n, c_n};

@@ -5,6 +5,7 @@
 #include "autograd/ops.h"
 #include "autograd/ops/checks.h"
 #include "kernels/gemm.h"
+#include "kernels/reduce.h"
 
 namespace kiln::rnn_detail {
 
@@ -60,13 +61,20 @@ inline Tensor input_gates(const char* op, const Tensor& x, const Tensor& w_ih,
     ops_detail::check_compatible(op, x, x_gates);
     KILN_CHECK(x_gates.shape() == (Shape{B, G}), op, ": x_gates must be [B, G] = [", B, ", ", G,
                "], got ", x_gates.describe());
-    KILN_CHECK(!autograd::needs_grad({x_gates}), op,
-               ": x_gates is for inference; it gets no gradient");
     for (int64_t t = 0; t < T; ++t) copy_(step(xg, t), x_gates);
   }
   kernels::gemm_2d(view_as_shape(x, {T * B, d.input}), false, w_ih, true,
                    x_gates.defined() ? 1.0 : 0.0, view_as_shape(xg, {T * B, G}));
   return xg;
+}
+
+// x_gates is added at every step, so its gradient is the input-gate gradient dgx [T, B, G] summed
+// over the steps (padded steps contribute zeros): one column sum over T of [T, B*G].
+inline Tensor fixed_gates_grad(const Tensor& dgx) {
+  const int64_t T = dgx.size(0), B = dgx.size(1), G = dgx.size(2);
+  Tensor grad = empty({B, G}, dgx.options());
+  kernels::sum_dim(view_as_shape(dgx, {T, B * G}), 0, 1.0, view_as_shape(grad, {B * G}));
+  return grad;
 }
 
 }  // namespace kiln::rnn_detail

@@ -80,8 +80,7 @@ Batch make_batch(const std::vector<EncodedPair>& pairs, std::vector<int64_t> ind
 
   Batch out;
   // Each id tensor on the host and on the device (one tensor for both on a CPU run).
-  auto both = [&](const std::vector<int64_t>& values, const Shape& shape, Tensor& host,
-                  Tensor& on_device) {
+  auto both = [&](const auto& values, const Shape& shape, Tensor& host, Tensor& on_device) {
     host = from_vector(values, shape);
     on_device = device.is_cpu() ? host : from_vector(values, shape, device);
   };
@@ -89,7 +88,7 @@ Batch make_batch(const std::vector<EncodedPair>& pairs, std::vector<int64_t> ind
   both(source_lengths, {batch}, out.host_source_lengths, out.source_lengths);
   both(target_in, {steps_target, batch}, out.host_target_in, out.target_in);
   both(target_out, {steps_target, batch}, out.host_target_out, out.target_out);
-  out.target_mask = from_vector(mask, {steps_target, batch}, device);
+  both(mask, {steps_target, batch}, out.host_target_mask, out.target_mask);
   out.num_target_tokens = num_tokens;
   out.indices = std::move(indices);
   return out;

@@ -36,9 +36,10 @@ struct Batch {
   Tensor target_mask;     // [T, B] f32: 1 on real target_out tokens (<eos> included), 0 on <pad>
   int64_t num_target_tokens = 0;  // sum of target_mask
   std::vector<int64_t> indices;   // which pairs (indices into the encoded dataset), in column order
-  // The ids and lengths above as made on the host (CPU tensors; the same tensors on a CPU run):
-  // what the model's index checks read instead of the device's copies (seq2seq::HostCopies).
-  Tensor host_source, host_source_lengths, host_target_in, host_target_out;
+  // The ids, lengths and mask above as made on the host (CPU tensors; the same tensors on a CPU
+  // run): what the model's index checks and the loss's choice of real tokens read instead of the
+  // device's copies (seq2seq::HostCopies).
+  Tensor host_source, host_source_lengths, host_target_in, host_target_out, host_target_mask;
 };
 
 struct BatchOptions {

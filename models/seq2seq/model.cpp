@@ -169,12 +169,13 @@ Tensor Seq2Seq::decode_step(const EncoderOutput& enc, const Tensor& token, Decod
     state = {stack(h_n, 0), lstm ? stack(c_n, 0) : Tensor()};
     return project_output(reshape(y, {batch, -1}), rows);
   }
-  return decode_embedded(enc, decoder_->embedding->forward(token), state, attention_weights, rows);
+  Tensor hidden =
+      decode_embedded(enc, decoder_->embedding->forward(token), state, attention_weights);
+  return project_output(hidden, rows);
 }
 
 Tensor Seq2Seq::decode_embedded(const EncoderOutput& enc, const Tensor& embedded,
-                                DecoderState& state, Tensor* attention_weights,
-                                const OutputRows* rows) const {
+                                DecoderState& state, Tensor* attention_weights) const {
   int64_t batch = embedded.size(0);
   Tensor context = enc.context;
   if (decoder_->attention) {
@@ -186,7 +187,28 @@ Tensor Seq2Seq::decode_embedded(const EncoderOutput& enc, const Tensor& embedded
   Tensor x = embed_step_input(embedded, context);
   nn::RnnState s = decoder_->rnn->forward(reshape(x, {1, batch, -1}), state.h, state.c);
   state = {s.h_n, s.c_n};
-  return project_output(reshape(s.y, {batch, -1}), rows);
+  return reshape(s.y, {batch, -1});
+}
+
+Tensor Seq2Seq::teacher_hidden(const EncoderOutput& enc, const Tensor& target_in,
+                               const HostCopies& host) const {
+  const int64_t steps = target_in.size(0);
+  Tensor embedded = decoder_->embedding->forward(target_in, host.target_in);  // [T, B, E]
+  if (!decoder_->attention) {
+    // The whole target in one RNN call. Every step's input is [embedding; the fixed context]:
+    // the context's share of the input projection is computed once (fixed_input).
+    return decoder_->rnn->forward(embedded, enc.init_h, enc.init_c, Tensor(), Tensor(),
+                                  enc.context)
+        .y;
+  }
+  // Every step's input is known: the whole target embedded at once (one lookup, one index check
+  // and one gradient scatter per batch instead of one per step), the steps run one by one.
+  DecoderState state = initial_state(enc);
+  std::vector<Tensor> embedded_steps = unbind(embedded), hidden;  // T x [B, E]
+  for (int64_t t = 0; t < steps; ++t) {
+    hidden.push_back(decode_embedded(enc, embedded_steps[t], state, nullptr));
+  }
+  return stack(hidden, 0);
 }
 
 Tensor Seq2Seq::decode_teacher(const EncoderOutput& enc, const Tensor& target_in,
@@ -196,26 +218,9 @@ Tensor Seq2Seq::decode_teacher(const EncoderOutput& enc, const Tensor& target_in
   KILN_CHECK(teacher_forcing >= 0 && teacher_forcing <= 1,
              "teacher forcing ratio must be in [0, 1], got ", teacher_forcing);
   int64_t steps = target_in.size(0), batch = target_in.size(1);
-  if (!decoder_->attention && teacher_forcing >= 1.0) {
-    // The whole target in one RNN call: every step's input is [embedding; the fixed context].
-    Tensor embedded = decoder_->embedding->forward(target_in, host.target_in);  // [T, B, E]
-    Tensor context = reshape(enc.context, {1, batch, -1}) +
-                     zeros({steps, batch, config_.hidden_size}, enc.context.options());
-    nn::RnnState s = decoder_->rnn->forward(cat({embedded, context}, -1), enc.init_h, enc.init_c);
-    return decoder_->dense->forward(s.y);
-  }
+  if (teacher_forcing >= 1.0) return decoder_->dense->forward(teacher_hidden(enc, target_in, host));
   DecoderState state = initial_state(enc);
   std::vector<Tensor> logits;
-  if (teacher_forcing >= 1.0) {
-    // Every step's input is known: the whole target embedded at once (one lookup, one index check
-    // and one gradient scatter per batch instead of one per step).
-    std::vector<Tensor> embedded =
-        unbind(decoder_->embedding->forward(target_in, host.target_in));  // T x [B, E]
-    for (int64_t t = 0; t < steps; ++t) {
-      logits.push_back(decode_embedded(enc, embedded[t], state, nullptr));
-    }
-    return stack(logits, 0);
-  }
   Tensor token = select(target_in, 0);
   for (int64_t t = 0; t < steps; ++t) {
     logits.push_back(decode_step(enc, token, state));
@@ -243,6 +248,64 @@ Tensor Seq2Seq::loss(const Tensor& logits, const Tensor& target_out, const Tenso
   return cross_entropy(reshape(logits, {-1, vocab}), reshape(target_out, {-1}),
                        {-1, label_smoothing, Reduction::mean},
                        reshape(kiln::to(target_mask, logits.dtype()), {-1}), host.target_out);
+}
+
+namespace {
+
+// A tensor's values as f64 on the host: from host_copy (a CPU tensor holding the same values),
+// which costs no wait for the device, or else read back.
+std::vector<double> host_values(const Tensor& values, const Tensor& host_copy, const char* what) {
+  if (!host_copy.defined()) return kiln::to(values, DType::f64).to_vector<double>();
+  KILN_CHECK(host_copy.device().is_cpu() && host_copy.numel() == values.numel(),
+             "Seq2Seq::teacher_forced_loss: the host copy of the ", what,
+             " must be a cpu tensor with the ", values.numel(), " values of ", values.describe(),
+             ", got ", host_copy.describe());
+  const Tensor f64 = kiln::to(host_copy, DType::f64);
+  const double* data = f64.data<double>();  // host memory: no sync
+  return std::vector<double>(data, data + f64.numel());
+}
+
+}  // namespace
+
+Tensor Seq2Seq::teacher_forced_loss(const EncoderOutput& enc, const Tensor& target_in,
+                                    const Tensor& target_out, const Tensor& target_mask,
+                                    double teacher_forcing, double label_smoothing,
+                                    const HostCopies& host) const {
+  KILN_CHECK(target_in.dim() == 2, "Seq2Seq::teacher_forced_loss: target must be [T, B] ids, got ",
+             target_in.describe());
+  KILN_CHECK(target_out.shape() == target_in.shape() && target_mask.shape() == target_in.shape(),
+             "Seq2Seq::teacher_forced_loss: target_in ", target_in.describe(), ", target_out ",
+             target_out.describe(), " and target_mask ", target_mask.describe(),
+             " must have one shape");
+  if (teacher_forcing < 1.0) {
+    return loss(decode_teacher(enc, target_in, teacher_forcing, host), target_out, target_mask,
+                label_smoothing, host);
+  }
+  // The real positions (flat t * B + b) with their targets and mask weights, on the host.
+  const std::vector<double> mask = host_values(target_mask, host.target_mask, "target mask");
+  const std::vector<double> out = host_values(target_out, host.target_out, "target");
+  std::vector<int64_t> rows, targets;
+  std::vector<double> weights;
+  for (size_t i = 0; i < mask.size(); ++i) {
+    if (mask[i] == 0) continue;
+    rows.push_back(static_cast<int64_t>(i));
+    targets.push_back(static_cast<int64_t>(out[i]));
+    weights.push_back(mask[i]);
+  }
+  if (rows.empty()) {  // nothing real: the plain path gives the mean over no tokens
+    return loss(decode_teacher(enc, target_in, 1.0, host), target_out, target_mask,
+                label_smoothing, host);
+  }
+  const Device device = target_in.device();
+  const int64_t count = static_cast<int64_t>(rows.size());
+  const Tensor host_rows = from_vector(rows, {count});
+  const Tensor host_targets = from_vector(targets, {count});
+  Tensor hidden = teacher_hidden(enc, target_in, host);  // [T, B, H]
+  Tensor real = embedding(reshape(hidden, {-1, hidden.size(-1)}), kiln::to(host_rows, device), -1,
+                          host_rows);  // [count, H]
+  Tensor logits = decoder_->dense->forward(real);
+  return cross_entropy(logits, kiln::to(host_targets, device), {-1, label_smoothing, Reduction::mean},
+                       kiln::to(from_vector(weights, {count}, device), logits.dtype()), host_targets);
 }
 
 EncoderOutput Seq2Seq::select_rows(const EncoderOutput& enc, const Tensor& index) {

@@ -78,7 +78,7 @@ struct Decoder : nn::Module {
 // device tensors back, so a training step on a GPU does not wait for the device. Each must hold the
 // values of its device tensor; any may be undefined (that tensor is then read back).
 struct HostCopies {
-  Tensor source, source_lengths, target_in, target_out;
+  Tensor source, source_lengths, target_in, target_out, target_mask;
 };
 
 class Seq2Seq : public nn::Module {
@@ -110,6 +110,16 @@ class Seq2Seq : public nn::Module {
   // Mean cross-entropy per real target token (mask [T, B]).
   Tensor loss(const Tensor& logits, const Tensor& target_out, const Tensor& target_mask,
               double label_smoothing = 0.0, const HostCopies& host = {}) const;
+  // loss(decode_teacher(enc, target_in, ...), target_out, target_mask, ...), the training loss,
+  // with the output layer and the softmax run on the real target tokens alone (target_mask != 0):
+  // the logits of padded positions, a fifth of a batch of sentences whose lengths vary, are never
+  // computed. The positions are read from host.target_mask and host.target_out when given, else
+  // from the device. Scheduled sampling (teacher_forcing < 1) needs every step's logits and takes
+  // the plain path.
+  Tensor teacher_forced_loss(const EncoderOutput& enc, const Tensor& target_in,
+                             const Tensor& target_out, const Tensor& target_mask,
+                             double teacher_forcing = 1.0, double label_smoothing = 0.0,
+                             const HostCopies& host = {}) const;
 
   // Rows `index` [N] of every batch-indexed tensor: expands a batch into beams or reorders them.
   static EncoderOutput select_rows(const EncoderOutput& enc, const Tensor& index);
@@ -117,9 +127,13 @@ class Seq2Seq : public nn::Module {
 
  private:
   Tensor embed_step_input(const Tensor& embedded, const Tensor& context) const;
-  // decode_step's plain (unprepared) path from the step's embedded tokens [B, E].
+  // decode_step's plain (unprepared) path from the step's embedded tokens [B, E], up to the
+  // output layer: the top layer's output [B, H].
   Tensor decode_embedded(const EncoderOutput& enc, const Tensor& embedded, DecoderState& state,
-                         Tensor* attention_weights, const OutputRows* rows = nullptr) const;
+                         Tensor* attention_weights) const;
+  // Teacher forcing's top-layer outputs [T, B, H], before the output layer.
+  Tensor teacher_hidden(const EncoderOutput& enc, const Tensor& target_in,
+                        const HostCopies& host) const;
   // decoder.dense over `hidden` [B, H], or its shortlist rows.
   Tensor project_output(const Tensor& hidden, const OutputRows* rows) const;
 

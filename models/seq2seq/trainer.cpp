@@ -565,10 +565,10 @@ Tensor accumulate_gradients(const Seq2Seq& model, const std::vector<const data::
     if (!b->source.defined()) continue;  // none of this batch is this rank's
     // The batch's host copies spare the step every read back from the device.
     const HostCopies host{b->host_source, b->host_source_lengths, b->host_target_in,
-                          b->host_target_out};
-    Tensor logits = model.decode_teacher(model.encode(b->source, b->source_lengths, host),
-                                         b->target_in, teacher_forcing, host);
-    Tensor loss = model.loss(logits, b->target_out, b->target_mask, label_smoothing, host);
+                          b->host_target_out, b->host_target_mask};
+    Tensor loss = model.teacher_forced_loss(model.encode(b->source, b->source_lengths, host),
+                                            b->target_in, b->target_out, b->target_mask,
+                                            teacher_forcing, label_smoothing, host);
     double share = static_cast<double>(b->num_target_tokens) / std::max<int64_t>(total, 1);
     if (dp && k == last) {
       dp->backward(loss * share);

@@ -258,11 +258,11 @@ Translator::NllSum Translator::total_nll(const std::vector<data::SentencePair>& 
            data::encode_pairs(tokens.source, tokens.target, source_vocab, target_vocab), options,
            device)) {
     const HostCopies host{b.host_source, b.host_source_lengths, b.host_target_in,
-                          b.host_target_out};
-    Tensor logits = model->decode_teacher(model->encode(b.source, b.source_lengths, host),
-                                          b.target_in, 1.0, host);
-    total +=
-        model->loss(logits, b.target_out, b.target_mask, 0.0, host).item() * b.num_target_tokens;
+                          b.host_target_out, b.host_target_mask};
+    Tensor loss = model->teacher_forced_loss(model->encode(b.source, b.source_lengths, host),
+                                             b.target_in, b.target_out, b.target_mask, 1.0, 0.0,
+                                             host);
+    total += loss.item() * b.num_target_tokens;
     count += b.num_target_tokens;
   }
   return {total, count};
