@@ -88,9 +88,9 @@ void run_export(const std::string& work_name, const std::string& device_name,
   // be held to kiln's.
   if (s.work.padded) {
     Setup full = setup(work_name, device_name);
-    full.batch.lengths =
-        to(from_vector(std::vector<int64_t>(full.work.batch, full.work.length), {full.work.batch}),
-           full.device);
+    full.batch.host.source_lengths =
+        from_vector(std::vector<int64_t>(full.work.batch, full.work.length), {full.work.batch});
+    full.batch.lengths = to(full.batch.host.source_lengths, full.device);
     nn::Adam full_adam(full.model->parameters(), nn::AdamOptions{1e-3});
     meta["unpadded"]["loss0"] = train_step(*full.model, full_adam, full.batch).item();
     NoGradGuard no_grad;
