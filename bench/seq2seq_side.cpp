@@ -10,10 +10,10 @@
 //   seq2seq_side time --work large-gru --task step|greedy|beam5 --steps N [--warmup W] [--device]
 //                     [--precision f32|bf16]
 //       prints one JSON line: each timed repetition's milliseconds and the allocator's peak bytes.
-//   seq2seq_side floor --work small-gru [--steps N] [--warmup W]
+//   seq2seq_side floor --work small-gru [--steps N] [--warmup W] [--profile-rows R]
 //       what a lean step would need (CPU): the step's GEMM FLOPs and bytes, counted by the
 //       profiler, over this machine's rates for one large sgemm and one large copy, next to the
-//       step's time.
+//       step's time; with --profile-rows, the profiler's table of those steps (R rows).
 //
 // Both commands seed Philox the same way, so `time` runs on the weights `export` wrote.
 #include <CLI/CLI.hpp>
@@ -162,7 +162,7 @@ template <class F> std::vector<double> times_ms(int reps, const F& f) {
 // v) and the clip's read of g: 8 floats a parameter. A lean step moves at least those bytes at the
 // copy rate and does those FLOPs at the rate of a large sgemm; small GEMMs cannot reach that rate,
 // so this is a lower bound, not a target.
-void run_floor(const std::string& work_name, int steps, int warmup) {
+void run_floor(const std::string& work_name, int steps, int warmup, int profile_rows) {
   Setup s = setup(work_name, "cpu");
   nn::Adam adam(s.model->parameters(), nn::AdamOptions{1e-3});
   for (int i = 0; i < warmup; ++i) train_step(*s.model, adam, s.batch);
@@ -207,6 +207,7 @@ void run_floor(const std::string& work_name, int steps, int warmup) {
       "(median of %d), %.1fx that\n",
       work_name.c_str(), flops / 1e6, bytes / 1e6, allocated / 1e6, params, gemm_rate / 1e9,
       static_cast<long long>(n), copy_rate / 1e9, lean_ms, step_ms, steps, step_ms / lean_ms);
+  if (profile_rows > 0) profiler::report(std::cout, static_cast<size_t>(profile_rows));
 }
 
 }  // namespace
@@ -215,7 +216,7 @@ int main(int argc, char** argv) {
   CLI::App app{"kiln's half of the Seq2Seq side-by-side benchmark (bench/side_by_side.py)"};
   app.require_subcommand(1);
   std::string work, device = "cpu", out, task = "step", precision = "f32";
-  int steps = 5, warmup = 1;
+  int steps = 5, warmup = 1, profile_rows = 0;
   std::vector<std::string> names = workload_names();
 
   CLI::App* exp =
@@ -238,12 +239,15 @@ int main(int argc, char** argv) {
   flo->add_option("--work", work, "workload")->required()->check(CLI::IsMember(names));
   flo->add_option("--steps", steps, "profiled and timed steps")->check(CLI::PositiveNumber);
   flo->add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
+  flo->add_option("--profile-rows", profile_rows,
+                  "then the profiler's table of the profiled steps, this many rows")
+      ->check(CLI::NonNegativeNumber);
 
   CLI11_PARSE(app, argc, argv);
   try {
     if (*exp) run_export(work, device, out);
     if (*tim) run_time(work, device, task, steps, warmup, precision);
-    if (*flo) run_floor(work, steps, warmup);
+    if (*flo) run_floor(work, steps, warmup, profile_rows);
   } catch (const std::exception& e) {
     std::cerr << "seq2seq_side: " << e.what() << "\n";
     return 1;

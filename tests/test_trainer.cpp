@@ -578,6 +578,17 @@ TEST(Trainer, ATrainingStepReadsNothingBackFromTheDevice) {
                   "embedding: the host copy of the index must be an integer tensor on the cpu");
 }
 
+// A diverged run's losses print as "nan", never "-nan" (printf shows a NaN's sign bit).
+TEST(Trainer, EpochLineShowsANegativeNanAsNan) {
+  seq2seq::EpochMetrics m;
+  m.epoch = 3;
+  m.train_loss = -std::nan("");
+  m.valid_loss = -std::nan("");
+  ASSERT_TRUE(std::signbit(m.valid_loss));
+  EXPECT_CONTAINS(seq2seq::epoch_line(m, true), "epoch 3: train loss nan, valid loss nan,");
+  EXPECT_CONTAINS(seq2seq::epoch_line(m, false), "epoch 3: train loss nan, no validation split");
+}
+
 TEST(Trainer, OldConfigAndStateFilesKeepTheirMeaning) {
   // A config.json and a state.json from before steps: the new fields take their defaults.
   seq2seq::TrainOptions o = seq2seq::TrainOptions::from_json(R"({"task": "reverse"})", "old");

@@ -146,17 +146,19 @@ void ProgressLine::clear() const {
 }
 
 std::string epoch_line(const EpochMetrics& m, bool has_validation) {
+  // A diverged run's NaN prints as "nan": printf shows the sign bit of a negative one as "-nan".
+  auto loss = [](double x) { return std::isnan(x) ? std::fabs(x) : x; };
   char line[256];
   if (!has_validation) {
     std::snprintf(line, sizeof line,
                   "epoch %ld: train loss %.4f, no validation split, %.0f tok/s, %.1f s",
-                  static_cast<long>(m.epoch), m.train_loss, m.tokens_per_second, m.seconds);
+                  static_cast<long>(m.epoch), loss(m.train_loss), m.tokens_per_second, m.seconds);
   } else {
     std::snprintf(
         line, sizeof line,
         "epoch %ld: train loss %.4f, valid loss %.4f, valid BLEU %.2f, exact %.1f%%, %.1f s",
-        static_cast<long>(m.epoch), m.train_loss, m.valid_loss, m.valid_bleu, 100 * m.valid_exact,
-        m.seconds);
+        static_cast<long>(m.epoch), loss(m.train_loss), loss(m.valid_loss), m.valid_bleu,
+        100 * m.valid_exact, m.seconds);
   }
   return line;
 }
