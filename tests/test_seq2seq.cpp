@@ -260,6 +260,17 @@ TEST(Seq2Seq, CudaMatchesCpu) {
     auto [gpu_logits, gpu_loss] = run(gpu_model, Device::cuda());
     EXPECT_TRUE(testing::all_close(gpu_logits, cpu_logits, 1e-5, 1e-4));
     EXPECT_NEAR(gpu_loss.item(), cpu_loss.item(), 1e-5);
+    // The training loss on the real tokens alone (a gather on the device, from host copies).
+    const seq2seq::HostCopies host{source, lengths, target_in, target_out, mask};
+    auto real_loss = [&](seq2seq::Seq2Seq& model, Device d) {
+      NoGradGuard no_grad;
+      return model
+          .teacher_forced_loss(model.encode(to(source, d), to(lengths, d), host), to(target_in, d),
+                               to(target_out, d), to(mask, d), 1.0, 0.0, host)
+          .item();
+    };
+    EXPECT_NEAR(real_loss(gpu_model, Device::cuda()), real_loss(cpu_model, Device::cpu()), 1e-5);
+    EXPECT_NEAR(real_loss(cpu_model, Device::cpu()), cpu_loss.item(), 1e-6);
     // Search with the model on the GPU (token ids come from the host) picks the CPU's tokens.
     cpu_model.eval();
     gpu_model.eval();

@@ -304,6 +304,10 @@ TEST(Trainer, NonFiniteStepsAreDroppedOnTheDeviceAndReported) {
 // its 12 epochs to keep the suite short: held-out exact match of at least 95%, what f32 gets.
 // (The full demo, README "Mixed precision": 99.28% in bf16, 99.16% in f32.)
 TEST(Trainer, DemoInBf16ReachesTheExactMatchOfF32) {
+#if defined(__SANITIZE_ADDRESS__)
+  // 90 s under the sanitizers for an accuracy check; bf16's code runs there in MixedPrecision.*.
+  GTEST_SKIP() << "a five-epoch accuracy run: the release suite runs it";
+#endif
   fs::path dir = temp_dir("trainer_bf16_demo"), log = dir / "log.txt";
   // One thread: beside the other tests (ctest -j2) two OpenMP threads fought for the cores and the
   // run took 135 s instead of 10.
