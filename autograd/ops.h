@@ -121,6 +121,12 @@ namespace kiln {
 // layout and gate order (LSTM i, f, g, o; GRU r, z, n): w_ih [G*H, I], w_hh [G*H, H], b_* [G*H].
 struct RnnWeights {
   Tensor w_ih, w_hh, b_ih, b_hh;
+  // Optional, for many one-step calls on fixed weights (inference: Seq2Seq::prepare_decoding):
+  // W_ih^T [I, G*H] and W_hh^T [H, G*H], contiguous copies made once by the caller, which the
+  // products then read untransposed (oneDNN runs those about twice as fast on few rows,
+  // kernels/rnn_steps.h). They must hold the transposes of w_ih and w_hh, which still take the
+  // gradients.
+  Tensor w_ih_t = {}, w_hh_t = {};
 };
 struct RnnDims {
   int64_t steps, batch, input, hidden;

@@ -8,8 +8,9 @@
 //       d2l-style peer), and the greedy and beam-5 outputs of the initial weights, so the peers can
 //       check that they compute the same thing before anything is timed.
 //   seq2seq_side time --work large-gru --task step|greedy|beam5 --steps N [--warmup W] [--device]
-//                     [--precision f32|bf16]
-//       prints one JSON line: each timed repetition's milliseconds and the allocator's peak bytes.
+//                     [--precision f32|bf16] [--profile-rows R]
+//       prints one JSON line: each timed repetition's milliseconds and the allocator's peak bytes;
+//       with --profile-rows, then the profiler's table of N more repetitions on stderr (R rows).
 //   seq2seq_side floor --work small-gru [--steps N] [--warmup W] [--profile-rows R]
 //       what a lean step would need (CPU): the step's GEMM FLOPs and bytes, counted by the
 //       profiler, over this machine's rates for one large sgemm and one large copy, next to the
@@ -104,7 +105,7 @@ void run_export(const std::string& work_name, const std::string& device_name,
 }
 
 void run_time(const std::string& work_name, const std::string& device_name, const std::string& task,
-              int steps, int warmup, const std::string& precision) {
+              int steps, int warmup, const std::string& precision, int profile_rows) {
   Setup s = setup(work_name, device_name);
   // --precision bf16: every product of the step (or the decoding) takes bf16 inputs.
   AutocastScope autocast(precision == "bf16" ? DType::bf16 : DType::f32);
@@ -137,6 +138,14 @@ void run_time(const std::string& work_name, const std::string& device_name, cons
   out["tokens"] = s.batch.tokens;
   out["sentences"] = s.work.batch;
   std::cout << out.dump() << "\n";
+  // --profile-rows: the same repetitions again under the profiler (so its cost is not in the
+  // times above), its table on stderr (stdout is the JSON line side_by_side.py reads).
+  if (profile_rows > 0) {
+    profiler::start();
+    for (int i = 0; i < steps; ++i) once();
+    profiler::stop();
+    profiler::report(std::cerr, static_cast<size_t>(profile_rows));
+  }
 }
 
 double median(std::vector<double> v) {
@@ -234,6 +243,9 @@ int main(int argc, char** argv) {
   tim->add_option("--warmup", warmup, "untimed repetitions first")->check(CLI::NonNegativeNumber);
   tim->add_option("--precision", precision, "f32, or bf16 (mixed precision: core/autocast.h)")
       ->check(CLI::IsMember({"f32", "bf16"}));
+  tim->add_option("--profile-rows", profile_rows,
+                  "then the same repetitions under the profiler: its table on stderr, this many rows")
+      ->check(CLI::NonNegativeNumber);
 
   CLI::App* flo = app.add_subcommand("floor", "FLOPs, bytes and the lean time of a CPU step");
   flo->add_option("--work", work, "workload")->required()->check(CLI::IsMember(names));
@@ -246,7 +258,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (*exp) run_export(work, device, out);
-    if (*tim) run_time(work, device, task, steps, warmup, precision);
+    if (*tim) run_time(work, device, task, steps, warmup, precision, profile_rows);
     if (*flo) run_floor(work, steps, warmup, profile_rows);
   } catch (const std::exception& e) {
     std::cerr << "seq2seq_side: " << e.what() << "\n";

@@ -24,6 +24,17 @@ void gemm_cpu_bf16_inputs(const GemmShape& s, double alpha, const float* a, cons
   gemm_cpu(DType::f32, s, alpha, rounded_a.data(), rounded_b.data(), beta, c);
 }
 
+// The profiler's name for a CPU product: the library it goes to (a small product libxsmm's JIT
+// declines still says libxsmm; OpenBLAS runs it).
+const char* cpu_gemm_span_name(DType dtype, const GemmShape& shape) {
+  switch (cpu_gemm_library(dtype, shape)) {
+    case CpuGemmLibrary::libxsmm: return "gemm (libxsmm)";
+    case CpuGemmLibrary::onednn: return "gemm (oneDNN)";
+    case CpuGemmLibrary::openblas: break;
+  }
+  return "gemm (OpenBLAS)";
+}
+
 }  // namespace
 
 void gemm(Device device, DType dtype, const GemmShape& shape, double alpha, const void* a,
@@ -33,7 +44,7 @@ void gemm(Device device, DType dtype, const GemmShape& shape, double alpha, cons
   if (shape.m == 0 || shape.n == 0 || shape.batch == 0) return;
   const bool bf16_inputs = dtype == DType::f32 && Autocast::gemm_inputs() == DType::bf16;
   if (bf16_inputs) {
-    profiler::ProfileScope scope(device.is_cpu() ? "gemm bf16 inputs (OpenBLAS, rounded copies)"
+    profiler::ProfileScope scope(device.is_cpu() ? "gemm bf16 inputs (CPU, rounded copies)"
                                                  : "gemm bf16 inputs launch (cuBLAS)",
                                  profiler::Category::gemm);
     scope.add_flops(2.0 * shape.batch * shape.m * shape.n * shape.k);
@@ -46,7 +57,8 @@ void gemm(Device device, DType dtype, const GemmShape& shape, double alpha, cons
     }
     return;
   }
-  profiler::ProfileScope scope(device.is_cpu() ? "gemm (OpenBLAS)" : "gemm launch (cuBLAS)",
+  profiler::ProfileScope scope(device.is_cpu() ? cpu_gemm_span_name(dtype, shape)
+                                               : "gemm launch (cuBLAS)",
                                profiler::Category::gemm);
   scope.add_flops(2.0 * shape.batch * shape.m * shape.n * shape.k);
   if (device.is_cpu()) {

@@ -1,5 +1,5 @@
-// Matrix products through the vendor BLAS: OpenBLAS on the CPU, cuBLAS on CUDA (fp32/fp64, no
-// TF32). Inside an AutocastScope(DType::bf16) (core/autocast.h) an f32 product takes its inputs
+// Matrix products through the vendor libraries: OpenBLAS, oneDNN and libxsmm on the CPU (by size,
+// below), cuBLAS on CUDA (fp32/fp64, no TF32). Inside an AutocastScope(DType::bf16) (core/autocast.h) an f32 product takes its inputs
 // rounded to bf16 and accumulates in f32: on CUDA, cuBLAS's bf16 GEMM with f32 compute on bf16
 // copies of A and B; on the CPU (Debian's OpenBLAS is built without sbgemm) the f32 GEMM of
 // bf16-rounded copies, the same numbers up to summation order, since the product of two bf16
@@ -34,10 +34,30 @@ void gemm(Device device, DType dtype, const GemmShape& shape, double alpha, cons
           const void* b, double beta, void* c);
 void gemm_cpu(DType dtype, const GemmShape& shape, double alpha, const void* a, const void* b,
               double beta, void* c);
-// CPU f32 products of at most this many multiply-adds (M * N * K), without a transposed B, go to
-// libxsmm's JIT kernels when kiln is built with it (kernels/cpu/gemm.cpp); the rest to OpenBLAS,
-// which also runs these on one thread.
+// Which library a CPU product goes to, by its multiply-adds (M * N * K), each library only when
+// kiln is built with it (kernels/cpu/gemm.cpp):
+//   f32, at most kSmallGemmVolume and no transposed B   libxsmm's JIT kernels (one thread)
+//   f32, at least kLargeGemmVolume                      oneDNN's JIT sgemm (kiln's threads)
+//   the rest, and every f64 product                     OpenBLAS (kiln's threads)
+// Measured here (bench/RESULTS.md, "Large GEMMs through oneDNN"): oneDNN's sgemm pays a fixed
+// cost of tens of microseconds a call, so OpenBLAS wins below about 4-8M multiply-adds, on one
+// thread or two; above, oneDNN ran 1.6-2x OpenBLAS on an AVX-512 host.
 constexpr int64_t kSmallGemmVolume = 64 * 64 * 64;
+constexpr int64_t kLargeGemmVolume = int64_t{1} << 23;
+enum class CpuGemmLibrary { libxsmm, openblas, onednn };
+// Products may use every library built in (automatic), or OpenBLAS only: the A/B of the others,
+// and a way out on a host where they lose. Default: KILN_CPU_GEMM=auto|openblas, else automatic;
+// a bad value is a kiln::Error naming the variable, at the first product.
+enum class CpuGemmPolicy { automatic, openblas_only };
+void set_cpu_gemm_policy(CpuGemmPolicy policy);
+CpuGemmPolicy cpu_gemm_policy();
+// KILN_CPU_GEMM's text: "auto" or "" (automatic), "openblas"; else a kiln::Error naming it.
+CpuGemmPolicy parse_cpu_gemm_policy(const std::string& text);
+// The library gemm_cpu picks for this product under the current policy.
+CpuGemmLibrary cpu_gemm_library(DType dtype, const GemmShape& shape);
+const char* cpu_gemm_library_name(CpuGemmLibrary library);  // "libxsmm", "OpenBLAS", "oneDNN"
+bool built_with_onednn();
+bool built_with_libxsmm();
 void gemm_cuda(int device, DType dtype, const GemmShape& shape, double alpha, const void* a,
                const void* b, double beta, void* c);
 // cuBLAS is opened at the first product on a GPU (kernels/cuda/gemm.cu); this opens it and

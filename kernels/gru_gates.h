@@ -87,6 +87,7 @@ struct GruLayerForward {
   bool reverse = false;
   Tensor gates, h_in;  // [T, B, 4H], [T, B, H] (h_in holds h0 at the first step)
   Tensor y, h_n;       // [T, B, H], [B, H]
+  Tensor w_hh_t = {};  // optional W_hh^T [H, 3H] (RnnWeights::w_hh_t, kernels/rnn_steps.h)
 };
 void gru_forward_steps(const GruLayerForward& layer);
 

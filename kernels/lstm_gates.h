@@ -98,6 +98,7 @@ struct LstmLayerForward {
   bool reverse = false;
   Tensor gates, h_in, c_in;  // [T, B, 4H], [T, B, H] x 2: h_in/c_in hold h0/c0 at the first step
   Tensor y, h_n, c_n;        // [T, B, H], [B, H], [B, H]
+  Tensor w_hh_t = {};        // optional W_hh^T [H, 4H] (RnnWeights::w_hh_t, kernels/rnn_steps.h)
 };
 void lstm_forward_steps(const LstmLayerForward& layer);
 

@@ -17,7 +17,7 @@ template <class T> void lstm_forward_typed(const LstmLayerForward& a) {
   const StepOrder order{steps, a.reverse};
   GemmShape gemm_shape = recurrent_gemm(B, G, H, true);
   Tensor hg = empty({B, G}, a.xg.options()), packed;
-  const T* w_hh_step = recurrent_weights<T>(a.w_hh, packed, gemm_shape);
+  const T* w_hh_step = recurrent_weights<T>(a.w_hh, a.w_hh_t, packed, gemm_shape, steps);
   const T *xg = a.xg.data<T>(), *mask = a.mask.data<T>();
   T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *c_in = a.c_in.data<T>(),
     *y = a.y.data<T>();

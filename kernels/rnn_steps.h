@@ -33,15 +33,28 @@ inline GemmShape recurrent_gemm(int64_t batch, int64_t gates_width, int64_t hidd
   return g;
 }
 
-// The forward GEMM's weight operand: for a small product on the CPU, W_hh^T [H, G*H], transposed
-// once per layer call into `packed`, so each step is a plain (untransposed) product that libxsmm's
-// JIT kernels take (kSmallGemmVolume, kernels/gemm.h); otherwise W_hh itself, which OpenBLAS and
-// cuBLAS read transposed as fast. Sets `shape` to match.
+// The forward GEMM's weight operand: on the CPU, W_hh^T [H, G*H] transposed once per layer call
+// into `packed`, so each step is a plain (untransposed) product, when
+//  - the product is small: libxsmm's JIT kernels take no transposed B (kSmallGemmVolume), or
+//  - it goes to oneDNN and the call runs several steps: oneDNN's sgemm re-packs a transposed B at
+//    every call, which halves its rate on these few-row products (64 x 1536 x 512: 150-165
+//    GFLOP/s against 305-340 untransposed, bench/RESULTS.md), and the one transpose is repaid by
+//    the second step.
+// Otherwise W_hh itself, which OpenBLAS and cuBLAS read transposed as fast. A caller's own W_hh^T
+// (`w_hh_t`, RnnWeights::w_hh_t) is used as it is. Sets `shape` to match.
 template <class T>
-const T* recurrent_weights(const Tensor& w_hh, Tensor& packed, GemmShape& shape) {
-  if (w_hh.device().is_cuda() || shape.m * shape.n * shape.k > kSmallGemmVolume) {
-    return w_hh.data<T>();
+const T* recurrent_weights(const Tensor& w_hh, const Tensor& w_hh_t, Tensor& packed,
+                           GemmShape& shape, int64_t steps) {
+  if (w_hh_t.defined()) {
+    shape.trans_b = false;
+    return w_hh_t.data<T>();
   }
+  GemmShape untransposed = shape;
+  untransposed.trans_b = false;
+  const bool small = shape.m * shape.n * shape.k <= kSmallGemmVolume;
+  const bool to_onednn =
+      steps > 1 && cpu_gemm_library(w_hh.dtype(), untransposed) == CpuGemmLibrary::onednn;
+  if (w_hh.device().is_cuda() || !(small || to_onednn)) return w_hh.data<T>();
   packed = empty({w_hh.size(1), w_hh.size(0)}, w_hh.options());
   permute(w_hh, {1, 0}, packed);
   shape.trans_b = false;

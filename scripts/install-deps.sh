@@ -3,12 +3,12 @@
 # (non-interactive); otherwise it lists what is missing and fails.
 set -euo pipefail
 
-packages=(cmake g++ make pkg-config libopenblas-dev libopenblas-openmp-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libsentencepiece-dev libcpp-httplib-dev libopenmpi-dev openmpi-bin libxsmm-dev)
+packages=(cmake g++ make pkg-config libopenblas-dev libopenblas-openmp-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libsentencepiece-dev libcpp-httplib-dev libopenmpi-dev openmpi-bin libxsmm-dev libdnnl-dev)
+# (libdnnl-dev: oneDNN, the large CPU GEMMs' library and bench_layers' CPU RNN baseline.)
 # --bench: also the PyTorch peer of `make bench`, on OpenBLAS (python3-torch alone pulls the
-# reference BLAS, ~20x slower, which would make the comparison meaningless), and oneDNN, the CPU RNN
-# baseline of bench_layers.
+# reference BLAS, ~20x slower, which would make the comparison meaningless).
 if [ "${1:-}" = "--bench" ]; then
-  packages+=(python3-torch libopenblas0-pthread libdnnl-dev)
+  packages+=(python3-torch libopenblas0-pthread)
 fi
 # --fuzz: clang with libFuzzer and the sanitizer runtimes, and clang's OpenMP (make fuzz).
 if [ "${1:-}" = "--fuzz" ]; then

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/gemm.h"
 #include "models/seq2seq/search.h"
 #include "test_util.h"
 
@@ -151,6 +152,61 @@ TEST(DecodeFast, BatchedPreparedSearchMatchesThePlainPathSentenceBySentence) {
       // The comparison means something only if the model decodes real sentences of several
       // lengths: most are reversed correctly.
       EXPECT_GE(reversed, B / 2) << name;
+    }
+  }
+}
+
+// Prepared decoding on the CPU transposes the decoder's weights once when each step's products go
+// to oneDNN (64 rows x 768 x 256 here; kernels/gemm.h), and not for one row; the steps then read
+// the transposes (RnnWeights::w_ih_t, w_hh_t; OutputRows::weight_t). Their log-probabilities are
+// the plain path's, up to the products' summation order.
+TEST(DecodeFast, TransposedWeightsGiveThePlainPathsLogProbabilities) {
+  for (Attention attention : {Attention::none, Attention::bahdanau}) {
+    for (nn::CellType cell : {nn::CellType::gru, nn::CellType::lstm}) {
+      const std::string name = std::string(seq2seq::attention_name(attention)) +
+                               (cell == nn::CellType::gru ? " gru" : " lstm");
+      manual_seed(8);
+      seq2seq::ModelConfig c;
+      c.source_vocab = c.target_vocab = 600;
+      c.embed_size = 32;
+      c.hidden_size = 256;
+      c.num_layers = 2;
+      c.cell = cell;
+      c.attention = attention;
+      Seq2Seq model(c);
+      model.eval();
+      NoGradGuard no_grad;
+      const int64_t B = 64, S = 6;
+      std::vector<double> u = uniform({S * B}, 0, 1, DType::f64).to_vector<double>();
+      std::vector<int64_t> src(S * B), len(B);
+      for (int64_t i = 0; i < S * B; ++i) src[i] = 4 + static_cast<int64_t>(u[i] * 590);
+      for (int64_t b = 0; b < B; ++b) len[b] = 2 + b % (S - 1);
+      const Tensor source = from_vector(src, {S, B}), lengths = from_vector(len, {B});
+
+      seq2seq::EncoderOutput prepared = model.encode(source, lengths);
+      model.prepare_decoding(prepared, B);
+      const bool transposed = kernels::built_with_onednn();
+      ASSERT_EQ(prepared.decoder_weights.size(), 2u) << name;
+      for (const RnnWeights& w : prepared.decoder_weights) {
+        EXPECT_EQ(w.w_ih_t.defined(), transposed) << name;
+        EXPECT_EQ(w.w_hh_t.defined(), transposed) << name;
+      }
+      EXPECT_EQ(model.output_rows(Tensor(), B).weight_t.defined(), transposed) << name;
+      seq2seq::EncoderOutput one_row = model.encode(source, lengths);
+      model.prepare_decoding(one_row, 1);
+      EXPECT_FALSE(one_row.decoder_weights[1].w_hh_t.defined()) << name;
+      EXPECT_FALSE(model.output_rows(Tensor(), 1).weight_t.defined()) << name;
+
+      seq2seq::Seq2SeqStepper stepper(model, source, lengths);
+      seq2seq::EncoderOutput plain = model.encode(source, lengths);
+      seq2seq::DecoderState state = model.initial_state(plain);
+      Tensor tokens = full({B}, 2.0, Options{DType::i64});
+      for (int step = 0; step < 3; ++step) {
+        Tensor expected = log_softmax(model.decode_step(plain, tokens, state));
+        Tensor got = stepper.step(tokens);
+        EXPECT_TRUE(testing::all_close(got, expected, 1e-4, 1e-4)) << name << " step " << step;
+        tokens = argmax(expected, -1);
+      }
     }
   }
 }

@@ -268,6 +268,15 @@ TEST(Recurrent, BadShapesAreNamed) {
     gru.forward(zeros({5, 2, 3}), Tensor(), Tensor(), lengths, ones({4, 2}));
   });
   EXPECT_CONTAINS(error, "GRU: step_mask must be the [5, 2] f32 mask of the lengths on cpu, got");
+  // Transposed weights that are not the transposes' shapes (RnnWeights::w_ih_t, w_hh_t).
+  RnnWeights w = gru.weights(0);
+  w.w_hh_t = w.w_hh;  // [12, 4], not [4, 12]
+  EXPECT_CONTAINS(testing::error_of([&] { gru_layer(zeros({5, 2, 3}), zeros({2, 4}), w); }),
+                  "gru: weight_hh transposed must be [4, 12], got f32[12, 4]");
+  w = gru.weights(0);
+  w.w_ih_t = zeros({4, 12});
+  EXPECT_CONTAINS(testing::error_of([&] { gru_layer(zeros({5, 2, 3}), zeros({2, 4}), w); }),
+                  "gru: weight_ih transposed must be [3, 12], got f32[4, 12]");
 }
 
 TEST(Optim, ClipGradNormScalesToMaxNorm) {

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <fstream>
 #include <functional>
+#include <set>
+#include <sstream>
 
 #include "kernels/gemm.h"
 #include "kernels/math.h"
@@ -231,6 +233,13 @@ std::vector<OpCase> op_table() {
                                           fixed_mask(x[0], 3, 3), false, x[7]);
                  return flat({o.y, o.h_n, o.c_n});
                }});
+  // With the caller's transposed weights (RnnWeights::w_ih_t, w_hh_t, prepared decoding's): the
+  // products read them untransposed; the gradients still go to w_ih and w_hh.
+  t.push_back({"lstm_layer_masked_transposed", lstm_inputs, [](auto& x) {
+                 RnnWeights w{x[3], x[4], x[5], x[6], transpose(x[3], 0, 1), transpose(x[4], 0, 1)};
+                 RnnOutput o = lstm_layer(x[0], x[1], x[2], w, fixed_mask(x[0], 3, 3));
+                 return flat({o.y, o.h_n, o.c_n});
+               }});
   t.push_back(
       {"lstm_cell", {{{3, 2}}, {{3, 2}}, {{3, 2}}, {{8, 2}}, {{8, 2}}, {{8}}, {{8}}}, [](auto& x) {
          RnnOutput o = lstm_cell(x[0], x[1], x[2], {x[3], x[4], x[5], x[6]});
@@ -253,6 +262,11 @@ std::vector<OpCase> op_table() {
   t.push_back({"gru_layer_masked_reverse_x_gates", with_x_gates(gru_inputs, 6), [](auto& x) {
                  RnnOutput o = gru_layer(x[0], x[1], {x[2], x[3], x[4], x[5]},
                                          fixed_mask(x[0], 3, 3), true, x[6]);
+                 return flat({o.y, o.h_n});
+               }});
+  t.push_back({"gru_layer_masked_reverse_transposed", gru_inputs, [](auto& x) {
+                 RnnWeights w{x[2], x[3], x[4], x[5], transpose(x[2], 0, 1), transpose(x[3], 0, 1)};
+                 RnnOutput o = gru_layer(x[0], x[1], w, fixed_mask(x[0], 3, 3), true);
                  return flat({o.y, o.h_n});
                }});
   t.push_back({"gru_cell", {{{3, 2}}, {{3, 2}}, {{6, 2}}, {{6, 2}}, {{6}}, {{6}}}, [](auto& x) {
@@ -358,30 +372,81 @@ TEST(Gemm, CublasIsOpenedOnFirstUseNotAtStart) {
 #endif
 }
 
-// f32 products on the CPU, small ones through libxsmm's JIT kernels when kiln has it
-// (kernels/cpu/gemm.cpp) and larger or B-transposed ones through OpenBLAS, against the same
-// product in f64: every transpose flag, a batch with strides, and beta = 1 accumulation.
+// f32 products on the CPU through each library kiln has (kernels/cpu/gemm.cpp: small ones to
+// libxsmm, large ones to oneDNN, the rest to OpenBLAS), and through OpenBLAS alone, against the
+// same product in f64: every transpose flag, a batch with strides, a batch that reuses one B
+// (stride 0), and beta = 1 accumulation.
 TEST(Gemm, F32ProductsMatchF64WhateverTheBackend) {
-  const std::vector<std::array<int64_t, 3>> shapes = {{3, 5, 4},    {64, 96, 32}, {64, 128, 32},
-                                                      {64, 32, 96}, {96, 32, 64}, {100, 300, 70}};
-  for (const auto& [m, n, k] : shapes) {
-    for (int flags = 0; flags < 4; ++flags) {
-      kernels::GemmShape s;
-      s.trans_a = flags & 1;
-      s.trans_b = flags & 2;
-      s.batch = 2;
-      s.m = m, s.n = n, s.k = k;
-      s.stride_a = m * k, s.stride_b = k * n, s.stride_c = m * n;
-      Tensor a = normal({2, m * k}, 0, 1), b = normal({2, k * n}, 0, 1),
-             c = normal({2, m * n}, 0, 1);
-      Tensor a64 = to(a, DType::f64), b64 = to(b, DType::f64), c64 = to(c, DType::f64);
-      const double alpha = flags == 2 ? 0.5 : 1.0;  // libxsmm's JIT takes alpha = 1 only
-      kernels::gemm(s, alpha, a, b, 1.0, c);
-      kernels::gemm(s, alpha, a64, b64, 1.0, c64);
-      EXPECT_TRUE(testing::all_close(to(c, DType::f64), c64, 1e-4, 1e-4))
-          << "M=" << m << " N=" << n << " K=" << k << " trans_a " << s.trans_a << " trans_b "
-          << s.trans_b;
+  const std::vector<std::array<int64_t, 3>> shapes = {
+      {3, 5, 4},    {64, 96, 32},  {64, 128, 32},  {64, 32, 96},
+      {96, 32, 64}, {100, 300, 70}, {256, 300, 120}, {64, 1536, 96}};
+  std::set<std::string> libraries;
+  for (kernels::CpuGemmPolicy policy :
+       {kernels::CpuGemmPolicy::automatic, kernels::CpuGemmPolicy::openblas_only}) {
+    kernels::set_cpu_gemm_policy(policy);
+    for (const auto& [m, n, k] : shapes) {
+      for (int flags = 0; flags < 8; ++flags) {
+        kernels::GemmShape s;
+        s.trans_a = flags & 1;
+        s.trans_b = flags & 2;
+        const bool shared_b = flags & 4;
+        s.batch = 2;
+        s.m = m, s.n = n, s.k = k;
+        s.stride_a = m * k, s.stride_b = shared_b ? 0 : k * n, s.stride_c = m * n;
+        Tensor a = normal({2, m * k}, 0, 1), b = normal({shared_b ? 1 : 2, k * n}, 0, 1),
+               c = normal({2, m * n}, 0, 1);
+        Tensor a64 = to(a, DType::f64), b64 = to(b, DType::f64), c64 = to(c, DType::f64);
+        const double alpha = flags == 2 ? 0.5 : 1.0;  // libxsmm's JIT takes alpha = 1 only
+        kernels::gemm(s, alpha, a, b, 1.0, c);
+        kernels::gemm(s, alpha, a64, b64, 1.0, c64);
+        const char* library =
+            kernels::cpu_gemm_library_name(kernels::cpu_gemm_library(DType::f32, s));
+        libraries.insert(library);
+        EXPECT_TRUE(testing::all_close(to(c, DType::f64), c64, 1e-4, 1e-4))
+            << library << ": M=" << m << " N=" << n << " K=" << k << " trans_a " << s.trans_a
+            << " trans_b " << s.trans_b << " shared B " << shared_b;
+      }
     }
+  }
+  kernels::set_cpu_gemm_policy(kernels::CpuGemmPolicy::automatic);
+  EXPECT_TRUE(libraries.count("OpenBLAS"));
+  EXPECT_EQ(libraries.count("libxsmm"), kernels::built_with_libxsmm() ? 1u : 0u);
+  EXPECT_EQ(libraries.count("oneDNN"), kernels::built_with_onednn() ? 1u : 0u);
+}
+
+// Which library takes a CPU product (kernels/gemm.h): by size and transposes, f64 always to
+// OpenBLAS, everything to OpenBLAS under openblas_only; and KILN_CPU_GEMM's values.
+TEST(Gemm, CpuProductsGoToTheLibraryTheSizeRuleNames) {
+  using kernels::CpuGemmLibrary;
+  auto library = [](DType dtype, int64_t m, int64_t n, int64_t k, bool trans_b) {
+    kernels::GemmShape s;
+    s.m = m, s.n = n, s.k = k, s.trans_b = trans_b;
+    return kernels::cpu_gemm_library(dtype, s);
+  };
+  const CpuGemmLibrary small = kernels::built_with_libxsmm() ? CpuGemmLibrary::libxsmm
+                                                             : CpuGemmLibrary::openblas;
+  const CpuGemmLibrary large = kernels::built_with_onednn() ? CpuGemmLibrary::onednn
+                                                            : CpuGemmLibrary::openblas;
+  kernels::set_cpu_gemm_policy(kernels::CpuGemmPolicy::automatic);
+  EXPECT_EQ(library(DType::f32, 64, 64, 64, false), small);
+  EXPECT_EQ(library(DType::f32, 64, 64, 64, true), CpuGemmLibrary::openblas);
+  EXPECT_EQ(library(DType::f32, 64, 65, 64, false), CpuGemmLibrary::openblas);
+  EXPECT_EQ(library(DType::f32, 64, 512, 255, false), CpuGemmLibrary::openblas);
+  EXPECT_EQ(library(DType::f32, 64, 512, 256, false), large);  // exactly kLargeGemmVolume
+  EXPECT_EQ(library(DType::f32, 64, 8000, 512, true), large);
+  EXPECT_EQ(library(DType::f64, 64, 8000, 512, false), CpuGemmLibrary::openblas);
+  EXPECT_EQ(library(DType::f64, 4, 4, 4, false), CpuGemmLibrary::openblas);
+  kernels::set_cpu_gemm_policy(kernels::CpuGemmPolicy::openblas_only);
+  EXPECT_EQ(library(DType::f32, 64, 64, 64, false), CpuGemmLibrary::openblas);
+  EXPECT_EQ(library(DType::f32, 64, 8000, 512, true), CpuGemmLibrary::openblas);
+  kernels::set_cpu_gemm_policy(kernels::CpuGemmPolicy::automatic);
+
+  EXPECT_EQ(kernels::parse_cpu_gemm_policy(""), kernels::CpuGemmPolicy::automatic);
+  EXPECT_EQ(kernels::parse_cpu_gemm_policy("auto"), kernels::CpuGemmPolicy::automatic);
+  EXPECT_EQ(kernels::parse_cpu_gemm_policy("openblas"), kernels::CpuGemmPolicy::openblas_only);
+  for (const char* bad : {"OpenBLAS", "onednn", " auto", "1"}) {
+    EXPECT_CONTAINS(testing::error_of([&] { kernels::parse_cpu_gemm_policy(bad); }),
+                    std::string("KILN_CPU_GEMM='") + bad + "': expected auto");
   }
 }
 

@@ -25,11 +25,12 @@ RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, cons
   // loops scalar): ones when nothing is padded.
   Tensor step_mask = mask.defined() ? mask : full({T, B}, 1.0, opt);
 
-  Tensor xg = rnn_detail::input_gates("gru", x, w.w_ih, x_gates, d);
+  Tensor xg = rnn_detail::input_gates("gru", x, w, x_gates, d);
   Tensor gates = empty({T, B, 4 * H}, opt), h_in = empty({T, B, H}, opt);
   Tensor y = empty({T, B, H}, opt), h_n = empty({B, H}, opt);
   copy_(step(h_in, reverse ? T - 1 : 0), h0);
-  kernels::gru_forward_steps({xg, w.w_hh, w.b_ih, w.b_hh, step_mask, reverse, gates, h_in, y, h_n});
+  kernels::gru_forward_steps(
+      {xg, w.w_hh, w.b_ih, w.b_hh, step_mask, reverse, gates, h_in, y, h_n, w.w_hh_t});
 
   TensorList inputs{x, h0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, x_gates};
   if (autograd::needs_grad(inputs)) {

@@ -28,7 +28,7 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
   // loops scalar): ones when nothing is padded.
   Tensor step_mask = mask.defined() ? mask : full({T, B}, 1.0, opt);
 
-  Tensor xg = rnn_detail::input_gates("lstm", x, w.w_ih, x_gates, d);
+  Tensor xg = rnn_detail::input_gates("lstm", x, w, x_gates, d);
   Tensor gates = empty({T, B, 4 * H}, opt), h_in = empty({T, B, H}, opt),
          c_in = empty({T, B, H}, opt);
   Tensor y = empty({T, B, H}, opt), h_n = empty({B, H}, opt), c_n = empty({B, H}, opt);
@@ -36,7 +36,7 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
   copy_(step(h_in, first), h0);
   copy_(step(c_in, first), c0);
   kernels::lstm_forward_steps(
-      {xg, w.w_hh, w.b_ih, w.b_hh, step_mask, reverse, gates, h_in, c_in, y, h_n, c_n});
+      {xg, w.w_hh, w.b_ih, w.b_hh, step_mask, reverse, gates, h_in, c_in, y, h_n, c_n, w.w_hh_t});
 
   TensorList inputs{x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, x_gates};
   if (autograd::needs_grad(inputs)) {

@@ -42,6 +42,16 @@ inline RnnDims check_rnn_args(const char* op, int64_t gates, const Tensor& x, co
              "], got ", w.w_hh.describe());
   KILN_CHECK(w.b_ih.shape() == Shape{G} && w.b_hh.shape() == Shape{G}, op, ": biases must be [", G,
              "], got ", w.b_ih.describe(), " and ", w.b_hh.describe());
+  if (w.w_ih_t.defined()) {
+    ops_detail::check_compatible(op, x, w.w_ih_t);
+    KILN_CHECK(w.w_ih_t.shape() == (Shape{d.input, G}), op, ": weight_ih transposed must be [",
+               d.input, ", ", G, "], got ", w.w_ih_t.describe());
+  }
+  if (w.w_hh_t.defined()) {
+    ops_detail::check_compatible(op, x, w.w_hh_t);
+    KILN_CHECK(w.w_hh_t.shape() == (Shape{d.hidden, G}), op, ": weight_hh transposed must be [",
+               d.hidden, ", ", G, "], got ", w.w_hh_t.describe());
+  }
   check_state(op, "h0", h0, x, d);
   if (mask.defined()) {
     ops_detail::check_compatible(op, x, mask);
@@ -51,11 +61,12 @@ inline RnnDims check_rnn_args(const char* op, int64_t gates, const Tensor& x, co
   return d;
 }
 
-// The input gates of every step, [T, B, G]: x W_ih^T, plus x_gates [B, G] (the share of a fixed
-// input part, see lstm_layer) when given. Both layers start from these.
-inline Tensor input_gates(const char* op, const Tensor& x, const Tensor& w_ih,
+// The input gates of every step, [T, B, G]: x W_ih^T (from w.w_ih_t when given), plus x_gates
+// [B, G] (the share of a fixed input part, see lstm_layer) when given. Both layers start from
+// these.
+inline Tensor input_gates(const char* op, const Tensor& x, const RnnWeights& w,
                           const Tensor& x_gates, const RnnDims& d) {
-  const int64_t T = d.steps, B = d.batch, G = w_ih.size(0);
+  const int64_t T = d.steps, B = d.batch, G = w.w_ih.size(0);
   Tensor xg = empty({T, B, G}, x.options());
   if (x_gates.defined()) {
     ops_detail::check_compatible(op, x, x_gates);
@@ -63,8 +74,9 @@ inline Tensor input_gates(const char* op, const Tensor& x, const Tensor& w_ih,
                "], got ", x_gates.describe());
     for (int64_t t = 0; t < T; ++t) copy_(step(xg, t), x_gates);
   }
-  kernels::gemm_2d(view_as_shape(x, {T * B, d.input}), false, w_ih, true,
-                   x_gates.defined() ? 1.0 : 0.0, view_as_shape(xg, {T * B, G}));
+  const bool transposed = w.w_ih_t.defined();
+  kernels::gemm_2d(view_as_shape(x, {T * B, d.input}), false, transposed ? w.w_ih_t : w.w_ih,
+                   !transposed, x_gates.defined() ? 1.0 : 0.0, view_as_shape(xg, {T * B, G}));
   return xg;
 }
 

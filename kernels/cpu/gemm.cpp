@@ -5,6 +5,13 @@
 #ifdef KILN_WITH_LIBXSMM
 #include <libxsmm.h>
 #endif
+#ifdef KILN_WITH_ONEDNN
+#include <oneapi/dnnl/dnnl.h>
+#endif
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
 
 #include "kernels/threads.h"
 
@@ -38,7 +45,6 @@ void use_blas_threads(int threads) {
 
 bool small_gemm_libxsmm(const GemmShape& s, float alpha, const float* a, const float* b, float beta,
                         float* c) {
-  if (s.trans_b || s.m * s.n * s.k > kSmallGemmVolume || s.m * s.n * s.k == 0) return false;
   static const bool initialised = (libxsmm_init(), true);
   (void)initialised;
   const int m = static_cast<int>(s.n), n = static_cast<int>(s.m), k = static_cast<int>(s.k);
@@ -55,7 +61,86 @@ bool small_gemm_libxsmm(const GemmShape& s, float alpha, const float* a, const f
 }
 #endif
 
+#ifdef KILN_WITH_ONEDNN
+// Large f32 products through oneDNN's sgemm (row-major, like cblas with CblasRowMajor). Its OpenMP
+// regions size their teams by omp_get_max_threads(), which use_blas_threads has set.
+void large_gemm_onednn(const GemmShape& s, float alpha, const float* a, const float* b, float beta,
+                       float* c) {
+  const int64_t lda = s.trans_a ? s.m : s.k, ldb = s.trans_b ? s.k : s.n;
+  for (int64_t i = 0; i < s.batch; ++i) {
+    dnnl_status_t status =
+        dnnl_sgemm(s.trans_a ? 'T' : 'N', s.trans_b ? 'T' : 'N', s.m, s.n, s.k, alpha,
+                   a + i * s.stride_a, lda, b + i * s.stride_b, ldb, beta, c + i * s.stride_c, s.n);
+    KILN_CHECK(status == dnnl_success, "matmul: oneDNN's sgemm failed (status ", status, ") on ",
+               s.m, " x ", s.n, " x ", s.k);
+  }
+}
+#endif
+
+// -1 until the policy is set or KILN_CPU_GEMM is read.
+std::atomic<int> g_policy{-1};
+
 }  // namespace
+
+CpuGemmPolicy parse_cpu_gemm_policy(const std::string& text) {
+  if (text.empty() || text == "auto") return CpuGemmPolicy::automatic;
+  if (text == "openblas") return CpuGemmPolicy::openblas_only;
+  KILN_FAIL("KILN_CPU_GEMM='", text, "': expected auto (libxsmm, OpenBLAS and oneDNN by size, ",
+            "each when built in) or openblas (OpenBLAS for every CPU product)");
+}
+
+void set_cpu_gemm_policy(CpuGemmPolicy policy) {
+  g_policy.store(static_cast<int>(policy), std::memory_order_relaxed);
+}
+
+CpuGemmPolicy cpu_gemm_policy() {
+  int policy = g_policy.load(std::memory_order_relaxed);
+  if (policy < 0) {
+    const char* text = std::getenv("KILN_CPU_GEMM");
+    policy = static_cast<int>(parse_cpu_gemm_policy(text ? text : ""));  // may throw: stays unset
+    int unset = -1;  // a policy set meanwhile wins
+    g_policy.compare_exchange_strong(unset, policy, std::memory_order_relaxed);
+    policy = g_policy.load(std::memory_order_relaxed);
+  }
+  return static_cast<CpuGemmPolicy>(policy);
+}
+
+bool built_with_onednn() {
+#ifdef KILN_WITH_ONEDNN
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool built_with_libxsmm() {
+#ifdef KILN_WITH_LIBXSMM
+  return true;
+#else
+  return false;
+#endif
+}
+
+CpuGemmLibrary cpu_gemm_library(DType dtype, const GemmShape& s) {
+  if (dtype != DType::f32 || cpu_gemm_policy() == CpuGemmPolicy::openblas_only) {
+    return CpuGemmLibrary::openblas;
+  }
+  const int64_t volume = s.m * s.n * s.k;
+  if (built_with_libxsmm() && !s.trans_b && volume > 0 && volume <= kSmallGemmVolume) {
+    return CpuGemmLibrary::libxsmm;
+  }
+  if (built_with_onednn() && volume >= kLargeGemmVolume) return CpuGemmLibrary::onednn;
+  return CpuGemmLibrary::openblas;
+}
+
+const char* cpu_gemm_library_name(CpuGemmLibrary library) {
+  switch (library) {
+    case CpuGemmLibrary::libxsmm: return "libxsmm";
+    case CpuGemmLibrary::onednn: return "oneDNN";
+    case CpuGemmLibrary::openblas: break;
+  }
+  return "OpenBLAS";
+}
 
 void gemm_cpu(DType dtype, const GemmShape& s, double alpha, const void* a, const void* b,
               double beta, void* c) {
@@ -63,8 +148,9 @@ void gemm_cpu(DType dtype, const GemmShape& s, double alpha, const void* a, cons
   int lda = s.trans_a ? m : k, ldb = s.trans_b ? k : n;
   CBLAS_TRANSPOSE ta = s.trans_a ? CblasTrans : CblasNoTrans,
                   tb = s.trans_b ? CblasTrans : CblasNoTrans;
+  const CpuGemmLibrary library = cpu_gemm_library(dtype, s);
 #ifdef KILN_WITH_LIBXSMM
-  if (dtype == DType::f32 &&
+  if (library == CpuGemmLibrary::libxsmm &&
       small_gemm_libxsmm(s, static_cast<float>(alpha), static_cast<const float*>(a),
                          static_cast<const float*>(b), static_cast<float>(beta),
                          static_cast<float*>(c))) {
@@ -72,6 +158,14 @@ void gemm_cpu(DType dtype, const GemmShape& s, double alpha, const void* a, cons
   }
 #endif
   use_blas_threads(num_threads());
+#ifdef KILN_WITH_ONEDNN
+  if (library == CpuGemmLibrary::onednn) {
+    large_gemm_onednn(s, static_cast<float>(alpha), static_cast<const float*>(a),
+                      static_cast<const float*>(b), static_cast<float>(beta),
+                      static_cast<float*>(c));
+    return;
+  }
+#endif
   for (int64_t i = 0; i < s.batch; ++i) {
     if (dtype == DType::f32) {
       cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, static_cast<float>(alpha),

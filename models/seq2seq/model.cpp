@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "kernels/gemm.h"
+
 namespace kiln::seq2seq {
 
 namespace {
@@ -118,47 +120,82 @@ Tensor Seq2Seq::embed_step_input(const Tensor& embedded, const Tensor& context) 
   return cat({embedded, context}, -1);
 }
 
-void Seq2Seq::prepare_decoding(EncoderOutput& enc) const {
+namespace {
+// Whether steps of `rows` rows times a fixed weight [N, K] are worth a transposed copy of it made
+// once: on the CPU, when oneDNN takes the product (kernels/gemm.h), which runs it about twice as
+// fast untransposed on few rows (kernels/rnn_steps.h). OpenBLAS and cuBLAS read either as fast.
+bool transposed_copy_pays(const Tensor& weight, int64_t rows) {
+  if (!weight.device().is_cpu()) return false;
+  kernels::GemmShape s;
+  s.m = rows, s.n = weight.size(0), s.k = weight.size(1);
+  return kernels::cpu_gemm_library(weight.dtype(), s) == kernels::CpuGemmLibrary::onednn;
+}
+}  // namespace
+
+void Seq2Seq::prepare_decoding(EncoderOutput& enc, int64_t rows) const {
   // Training-mode decoding (dropout between layers) keeps the plain path.
-  if (decoder_->attention || is_training()) return;
+  if (is_training()) return;
   NoGradGuard no_grad;
-  // weight_ih_l0 is [G, E + H] over [embedding; context]: split its columns.
-  const Tensor w_t = transpose(decoder_->rnn->weights(0).w_ih, 0, 1);  // [E + H, G]
-  const int64_t embed = config_.embed_size;
-  enc.context_gates = matmul(enc.context, narrow(w_t, embed, w_t.size(0) - embed));
-  enc.embed_w_ih = transpose(narrow(w_t, 0, embed), 0, 1);
+  std::vector<RnnWeights> layers;
+  for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
+    layers.push_back(decoder_->rnn->weights(layer));
+  }
+  if (!decoder_->attention) {
+    // weight_ih_l0 is [G, E + H] over [embedding; context]: split its columns.
+    const Tensor w_t = transpose(layers[0].w_ih, 0, 1);  // [E + H, G]
+    const int64_t embed = config_.embed_size;
+    enc.context_gates = matmul(enc.context, narrow(w_t, embed, w_t.size(0) - embed));
+    layers[0].w_ih = transpose(narrow(w_t, 0, embed), 0, 1);
+  }
+  for (RnnWeights& w : layers) {
+    if (!transposed_copy_pays(w.w_hh, rows)) continue;
+    w.w_ih_t = transpose(w.w_ih, 0, 1);
+    w.w_hh_t = transpose(w.w_hh, 0, 1);
+  }
+  enc.decoder_weights = std::move(layers);
 }
 
-OutputRows Seq2Seq::output_rows(const Tensor& ids) const {
+OutputRows Seq2Seq::output_rows(const Tensor& ids, int64_t rows) const {
   NoGradGuard no_grad;
-  return {index_select(decoder_->dense->weight, 0, ids),
-          index_select(decoder_->dense->bias, 0, ids)};
+  OutputRows out{decoder_->dense->weight, decoder_->dense->bias, Tensor()};
+  if (ids.defined()) {
+    out.weight = index_select(out.weight, 0, ids);
+    out.bias = index_select(out.bias, 0, ids);
+  }
+  if (transposed_copy_pays(out.weight, rows)) out.weight_t = transpose(out.weight, 0, 1);
+  return out;
 }
 
 Tensor Seq2Seq::project_output(const Tensor& hidden, const OutputRows* rows) const {
   if (!rows) return decoder_->dense->forward(hidden);
-  // The same product as nn::Linear's, on the shortlist's rows: a shortlist of every id gives the
-  // full logits bit for bit.
-  return matmul(hidden, rows->weight, false, true) + rows->bias;
+  // The same product as nn::Linear's (or its transpose's), on the prepared rows: a shortlist of
+  // every id gives the logits of every row bit for bit.
+  Tensor product = rows->weight_t.defined() ? matmul(hidden, rows->weight_t)
+                                            : matmul(hidden, rows->weight, false, true);
+  return product + rows->bias;
 }
 
 Tensor Seq2Seq::decode_step(const EncoderOutput& enc, const Tensor& token, DecoderState& state,
                             Tensor* attention_weights, const OutputRows* rows) const {
   int64_t batch = token.size(0);
-  if (enc.context_gates.defined()) {
-    // Prepared (attention-free, inference): layer 0 reads the embedding and adds the context's
-    // precomputed gates; the layers run one by one (no dropout between them: not training).
+  if (!enc.decoder_weights.empty()) {
+    // Prepared (inference): the layers run one by one on the prepared weights (no dropout between
+    // them: not training). Without attention, layer 0 reads the embedding and adds the context's
+    // precomputed gates; with it, [embedding; this step's context].
     KILN_CHECK(!is_training(), "Seq2Seq::decode_step: prepared decoding is for inference only");
-    Tensor y = reshape(decoder_->embedding->forward(token), {1, batch, -1});
+    Tensor y = decoder_->embedding->forward(token);
+    if (decoder_->attention) {
+      auto [context, weights] =
+          decoder_->attention->forward(select(state.h, config_.num_layers - 1), enc);
+      if (attention_weights) *attention_weights = weights;
+      y = embed_step_input(y, context);
+    }
+    y = reshape(y, {1, batch, -1});
     const bool lstm = config_.cell == nn::CellType::lstm;
     std::vector<Tensor> h_n, c_n;
     for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
-      RnnWeights w = decoder_->rnn->weights(layer);
-      Tensor x_gates;
-      if (layer == 0) {
-        w.w_ih = enc.embed_w_ih;
-        x_gates = enc.context_gates;
-      }
+      const RnnWeights& w = enc.decoder_weights[static_cast<size_t>(layer)];
+      const Tensor x_gates = layer == 0 ? enc.context_gates : Tensor();
       RnnOutput out = lstm ? lstm_layer(y, select(state.h, layer), select(state.c, layer), w,
                                         Tensor(), false, x_gates)
                            : gru_layer(y, select(state.h, layer), w, Tensor(), false, x_gates);
@@ -315,7 +352,7 @@ EncoderOutput Seq2Seq::select_rows(const EncoderOutput& enc, const Tensor& index
   };
   return {rows(enc.keys),          rows(enc.key_proj),     rows(enc.source_pad),
           state_rows(enc.init_h),  state_rows(enc.init_c), rows(enc.context),
-          rows(enc.context_gates), enc.embed_w_ih};
+          enc.decoder_weights,     rows(enc.context_gates)};
 }
 
 DecoderState Seq2Seq::select_rows(const DecoderState& state, const Tensor& index) {

@@ -27,20 +27,25 @@ struct EncoderOutput {
   Tensor init_h;      // [L, B, H] decoder initial state
   Tensor init_c;      // [L, B, H] (LSTM)
   Tensor context;     // [B, H] the fixed context of the attention-free decoder
-  // Set by Seq2Seq::prepare_decoding (attention-free decoder, inference): the context's share of
-  // the decoder's layer-0 input gates, [B, G], and that layer's input weight for the embedding
-  // part alone, [G, E] (shared by all rows).
-  Tensor context_gates, embed_w_ih;
+  // Set by Seq2Seq::prepare_decoding (inference), shared by all rows: the decoder's weights per
+  // layer, with their transposes (RnnWeights::w_ih_t, w_hh_t) where those pay. Without attention,
+  // layer 0's input weight is for the embedding part alone, [G, E], and context_gates [B, G]
+  // holds the context's share of its input gates (one row per sentence).
+  std::vector<RnnWeights> decoder_weights;
+  Tensor context_gates;
 };
 
 struct DecoderState {
   Tensor h, c;  // [L, B, H]
 };
 
-// A vocabulary shortlist's rows of the output layer (decoder.dense), gathered once per batch
-// (Seq2Seq::output_rows): decode_step then computes the logits of those target ids alone.
+// Rows of the output layer (decoder.dense) prepared once per batch (Seq2Seq::output_rows): a
+// vocabulary shortlist's, whose logits decode_step then computes alone, or every row. weight_t,
+// when the transposed copy pays (see prepare_decoding), is weight^T [H, K], which the step's
+// product then reads untransposed.
 struct OutputRows {
   Tensor weight, bias;  // [K, H], [K]
+  Tensor weight_t;      // [H, K] or undefined
 };
 
 // Additive attention: score(q, k) = w_v^T tanh(W_q q + W_k k); general: q^T W k; dot: q^T k.
@@ -98,15 +103,18 @@ class Seq2Seq : public nn::Module {
   // Inference: the per-sentence work of decode_step done once. Without attention, the fixed
   // context's share of the decoder's layer-0 input projection (d2l feeds [embedding; context] every
   // step), so each step projects only the embedding. With attention the keys are already projected
-  // once by encode. No gradient flows through what this adds; a model in training mode is left
-  // as it is.
-  void prepare_decoding(EncoderOutput& enc) const;
+  // once by encode. On the CPU, when each step's products go to oneDNN (`rows` of them per step,
+  // kernels/gemm.h), the decoder's weights transposed once, which those products read about twice
+  // as fast (kernels/rnn_steps.h). No gradient flows through what this adds; a model in training
+  // mode is left as it is.
+  void prepare_decoding(EncoderOutput& enc, int64_t rows) const;
   // One step: token [B] -> logits [B, V]; `state` advances. attention_weights gets [B, S] if given.
   // With `rows`, the logits are [B, K] over the shortlist's target ids only.
   Tensor decode_step(const EncoderOutput& enc, const Tensor& token, DecoderState& state,
                      Tensor* attention_weights = nullptr, const OutputRows* rows = nullptr) const;
-  // The output layer's rows of target ids `ids` [K] (on the model's device).
-  OutputRows output_rows(const Tensor& ids) const;
+  // The output layer's rows of target ids `ids` [K] (on the model's device), or every row when
+  // `ids` is undefined, for steps of `rows` rows (whether weight_t pays, as in prepare_decoding).
+  OutputRows output_rows(const Tensor& ids, int64_t rows) const;
   // Mean cross-entropy per real target token (mask [T, B]).
   Tensor loss(const Tensor& logits, const Tensor& target_out, const Tensor& target_mask,
               double label_smoothing = 0.0, const HostCopies& host = {}) const;
@@ -134,7 +142,7 @@ class Seq2Seq : public nn::Module {
   // Teacher forcing's top-layer outputs [T, B, H], before the output layer.
   Tensor teacher_hidden(const EncoderOutput& enc, const Tensor& target_in,
                         const HostCopies& host) const;
-  // decoder.dense over `hidden` [B, H], or its shortlist rows.
+  // decoder.dense over `hidden` [B, H], or its prepared rows.
   Tensor project_output(const Tensor& hidden, const OutputRows* rows) const;
 
   ModelConfig config_;

@@ -12,9 +12,12 @@ Seq2SeqStepper::Seq2SeqStepper(const Seq2Seq& model, const Tensor& source,
                                const Tensor& shortlist)
     : model_(model), repeat_(repeat), keep_attention_(keep_attention) {
   NoGradGuard no_grad;
-  if (shortlist.defined()) shortlist_rows_ = model.output_rows(to(shortlist, source.device()));
+  // Every step's rows: each sentence `repeat` times (finished ones leave, so this is the most).
+  const int64_t rows = source.size(1) * repeat;
+  output_rows_ = model.output_rows(
+      shortlist.defined() ? to(shortlist, source.device()) : Tensor(), rows);
   enc_ = model.encode(source, source_lengths);
-  model.prepare_decoding(enc_);  // before the rows are repeated: once per sentence
+  model.prepare_decoding(enc_, rows);  // before the rows are repeated: once per sentence
   if (repeat > 1) {
     std::vector<int64_t> index;
     for (int64_t b = 0; b < source.size(1); ++b) index.insert(index.end(), repeat, b);
@@ -28,8 +31,7 @@ Tensor Seq2SeqStepper::step(const Tensor& tokens) {
   NoGradGuard no_grad;
   // Searches build token ids on the host; the model takes them on its own device.
   Tensor logits = model_.decode_step(enc_, kiln::to(tokens, enc_.keys.device()), state_,
-                                     keep_attention_ ? &attention_ : nullptr,
-                                     shortlist_rows_ ? &*shortlist_rows_ : nullptr);
+                                     keep_attention_ ? &attention_ : nullptr, &output_rows_);
   return log_softmax(logits);
 }
 

@@ -45,7 +45,7 @@ class Seq2SeqStepper : public Stepper {
   DecoderState state_;
   bool keep_attention_;
   Tensor attention_;
-  std::optional<OutputRows> shortlist_rows_;
+  OutputRows output_rows_;  // the shortlist's rows, or every row
 };
 
 // Several models decoded as one (an ensemble): each step's log-probabilities are the mean of the

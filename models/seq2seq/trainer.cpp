@@ -22,6 +22,7 @@
 #include "core/random.h"
 #include "dist/communicator.h"
 #include "dist/data_parallel.h"
+#include "kernels/gemm.h"
 #include "models/data/batching.h"
 #include "models/data/tokenizer.h"
 #include "models/metrics.h"
@@ -597,8 +598,9 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
     if (log_in && writer) log_in(line);
   };
   TrainOptions o = options;
-  // Read first, so a bad KILN_PROFILE stops the run before anything is written.
+  // Read first, so a bad KILN_PROFILE or KILN_CPU_GEMM stops the run before anything is written.
   const int64_t env_profile_steps = profiler::steps_from_env();
+  kernels::cpu_gemm_policy();
   std::optional<TrainState> resumed;
   if (!resume_dir.empty()) {
     KILN_CHECK(!overwrite, "train: --overwrite replaces the run in --out and cannot be combined ",
