@@ -63,7 +63,7 @@ bench: bench-deps build
 	KILN_MAKE_BENCH="make bench$(if $(BENCH_FLAGS), BENCH_FLAGS='$(BENCH_FLAGS)')" \
 	  $(PYTHON) bench/side_by_side.py --build $(BUILD) --python $(PYTHON) $(BENCH_FLAGS)
 
-# Before the build configures, so CMake finds oneDNN (bench_layers' CPU RNN baseline).
+# Before the build configures (the PyTorch peer).
 .PHONY: bench-deps
 bench-deps:
 	@scripts/install-deps.sh --bench

@@ -119,6 +119,37 @@ BENCHMARK(BM_SmallGemm)
     ->Args({96, 32, 64, 1})
     ->Args({64, 768, 256, 0});
 
+// The CPU's GEMM libraries on the products of the large Seq2Seq workload (B = 64, H = 512, GRU
+// G = 1536, vocab 8000; bench/seq2seq_workload.h) and at the size rule's edge (kernels/gemm.h):
+// each product under the automatic choice (policy 0) and OpenBLAS alone (1), in kiln's threads.
+// Args {m, n, k, trans_b, policy}; FLOPs 2 m n k. The label names the library that ran.
+void BM_CpuGemmLibraries(benchmark::State& state) {
+  kernels::GemmShape s;
+  s.m = state.range(0), s.n = state.range(1), s.k = state.range(2);
+  s.trans_b = state.range(3) != 0;
+  const auto policy = state.range(4) == 0 ? kernels::CpuGemmPolicy::automatic
+                                          : kernels::CpuGemmPolicy::openblas_only;
+  kernels::set_cpu_gemm_policy(policy);
+  Tensor a = uniform({s.m * s.k}, -1, 1), b = uniform({s.k * s.n}, -1, 1), c = zeros({s.m * s.n});
+  for (auto _ : state) {
+    kernels::gemm(Device::cpu(), DType::f32, s, 1.0, a.data<float>(), b.data<float>(), 0.0,
+                  c.data<float>());
+    benchmark::DoNotOptimize(c.data<float>());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * s.m * s.n * s.k * state.iterations(),
+                                                 benchmark::Counter::kIsRate);
+  state.SetLabel(kernels::cpu_gemm_library_name(kernels::cpu_gemm_library(DType::f32, s)));
+  kernels::set_cpu_gemm_policy(kernels::CpuGemmPolicy::automatic);
+}
+BENCHMARK(BM_CpuGemmLibraries)
+    ->ArgNames({"m", "n", "k", "tb", "openblas"})
+    ->ArgsProduct({{64}, {1536}, {512}, {0, 1}, {0, 1}})  // a recurrent step, W_hh^T packed or not
+    ->ArgsProduct({{64}, {8000}, {512}, {0, 1}, {0, 1}})  // decoding's output layer
+    ->ArgsProduct({{1920}, {1536}, {512}, {1}, {0, 1}})   // an input projection, T * B rows
+    ->ArgsProduct({{1230}, {8000}, {512}, {1}, {0, 1}})   // training's output layer, real rows
+    ->ArgsProduct({{64}, {512}, {256}, {0}, {0, 1}})      // the rule's edge, 2^23 multiply-adds
+    ->ArgsProduct({{64}, {384}, {128}, {0}, {0, 1}});     // below it: OpenBLAS either way
+
 BENCHMARK(BM_Matmul)
     ->ArgNames({"cuda", "n"})
     ->Args({0, 256})

@@ -251,19 +251,21 @@ int64_t total_numel(const std::vector<Tensor>& params) {
   return n;
 }
 
-// Args: {cuda}
+// Args: {cuda, scaled}
 void BM_AdamStep(benchmark::State& state) {
   Device device = device_of(state.range(0));
   if (unavailable(state, device)) return;
   std::vector<Tensor> params = model_sized_params(device);
   nn::Adam adam(params, nn::AdamOptions{1e-4});
-  adam.step();
+  // scaled: the step takes a gradient scale on the device, as after clipping (opt.step(scale)).
+  const Tensor scale = state.range(1) ? full({}, 0.5, device) : Tensor();
+  adam.step(scale);
   if (!finite(params[0])) {
     state.SkipWithError("non-finite parameters");
     return;
   }
   for (auto _ : state) {
-    adam.step();
+    adam.step(scale);
     sync(device);
   }
   state.counters["GB"] = benchmark::Counter(7.0 * total_numel(params) * 4 * 1e-9,
@@ -541,9 +543,8 @@ BENCHMARK(BM_BahdanauAttention)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_AdamStep)
-    ->ArgNames({"cuda"})
-    ->Arg(0)
-    ->Arg(1)
+    ->ArgNames({"cuda", "scaled"})
+    ->ArgsProduct({{0, 1}, {0, 1}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ClipGradNorm)

@@ -11,10 +11,11 @@
 //                     [--precision f32|bf16] [--profile-rows R]
 //       prints one JSON line: each timed repetition's milliseconds and the allocator's peak bytes;
 //       with --profile-rows, then the profiler's table of N more repetitions on stderr (R rows).
-//   seq2seq_side floor --work small-gru [--steps N] [--warmup W] [--profile-rows R]
+//   seq2seq_side floor --work small-gru [--steps N] [--warmup W] [--profile-rows R] [--trace FILE]
 //       what a lean step would need (CPU): the step's GEMM FLOPs and bytes, counted by the
 //       profiler, over this machine's rates for one large sgemm and one large copy, next to the
-//       step's time; with --profile-rows, the profiler's table of those steps (R rows).
+//       step's time; with --profile-rows, the profiler's table of those steps (R rows); with
+//       --trace, their Chrome trace (Perfetto, chrome://tracing).
 //
 // Both commands seed Philox the same way, so `time` runs on the weights `export` wrote.
 #include <CLI/CLI.hpp>
@@ -171,7 +172,8 @@ template <class F> std::vector<double> times_ms(int reps, const F& f) {
 // v) and the clip's read of g: 8 floats a parameter. A lean step moves at least those bytes at the
 // copy rate and does those FLOPs at the rate of a large sgemm; small GEMMs cannot reach that rate,
 // so this is a lower bound, not a target.
-void run_floor(const std::string& work_name, int steps, int warmup, int profile_rows) {
+void run_floor(const std::string& work_name, int steps, int warmup, int profile_rows,
+               const std::string& trace) {
   Setup s = setup(work_name, "cpu");
   nn::Adam adam(s.model->parameters(), nn::AdamOptions{1e-3});
   for (int i = 0; i < warmup; ++i) train_step(*s.model, adam, s.batch);
@@ -217,6 +219,7 @@ void run_floor(const std::string& work_name, int steps, int warmup, int profile_
       work_name.c_str(), flops / 1e6, bytes / 1e6, allocated / 1e6, params, gemm_rate / 1e9,
       static_cast<long long>(n), copy_rate / 1e9, lean_ms, step_ms, steps, step_ms / lean_ms);
   if (profile_rows > 0) profiler::report(std::cout, static_cast<size_t>(profile_rows));
+  if (!trace.empty()) profiler::write_chrome_trace(trace);
 }
 
 }  // namespace
@@ -224,7 +227,7 @@ void run_floor(const std::string& work_name, int steps, int warmup, int profile_
 int main(int argc, char** argv) {
   CLI::App app{"kiln's half of the Seq2Seq side-by-side benchmark (bench/side_by_side.py)"};
   app.require_subcommand(1);
-  std::string work, device = "cpu", out, task = "step", precision = "f32";
+  std::string work, device = "cpu", out, task = "step", precision = "f32", trace;
   int steps = 5, warmup = 1, profile_rows = 0;
   std::vector<std::string> names = workload_names();
 
@@ -254,12 +257,13 @@ int main(int argc, char** argv) {
   flo->add_option("--profile-rows", profile_rows,
                   "then the profiler's table of the profiled steps, this many rows")
       ->check(CLI::NonNegativeNumber);
+  flo->add_option("--trace", trace, "then the profiled steps' Chrome trace (Perfetto) to this file");
 
   CLI11_PARSE(app, argc, argv);
   try {
     if (*exp) run_export(work, device, out);
     if (*tim) run_time(work, device, task, steps, warmup, precision, profile_rows);
-    if (*flo) run_floor(work, steps, warmup, profile_rows);
+    if (*flo) run_floor(work, steps, warmup, profile_rows, trace);
   } catch (const std::exception& e) {
     std::cerr << "seq2seq_side: " << e.what() << "\n";
     return 1;

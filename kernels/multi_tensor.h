@@ -4,11 +4,13 @@
 // rebuilt only when the list of pointers changes, so a training step pays no host-to-device copy
 // and no sync. On the CPU the same functor runs in OpenMP loops.
 //
-// A functor gets the pointers of tensor n in every list and an element index:
-//   KILN_HD void operator()(T* const* ptrs, int64_t i) const   // ptrs[l] = list l's tensor n
-// and says whether the whole launch is dropped (a flag on the device, e.g. an optimizer's step
-// gate), read once per CUDA thread or CPU call, not per element, so the element loop keeps no
-// branch and vectorizes:
+// A functor gets the pointers of tensor n in every list, an element index and its scalars:
+//   KILN_HD void operator()(T* const* ptrs, int64_t i, const Scalars& s) const
+// (ptrs[l] = list l's tensor n). Its device scalars (a gradient scale, a step gate's values) are
+// read once per CUDA thread or CPU range by
+//   KILN_HD Scalars scalars() const
+// and it says whether the whole launch is dropped (a flag on the device, e.g. an optimizer's step
+// gate), read as rarely, so the element loop keeps no branch and vectorizes:
 //   KILN_HD bool dropped() const
 #pragma once
 
@@ -80,7 +82,8 @@ __global__ void multi_tensor_kernel(const int64_t* table, int64_t tensors, int l
   MultiTensorChunk r = multi_tensor_chunk(table, tensors, lists, blockIdx.x);
   T* ptrs[kMaxLists];
   for (int l = 0; l < lists; ++l) ptrs[l] = reinterpret_cast<T*>(table[l * tensors + r.tensor]);
-  for (int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x) f(ptrs, i);
+  const auto scalars = f.scalars();
+  for (int64_t i = r.begin + threadIdx.x; i < r.end; i += blockDim.x) f(ptrs, i, scalars);
 }
 #endif
 
@@ -92,7 +95,8 @@ template <class T> struct MultiTensorPointers { T* p[kMaxLists]; };
 // element behind each float store, and the loop stayed scalar (Adam on 110k parameters: 1.1 ms).
 template <class T, class F>
 void multi_tensor_cpu_range(F f, MultiTensorPointers<T> ptrs, int64_t begin, int64_t end) {
-  for (int64_t i = begin; i < end; ++i) f(ptrs.p, i);
+  const auto scalars = f.scalars();
+  for (int64_t i = begin; i < end; ++i) f(ptrs.p, i, scalars);
 }
 
 // Runs f over every element of every tensor: one launch on CUDA, OpenMP loops on the CPU.
