@@ -1,5 +1,7 @@
 #include "kernels/copy.h"
 
+#include <algorithm>
+
 #include "core/random.h"
 #include "kernels/broadcast.h"
 #include "kernels/dispatch.h"
@@ -44,6 +46,35 @@ template <class T> struct PermuteFunctor {
       rest /= out_sizes[d];
     }
     y[i] = x[offset];
+  }
+};
+
+// The CPU's 2-D transpose (the last two dims swapped, any leading dims kept): y[b][c][r] =
+// x[b][r][c] in kTransposeTile-square tiles, one tile per call, so a tile's reads and writes each
+// stay in a few cache lines. The flat functor above reads with a stride of a whole row per element
+// and pays two divisions for each: a [1536, 512] weight took 2 ms (1.5 GB/s), which prepared
+// decoding and the recurrent weight packing pay every batch.
+constexpr int64_t kTransposeTile = 32;
+template <class T> struct TransposeTileFunctor {
+  const T* x;
+  T* y;
+  int64_t rows, cols, tiles_down, tiles_across;  // of one matrix
+  void operator()(int64_t tile) const {
+    const int64_t per_matrix = tiles_down * tiles_across, matrix = tile / per_matrix;
+    const int64_t r0 = (tile % per_matrix) / tiles_across * kTransposeTile,
+                  c0 = (tile % per_matrix) % tiles_across * kTransposeTile;
+    const T* in = x + matrix * rows * cols;
+    T* out = y + matrix * rows * cols;
+    const int64_t h = std::min(kTransposeTile, rows - r0), w = std::min(kTransposeTile, cols - c0);
+    // Through a tile on the stack: rows read contiguously in, rows written contiguously out; the
+    // strided walk is over the tile, in L1.
+    T tile_buffer[kTransposeTile][kTransposeTile + 1];
+    for (int64_t r = 0; r < h; ++r) {
+      for (int64_t c = 0; c < w; ++c) tile_buffer[r][c] = in[(r0 + r) * cols + c0 + c];
+    }
+    for (int64_t c = 0; c < w; ++c) {
+      for (int64_t r = 0; r < h; ++r) out[(c0 + c) * rows + r0 + r] = tile_buffer[r][c];
+    }
   }
 };
 
@@ -170,6 +201,20 @@ void permute(const Tensor& x, const std::vector<int>& order, const Tensor& y) {
         f.in_strides[d] = strides[order[d]];
       }
       parallel_for_rows(x.device(), inner ? x.numel() / inner : 0, inner, f);
+    });
+    return;
+  }
+  bool swaps_last_two = ndim >= 2 && order[ndim - 1] == ndim - 2 && order[ndim - 2] == ndim - 1;
+  for (int d = 0; d < ndim - 2; ++d) swaps_last_two = swaps_last_two && order[d] == d;
+  if (swaps_last_two && x.device().is_cpu() && x.numel() > 0) {
+    const int64_t rows = x.size(ndim - 2), cols = x.size(ndim - 1);
+    const int64_t down = (rows + kTransposeTile - 1) / kTransposeTile,
+                  across = (cols + kTransposeTile - 1) / kTransposeTile;
+    KILN_DISPATCH_ALL(x.dtype(), "permute", [&] {
+      TransposeTileFunctor<scalar_t> f{x.data<scalar_t>(), y.data<scalar_t>(), rows, cols, down,
+                                       across};
+      parallel_for_cpu(x.numel() / (rows * cols) * down * across, f,
+                       std::max<int64_t>(1, kParallelGrain / (kTransposeTile * kTransposeTile)));
     });
     return;
   }

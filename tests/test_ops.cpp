@@ -366,7 +366,9 @@ TEST(Gemm, CublasIsOpenedOnFirstUseNotAtStart) {
     text << maps.rdbuf();
     return text.str().find("libcublas") != std::string::npos;
   };
-  if (!cuda::is_available()) EXPECT_FALSE(mapped());
+  if (!cuda::is_available()) {
+    EXPECT_FALSE(mapped());
+  }
   kernels::load_cublas();
   EXPECT_TRUE(mapped());
 #endif
@@ -448,6 +450,38 @@ TEST(Gemm, CpuProductsGoToTheLibraryTheSizeRuleNames) {
     EXPECT_CONTAINS(testing::error_of([&] { kernels::parse_cpu_gemm_policy(bad); }),
                     std::string("KILN_CPU_GEMM='") + bad + "': expected auto");
   }
+}
+
+// The CPU's tiled transpose of the last two dims (kernels/copy.cpp) against element loops: sizes
+// that are not multiples of its 32-square tiles, leading dims, an integer dtype, and a permute
+// that also moves a leading dim (the general path).
+TEST(Permute, TransposeOfTheLastTwoDimsMatchesElementLoops) {
+  for (const Shape& shape : std::vector<Shape>{{1, 1}, {33, 65}, {64, 32}, {3, 40, 7}, {2, 2, 31, 97}}) {
+    for (DType dtype : {DType::f32, DType::i64}) {
+      const int64_t rows = shape[shape.size() - 2], cols = shape.back();
+      const int64_t matrices = shape_numel(shape) / (rows * cols);
+      Tensor x = to(arange(0, static_cast<double>(shape_numel(shape)), 1), dtype);
+      x = reshape(x, shape);
+      const int ndim = static_cast<int>(shape.size());
+      Tensor y = transpose(x, ndim - 2, ndim - 1);
+      std::vector<double> vx = to(x, DType::f64).to_vector<double>(),
+                          vy = to(y, DType::f64).to_vector<double>();
+      for (int64_t b = 0; b < matrices; ++b) {
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t c = 0; c < cols; ++c) {
+            ASSERT_EQ(vy[(b * cols + c) * rows + r], vx[(b * rows + r) * cols + c])
+                << x.describe() << " element " << b << ", " << r << ", " << c;
+          }
+        }
+      }
+    }
+  }
+  Tensor x = reshape(arange(0, 24, 1), {2, 3, 4});
+  Tensor y = transpose(x, 0, 2);  // [4, 3, 2]: not the last two dims
+  std::vector<float> vx = x.to_vector<float>(), vy = y.to_vector<float>();
+  for (int64_t i = 0; i < 2; ++i)
+    for (int64_t j = 0; j < 3; ++j)
+      for (int64_t k = 0; k < 4; ++k) ASSERT_EQ(vy[(k * 3 + j) * 2 + i], vx[(i * 3 + j) * 4 + k]);
 }
 
 // The forward values of broadcasting binary ops, fast row path and general indexer alike, against
