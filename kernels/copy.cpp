@@ -79,9 +79,9 @@ template <class T> struct TransposeTileFunctor {
 };
 
 // The same when the last dim stays last: y's row r (of `inner` contiguous elements) is x's row at
-// the offset its outer coordinates give. Called as f(row, col) by parallel_for_rows, so on the CPU
-// the row's index math is done once per row and the columns are a plain (vectorized) copy; the
-// flat version pays ndim divisions per element (a [10, 32, 64] transpose: ~90 us).
+// the offset its outer coordinates give. On CUDA one thread per element (f(row, col) through
+// parallel_for_rows); on the CPU one call per row (copy_row), so the row's index math is done once
+// and the columns are one contiguous copy (the flat version pays ndim divisions per element).
 template <class T> struct PermuteRowsFunctor {
   const T* x;
   T* y;
@@ -89,13 +89,20 @@ template <class T> struct PermuteRowsFunctor {
   int64_t inner;
   int64_t out_sizes[kMaxDims];
   int64_t in_strides[kMaxDims];
-  KILN_HD void operator()(int64_t row, int64_t col) const {
-    int64_t rest = row, offset = 0;
+  KILN_HD int64_t offset(int64_t row) const {
+    int64_t rest = row, at = 0;
     for (int d = outer_dims - 1; d >= 0; --d) {
-      offset += (rest % out_sizes[d]) * in_strides[d];
+      at += (rest % out_sizes[d]) * in_strides[d];
       rest /= out_sizes[d];
     }
-    y[row * inner + col] = x[offset + col];
+    return at;
+  }
+  KILN_HD void operator()(int64_t row, int64_t col) const {
+    y[row * inner + col] = x[offset(row) + col];
+  }
+  void copy_row(int64_t row) const {  // the CPU's form
+    const T* from = x + offset(row);
+    std::copy(from, from + inner, y + row * inner);
   }
 };
 
@@ -200,7 +207,16 @@ void permute(const Tensor& x, const std::vector<int>& order, const Tensor& y) {
         f.out_sizes[d] = x.size(order[d]);
         f.in_strides[d] = strides[order[d]];
       }
-      parallel_for_rows(x.device(), inner ? x.numel() / inner : 0, inner, f);
+      const int64_t rows = inner ? x.numel() / inner : 0;
+      if (x.device().is_cpu()) {
+        // One row copy per call: GCC kept the functor's per-element form scalar, with the
+        // row's offset recomputed (divisions) at every element, 1.6 GB/s on [2, 320, 512].
+        parallel_for_cpu(
+            rows, [f](int64_t row) { f.copy_row(row); },
+            std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(inner, 1)));
+      } else {
+        parallel_for_rows(x.device(), rows, inner, f);
+      }
     });
     return;
   }

@@ -134,6 +134,28 @@ namespace {
 
 // The kiln binary itself: exit codes and what it prints.
 
+// KILN_CPU_GEMM (kernels/gemm.h) is read before a run writes anything: a bad value stops it with
+// the variable named, and OpenBLAS alone trains as well.
+TEST(CliBinary, CpuGemmVariableIsCheckedBeforeTheRunStarts) {
+  fs::path dir = temp_dir("cli_cpu_gemm"), log = dir / "log.txt";
+  fs::create_directories(dir);
+  ::setenv("KILN_CPU_GEMM", "mkl", 1);
+  EXPECT_EQ(run_kiln("train --task reverse --task-size 40 --epochs 1 --out " +
+                         (dir / "run").string(), log.string()),
+            1);
+  EXPECT_CONTAINS(data::read_text_file("test", log.string()),
+                  "KILN_CPU_GEMM='mkl': expected auto (libxsmm, OpenBLAS and oneDNN by size");
+  EXPECT_FALSE(fs::exists(dir / "run"));
+  ::setenv("KILN_CPU_GEMM", "openblas", 1);
+  EXPECT_EQ(run_kiln("train --task reverse --task-size 40 --epochs 1 --quiet --out " +
+                         (dir / "run").string(), log.string()),
+            0)
+      << data::read_text_file("test", log.string());
+  EXPECT_TRUE(fs::exists(dir / "run" / "last" / "model.safetensors"));
+  ::unsetenv("KILN_CPU_GEMM");
+  fs::remove_all(dir);
+}
+
 TEST(CliBinary, TrainTranslateAndErrors) {
   fs::path dir = temp_dir("cli_binary");
   std::string log = (dir / "log.txt").string(), out = (dir / "run").string();

@@ -482,6 +482,14 @@ TEST(Permute, TransposeOfTheLastTwoDimsMatchesElementLoops) {
   for (int64_t i = 0; i < 2; ++i)
     for (int64_t j = 0; j < 3; ++j)
       for (int64_t k = 0; k < 4; ++k) ASSERT_EQ(vy[(k * 3 + j) * 2 + i], vx[(i * 3 + j) * 4 + k]);
+  // The last dim kept (whole rows copied), past the parallel grain: [2, 320, 64] -> [320, 2, 64].
+  x = reshape(arange(0, 2 * 320 * 64, 1), {2, 320, 64});
+  y = transpose(x, 0, 1);
+  vx = x.to_vector<float>(), vy = y.to_vector<float>();
+  for (int64_t i = 0; i < 2; ++i)
+    for (int64_t j = 0; j < 320; ++j)
+      for (int64_t k = 0; k < 64; ++k)
+        ASSERT_EQ(vy[(j * 2 + i) * 64 + k], vx[(i * 320 + j) * 64 + k]);
 }
 
 // The forward values of broadcasting binary ops, fast row path and general indexer alike, against
