@@ -40,25 +40,16 @@ inline int threads_for(int64_t work, int64_t grain = kParallelGrain) {
   return work < grain ? 1 : num_threads();
 }
 
-// Each thread calls its own copy of f: a local whose address nothing else holds, so GCC keeps the
-// functor's pointers, sizes and scalars in registers. Through the caller's reference they may
-// alias the output a loop stores to, and were reloaded behind every store, which kept loops
-// scalar and index math per element (a [2, 320, 512] permute of the rows ran at 1.6 GB/s).
 template <class F> void parallel_for_cpu(int64_t n, const F& f, int64_t grain = kParallelGrain) {
   const int threads = threads_for(n, grain);
   if (threads == 1) {
-    const F local = f;
-    for (int64_t i = 0; i < n; ++i) local(i);
+    for (int64_t i = 0; i < n; ++i) f(i);
     return;
   }
   profiler::ProfileScope scope("parallel_for", profiler::Category::kernel);
   scope.add_items(n);
-#pragma omp parallel num_threads(threads)
-  {
-    const F local = f;
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < n; ++i) local(i);
-  }
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t i = 0; i < n; ++i) f(i);
 }
 
 #ifdef __CUDACC__
@@ -121,14 +112,10 @@ void parallel_for_rows(Device device, int64_t rows, int64_t cols, const F& f,
     const int threads = threads_for(rows * cols, grain);
     profiler::ProfileScope scope("parallel_for_rows", profiler::Category::kernel, threads > 1);
     scope.add_items(rows * cols);
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-      const F local = f;  // a copy per thread, as in parallel_for_cpu
-#pragma omp for schedule(static)
-      for (int64_t row = 0; row < rows; ++row) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t row = 0; row < rows; ++row) {
 #pragma omp simd
-        for (int64_t col = 0; col < cols; ++col) local(row, col);
-      }
+      for (int64_t col = 0; col < cols; ++col) f(row, col);
     }
     return;
   }
