@@ -1,5 +1,7 @@
 #include "kernels/gemm.h"
 
+#include <array>
+#include <string>
 #include <vector>
 
 #include "core/autocast.h"
@@ -24,15 +26,19 @@ void gemm_cpu_bf16_inputs(const GemmShape& s, double alpha, const float* a, cons
   gemm_cpu(DType::f32, s, alpha, rounded_a.data(), rounded_b.data(), beta, c);
 }
 
-// The profiler's name for a CPU product: the library it goes to (a small product libxsmm's JIT
-// declines still says libxsmm; OpenBLAS runs it).
+// The profiler's name for a CPU product, "gemm (<library>)" (a small product libxsmm's JIT
+// declines still says libxsmm; OpenBLAS runs it). Built once: the profiler keeps the pointer.
 const char* cpu_gemm_span_name(DType dtype, const GemmShape& shape) {
-  switch (cpu_gemm_library(dtype, shape)) {
-    case CpuGemmLibrary::libxsmm: return "gemm (libxsmm)";
-    case CpuGemmLibrary::onednn: return "gemm (oneDNN)";
-    case CpuGemmLibrary::openblas: break;
-  }
-  return "gemm (OpenBLAS)";
+  static const std::array<std::string, 3> names = [] {
+    std::array<std::string, 3> out;
+    for (CpuGemmLibrary library :
+         {CpuGemmLibrary::libxsmm, CpuGemmLibrary::openblas, CpuGemmLibrary::onednn}) {
+      out[static_cast<size_t>(library)] =
+          std::string("gemm (") + cpu_gemm_library_name(library) + ")";
+    }
+    return out;
+  }();
+  return names[static_cast<size_t>(cpu_gemm_library(dtype, shape))].c_str();
 }
 
 }  // namespace

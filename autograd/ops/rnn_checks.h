@@ -42,16 +42,14 @@ inline RnnDims check_rnn_args(const char* op, int64_t gates, const Tensor& x, co
              "], got ", w.w_hh.describe());
   KILN_CHECK(w.b_ih.shape() == Shape{G} && w.b_hh.shape() == Shape{G}, op, ": biases must be [", G,
              "], got ", w.b_ih.describe(), " and ", w.b_hh.describe());
-  if (w.w_ih_t.defined()) {
-    ops_detail::check_compatible(op, x, w.w_ih_t);
-    KILN_CHECK(w.w_ih_t.shape() == (Shape{d.input, G}), op, ": weight_ih transposed must be [",
-               d.input, ", ", G, "], got ", w.w_ih_t.describe());
-  }
-  if (w.w_hh_t.defined()) {
-    ops_detail::check_compatible(op, x, w.w_hh_t);
-    KILN_CHECK(w.w_hh_t.shape() == (Shape{d.hidden, G}), op, ": weight_hh transposed must be [",
-               d.hidden, ", ", G, "], got ", w.w_hh_t.describe());
-  }
+  auto check_transposed = [&](const Tensor& t, const char* name, int64_t rows) {
+    if (!t.defined()) return;
+    ops_detail::check_compatible(op, x, t);
+    KILN_CHECK(t.shape() == (Shape{rows, G}), op, ": ", name, " transposed must be [", rows, ", ",
+               G, "], got ", t.describe());
+  };
+  check_transposed(w.w_ih_t, "weight_ih", d.input);
+  check_transposed(w.w_hh_t, "weight_hh", d.hidden);
   check_state(op, "h0", h0, x, d);
   if (mask.defined()) {
     ops_detail::check_compatible(op, x, mask);

@@ -140,16 +140,19 @@ void Seq2Seq::prepare_decoding(EncoderOutput& enc, int64_t rows) const {
   for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
     layers.push_back(decoder_->rnn->weights(layer));
   }
+  Tensor embed_w_ih_t;  // without attention, layer 0's input weight for the embedding, transposed
   if (!decoder_->attention) {
     // weight_ih_l0 is [G, E + H] over [embedding; context]: split its columns.
     const Tensor w_t = transpose(layers[0].w_ih, 0, 1);  // [E + H, G]
     const int64_t embed = config_.embed_size;
     enc.context_gates = matmul(enc.context, narrow(w_t, embed, w_t.size(0) - embed));
-    layers[0].w_ih = transpose(narrow(w_t, 0, embed), 0, 1);
+    embed_w_ih_t = narrow(w_t, 0, embed);
+    layers[0].w_ih = transpose(embed_w_ih_t, 0, 1);
   }
-  for (RnnWeights& w : layers) {
+  for (size_t layer = 0; layer < layers.size(); ++layer) {
+    RnnWeights& w = layers[layer];
     if (!transposed_copy_pays(w.w_hh, rows)) continue;
-    w.w_ih_t = transpose(w.w_ih, 0, 1);
+    w.w_ih_t = layer == 0 && embed_w_ih_t.defined() ? embed_w_ih_t : transpose(w.w_ih, 0, 1);
     w.w_hh_t = transpose(w.w_hh, 0, 1);
   }
   enc.decoder_weights = std::move(layers);
