@@ -114,9 +114,18 @@ void* CachingAllocator::allocate(size_t bytes) {
 
 void CachingAllocator::free(void* ptr) {
   if (!ptr) return;
+  KILN_CHECK(try_free(ptr), name_, ": free of a pointer this allocator did not hand out");
+}
+
+bool CachingAllocator::owns(void* ptr) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return live_.count(ptr) != 0;
+}
+
+bool CachingAllocator::try_free(void* ptr) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = live_.find(ptr);
-  KILN_CHECK(it != live_.end(), name_, ": free of a pointer this allocator did not hand out");
+  if (it == live_.end()) return false;
   Block* block = it->second;
   live_.erase(it);
   Pool& pool = *block->segment->pool;
@@ -128,6 +137,7 @@ void CachingAllocator::free(void* ptr) {
   if (block->next && !block->next->allocated) block = merge(pool, block, block->next);
   pool.insert(block);
   release_idle(stats_.limit);
+  return true;
 }
 
 // The smallest free block of at least `size` bytes (the lowest address among equals), taken out
@@ -338,7 +348,13 @@ class CudaRawAllocator : public RawAllocator {
   void* allocate(size_t bytes) override {
     cuda::set_device(device_);
     void* ptr = nullptr;
+    // During a graph capture cudaMalloc is a call the capture forbids unless relaxed: it is not
+    // captured, and the graph's pool keeps the memory for every replay, so here it is safe (as in
+    // PyTorch's allocator).
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    if (cuda::is_capturing()) KILN_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
     cudaError_t err = cudaMalloc(&ptr, bytes);
+    if (cuda::is_capturing()) KILN_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
     if (err == cudaErrorMemoryAllocation) {
       cudaGetLastError();  // clear the sticky error so later calls work
       return nullptr;
@@ -379,6 +395,74 @@ CachingAllocator& cuda_allocator(int device) {
 #endif
 
 }  // namespace
+
+#ifdef KILN_WITH_CUDA
+// A CUDA graph's memory (allocator.h). Pools live in `graph_pools` from their capture until their
+// graph is retired and their last block freed.
+struct GraphPool {
+  int device;
+  CachingAllocator memory;
+  std::vector<void*> held;  // ordinary-cache blocks freed during the capture
+  bool retired = false;
+  explicit GraphPool(int d)
+      : device(d),
+        memory(std::make_unique<CudaRawAllocator>(d), "cuda:" + std::to_string(d) + " graph pool") {}
+};
+
+namespace {
+std::mutex graph_pools_mutex;
+std::vector<std::shared_ptr<GraphPool>> graph_pools;
+thread_local GraphPool* capturing_pool = nullptr;
+
+// Frees `ptr` if a graph pool handed it out; a retired pool left empty goes.
+bool free_in_graph_pool(void* ptr) {
+  std::lock_guard<std::mutex> lock(graph_pools_mutex);
+  for (auto it = graph_pools.begin(); it != graph_pools.end(); ++it) {
+    GraphPool& pool = **it;
+    if (!pool.memory.try_free(ptr)) continue;
+    if (pool.retired && pool.memory.stats().in_use == 0) graph_pools.erase(it);
+    return true;
+  }
+  return false;
+}
+}  // namespace
+
+std::shared_ptr<GraphPool> begin_graph_pool(int device) {
+  KILN_CHECK(!capturing_pool, "begin_graph_pool: this thread is already capturing into a pool");
+  cuda_allocator(device);  // the ordinary cache exists before frees are routed around it
+  auto pool = std::make_shared<GraphPool>(device);
+  {
+    std::lock_guard<std::mutex> lock(graph_pools_mutex);
+    graph_pools.push_back(pool);
+  }
+  capturing_pool = pool.get();
+  return pool;
+}
+
+void end_graph_pool() { capturing_pool = nullptr; }
+
+void retire_graph_pool(const std::shared_ptr<GraphPool>& pool) {
+  if (!pool) return;
+  if (capturing_pool == pool.get()) capturing_pool = nullptr;
+  for (void* ptr : pool->held) cuda_allocator(pool->device).free(ptr);
+  pool->held.clear();
+  std::lock_guard<std::mutex> lock(graph_pools_mutex);
+  pool->retired = true;
+  if (pool->memory.stats().in_use == 0) {
+    graph_pools.erase(std::remove(graph_pools.begin(), graph_pools.end(), pool), graph_pools.end());
+  }
+}
+
+AllocatorStats graph_pool_stats(const GraphPool& pool) { return pool.memory.stats(); }
+#else
+std::shared_ptr<GraphPool> begin_graph_pool(int) {
+  KILN_FAIL("begin_graph_pool: this build of kiln has no CUDA support");
+}
+void end_graph_pool() {}
+void retire_graph_pool(const std::shared_ptr<GraphPool>&) {}
+AllocatorStats graph_pool_stats(const GraphPool&) { return {}; }
+#endif
+
 void* allocate_bytes(size_t bytes, Device device) {
   if (device.is_cpu()) {
     if (kCacheHostMemory) return cpu_allocator().allocate(bytes);
@@ -389,6 +473,9 @@ void* allocate_bytes(size_t bytes, Device device) {
     return ptr;
   }
 #ifdef KILN_WITH_CUDA
+  if (capturing_pool && capturing_pool->device == device.index) {
+    return capturing_pool->memory.allocate(bytes);
+  }
   return cuda_allocator(device.index).allocate(bytes);
 #else
   KILN_FAIL("allocate: cannot allocate on ", device.str(),
@@ -405,7 +492,16 @@ void free_bytes(void* ptr, Device device) {
     return;
   }
 #ifdef KILN_WITH_CUDA
-  cuda_allocator(device.index).free(ptr);
+  CachingAllocator& cache = cuda_allocator(device.index);
+  if (capturing_pool && capturing_pool->device == device.index) {
+    if (capturing_pool->memory.try_free(ptr)) return;  // reusable later in the same capture
+    if (cache.owns(ptr)) {
+      capturing_pool->held.push_back(ptr);  // the graph may read it at every replay
+      return;
+    }
+  }
+  if (cache.try_free(ptr) || free_in_graph_pool(ptr)) return;
+  KILN_FAIL("free_bytes: ", device.str(), " memory that no allocator of kiln handed out");
 #endif
 }
 

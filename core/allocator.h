@@ -69,6 +69,8 @@ class CachingAllocator {
 
   void* allocate(size_t bytes);  // throws kiln::Error when memory cannot be had
   void free(void* ptr);
+  bool try_free(void* ptr);        // false (and nothing done) for a pointer not handed out here
+  bool owns(void* ptr) const;      // handed out here and not freed yet
   void empty_cache();  // returns every idle segment to the backing allocator
   AllocatorStats stats() const;
   void reset_peak();
@@ -120,5 +122,19 @@ void reset_peak_memory(Device device);
 void empty_cuda_cache();
 void empty_cpu_cache();
 void empty_cache();  // both
+
+// The memory of a CUDA graph (kernels/cuda_graph.h), in the way of PyTorch's graph pools. Between
+// begin_graph_pool and end_graph_pool, this thread's allocations on the device come from the
+// graph's own pool: a block freed during the capture is reused later in it (a graph captured from
+// one stream replays in the order it was captured), and the pool's memory is the graph's alone, so
+// its replays find their tensors where the capture left them. A block of the ordinary cache freed
+// during the capture is held until the graph is retired, since every replay may still read it.
+// retire_graph_pool (when the graph is destroyed, its work finished) returns those blocks; the
+// pool's own memory goes once its last tensor is freed too.
+struct GraphPool;
+std::shared_ptr<GraphPool> begin_graph_pool(int device);
+void end_graph_pool();
+void retire_graph_pool(const std::shared_ptr<GraphPool>& pool);
+AllocatorStats graph_pool_stats(const GraphPool& pool);
 
 }  // namespace kiln

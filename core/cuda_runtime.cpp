@@ -11,6 +11,20 @@
 
 namespace kiln::cuda {
 
+namespace {
+thread_local Stream current = nullptr;
+thread_local bool capturing = false;
+}  // namespace
+
+Stream current_stream() { return current; }
+bool is_capturing() { return capturing; }
+void set_capturing(bool value) { capturing = value; }
+void check_not_capturing(const char* what) {
+  KILN_CHECK(!capturing, what,
+             " during CUDA graph capture: a captured step may not read device values on the host "
+             "or upload host values (a replay would repeat the values of the capture)");
+}
+
 #ifdef KILN_WITH_CUDA
 bool is_compiled() { return true; }
 
@@ -35,6 +49,7 @@ void set_device(int index) {
 
 void synchronize() {
   if (!is_available()) return;
+  check_not_capturing("cuda::synchronize");
   profiler::ProfileScope scope("cuda synchronize", profiler::Category::sync);
   KILN_CUDA_CHECK(cudaDeviceSynchronize());
 }
@@ -55,9 +70,36 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
       : kind == cudaMemcpyHostToDevice ? "copy host->device"
                                        : "copy device->device",
       kind == cudaMemcpyDeviceToHost ? profiler::Category::sync : profiler::Category::copy);
-  KILN_CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind));
+  if (kind == cudaMemcpyDeviceToHost) check_not_capturing("copy device->host");
+  if (kind == cudaMemcpyHostToDevice) check_not_capturing("copy host->device");
+  if (!current) {
+    KILN_CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind));
+    return;
+  }
+  // On kiln's own stream the copy is queued behind that stream's work. A copy from pageable host
+  // memory is staged before cudaMemcpyAsync returns; one to the host is waited for.
+  KILN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, current));
+  if (kind == cudaMemcpyDeviceToHost) KILN_CUDA_CHECK(cudaStreamSynchronize(current));
+}
+
+StreamScope::StreamScope() : previous_(current) {
+  KILN_CHECK(is_available(), "cuda::StreamScope: no CUDA device is visible");
+  // A blocking stream: work on the legacy default stream (from code outside kiln) stays ordered
+  // with it, and such work during a capture fails loudly instead of racing.
+  KILN_CUDA_CHECK(cudaStreamCreate(&stream_));
+  current = stream_;
+}
+
+StreamScope::~StreamScope() {
+  cudaStreamSynchronize(stream_);  // no throwing from a destructor: a failure here surfaces later
+  cudaStreamDestroy(stream_);
+  current = previous_;
 }
 #else
+StreamScope::StreamScope() {
+  KILN_FAIL("cuda::StreamScope: this build of kiln has no CUDA support");
+}
+StreamScope::~StreamScope() = default;
 bool is_compiled() { return false; }
 int device_count() { return 0; }
 void set_device(int index) {

@@ -60,6 +60,10 @@ class Generator {
   uint64_t seed() const { return seed_; }
   uint64_t offset() const { return offset_; }
   void set_offset(uint64_t offset) { offset_ = offset; }
+  // While a CUDA graph is captured (kernels/cuda_graph.h), the device word that draws read their
+  // seed from, so that each replay draws with the seed written there before it; else null.
+  const uint64_t* seed_cell() const { return seed_cell_; }
+  void set_seed_cell(const uint64_t* cell) { seed_cell_ = cell; }
   // Reserves `count` counters and returns the first.
   uint64_t advance(uint64_t count) {
     uint64_t first = offset_;
@@ -70,6 +74,7 @@ class Generator {
  private:
   uint64_t seed_;
   uint64_t offset_ = 0;
+  const uint64_t* seed_cell_ = nullptr;
 };
 
 Generator& default_generator();

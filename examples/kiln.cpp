@@ -594,6 +594,9 @@ int run_cli(int argc, char** argv) {
       ->check(kNonNegative);
   train->add_option("--profile-out", o.profile_out,
                     "the --profile trace (JSON for ui.perfetto.dev; default: OUT/profile.json)");
+  train->add_flag("--cuda-graph", o.cuda_graph,
+                  "on a GPU: capture each batch shape's step into a CUDA graph and replay it "
+                  "(lengths padded to a multiple of 8)");
 
   std::string checkpoint, device;
   std::vector<std::string> checkpoints;

@@ -4,6 +4,7 @@
 // over h; backward likewise over s, a and (s, h)): a thread that owns an output column loops
 // over s, so no two threads add to one element. A step is one launch each way plus, in
 // backward, the column sum of dv's per-sentence partials. Shapes, bytes, FLOPs: the header.
+#include "core/cuda_runtime.h"
 #include "kernels/attention.h"
 
 #include "kernels/dispatch.h"
@@ -84,7 +85,7 @@ void bahdanau_forward(const BahdanauInputs& in, const Tensor& weights, const Ten
     if (device.is_cpu()) return parallel_for_cpu(B, f, kSentenceGrain);
 #ifdef __CUDACC__
     profiler::ProfileScope scope("bahdanau_attention launch", profiler::Category::kernel);
-    bahdanau_forward_kernel<T><<<static_cast<unsigned>(B), kAttentionThreads>>>(f);
+    bahdanau_forward_kernel<T><<<static_cast<unsigned>(B), kAttentionThreads, 0, cuda::current_stream()>>>(f);
     KILN_CUDA_CHECK(cudaGetLastError());
 #else
     no_cuda_here(device);
@@ -120,7 +121,7 @@ void bahdanau_backward(const BahdanauInputs& in, const Tensor& weights, const Te
     if (device.is_cpu()) return parallel_for_cpu(B, f, kSentenceGrain);
 #ifdef __CUDACC__
     profiler::ProfileScope scope("bahdanau_attention_backward launch", profiler::Category::kernel);
-    bahdanau_backward_kernel<T><<<static_cast<unsigned>(B), kAttentionThreads>>>(f);
+    bahdanau_backward_kernel<T><<<static_cast<unsigned>(B), kAttentionThreads, 0, cuda::current_stream()>>>(f);
     KILN_CUDA_CHECK(cudaGetLastError());
 #else
     no_cuda_here(device);

@@ -44,6 +44,8 @@ Tensor arange(int64_t end, Options options) {
 Tensor uniform(const Shape& shape, double low, double high, Options options) {
   Tensor t = empty(shape, options);
   Generator& gen = default_generator();
+  KILN_CHECK(!gen.seed_cell() || options.device.is_cpu(), "uniform: random draws on a device are not "
+             "supported inside a captured CUDA graph (only dropout reads its seed at replay)");
   kernels::uniform(t, gen.seed(), gen.advance(t.numel()), low, high);
   return t;
 }
@@ -51,6 +53,8 @@ Tensor uniform(const Shape& shape, double low, double high, Options options) {
 Tensor normal(const Shape& shape, double mean, double stddev, Options options) {
   Tensor t = empty(shape, options);
   Generator& gen = default_generator();
+  KILN_CHECK(!gen.seed_cell() || options.device.is_cpu(), "normal: random draws on a device are not "
+             "supported inside a captured CUDA graph (only dropout reads its seed at replay)");
   kernels::normal(t, gen.seed(), gen.advance(t.numel()), mean, stddev);
   return t;
 }

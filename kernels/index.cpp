@@ -23,7 +23,8 @@ template <class T, class I> struct GatherRowsFunctor {
   }
 };
 
-// For touched row k (table row rows[k]), adds grad_out rows positions[starts[k] .. starts[k+1]).
+// For touched row k (table row rows[k], or k itself when rows is null), adds grad_out rows
+// positions[starts[k] .. starts[k+1]).
 template <class T> struct ScatterAddRowsFunctor {
   const T* grad_out;
   const int64_t* rows;
@@ -33,9 +34,56 @@ template <class T> struct ScatterAddRowsFunctor {
   int64_t cols;
   KILN_HD void operator()(int64_t i) const {
     int64_t k = i / cols, c = i % cols;
+    if (starts[k] == starts[k + 1]) return;  // an untouched row (device grouping) stays as it is
     T total = T(0);
     for (int64_t p = starts[k]; p < starts[k + 1]; ++p) total += grad_out[positions[p] * cols + c];
-    grad_table[rows[k] * cols + c] += total;
+    grad_table[(rows ? rows[k] : k) * cols + c] += total;
+  }
+};
+
+// The device grouping of scatter_add_rows: counts[v + 1] = how many n have index[n] == v (none for
+// skip_row); then starts = the running sum of counts (one thread); then every row's positions in
+// increasing n.
+template <class I> struct CountRowsFunctor {
+  const I* index;
+  int64_t n, skip_row;
+  int64_t* starts;  // [V + 1]; [v + 1] gets row v's count
+  KILN_HD void operator()(int64_t v) const {
+    int64_t count = 0;
+    if (v != skip_row) {
+      for (int64_t i = 0; i < n; ++i) count += static_cast<int64_t>(index[i]) == v;
+    }
+    starts[v + 1] = count;
+  }
+};
+struct ScanRowsFunctor {
+  int64_t* starts;
+  int64_t rows;
+  KILN_HD void operator()(int64_t) const {
+    starts[0] = 0;
+    for (int64_t v = 0; v < rows; ++v) starts[v + 1] += starts[v];
+  }
+};
+template <class I> struct PlaceRowsFunctor {
+  const I* index;
+  int64_t n, skip_row;
+  const int64_t* starts;
+  int64_t* positions;
+  KILN_HD void operator()(int64_t v) const {
+    if (v == skip_row) return;
+    int64_t next = starts[v];
+    for (int64_t i = 0; i < n; ++i) {
+      if (static_cast<int64_t>(index[i]) == v) positions[next++] = i;
+    }
+  }
+};
+
+template <class T, class I> struct SequenceMaskFunctor {
+  const I* lengths;
+  T* mask;
+  int64_t batch;
+  KILN_HD void operator()(int64_t t, int64_t b) const {
+    mask[t * batch + b] = t < static_cast<int64_t>(lengths[b]) ? T(1) : T(0);
   }
 };
 
@@ -114,8 +162,48 @@ void gather_rows(const Tensor& table, const Tensor& index, const Tensor& out) {
   });
 }
 
+void scatter_add_rows_grouped_on_device(const Tensor& grad_out, const Tensor& index,
+                                        const Tensor& grad_table, int64_t skip_row) {
+  const Device device = grad_table.device();
+  const int64_t vocab = grad_table.size(0), cols = grad_table.numel() / vocab, n = index.numel();
+  Tensor starts = empty({vocab + 1}, {DType::i64, device});
+  Tensor positions = empty({std::max<int64_t>(n, 1)}, {DType::i64, device});
+  int64_t* starts_p = starts.data<int64_t>();
+  KILN_DISPATCH_INDEX(index.dtype(), "embedding backward", [&] {
+    const scalar_t* index_p = index.data<scalar_t>();
+    parallel_for(device, vocab, CountRowsFunctor<scalar_t>{index_p, n, skip_row, starts_p}, 64);
+    parallel_for(device, 1, ScanRowsFunctor{starts_p, vocab});
+    parallel_for(device, vocab,
+                 PlaceRowsFunctor<scalar_t>{index_p, n, skip_row, starts_p,
+                                            positions.data<int64_t>()},
+                 64);
+  });
+  KILN_DISPATCH_FLOAT(grad_table.dtype(), "scatter_add_rows", [&] {
+    parallel_for(device, vocab * cols,
+                 ScatterAddRowsFunctor<scalar_t>{grad_out.data<scalar_t>(), nullptr, starts_p,
+                                                 positions.data<int64_t>(),
+                                                 grad_table.data<scalar_t>(), cols});
+  });
+}
+
+void sequence_mask(const Tensor& lengths, const Tensor& mask) {
+  const int64_t steps = mask.size(0), batch = mask.size(1);
+  KILN_DISPATCH_FLOAT(mask.dtype(), "sequence_mask", [&] {
+    using T = scalar_t;
+    KILN_DISPATCH_INDEX(lengths.dtype(), "sequence_mask", [&] {
+      parallel_for_rows(mask.device(), steps, batch,
+                        SequenceMaskFunctor<T, scalar_t>{lengths.data<scalar_t>(), mask.data<T>(),
+                                                         batch});
+    });
+  });
+}
+
 void scatter_add_rows(const Tensor& grad_out, const Tensor& index, const Tensor& grad_table,
                       int64_t skip_row, const Tensor& host_index) {
+  if (!grad_table.device().is_cpu()) {
+    scatter_add_rows_grouped_on_device(grad_out, index, grad_table, skip_row);
+    return;
+  }
   int64_t cols = grad_table.numel() / grad_table.size(0);
   int64_t vocab = grad_table.size(0);
   // Counting sort of positions by row, on the host: keeps the sum order fixed (increasing n).
@@ -137,6 +225,7 @@ void scatter_add_rows(const Tensor& grad_out, const Tensor& index, const Tensor&
   }
   if (rows.empty()) return;
   Device device = grad_table.device();
+  KILN_CHECK(device.is_cpu(), "scatter_add_rows: the host grouping is the CPU path");
   Tensor rows_t = upload(rows, device), starts_t = upload(starts, device),
          positions_t = upload(positions, device);
   KILN_DISPATCH_FLOAT(grad_table.dtype(), "scatter_add_rows", [&] {

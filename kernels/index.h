@@ -2,8 +2,11 @@
 //   gather_rows:   out[n, :] = table[index[n], :]          table: [V, D], index: [N], out: [N, D]
 //   scatter_add_rows: grad_table[v, :] += sum_{n : index[n] == v} grad_out[n, :], summed in
 //                  increasing n for every v, so the result is deterministic on every device.
-//                  The rows touched are grouped on the host (counting sort of the index), then
-//                  one thread per (touched row, column) adds its rows in order.
+//                  On the CPU the rows touched are grouped on the host (counting sort of the
+//                  index), then one thread per (touched row, column) adds its rows in order. On
+//                  CUDA they are grouped on the device (scatter_add_rows_grouped_on_device), so the
+//                  backward neither reads the index back nor uploads anything, and can be captured
+//                  into a CUDA graph; the sums are the same, in the same order.
 //   where:         y[i] = cond[i] != 0 ? a[i] : b[i], all three broadcast to y's shape
 // Bytes: gather reads N*D table values and writes N*D; scatter reads N*D and read-writes the
 // touched rows.
@@ -24,6 +27,15 @@ void gather_rows(const Tensor& table, const Tensor& index, const Tensor& out);
 // Rows whose index equals skip_row (an embedding's padding_idx; -1 for none) add nothing.
 void scatter_add_rows(const Tensor& grad_out, const Tensor& index, const Tensor& grad_table,
                       int64_t skip_row = -1, const Tensor& host_index = Tensor());
+// The CUDA path of scatter_add_rows, also runnable on the CPU (tests compare it with the host
+// grouping there): a count per table row, a scan, the positions placed in increasing n, then the
+// sums. Each of V threads scans the N indices, O(V N) work, which a GPU does in microseconds at
+// the sizes of an embedding's batch.
+void scatter_add_rows_grouped_on_device(const Tensor& grad_out, const Tensor& index,
+                                        const Tensor& grad_table, int64_t skip_row = -1);
+// mask[t, b] = t < lengths[b] ? 1 : 0, made by a kernel on the lengths' device: mask is [T, B] of
+// a float dtype on that device. (nn::sequence_mask checks the lengths first.)
+void sequence_mask(const Tensor& lengths, const Tensor& mask);
 void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& y);
 // grad_a_full[i] = cond ? g : 0, grad_b_full[i] = cond ? 0 : g (at y's shape; either may be
 // undefined)

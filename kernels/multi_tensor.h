@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/cuda_runtime.h"
 #include "core/tensor.h"
 #include "kernels/parallel_for.h"
 
@@ -127,7 +128,7 @@ void multi_tensor_apply(const MultiTensorPlan& plan, const TensorLists& lists, c
     return;
   }
 #ifdef __CUDACC__
-  multi_tensor_kernel<T><<<static_cast<unsigned>(plan.num_chunks()), 512>>>(
+  multi_tensor_kernel<T><<<static_cast<unsigned>(plan.num_chunks()), 512, 0, cuda::current_stream()>>>(
       plan.device_table(), plan.num_tensors(), plan.num_lists(), f);
   KILN_CUDA_CHECK(cudaGetLastError());
 #else

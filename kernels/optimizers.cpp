@@ -42,37 +42,37 @@ void step_meter_add(const Tensor& loss, const Tensor& norm, const Tensor& gate, 
   });
 }
 
-void sgd_step(MultiTensorPlan& plan, const TensorLists& lists, const SgdArgs& a,
+void sgd_step(MultiTensorPlan& plan, const TensorLists& lists, const SgdArgs& a, const Tensor& lr,
               const Tensor& grad_scale, const Tensor& gate) {
   plan.prepare(lists, "SGD");
   KILN_DISPATCH_FLOAT(dtype_of_lists(lists), "SGD", [&] {
     using T = scalar_t;
     multi_tensor_apply<T>(plan, lists,
-                          SgdUpdate<T>{T(a.lr), T(a.momentum), T(a.dampening), T(a.weight_decay),
-                                       a.nesterov, scale_ptr<T>(grad_scale), gate_ptr<T>(gate)});
+                          SgdUpdate<T>{T(a.momentum), T(a.dampening), T(a.weight_decay), a.nesterov,
+                                       lr.data<T>(), scale_ptr<T>(grad_scale), gate_ptr<T>(gate)});
   });
 }
 
-void adam_step(MultiTensorPlan& plan, const TensorLists& lists, const AdamArgs& a,
+void adam_step(MultiTensorPlan& plan, const TensorLists& lists, const AdamArgs& a, const Tensor& lr,
                const Tensor& grad_scale, const Tensor& gate) {
   plan.prepare(lists, a.decoupled ? "AdamW" : "Adam");
   KILN_DISPATCH_FLOAT(dtype_of_lists(lists), "Adam", [&] {
     using T = scalar_t;
     multi_tensor_apply<T>(
         plan, lists,
-        AdamUpdate<T>{T(a.lr), T(a.beta1), T(a.beta2), T(a.eps), T(a.weight_decay), a.decoupled,
-                      scale_ptr<T>(grad_scale), gate_ptr<T>(gate)});
+        AdamUpdate<T>{T(a.beta1), T(a.beta2), T(a.eps), T(a.weight_decay), a.decoupled,
+                      lr.data<T>(), scale_ptr<T>(grad_scale), gate_ptr<T>(gate)});
   });
 }
 
 void rmsprop_step(MultiTensorPlan& plan, const TensorLists& lists, const RmspropArgs& a,
-                  const Tensor& grad_scale, const Tensor& gate) {
+                  const Tensor& lr, const Tensor& grad_scale, const Tensor& gate) {
   plan.prepare(lists, "RMSprop");
   KILN_DISPATCH_FLOAT(dtype_of_lists(lists), "RMSprop", [&] {
     using T = scalar_t;
     multi_tensor_apply<T>(
         plan, lists,
-        RmspropUpdate<T>{T(a.lr), T(a.alpha), T(a.eps), T(a.weight_decay), T(a.momentum),
+        RmspropUpdate<T>{T(a.alpha), T(a.eps), T(a.weight_decay), T(a.momentum), lr.data<T>(),
                          scale_ptr<T>(grad_scale), gate_ptr<T>(gate)});
   });
 }

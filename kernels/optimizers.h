@@ -1,7 +1,9 @@
 // Fused optimizer updates: the whole update of one element in one functor, applied to every
-// parameter in one multi-tensor launch (kernels/multi_tensor.h). The learning rate is an argument;
-// the gradient is multiplied by *grad_scale, a device scalar (a clip-norm factor, or null for 1).
-// Device scalars (the scale, the step gate's values) are read by scalars(), once per CUDA thread
+// parameter in one multi-tensor launch (kernels/multi_tensor.h). The learning rate is a device
+// scalar (*lr: a schedule changes it between the steps of a replayed CUDA graph, which replays its
+// kernels' arguments as captured); the gradient is multiplied by *grad_scale, a device scalar (a
+// clip-norm factor, or null for 1).
+// Device scalars (lr, the scale, the step gate's values) are read by scalars(), once per CUDA thread
 // or CPU range, and reach each element by value: read through their pointers at every element,
 // they kept GCC from vectorizing the CPU loop (Adam with a clip scale ran at 12 GB/s, 80 without).
 // Whether the step is taken at all is decided on the device too (StepGate, below), so no step reads
@@ -62,17 +64,21 @@ template <class T> struct StepMeterAdd {
 // p -= lr * d, d = g + wd p; with momentum: buf = mu buf + (1 - dampening) d (buf = d on the
 // first step), d = nesterov ? d + mu buf : buf.
 template <class T> struct SgdUpdate {
-  T lr, momentum, dampening, weight_decay;
+  T momentum, dampening, weight_decay;
   bool nesterov;
+  const T* lr;
   const T* grad_scale;
   const T* gate;  // StepGate's
   struct Scalars {
-    T scale;
+    T lr, scale;
     bool first;
   };
   KILN_HD bool dropped() const { return gate[0] == T(0); }
-  KILN_HD Scalars scalars() const { return {grad_scale ? *grad_scale : T(1), gate[1] != T(0)}; }
+  KILN_HD Scalars scalars() const {
+    return {*lr, grad_scale ? *grad_scale : T(1), gate[1] != T(0)};
+  }
   KILN_HD void operator()(T* const* ptr, int64_t i, const Scalars& s) const {  // ptr: p, g, buf
+    const T lr = s.lr;
     T g = ptr[1][i] * s.scale + weight_decay * ptr[0][i];
     if (momentum != T(0)) {
       T buf = s.first ? g : momentum * ptr[2][i] + (T(1) - dampening) * g;
@@ -87,16 +93,20 @@ template <class T> struct SgdUpdate {
 //   m = b1 m + (1 - b1) g,  v = b2 v + (1 - b2) g^2
 //   p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps),  bc_k = 1 - b_k^step
 template <class T> struct AdamUpdate {
-  T lr, beta1, beta2, eps, weight_decay;
+  T beta1, beta2, eps, weight_decay;
   bool decoupled;
+  const T* lr;
   const T* grad_scale;
   const T* gate;  // StepGate's: taken, first, bc1, sqrt(bc2)
   struct Scalars {
-    T scale, bias_correction1, sqrt_bias_correction2;
+    T lr, scale, bias_correction1, sqrt_bias_correction2;
   };
   KILN_HD bool dropped() const { return gate[0] == T(0); }
-  KILN_HD Scalars scalars() const { return {grad_scale ? *grad_scale : T(1), gate[2], gate[3]}; }
+  KILN_HD Scalars scalars() const {
+    return {*lr, grad_scale ? *grad_scale : T(1), gate[2], gate[3]};
+  }
   KILN_HD void operator()(T* const* ptr, int64_t i, const Scalars& s) const {  // ptr: p, g, m, v
+    const T lr = s.lr;
     T p = ptr[0][i];
     T g = ptr[1][i] * s.scale;
     if (decoupled) {
@@ -115,16 +125,18 @@ template <class T> struct AdamUpdate {
 // sq = a sq + (1 - a) g^2; without momentum p -= lr g / (sqrt(sq) + eps); with momentum
 // buf = mu buf + g / (sqrt(sq) + eps), p -= lr buf.
 template <class T> struct RmspropUpdate {
-  T lr, alpha, eps, weight_decay, momentum;
+  T alpha, eps, weight_decay, momentum;
+  const T* lr;
   const T* grad_scale;
   const T* gate;  // StepGate's
   struct Scalars {
-    T scale;
+    T lr, scale;
   };
   KILN_HD bool dropped() const { return gate[0] == T(0); }
-  KILN_HD Scalars scalars() const { return {grad_scale ? *grad_scale : T(1)}; }
+  KILN_HD Scalars scalars() const { return {*lr, grad_scale ? *grad_scale : T(1)}; }
   // ptr: p, g, sq, buf (buf only with momentum)
   KILN_HD void operator()(T* const* ptr, int64_t i, const Scalars& s) const {
+    const T lr = s.lr;
     T g = ptr[1][i] * s.scale + weight_decay * ptr[0][i];
     T sq = alpha * ptr[2][i] + (T(1) - alpha) * g * g;
     ptr[2][i] = sq;
@@ -150,15 +162,15 @@ template <class T> struct EmaUpdate {
 };
 
 struct SgdArgs {
-  double lr, momentum, dampening, weight_decay;
+  double momentum, dampening, weight_decay;
   bool nesterov;
 };
 struct AdamArgs {
-  double lr, beta1, beta2, eps, weight_decay;
+  double beta1, beta2, eps, weight_decay;
   bool decoupled;
 };
 struct RmspropArgs {
-  double lr, alpha, eps, weight_decay, momentum;
+  double alpha, eps, weight_decay, momentum;
 };
 
 class MultiTensorPlan;
@@ -170,14 +182,14 @@ void step_gate(const Tensor& grad_scale, const Tensor& applied, const Tensor& ga
 // dtype, totals an f64 [5] on the same device.
 void step_meter_add(const Tensor& loss, const Tensor& norm, const Tensor& gate, double tokens,
                     const Tensor& totals);
-// lists: {params, grads, state...} as each functor's ptr comment says. grad_scale: a device
-// scalar in the params' dtype, or undefined for 1; gate: what step_gate wrote.
+// lists: {params, grads, state...} as each functor's ptr comment says. lr: a scalar in the params'
+// dtype on their device; grad_scale: the same, or undefined for 1; gate: what step_gate wrote.
 void sgd_step(MultiTensorPlan& plan, const TensorLists& lists, const SgdArgs& args,
-              const Tensor& grad_scale, const Tensor& gate);
+              const Tensor& lr, const Tensor& grad_scale, const Tensor& gate);
 void adam_step(MultiTensorPlan& plan, const TensorLists& lists, const AdamArgs& args,
-               const Tensor& grad_scale, const Tensor& gate);
+               const Tensor& lr, const Tensor& grad_scale, const Tensor& gate);
 void rmsprop_step(MultiTensorPlan& plan, const TensorLists& lists, const RmspropArgs& args,
-                  const Tensor& grad_scale, const Tensor& gate);
+                  const Tensor& lr, const Tensor& grad_scale, const Tensor& gate);
 // lists: {averages, params}. gate: an optimizer's step gate (no update when it dropped the step),
 // or undefined.
 void ema_update(MultiTensorPlan& plan, const TensorLists& lists, double decay, const Tensor& gate);

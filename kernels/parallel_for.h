@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "core/cuda_runtime.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "core/host_device.h"
@@ -71,7 +72,7 @@ template <class F> void parallel_for_cuda(int64_t n, const F& f) {
   // The launch is asynchronous: the span is the launch's host time, not the kernel's.
   profiler::ProfileScope scope("parallel_for launch", profiler::Category::kernel);
   scope.add_items(n);
-  parallel_for_kernel<<<static_cast<unsigned>(blocks), kThreads>>>(n, f);
+  parallel_for_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, cuda::current_stream()>>>(n, f);
   KILN_CUDA_CHECK(cudaGetLastError());
 }
 #endif
@@ -162,7 +163,7 @@ template <class F> void parallel_for_2d(Device device, int64_t rows, int64_t col
   unsigned blocks_y = static_cast<unsigned>(std::min<int64_t>(rows, 65535));
   profiler::ProfileScope scope("parallel_for_2d launch", profiler::Category::kernel);
   scope.add_items(rows * cols);
-  parallel_for_2d_kernel<<<dim3(blocks_x, blocks_y), kThreads>>>(rows, cols, f);
+  parallel_for_2d_kernel<<<dim3(blocks_x, blocks_y), kThreads, 0, cuda::current_stream()>>>(rows, cols, f);
   KILN_CUDA_CHECK(cudaGetLastError());
 #else
   KILN_FAIL("parallel_for_2d on ", device.str(),

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/cuda_runtime.h"
 #include "core/profiler.h"
 #include "kernels/clip_norm.h"
 #include "kernels/factories.h"
@@ -53,9 +54,24 @@ void Optimizer::step(const Tensor& grad_scale) {
   update(lists, grad_scale, gate_);
 }
 
+void Optimizer::set_lr(double lr) {
+  KILN_CHECK(lr >= 0, name_, ": learning rate must be >= 0, got ", lr);
+  lr_ = lr;
+  if (lr_cell_.defined()) {
+    cuda::check_not_capturing("Optimizer::set_lr");
+    NoGradGuard no_grad;
+    fill_(lr_cell_, lr);
+  }
+}
+
 void Optimizer::ensure_gate() {
-  if (gate_.defined()) return;
+  if (gate_.defined() && lr_cell_.defined()) return;
+  // Made in the first (eager) step: made inside a CUDA graph capture, their first values would be
+  // written again at every replay.
+  cuda::check_not_capturing("the optimizer's first step");
   Options options = params_.empty() ? Options() : params_[0].options();
+  if (!lr_cell_.defined()) lr_cell_ = full({}, lr_, options);
+  if (gate_.defined()) return;
   gate_ = zeros({4}, options);
   if (!applied_.defined()) applied_ = zeros({}, {DType::i64, options.device});
 }
@@ -131,7 +147,7 @@ std::vector<std::string> SGD::buffer_names() const {
 void SGD::update(const TensorLists& lists, const Tensor& grad_scale, const Tensor& gate) {
   kernels::sgd_step(
       launch_cache().plan, lists,
-      {lr_, options.momentum, options.dampening, options.weight_decay, options.nesterov},
+      {options.momentum, options.dampening, options.weight_decay, options.nesterov}, lr_cell_,
       grad_scale, gate);
 }
 
@@ -146,8 +162,8 @@ Adam::Adam(std::vector<Tensor> params, AdamOptions o, bool decoupled_)
 void Adam::update(const TensorLists& lists, const Tensor& grad_scale, const Tensor& gate) {
   kernels::adam_step(
       launch_cache().plan, lists,
-      {lr_, options.beta1, options.beta2, options.eps, options.weight_decay, decoupled}, grad_scale,
-      gate);
+      {options.beta1, options.beta2, options.eps, options.weight_decay, decoupled}, lr_cell_,
+      grad_scale, gate);
 }
 
 RMSprop::RMSprop(std::vector<Tensor> params, RmspropOptions o)
@@ -160,8 +176,8 @@ std::vector<std::string> RMSprop::buffer_names() const {
 
 void RMSprop::update(const TensorLists& lists, const Tensor& grad_scale, const Tensor& gate) {
   kernels::rmsprop_step(launch_cache().plan, lists,
-                        {lr_, options.alpha, options.eps, options.weight_decay, options.momentum},
-                        grad_scale, gate);
+                        {options.alpha, options.eps, options.weight_decay, options.momentum},
+                        lr_cell_, grad_scale, gate);
 }
 
 namespace {

@@ -27,9 +27,14 @@ class Optimizer {
   void step(const Tensor& grad_scale = Tensor());
   void zero_grad();
   double lr() const { return lr_; }
-  void set_lr(double lr) { lr_ = lr; }
+  // Also writes the device copy the update reads (a kernel with the value as its argument, no
+  // sync), so a CUDA graph replaying step() takes the new rate. Not inside a capture: the write
+  // would be replayed with this value.
+  void set_lr(double lr);
   // Calls of step(), dropped ones included: what learning-rate schedules count.
   int64_t step_count() const { return steps_; }
+  // A replayed CUDA graph ran step() on the device without calling it: count it.
+  void count_replayed_step() { ++steps_; }
   // Updates actually applied (Adam's bias correction counts these). Reads the device.
   int64_t applied_steps() const;
   // The device gate of the last step() (kernels::StepGate): element 0 is 1 if it was taken, 0 if
@@ -52,6 +57,7 @@ class Optimizer {
 
   std::vector<Tensor> params_;
   double lr_;
+  Tensor lr_cell_;  // [] in the parameters' dtype and device: the rate the update reads
   int64_t steps_ = 0;
   const char* name_;
 

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "kernels/factories.h"
 #include "kernels/index.h"
 
 namespace kiln::nn {
@@ -35,13 +36,19 @@ Tensor sequence_mask(const Tensor& lengths, int64_t steps, Options options,
              "sequence_mask: lengths must be a 1-D integer tensor, got ", lengths.describe());
   std::vector<int64_t> host = kernels::index_values(lengths, host_lengths, "sequence_mask");
   int64_t batch = static_cast<int64_t>(host.size());
-  std::vector<double> mask(steps * batch);
   for (int64_t b = 0; b < batch; ++b) {
     KILN_CHECK(host[b] >= 0 && host[b] <= steps, "sequence_mask: length ", host[b], " of sequence ",
                b, " is outside [0, ", steps, "]");
-    for (int64_t t = 0; t < steps; ++t) mask[t * batch + b] = t < host[b] ? 1.0 : 0.0;
   }
-  return copy_to(from_vector(mask, {steps, batch}), options);
+  KILN_CHECK(is_floating(options.dtype), "sequence_mask: the mask is a float tensor, asked for ",
+             dtype_name(options.dtype));
+  // Made by a kernel from the lengths on the mask's device: lengths already there need no upload,
+  // so a CUDA graph can capture it.
+  Tensor mask = empty({steps, batch}, options);
+  kernels::sequence_mask(lengths.device() == options.device ? lengths
+                                                            : copy_to(lengths, {lengths.dtype(), options.device}),
+                         mask);
+  return mask;
 }
 
 Recurrent::Recurrent(CellType cell, RnnOptions options) : cell_(cell), options_(options) {

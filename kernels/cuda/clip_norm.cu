@@ -2,6 +2,7 @@
 // chunk (multi_tensor_chunk), sums by block_sum (kernels/row_math.h). Bytes: the first launch reads
 // every gradient once; the second re-reads the partials per block and, when clipping, reads and
 // writes every gradient once (without scale_grads, one block only writes norm and scale).
+#include "core/cuda_runtime.h"
 #include "core/cuda_check.h"
 #include "kernels/clip_norm.h"
 #include "kernels/dispatch.h"
@@ -53,10 +54,10 @@ void clip_grad_norm_cuda(MultiTensorPlan& plan, const std::vector<Tensor>& grads
     Tensor partial = empty({chunks}, grads[0].options());
     unsigned blocks = static_cast<unsigned>(chunks);
     clip_norm_partial_kernel<T>
-        <<<blocks, kThreads>>>(plan.device_table(), plan.num_tensors(), partial.data<T>());
+        <<<blocks, kThreads, 0, cuda::current_stream()>>>(plan.device_table(), plan.num_tensors(), partial.data<T>());
     KILN_CUDA_CHECK(cudaGetLastError());
     // Without scale_grads one block computes norm and scale and nothing is scaled.
-    clip_norm_scale_kernel<T><<<scale_grads ? blocks : 1u, kThreads>>>(
+    clip_norm_scale_kernel<T><<<scale_grads ? blocks : 1u, kThreads, 0, cuda::current_stream()>>>(
         plan.device_table(), plan.num_tensors(), partial.data<T>(), chunks, T(max_norm),
         norm.data<T>(), scale.data<T>(), scale_grads);
     KILN_CUDA_CHECK(cudaGetLastError());

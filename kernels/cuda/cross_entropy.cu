@@ -2,6 +2,7 @@
 // strided slice of the row into an OnlineLogSumExp and a partial sum, block_reduce merges them in
 // a fixed tree (deterministic; both from kernels/row_math.h), thread 0 writes the row's loss, lse
 // and valid flag. Bytes: forward reads N*V logits once; backward reads them once and writes N*V.
+#include "core/cuda_runtime.h"
 #include "core/cuda_check.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/dispatch.h"
@@ -86,7 +87,7 @@ void cross_entropy_backward_cuda(const Tensor& logits, const Tensor& targets, co
   if (rows == 0) return;
   KILN_DISPATCH_FLOAT(logits.dtype(), "cross_entropy_backward", [&] {
     using T = scalar_t;
-    cross_entropy_backward_kernel<T><<<static_cast<unsigned>(rows), kThreads>>>(
+    cross_entropy_backward_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, cuda::current_stream()>>>(
         logits.data<T>(), targets.data<int64_t>(), lse.data<T>(), valid.data<T>(),
         grad_rows.data<T>(), divisor.defined() ? divisor.data<T>() : nullptr, grad_logits.data<T>(),
         classes, T(args.label_smoothing));
@@ -100,7 +101,7 @@ void cross_entropy_forward_cuda(const Tensor& logits, const Tensor& targets, con
   int64_t rows = logits.size(0), classes = logits.size(1);
   if (rows == 0) return;
   KILN_DISPATCH_FLOAT(logits.dtype(), "cross_entropy", [&] {
-    cross_entropy_forward_kernel<scalar_t><<<static_cast<unsigned>(rows), kThreads>>>(
+    cross_entropy_forward_kernel<scalar_t><<<static_cast<unsigned>(rows), kThreads, 0, cuda::current_stream()>>>(
         logits.data<scalar_t>(), targets.data<int64_t>(),
         mask.defined() ? mask.data<scalar_t>() : nullptr, loss_rows.data<scalar_t>(),
         lse.data<scalar_t>(), valid.data<scalar_t>(), classes, args.ignore_index,

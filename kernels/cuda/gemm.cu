@@ -36,6 +36,8 @@ namespace {
 struct CublasApi {
   decltype(&cublasCreate_v2) create;
   decltype(&cublasSetMathMode) set_math_mode;
+  decltype(&cublasSetStream_v2) set_stream;
+  decltype(&cublasSetWorkspace_v2) set_workspace;
   decltype(&cublasGetStatusName) status_name;
   decltype(&cublasSgemmStridedBatched) sgemm;
   decltype(&cublasDgemmStridedBatched) dgemm;
@@ -65,6 +67,8 @@ const CublasApi& cublas() {
     CublasApi a;
     symbol(a.create, "cublasCreate_v2");
     symbol(a.set_math_mode, "cublasSetMathMode");
+    symbol(a.set_stream, "cublasSetStream_v2");
+    symbol(a.set_workspace, "cublasSetWorkspace_v2");
     symbol(a.status_name, "cublasGetStatusName");
     symbol(a.sgemm, "cublasSgemmStridedBatched");
     symbol(a.dgemm, "cublasDgemmStridedBatched");
@@ -74,19 +78,40 @@ const CublasApi& cublas() {
   return api;
 }
 
-cublasHandle_t cublas_handle(int device) {
+// A workspace of kiln's own per device: left to itself cuBLAS allocates workspace per stream,
+// which a CUDA graph capture cannot record. 32 MiB is what NVIDIA recommends for Hopper.
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+
+struct CublasDevice {
+  cublasHandle_t handle = nullptr;
+  void* workspace = nullptr;
+};
+
+const CublasDevice& cublas_device(int device) {
   static std::mutex mutex;
-  static std::vector<cublasHandle_t> handles;
+  static std::vector<CublasDevice> handles;
   std::lock_guard<std::mutex> lock(mutex);
-  if (handles.empty()) handles.resize(cuda::device_count(), nullptr);
+  if (handles.empty()) handles.resize(cuda::device_count());
   KILN_CHECK(device >= 0 && device < static_cast<int>(handles.size()),
              "matmul: no device cuda:", device);
-  if (!handles[device]) {
+  CublasDevice& d = handles[device];
+  if (!d.handle) {
+    cuda::check_not_capturing("creating the cuBLAS handle");
     cuda::set_device(device);
-    KILN_CUBLAS_CHECK(cublas().create(&handles[device]));
-    KILN_CUBLAS_CHECK(cublas().set_math_mode(handles[device], CUBLAS_DEFAULT_MATH));
+    KILN_CUBLAS_CHECK(cublas().create(&d.handle));
+    KILN_CUBLAS_CHECK(cublas().set_math_mode(d.handle, CUBLAS_DEFAULT_MATH));
+    KILN_CUDA_CHECK(cudaMalloc(&d.workspace, kWorkspaceBytes));
   }
-  return handles[device];
+  return d;
+}
+
+// The device's handle, its work going to kiln's current stream (core/cuda_runtime.h). Setting the
+// stream resets cuBLAS's workspace to its default, so the workspace is set after it.
+cublasHandle_t stream_handle(int device) {
+  const CublasDevice& d = cublas_device(device);
+  KILN_CUBLAS_CHECK(cublas().set_stream(d.handle, cuda::current_stream()));
+  KILN_CUBLAS_CHECK(cublas().set_workspace(d.handle, d.workspace, kWorkspaceBytes));
+  return d.handle;
 }
 
 // A row-major GemmShape in cuBLAS's column-major terms (operands swapped, see the top), shared by
@@ -96,7 +121,7 @@ struct CublasGemm {
   int m, n, k, lda, ldb, batch;
   cublasOperation_t op_a, op_b;
   CublasGemm(int device, const GemmShape& s)
-      : handle(cublas_handle(device)),
+      : handle(stream_handle(device)),
         m(static_cast<int>(s.m)),
         n(static_cast<int>(s.n)),
         k(static_cast<int>(s.k)),

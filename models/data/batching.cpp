@@ -61,7 +61,15 @@ Batch make_batch(const std::vector<EncodedPair>& pairs, std::vector<int64_t> ind
     steps_source = std::max(steps_source, source_lengths.back());
     steps_target = std::max(steps_target, static_cast<int64_t>(targets.back().size()));
   }
-  if (options.num_steps > 0) steps_source = steps_target = options.num_steps;
+  if (options.num_steps > 0) {
+    steps_source = steps_target = options.num_steps;
+  } else if (options.pad_steps_to > 1) {
+    auto round_up = [&](int64_t steps) {
+      return (steps + options.pad_steps_to - 1) / options.pad_steps_to * options.pad_steps_to;
+    };
+    steps_source = round_up(steps_source);
+    steps_target = round_up(steps_target);
+  }
 
   const std::vector<int64_t> target_out = time_major(targets, steps_target);
   std::vector<int64_t> target_in(target_out.size(), Vocab::pad_id);

@@ -63,6 +63,10 @@ struct BatchOptions {
   // target (<eos> included; num_steps when > 0), stays <= batch_tokens; a pair over that alone
   // gets a batch of its own. shuffle then permutes the batches; drop_last must be false.
   int64_t batch_tokens = 0;
+  // > 1 (with num_steps -1): S and T rounded up to a multiple of this, so that batches come in few
+  // shapes (a CUDA-graph run captures one graph per shape). The extra steps are padding, masked
+  // like any other.
+  int64_t pad_steps_to = 1;
 };
 
 // The pairs of each batch (indices into `pairs`), in batch order: what make_batches lays out.

@@ -317,7 +317,7 @@ Tensor Seq2Seq::teacher_forced_loss(const EncoderOutput& enc, const Tensor& targ
              "Seq2Seq::teacher_forced_loss: target_in ", target_in.describe(), ", target_out ",
              target_out.describe(), " and target_mask ", target_mask.describe(),
              " must have one shape");
-  if (teacher_forcing < 1.0) {
+  if (teacher_forcing < 1.0 || host.fixed_shapes) {
     return loss(decode_teacher(enc, target_in, teacher_forcing, host), target_out, target_mask,
                 label_smoothing, host);
   }

@@ -84,6 +84,10 @@ struct Decoder : nn::Module {
 // values of its device tensor; any may be undefined (that tensor is then read back).
 struct HostCopies {
   Tensor source, source_lengths, target_in, target_out, target_mask;
+  // The step is being captured into a CUDA graph (kernels/cuda_graph.h), to be replayed on other
+  // batches of the same shape: take only paths whose shapes follow from the batch's shape (the
+  // loss over every position, weighted by the mask, not over the real ones gathered).
+  bool fixed_shapes = false;
 };
 
 class Seq2Seq : public nn::Module {
@@ -123,7 +127,7 @@ class Seq2Seq : public nn::Module {
   // the logits of padded positions, a fifth of a batch of sentences whose lengths vary, are never
   // computed. The positions are read from host.target_mask and host.target_out when given, else
   // from the device. Scheduled sampling (teacher_forcing < 1) needs every step's logits and takes
-  // the plain path.
+  // the plain path, and so does host.fixed_shapes.
   Tensor teacher_forced_loss(const EncoderOutput& enc, const Tensor& target_in,
                              const Tensor& target_out, const Tensor& target_mask,
                              double teacher_forcing = 1.0, double label_smoothing = 0.0,

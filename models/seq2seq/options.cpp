@@ -111,6 +111,15 @@ void TrainOptions::validate() const {
   Device::parse(device);
   KILN_CHECK(precision == "f32" || precision == "bf16", "train: precision '", precision,
              "' is not one of: f32, bf16");
+  if (cuda_graph) {
+    KILN_CHECK(Device::parse(device).is_cuda(), "train: --cuda-graph needs a CUDA device ",
+               "(--device cuda:N): a CUDA graph is captured and replayed on a GPU; this run is on ",
+               device);
+    KILN_CHECK(accum_steps == 1, "train: --cuda-graph takes one batch per step; --accum-steps ",
+               accum_steps, " is not supported with it");
+    KILN_CHECK(teacher_forcing == 1.0, "train: --cuda-graph needs --teacher-forcing 1: scheduled ",
+               "sampling (", teacher_forcing, ") reads each step's predictions back to the host");
+  }
 }
 
 std::string TrainOptions::to_json() const {
@@ -328,7 +337,7 @@ const ResumeFlag kResumeFlags[] = {
 // CPU threads (--threads, applied by the CLI itself).
 bool command_line_only(const std::string& flag) {
   return flag == "--resume" || flag == "--out" || flag == "--quiet" || flag == "--profile" ||
-         flag == "--profile-out" || flag == "--threads";
+         flag == "--profile-out" || flag == "--threads" || flag == "--cuda-graph";
 }
 
 // The options of this process alone (command_line_only), from the command line.
@@ -336,6 +345,7 @@ void take_process_options(TrainOptions& o, const TrainOptions& command_line) {
   o.quiet = command_line.quiet;
   o.profile_steps = command_line.profile_steps;
   o.profile_out = command_line.profile_out;
+  o.cuda_graph = command_line.cuda_graph;
 }
 
 }  // namespace

@@ -89,6 +89,12 @@ struct TrainOptions {
   // in config.json, so neither a resumed run nor a --config file profiles unless told again.
   int64_t profile_steps = 0;
   std::string profile_out;
+  // --cuda-graph: on a CUDA device, each distinct batch shape's training step is captured into a
+  // CUDA graph the second time it is met and replayed from then on (kernels/cuda_graph.h); batch
+  // lengths are padded to a multiple of kGraphStepMultiple so that there are few shapes. Like the
+  // profile options, this process's choice: not in config.json.
+  bool cuda_graph = false;
+  static constexpr int64_t kGraphStepMultiple = 8;
 
   // Throws kiln::Error naming the first invalid option.
   void validate() const;

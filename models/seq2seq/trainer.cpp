@@ -11,17 +11,21 @@
 #include <cstdio>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <tuple>
 #include <utility>
 
 #include "core/autocast.h"
+#include "core/cuda_runtime.h"
 #include "core/error.h"
 #include "core/profiler.h"
 #include "core/random.h"
 #include "dist/communicator.h"
 #include "dist/data_parallel.h"
+#include "kernels/cuda_graph.h"
+#include "kernels/factories.h"
 #include "kernels/gemm.h"
 #include "models/data/batching.h"
 #include "models/data/tokenizer.h"
@@ -71,6 +75,8 @@ double seconds_since(Clock::time_point start) {
 }
 
 // What the loop works on, set up by train().
+class GraphedSteps;
+
 struct Run {
   const TrainOptions& o;
   const Device& device;
@@ -91,6 +97,7 @@ struct Run {
   dist::DataParallel* dp = nullptr;
   bool writer = true;
   nn::StepMeter* meter = nullptr;  // the loss and norm of the steps not yet shown, on the device
+  GraphedSteps* graphs = nullptr;  // --cuda-graph, else null
 
   dist::Communicator& comm() const { return dp->communicator(); }
 };
@@ -153,10 +160,15 @@ struct Share {
 // Step `step` (1-based) over the global batches `group`. Nothing is read back to the host: a
 // non-finite gradient norm makes the clip factor NaN, and the optimizer (and the weight average)
 // drop the update on the device.
-StepResult train_step(const Run& r, const std::vector<const Share*>& group, int64_t step) {
-  profiler::ProfileScope scope("train step", profiler::Category::step);
+// What a step sets on the host before its device work: the random stream and the learning rate.
+void begin_step(const Run& r, int64_t step) {
   default_generator().manual_seed(step_stream(r.o.seed, r.comm().rank(), step));
   r.opt.set_lr(r.schedule.lr_at(r.opt.step_count() + 1));
+}
+
+// A step's device work, from zeroing the gradients to the optimizer's update: what --cuda-graph
+// captures. fixed_shapes: it is being captured (HostCopies::fixed_shapes).
+StepResult step_work(const Run& r, const std::vector<const Share*>& group, bool fixed_shapes) {
   r.opt.zero_grad();
   std::vector<const data::Batch*> mine;
   int64_t global_tokens = 0;
@@ -167,14 +179,80 @@ StepResult train_step(const Run& r, const std::vector<const Share*>& group, int6
   // --precision bf16: the forward and backward products of this step take bf16 inputs.
   AutocastScope autocast(r.o.precision == "bf16" ? DType::bf16 : DType::f32);
   Tensor loss = accumulate_gradients(r.model, mine, r.o.label_smoothing, r.o.teacher_forcing, r.dp,
-                                     global_tokens);
+                                     global_tokens, fixed_shapes);
   // The clip factor is applied inside the optimizer's fused update (no separate scaling pass).
   nn::ClipFactor clip;
   if (r.o.clip > 0) clip = nn::clip_grad_norm_factor(r.model.parameters(), r.o.clip);
   r.opt.step(clip.scale);
-  if (r.ema) r.ema->update(r.opt.step_gate());
   return {loss, clip.norm};
 }
+
+StepResult train_step(const Run& r, const std::vector<const Share*>& group, int64_t step) {
+  profiler::ProfileScope scope("train step", profiler::Category::step);
+  begin_step(r, step);
+  StepResult result = step_work(r, group, false);
+  if (r.ema) r.ema->update(r.opt.step_gate());
+  return result;
+}
+
+// --cuda-graph (kernels/cuda_graph.h). A batch shape's step runs eagerly the first time the shape
+// is met, which makes what every later step reuses in place (gradients, optimizer state, cuBLAS's
+// handle, the launch tables); the second time it is captured into a graph with a batch of the
+// graph's own, and replayed; from then on the batch is copied into the graph's and the graph
+// replayed: one launch for the step's hundreds of kernels, nothing read back. The seed and the
+// learning rate are set before (begin_step: the graph reads them from the device), the weight
+// average after (its decay changes every step). All three kinds of step run the same work with
+// fixed shapes, so a replay computes what the eager step would.
+class GraphedSteps {
+ public:
+  StepResult run(const Run& r, const Share& share, int64_t step) {
+    profiler::ProfileScope scope("train step", profiler::Category::step);
+    begin_step(r, step);
+    const data::Batch& b = share.batch;
+    Entry& e = entries_[{b.source.size(0), b.target_in.size(0), b.source.size(1)}];
+    StepResult result;
+    if (e.seen++ == 0) {
+      result = step_work(r, {&share}, true);
+    } else {
+      if (!e.graph) {
+        e.inputs = share;  // the host copies are the capture's; the device tensors the graph's
+        data::Batch& in = e.inputs.batch;
+        for (Tensor* t : {&in.source, &in.source_lengths, &in.target_in, &in.target_out,
+                          &in.target_mask}) {
+          *t = copy_to(*t, t->options());
+        }
+        e.graph = std::make_unique<CudaGraph>(r.device);
+        e.graph->capture([&] { e.result = step_work(r, {&e.inputs}, true); });  // counts the step
+        ++captured_;
+      } else {
+        NoGradGuard no_grad;
+        const std::array<Tensor, 5> to = device_tensors(e.inputs.batch), from = device_tensors(b);
+        for (size_t k = 0; k < to.size(); ++k) copy_(to[k], from[k]);
+        r.opt.count_replayed_step();
+      }
+      e.graph->replay();
+      ++replays_;
+      result = e.result;
+    }
+    if (r.ema) r.ema->update(r.opt.step_gate());
+    return result;
+  }
+  int64_t captured() const { return captured_; }
+  int64_t replays() const { return replays_; }
+
+ private:
+  struct Entry {
+    int64_t seen = 0;
+    Share inputs;  // the graph's batch: the tensors its replays read
+    std::unique_ptr<CudaGraph> graph;
+    StepResult result;  // the graph's loss and norm, rewritten by every replay
+  };
+  static std::array<Tensor, 5> device_tensors(const data::Batch& b) {
+    return {b.source, b.source_lengths, b.target_in, b.target_out, b.target_mask};
+  }
+  std::map<std::array<int64_t, 3>, Entry> entries_;  // by (S, T, B)
+  int64_t captured_ = 0, replays_ = 0;
+};
 
 // How the training pairs are cut into batches (the epoch's seed aside).
 data::BatchOptions batch_options(const TrainOptions& o) {
@@ -182,6 +260,7 @@ data::BatchOptions batch_options(const TrainOptions& o) {
   batching.batch_size = o.batch_size;
   batching.num_steps = o.num_steps;
   batching.batch_tokens = o.batch_tokens;
+  if (o.cuda_graph) batching.pad_steps_to = TrainOptions::kGraphStepMultiple;
   return batching;
 }
 
@@ -424,7 +503,8 @@ bool train_epoch(const Run& r, int64_t epoch, TrainState& state,
       tokens += batches[k].global_tokens;
     }
     r.profile->begin_step();
-    StepResult step = train_step(r, group, state.steps + 1);
+    StepResult step = r.graphs ? r.graphs->run(r, *group.front(), state.steps + 1)
+                               : train_step(r, group, state.steps + 1);
     r.meter->add(step.loss, step.norm, r.opt.step_gate(), static_cast<double>(tokens));
     std::string profile_table;
     if (r.profile->end_step(profile_table)) say(profile_table);
@@ -550,7 +630,7 @@ std::pair<TrainOptions, TrainState> read_resume(const std::string& dir, const Tr
 
 Tensor accumulate_gradients(const Seq2Seq& model, const std::vector<const data::Batch*>& batches,
                             double label_smoothing, double teacher_forcing, dist::DataParallel* dp,
-                            int64_t global_tokens) {
+                            int64_t global_tokens, bool fixed_shapes) {
   int64_t total = global_tokens;
   if (total <= 0) {
     total = 0;
@@ -565,8 +645,8 @@ Tensor accumulate_gradients(const Seq2Seq& model, const std::vector<const data::
     const data::Batch* b = batches[k];
     if (!b->source.defined()) continue;  // none of this batch is this rank's
     // The batch's host copies spare the step every read back from the device.
-    const HostCopies host{b->host_source, b->host_source_lengths, b->host_target_in,
-                          b->host_target_out, b->host_target_mask};
+    const HostCopies host{b->host_source,     b->host_source_lengths, b->host_target_in,
+                          b->host_target_out, b->host_target_mask,    fixed_shapes};
     Tensor loss = model.teacher_forced_loss(model.encode(b->source, b->source_lengths, host),
                                             b->target_in, b->target_out, b->target_mask,
                                             teacher_forcing, label_smoothing, host);
@@ -627,6 +707,9 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
     std::tie(o, resumed) = read_resume(from, options, flags_given);
   }
   Device device = rank_device(o.device, comm);
+  // --cuda-graph: all of this run's CUDA work on a stream of kiln's own, which can be captured.
+  std::optional<cuda::StreamScope> stream;
+  if (o.cuda_graph) stream.emplace();
   manual_seed(o.seed);
   Prepared p = prepare_on_every_rank(o, out_dir, from, log, comm);
   log(data_line(p));
@@ -711,9 +794,23 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
   nn::StepMeter meter;
   Run run{o,    device,       p,         model,    *opt, *schedule, log,   out_dir, progress,
           live, Clock::now(), ema.get(), &profile, &dp,  writer,    &meter};
+  std::optional<GraphedSteps> graphs;  // after the stream: the graphs go before it
+  if (o.cuda_graph) {
+    KILN_CHECK(!comm.has_backend(), "train: --cuda-graph runs in one process; under mpirun (",
+               comm.world_size(), " ranks) leave it out");
+    graphs.emplace();
+    run.graphs = &*graphs;
+    log("cuda graph: each batch shape's step runs eagerly once, is captured the second time and "
+        "replayed after that; batch lengths padded to a multiple of " +
+        std::to_string(TrainOptions::kGraphStepMultiple));
+  }
   std::vector<EpochMetrics> history;
   for (int64_t epoch = state.epoch + 1; epoch <= o.epochs; ++epoch) {
     if (train_epoch(run, epoch, state, history)) break;
+  }
+  if (graphs) {
+    log("cuda graph: " + std::to_string(graphs->captured()) + " shapes captured, " +
+        std::to_string(graphs->replays()) + " steps replayed");
   }
   std::string profile_table;  // the run ended before the last profiled step
   if (profile.finish(profile_table)) log(profile_table);

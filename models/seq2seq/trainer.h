@@ -52,8 +52,10 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
 // the last backward goes through dp (ReduceOp::sum), so every rank is left with the gradient of the
 // mean over the whole global group, as one rank computes it. Returns this rank's part of that mean
 // (the parts sum to it).
+// fixed_shapes: the work is being captured into a CUDA graph (HostCopies::fixed_shapes).
 Tensor accumulate_gradients(const Seq2Seq& model, const std::vector<const data::Batch*>& batches,
                             double label_smoothing, double teacher_forcing,
-                            dist::DataParallel* dp = nullptr, int64_t global_tokens = 0);
+                            dist::DataParallel* dp = nullptr, int64_t global_tokens = 0,
+                            bool fixed_shapes = false);
 
 }  // namespace kiln::seq2seq
