@@ -16,6 +16,7 @@
 #include "core/tensor.h"
 #include "dist/communicator.h"
 #include "dist/data_parallel.h"
+#include "kernels/cuda_graph.h"
 #include "kernels/factories.h"
 #include "kernels/threads.h"
 #include "nn/nn.h"
