@@ -8,9 +8,11 @@
 //       d2l-style peer), and the greedy and beam-5 outputs of the initial weights, so the peers can
 //       check that they compute the same thing before anything is timed.
 //   seq2seq_side time --work large-gru --task step|greedy|beam5 --steps N [--warmup W] [--device]
-//                     [--precision f32|bf16] [--profile-rows R]
+//                     [--precision f32|bf16] [--profile-rows R] [--cuda-graph]
 //       prints one JSON line: each timed repetition's milliseconds and the allocator's peak bytes;
 //       with --profile-rows, then the profiler's table of N more repetitions on stderr (R rows).
+//       --cuda-graph (step on cuda): the step is captured after the warm-up into a CUDA graph
+//       (kernels/cuda_graph.h) and each timed repetition replays it, as `kiln train --cuda-graph`.
 //   seq2seq_side floor --work small-gru [--steps N] [--warmup W] [--profile-rows R] [--trace FILE]
 //       what a lean step would need (CPU): the step's GEMM FLOPs and bytes, counted by the
 //       profiler, over this machine's rates for one large sgemm and one large copy, next to the
@@ -25,6 +27,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "core/safetensors.h"
@@ -106,8 +109,17 @@ void run_export(const std::string& work_name, const std::string& device_name,
 }
 
 void run_time(const std::string& work_name, const std::string& device_name, const std::string& task,
-              int steps, int warmup, const std::string& precision, int profile_rows) {
+              int steps, int warmup, const std::string& precision, int profile_rows,
+              bool cuda_graph) {
   Setup s = setup(work_name, device_name);
+  KILN_CHECK(!cuda_graph || (s.device.is_cuda() && task == "step"),
+             "seq2seq_side time: --cuda-graph times the training step on cuda");
+  std::optional<cuda::StreamScope> stream;  // a graph is captured from a stream of kiln's own
+  std::optional<CudaGraph> graph;
+  if (cuda_graph) {
+    stream.emplace();
+    s.batch.host.fixed_shapes = true;  // the eager warm-up and the capture take the same path
+  }
   // --precision bf16: every product of the step (or the decoding) takes bf16 inputs.
   AutocastScope autocast(precision == "bf16" ? DType::bf16 : DType::f32);
   std::unique_ptr<nn::Adam> adam;
@@ -117,14 +129,20 @@ void run_time(const std::string& work_name, const std::string& device_name, cons
     s.model->eval();
   }
   auto once = [&] {
-    if (task == "step") {
+    if (graph) {
+      graph->replay();
+    } else if (task == "step") {
       train_step(*s.model, *adam, s.batch);
     } else {
       decode_batch(*s.model, s.work, s.batch, task == "greedy" ? 1 : kBeam);
     }
     if (s.device.is_cuda()) cuda::synchronize();
   };
-  for (int i = 0; i < warmup; ++i) once();
+  for (int i = 0; i < std::max(warmup, cuda_graph ? 1 : 0); ++i) once();
+  if (cuda_graph) {
+    graph.emplace(s.device);
+    graph->capture([&] { train_step(*s.model, *adam, s.batch); });
+  }
   reset_peak_memory(s.device);
   std::vector<double> ms;
   for (int i = 0; i < steps; ++i) {
@@ -229,6 +247,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string work, device = "cpu", out, task = "step", precision = "f32", trace;
   int steps = 5, warmup = 1, profile_rows = 0;
+  bool cuda_graph = false;
   std::vector<std::string> names = workload_names();
 
   CLI::App* exp =
@@ -249,6 +268,8 @@ int main(int argc, char** argv) {
   tim->add_option("--profile-rows", profile_rows,
                   "then the same repetitions under the profiler: its table on stderr, this many rows")
       ->check(CLI::NonNegativeNumber);
+  tim->add_flag("--cuda-graph", cuda_graph,
+                "step on cuda: capture it after the warm-up, time replays of the CUDA graph");
 
   CLI::App* flo = app.add_subcommand("floor", "FLOPs, bytes and the lean time of a CPU step");
   flo->add_option("--work", work, "workload")->required()->check(CLI::IsMember(names));
@@ -262,7 +283,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (*exp) run_export(work, device, out);
-    if (*tim) run_time(work, device, task, steps, warmup, precision, profile_rows);
+    if (*tim) run_time(work, device, task, steps, warmup, precision, profile_rows, cuda_graph);
     if (*flo) run_floor(work, steps, warmup, profile_rows, trace);
   } catch (const std::exception& e) {
     std::cerr << "seq2seq_side: " << e.what() << "\n";

@@ -206,6 +206,8 @@ def main():
     p.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     p.add_argument("--no-kernels", action="store_true", help="skip kiln's Google Benchmark kernel suites")
     p.add_argument("--python", default="/usr/bin/python3", help="the Python that has torch")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="cuda: kiln's step rows replay the step captured in a CUDA graph (seq2seq_side time --cuda-graph)")
     p.add_argument("--precision", default="f32", choices=["f32", "bf16"],
                    help="bf16: both sides time under mixed precision (kiln's AutocastScope, torch.autocast); "
                         "the checks stay f32")
@@ -250,7 +252,8 @@ def main():
         for work, task, warmup, steps in rows:
             folder = os.path.join(tmp, work)
             timing = ["--task", task, "--steps", str(steps), "--warmup", str(warmup), "--precision", args.precision]
-            cmds = {"kiln": [side, "time", "--work", work, "--device", device] + timing}
+            graph = ["--cuda-graph"] if args.cuda_graph and device == "cuda" and task == "step" else []
+            cmds = {"kiln": [side, "time", "--work", work, "--device", device] + timing + graph}
             for peer in PEERS if task == "step" else ["packed"]:
                 cmds[peer] = [args.python, PEERS[peer], "time", folder, "--device", device, "--threads", "1"] + timing
             ms, rss, peak, last = time_rounds(cmds, envs, rounds)
@@ -319,7 +322,9 @@ def main():
         numerics = ("fp32 with TF32 off on both sides" if args.precision == "f32" else
                     "bf16 mixed precision on both sides (kiln: AutocastScope(bf16), bf16 inputs to every GEMM, "
                     "f32 elsewhere; PyTorch: torch.autocast(dtype=torch.bfloat16), cuDNN RNNs in bf16)")
-        fairness = (f"CUDA, {numerics}; PyTorch {torch_version} runs its RNNs on cuDNN. "
+        graph_text = (" kiln's training steps replay the step captured in a CUDA graph (--cuda-graph); "
+                      "PyTorch's run eagerly." if args.cuda_graph else "")
+        fairness = (f"CUDA, {numerics}; PyTorch {torch_version} runs its RNNs on cuDNN.{graph_text} "
                     f"Memory: {mem_kind}.")
     command = os.environ.get("KILN_MAKE_BENCH") or shlex.join([sys.argv[0]] + sys.argv[1:])
     header = [f"### {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} - {device} "

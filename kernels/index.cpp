@@ -60,8 +60,12 @@ struct ScanRowsFunctor {
   int64_t* starts;
   int64_t rows;
   KILN_HD void operator()(int64_t) const {
+    int64_t total = 0;  // in a register: each step waits for one load, not for the last store
     starts[0] = 0;
-    for (int64_t v = 0; v < rows; ++v) starts[v + 1] += starts[v];
+    for (int64_t v = 1; v <= rows; ++v) {
+      total += starts[v];
+      starts[v] = total;
+    }
   }
 };
 template <class I> struct PlaceRowsFunctor {

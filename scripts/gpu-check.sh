@@ -58,6 +58,10 @@ echo "== demos on cuda"
 if [ -x "$bin/kiln" ]; then
   "$bin/kiln" demo --device cuda --out "$out/demo" > "$out/demo.log" 2>&1 || status=1
   grep -E "^epoch (1|12):|held-out:" "$out/demo.log"
+  # The same training with each batch shape's step captured in a CUDA graph and replayed.
+  "$bin/kiln" train --task reverse --epochs 3 --device cuda --cuda-graph --quiet --out "$out/graph-run" \
+    > "$out/graph-run.log" 2>&1 || status=1
+  grep -E "^epoch|cuda graph" "$out/graph-run.log"
 fi
 
 if [ "$run_bench" = 1 ]; then
@@ -109,6 +113,10 @@ if [ "$run_bench" = 1 ] && [ -x "$bin/seq2seq_side" ] && "$python" -c "import to
       --no-kernels --precision "$precision" 2>&1 | tee "$out/side_by_side_$precision.txt" |
       grep -E "ratio|check|MISMATCH|failed|^\|" || status=1
   done
+  # The training steps again with kiln's step captured in a CUDA graph (kiln train --cuda-graph).
+  "$python" bench/side_by_side.py --device cuda --side "$bin/seq2seq_side" --python "$python" --no-record \
+    --no-kernels --cuda-graph --only step 2>&1 | tee "$out/side_by_side_graph.txt" |
+    grep -E "ratio|check|MISMATCH|failed|^\|" || status=1
 fi
 
 echo "== summary: $([ $status = 0 ] && echo PASS || echo FAIL)"
