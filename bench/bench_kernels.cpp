@@ -120,8 +120,10 @@ BENCHMARK(BM_SmallGemm)
     ->Args({64, 768, 256, 0});
 
 // The CPU's GEMM libraries on the products of the large Seq2Seq workload (B = 64, H = 512, GRU
-// G = 1536, vocab 8000; bench/seq2seq_workload.h) and at the size rule's edge (kernels/gemm.h):
-// each product under the automatic choice (policy 0) and OpenBLAS alone (1), in kiln's threads.
+// G = 1536, vocab 8000; bench/seq2seq_workload.h), two of the small one's, and at the edge of
+// oneDNN's one-thread rule (kernels/gemm.h):
+// each product under the automatic choice (policy 0) and OpenBLAS alone (1), in the threads the
+// rule gives it (cpu_gemm_threads).
 // Args {m, n, k, trans_b, policy}; FLOPs 2 m n k. The label names the library that ran.
 void BM_CpuGemmLibraries(benchmark::State& state) {
   kernels::GemmShape s;
@@ -147,8 +149,10 @@ BENCHMARK(BM_CpuGemmLibraries)
     ->ArgsProduct({{64}, {8000}, {512}, {0, 1}, {0, 1}})  // decoding's output layer
     ->ArgsProduct({{1920}, {1536}, {512}, {1}, {0, 1}})   // an input projection, T * B rows
     ->ArgsProduct({{1230}, {8000}, {512}, {1}, {0, 1}})   // training's output layer, real rows
-    ->ArgsProduct({{64}, {512}, {256}, {0}, {0, 1}})      // the rule's edge, 2^23 multiply-adds
-    ->ArgsProduct({{64}, {384}, {128}, {0}, {0, 1}});     // below it: OpenBLAS either way
+    ->ArgsProduct({{640}, {96}, {32}, {1}, {0, 1}})       // the small GRU's input projection
+    ->ArgsProduct({{640}, {32}, {96}, {0}, {0, 1}})       // its input gradient, dgates W_ih
+    ->ArgsProduct({{64}, {256}, {64}, {1}, {0, 1}})       // oneDNN's one-thread edge, 2^20
+    ->ArgsProduct({{64}, {512}, {64}, {1}, {0, 1}});      // above it: kiln's threads
 
 BENCHMARK(BM_Matmul)
     ->ArgNames({"cuda", "n"})

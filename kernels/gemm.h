@@ -37,13 +37,15 @@ void gemm_cpu(DType dtype, const GemmShape& shape, double alpha, const void* a, 
 // Which library a CPU product goes to, by its multiply-adds (M * N * K), each library only when
 // kiln is built with it (kernels/cpu/gemm.cpp):
 //   f32, at most kSmallGemmVolume and no transposed B   libxsmm's JIT kernels (one thread)
-//   f32, at least kLargeGemmVolume                      oneDNN's JIT sgemm (kiln's threads)
-//   the rest, and every f64 product                     OpenBLAS (kiln's threads)
-// Measured here (bench/RESULTS.md, "Large GEMMs through oneDNN"): oneDNN's sgemm pays a fixed
-// cost of tens of microseconds a call, so OpenBLAS wins below about 4-8M multiply-adds, on one
-// thread or two; above, oneDNN ran 1.6-2x OpenBLAS on an AVX-512 host.
+//   every other f32 product                             oneDNN's JIT sgemm: one thread up to
+//                                                       kSingleThreadGemmVolume, else kiln's
+//   every f64 product                                   OpenBLAS (kiln's threads)
+// Measured here (bench/RESULTS.md, "Every f32 product through oneDNN"): on this AVX-512 host
+// Debian's OpenBLAS runs sgemm at 70-110 GFLOP/s from 64 x 32 x 96 up to 640 x 200 x 32, oneDNN at
+// 150-290, and a small GRU training step went from 3.78 to 3.00 ms. Two threads cost oneDNN more
+// than they give up to about 1M multiply-adds (64 x 200 x 32: 5.7 us on one, 15.9 on two).
 constexpr int64_t kSmallGemmVolume = 64 * 64 * 64;
-constexpr int64_t kLargeGemmVolume = int64_t{1} << 23;
+constexpr int64_t kSingleThreadGemmVolume = int64_t{1} << 20;
 enum class CpuGemmLibrary { libxsmm, openblas, onednn };
 // Products may use every library built in (automatic), or OpenBLAS only: the A/B of the others,
 // and a way out on a host where they lose. Default: KILN_CPU_GEMM=auto|openblas, else automatic;
@@ -56,6 +58,9 @@ CpuGemmPolicy parse_cpu_gemm_policy(const std::string& text);
 // The library gemm_cpu picks for this product under the current policy.
 CpuGemmLibrary cpu_gemm_library(DType dtype, const GemmShape& shape);
 const char* cpu_gemm_library_name(CpuGemmLibrary library);  // "libxsmm", "OpenBLAS", "oneDNN"
+// The threads gemm_cpu gives this product: 1 for libxsmm and for oneDNN's small products (above),
+// else the thread policy's count (kernels/threads.h).
+int cpu_gemm_threads(DType dtype, const GemmShape& shape);
 bool built_with_onednn();
 bool built_with_libxsmm();
 void gemm_cuda(int device, DType dtype, const GemmShape& shape, double alpha, const void* a,

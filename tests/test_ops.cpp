@@ -431,11 +431,21 @@ TEST(Gemm, CpuProductsGoToTheLibraryTheSizeRuleNames) {
                                                             : CpuGemmLibrary::openblas;
   kernels::set_cpu_gemm_policy(kernels::CpuGemmPolicy::automatic);
   EXPECT_EQ(library(DType::f32, 64, 64, 64, false), small);
-  EXPECT_EQ(library(DType::f32, 64, 64, 64, true), CpuGemmLibrary::openblas);
-  EXPECT_EQ(library(DType::f32, 64, 65, 64, false), CpuGemmLibrary::openblas);
-  EXPECT_EQ(library(DType::f32, 64, 512, 255, false), CpuGemmLibrary::openblas);
-  EXPECT_EQ(library(DType::f32, 64, 512, 256, false), large);  // exactly kLargeGemmVolume
+  EXPECT_EQ(library(DType::f32, 64, 64, 64, true), large);  // libxsmm takes no transposed B
+  EXPECT_EQ(library(DType::f32, 64, 65, 64, false), large);
+  EXPECT_EQ(library(DType::f32, 64, 512, 255, false), large);
   EXPECT_EQ(library(DType::f32, 64, 8000, 512, true), large);
+  EXPECT_EQ(library(DType::f32, 0, 8, 8, false), CpuGemmLibrary::openblas);  // nothing to do
+  // Threads: one for libxsmm and for oneDNN up to kSingleThreadGemmVolume, else the policy's.
+  auto threads = [](int64_t m, int64_t n, int64_t k, bool trans_b) {
+    kernels::GemmShape s;
+    s.m = m, s.n = n, s.k = k, s.trans_b = trans_b;
+    return kernels::cpu_gemm_threads(DType::f32, s);
+  };
+  EXPECT_EQ(threads(64, 64, 64, false), kernels::built_with_libxsmm() ? 1 : num_threads());
+  EXPECT_EQ(threads(64, 256, 64, true), kernels::built_with_onednn() ? 1 : num_threads());
+  EXPECT_EQ(threads(64, 512, 64, true), num_threads());  // 2^21 multiply-adds
+  EXPECT_EQ(kernels::cpu_gemm_threads(DType::f64, {}), num_threads());
   EXPECT_EQ(library(DType::f64, 64, 8000, 512, false), CpuGemmLibrary::openblas);
   EXPECT_EQ(library(DType::f64, 4, 4, 4, false), CpuGemmLibrary::openblas);
   kernels::set_cpu_gemm_policy(kernels::CpuGemmPolicy::openblas_only);

@@ -62,9 +62,9 @@ bool small_gemm_libxsmm(const GemmShape& s, float alpha, const float* a, const f
 #endif
 
 #ifdef KILN_WITH_ONEDNN
-// Large f32 products through oneDNN's sgemm (row-major, like cblas with CblasRowMajor). Its OpenMP
+// f32 products through oneDNN's sgemm (row-major, like cblas with CblasRowMajor). Its OpenMP
 // regions size their teams by omp_get_max_threads(), which use_blas_threads has set.
-void large_gemm_onednn(const GemmShape& s, float alpha, const float* a, const float* b, float beta,
+void gemm_onednn(const GemmShape& s, float alpha, const float* a, const float* b, float beta,
                        float* c) {
   const int64_t lda = s.trans_a ? s.m : s.k, ldb = s.trans_b ? s.k : s.n;
   for (int64_t i = 0; i < s.batch; ++i) {
@@ -129,8 +129,18 @@ CpuGemmLibrary cpu_gemm_library(DType dtype, const GemmShape& s) {
   if (built_with_libxsmm() && !s.trans_b && volume > 0 && volume <= kSmallGemmVolume) {
     return CpuGemmLibrary::libxsmm;
   }
-  if (built_with_onednn() && volume >= kLargeGemmVolume) return CpuGemmLibrary::onednn;
+  if (built_with_onednn() && volume > 0) return CpuGemmLibrary::onednn;
   return CpuGemmLibrary::openblas;
+}
+
+int cpu_gemm_threads(DType dtype, const GemmShape& s) {
+  switch (cpu_gemm_library(dtype, s)) {
+    case CpuGemmLibrary::libxsmm: return 1;
+    case CpuGemmLibrary::onednn:
+      return s.m * s.n * s.k <= kSingleThreadGemmVolume ? 1 : num_threads();
+    case CpuGemmLibrary::openblas: break;
+  }
+  return num_threads();
 }
 
 const char* cpu_gemm_library_name(CpuGemmLibrary library) {
@@ -157,10 +167,10 @@ void gemm_cpu(DType dtype, const GemmShape& s, double alpha, const void* a, cons
     return;
   }
 #endif
-  use_blas_threads(num_threads());
+  use_blas_threads(library == CpuGemmLibrary::onednn ? cpu_gemm_threads(dtype, s) : num_threads());
 #ifdef KILN_WITH_ONEDNN
   if (library == CpuGemmLibrary::onednn) {
-    large_gemm_onednn(s, static_cast<float>(alpha), static_cast<const float*>(a),
+    gemm_onednn(s, static_cast<float>(alpha), static_cast<const float*>(a),
                       static_cast<const float*>(b), static_cast<float>(beta),
                       static_cast<float*>(c));
     return;
