@@ -82,6 +82,10 @@ Tensor sum_to(const Tensor& x, const Shape& shape);
 // ---- softmax (autograd/ops/softmax.cpp) ----
 Tensor softmax(const Tensor& x, int64_t dim = -1);  // dim must be the last
 Tensor log_softmax(const Tensor& x, int64_t dim = -1);
+// topk(log_softmax(x), k) over the last dim, the same values and indices bit for bit, without
+// making the log-probabilities (a search's step ranks the next tokens this way). Not
+// differentiable.
+std::pair<Tensor, Tensor> log_softmax_topk(const Tensor& x, int64_t k);
 
 // ---- attention (autograd/ops/attention.cpp) ----
 // One decoder step of additive (Bahdanau) attention, fused (kernels/attention.h):

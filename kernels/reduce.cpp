@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "kernels/dispatch.h"
+#include "kernels/row_math.h"
 #include "kernels/parallel_for.h"
 
 namespace kiln::kernels {
@@ -78,21 +79,13 @@ template <class T> struct TopKLastFunctor {
   int64_t cols, k;
   KILN_HD void operator()(int64_t row) const {
     const T* r = x + row * cols;
-    T* v = values + row * k;
-    int64_t* index = indices + row * k;
-    int64_t kept = 0;  // v[0, kept) sorted, largest first; equal values keep their column order
-    for (int64_t c = 0; c < cols; ++c) {
-      const T value = r[c];
-      if (kept == k && !(value > v[k - 1])) continue;
-      int64_t slot = kept < k ? kept++ : k - 1;  // a free slot, or the smallest kept one's
-      for (; slot > 0 && value > v[slot - 1]; --slot) {
-        v[slot] = v[slot - 1];
-        index[slot] = index[slot - 1];
-      }
-      v[slot] = value;
-      index[slot] = c;
-    }
+    RowTopK<T> top{values + row * k, indices + row * k, k};
+    offer_row(top, cols, RowValues{r});
   }
+  struct RowValues {
+    const T* r;
+    KILN_HD T operator()(int64_t c) const { return r[c]; }
+  };
 };
 
 template <class T> struct MaxLastBackwardFunctor {

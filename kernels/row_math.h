@@ -63,6 +63,52 @@ KILN_HD inline OnlineLogSumExp<T> row_log_sum_exp(const T* x, int64_t n, T* row_
   return {m, s};
 }
 
+// ---- top-k of a row ------------------------------------------------------------------------------
+
+// The k largest of a row's values offered one at a time in column order, kept in v[0, k) and
+// index[0, k), largest first; equal values keep their column order (ties to the lower column).
+// One thread per row on CUDA (topk's and log_softmax_topk's rows).
+template <class T> struct RowTopK {
+  T* v;
+  int64_t* index;
+  int64_t k;
+  int64_t kept = 0;
+  KILN_HD void add(T value, int64_t c) {
+    if (kept == k && !(value > v[k - 1])) return;
+    int64_t slot = kept < k ? kept++ : k - 1;  // a free slot, or the smallest kept one's
+    for (; slot > 0 && value > v[slot - 1]; --slot) {
+      v[slot] = v[slot - 1];
+      index[slot] = index[slot - 1];
+    }
+    v[slot] = value;
+    index[slot] = c;
+  }
+  KILN_HD bool full() const { return kept == k; }
+};
+
+// Offers value(c) for every column c of a row of n to `top`, in column order. Once top is full, a
+// block of 16 columns none of whose values is above the smallest kept one changes nothing, so for
+// most blocks of a long row only their maximum is taken (in SIMD lanes on the CPU) and add is
+// skipped; a NaN, never above anything, never makes a block count. The kept values and columns are
+// those of offering every column.
+template <class T, class Values> KILN_HD void offer_row(RowTopK<T>& top, int64_t n, Values value) {
+  constexpr int64_t kBlock = 16;
+  for (int64_t c0 = 0; c0 < n; c0 += kBlock) {
+    const int64_t c1 = c0 + kBlock < n ? c0 + kBlock : n;
+    if (top.full()) {
+      const T threshold = top.v[top.k - 1];
+      T block_max = threshold;
+      KILN_SIMD(reduction(max : block_max))
+      for (int64_t c = c0; c < c1; ++c) {
+        const T x = value(c);
+        block_max = x > block_max ? x : block_max;
+      }
+      if (!(block_max > threshold)) continue;
+    }
+    for (int64_t c = c0; c < c1; ++c) top.add(value(c), c);
+  }
+}
+
 // ---- cross-entropy rows -------------------------------------------------------------------------
 
 // Whether row n counts: its target is not the ignore index and its mask (optional) is not 0.

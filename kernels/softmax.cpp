@@ -58,7 +58,39 @@ template <class T> struct SoftmaxBackwardFunctor {
   }
 };
 
+// topk(log_softmax(row), k) without writing the row's log-probabilities: the same two passes for
+// the max and the sum, then each value computed as the forward computes it and offered to the
+// top-k, so values and order equal the two ops'.
+template <class T> struct LogSoftmaxTopKFunctor {
+  const T* x;
+  T* values;
+  int64_t* indices;
+  int64_t cols, k;
+  KILN_HD void operator()(int64_t row) const {
+    const T* in = x + row * cols;
+    const OnlineLogSumExp<T> lse = row_log_sum_exp(in, cols);
+    const T m = lse.max, log_s = math::log(lse.sum);
+    RowTopK<T> top{values + row * k, indices + row * k, k};
+    offer_row(top, cols, LogProbabilities{in, m, log_s});
+  }
+  struct LogProbabilities {  // as SoftmaxForwardFunctor writes them
+    const T* in;
+    T m, log_s;
+    KILN_HD T operator()(int64_t c) const { return in[c] - m - log_s; }
+  };
+};
+
 }  // namespace
+
+void log_softmax_top_k(const Tensor& x, int64_t k, const Tensor& values, const Tensor& indices) {
+  int64_t cols = x.size(-1), rows = x.numel() / cols;
+  KILN_DISPATCH_FLOAT(x.dtype(), "log_softmax_topk", [&] {
+    parallel_for(x.device(), rows,
+                 LogSoftmaxTopKFunctor<scalar_t>{x.data<scalar_t>(), values.data<scalar_t>(),
+                                                 indices.data<int64_t>(), cols, k},
+                 /*grain=*/64);
+  });
+}
 
 void softmax_forward(const Tensor& x, const Tensor& y, bool log) {
   int64_t cols = x.size(-1), rows = x.numel() / cols;

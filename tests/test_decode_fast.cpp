@@ -285,6 +285,29 @@ TEST(DecodeFast, ShortlistIsTheFullSoftmaxRestrictedToIt) {
   }
 }
 
+// The searches' fused ranking equals topk(log_softmax(x)) bit for bit: the same values in the same
+// order, ties (many here) to the lower column, k capped at the row; f32 and f64.
+TEST(DecodeFast, LogSoftmaxTopKIsTopKOfLogSoftmaxBitForBit) {
+  manual_seed(8);
+  for (DType dtype : {DType::f32, DType::f64}) {
+    std::vector<double> v = uniform({5 * 300}, -6, 6, DType::f64).to_vector<double>();
+    for (size_t i = 0; i < v.size(); i += 3) v[i] = std::floor(v[i]);  // ties
+    Tensor x = to(from_vector(v, {5, 300}), dtype);
+    for (int64_t k : {1, 2, 10, 300, 400}) {
+      auto [values, ids] = log_softmax_topk(x, k);
+      auto [expected_values, expected_ids] = topk(log_softmax(x), k);
+      EXPECT_EQ(ids.to_vector<int64_t>(), expected_ids.to_vector<int64_t>()) << "k " << k;
+      EXPECT_EQ(to(values, DType::f64).to_vector<double>(),
+                to(expected_values, DType::f64).to_vector<double>())
+          << "k " << k;
+    }
+  }
+  Tensor needs_grad = ones({2, 3});
+  needs_grad.set_requires_grad(true);
+  EXPECT_THROW(log_softmax_topk(needs_grad, 2), Error);
+  EXPECT_THROW(log_softmax_topk(ones({2, 3}), 0), Error);
+}
+
 // topk against a full stable sort on the host: largest first, ties to the lower index, k capped
 // at the row's size; f32 and f64.
 TEST(DecodeFast, TopKMatchesASortOnTheHost) {

@@ -177,6 +177,14 @@ std::vector<OpCase> op_table() {
   // softmax
   t.push_back({"softmax", {{{3, 5}}}, [](auto& x) { return softmax(x[0]); }});
   t.push_back({"log_softmax", {{{2, 2, 5}}}, [](auto& x) { return log_softmax(x[0], -1); }});
+  t.push_back({"log_softmax_topk_values",
+               {{{4, 300}}},
+               [](auto& x) { return log_softmax_topk(x[0], 10).first; },
+               false});
+  t.push_back({"log_softmax_topk_ids",
+               {{{4, 300}}},
+               [](auto& x) { return to(log_softmax_topk(x[0], 10).second, DType::f64); },
+               false});
   // fused Bahdanau attention: key_proj [B=3, S=4, A=3], query_proj [3, 3], v [3], keys [3, 4, 2];
   // both outputs, then each alone (the engine passes zeros for the other)
   auto attention_inputs = std::vector<Input>{{{3, 4, 3}}, {{3, 3}}, {{3}}, {{3, 4, 2}}};

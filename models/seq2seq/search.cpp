@@ -27,12 +27,29 @@ Seq2SeqStepper::Seq2SeqStepper(const Seq2Seq& model, const Tensor& source,
   state_ = model.initial_state(enc_);
 }
 
+StepTop Stepper::step_top(const Tensor& tokens, int64_t n) {
+  NoGradGuard no_grad;
+  Tensor log_probs = step(tokens);
+  auto [values, ids] = topk(log_probs, n);
+  return {values, ids, log_probs.size(1)};
+}
+
+Tensor Seq2SeqStepper::logits(const Tensor& tokens) {
+  // Searches build token ids on the host; the model takes them on its own device.
+  return model_.decode_step(enc_, kiln::to(tokens, enc_.keys.device()), state_,
+                            keep_attention_ ? &attention_ : nullptr, &output_rows_);
+}
+
 Tensor Seq2SeqStepper::step(const Tensor& tokens) {
   NoGradGuard no_grad;
-  // Searches build token ids on the host; the model takes them on its own device.
-  Tensor logits = model_.decode_step(enc_, kiln::to(tokens, enc_.keys.device()), state_,
-                                     keep_attention_ ? &attention_ : nullptr, &output_rows_);
-  return log_softmax(logits);
+  return log_softmax(logits(tokens));
+}
+
+StepTop Seq2SeqStepper::step_top(const Tensor& tokens, int64_t n) {
+  NoGradGuard no_grad;
+  Tensor x = logits(tokens);
+  auto [values, ids] = log_softmax_topk(x, n);
+  return {values, ids, x.size(1)};
 }
 
 void Seq2SeqStepper::reorder(const Tensor& index) {
@@ -109,15 +126,14 @@ std::vector<float> host_attention(const Stepper& stepper) {
 // the lower id).
 class RowTop {
  public:
-  RowTop(const Tensor& log_probs, int64_t n, const std::vector<int64_t>& shortlist) {
-    auto [values, ids] = topk(log_probs, n);
-    n_ = values.size(1);
-    values_ = to(to(values, DType::f64), Device::cpu()).to_vector<double>();
-    ids_ = to(ids, Device::cpu()).to_vector<int64_t>();
+  RowTop(const StepTop& top, const std::vector<int64_t>& shortlist) {
+    n_ = top.values.size(1);
+    values_ = to(to(top.values, DType::f64), Device::cpu()).to_vector<double>();
+    ids_ = to(top.ids, Device::cpu()).to_vector<int64_t>();
     if (shortlist.empty()) return;
-    KILN_CHECK(static_cast<int64_t>(shortlist.size()) == log_probs.size(1),
-               "search: ", shortlist.size(), " shortlist ids for log-probabilities of ",
-               log_probs.size(1), " columns");
+    KILN_CHECK(static_cast<int64_t>(shortlist.size()) == top.columns, "search: ",
+               shortlist.size(), " shortlist ids for log-probabilities of ", top.columns,
+               " columns");
     for (int64_t& id : ids_) id = shortlist[id];
   }
   int64_t size() const { return n_; }  // n, or V when it is smaller
@@ -149,8 +165,7 @@ std::vector<Hypothesis> greedy_search(Stepper& stepper, int64_t batch,
   std::vector<int64_t> tokens(live.size(), options.bos_id);
   while (!live.empty()) {
     const int64_t rows = static_cast<int64_t>(live.size());
-    Tensor log_probs = stepper.step(token_tensor(tokens, Device::cpu()));
-    const RowTop best(log_probs, 1, options.shortlist);
+    const RowTop best(stepper.step_top(token_tensor(tokens, Device::cpu()), 1), options.shortlist);
     std::vector<float> attention;
     if (options.keep_attention) attention = host_attention(stepper);
     std::vector<int64_t> kept, next_live, next_tokens;
@@ -203,11 +218,10 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
   std::vector<int64_t> tokens(batch * K, options.bos_id);
   for (int64_t t = 0;; ++t) {
     const int64_t rows = static_cast<int64_t>(live.size()) * K;
-    Tensor log_probs = stepper.step(token_tensor(tokens, Device::cpu()));
+    const StepTop step = stepper.step_top(token_tensor(tokens, Device::cpu()), 2 * K);
     // Candidates are keyed k * vocab + token id: with a shortlist, ids reach past its columns.
-    const int64_t vocab =
-        options.shortlist.empty() ? log_probs.size(1) : options.shortlist.back() + 1;
-    const RowTop top(log_probs, 2 * K, options.shortlist);
+    const int64_t vocab = options.shortlist.empty() ? step.columns : options.shortlist.back() + 1;
+    const RowTop top(step, options.shortlist);
     std::vector<float> attention;
     if (options.keep_attention) attention = host_attention(stepper);
     const int64_t source_len = static_cast<int64_t>(attention.size()) / rows;

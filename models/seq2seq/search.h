@@ -12,11 +12,21 @@
 
 namespace kiln::seq2seq {
 
+// A step's n best next tokens per row: what the searches rank.
+struct StepTop {
+  Tensor values;        // [N, n] log-probabilities, largest first
+  Tensor ids;           // [N, n] their columns (i64), ties to the lower column
+  int64_t columns = 0;  // V: the columns of the step's log-probabilities
+};
+
 class Stepper {
  public:
   virtual ~Stepper() = default;
   // tokens [N] (on the host) -> log-probabilities [N, V] of the next token; advances every row.
   virtual Tensor step(const Tensor& tokens) = 0;
+  // The same step, as each row's n best: topk(step(tokens), n) unless a stepper ranks them
+  // without making [N, V] (Seq2SeqStepper: log_softmax_topk on its logits). Same values and ids.
+  virtual StepTop step_top(const Tensor& tokens, int64_t n);
   // Row i of the new state = row index[i] (host) of the current one (beams follow their parents).
   // index may be shorter than the current rows: the searches drop the rows of finished sentences.
   virtual void reorder(const Tensor& index) = 0;
@@ -35,10 +45,12 @@ class Seq2SeqStepper : public Stepper {
                  int64_t repeat = 1, bool keep_attention = false,
                  const Tensor& shortlist = Tensor());
   Tensor step(const Tensor& tokens) override;
+  StepTop step_top(const Tensor& tokens, int64_t n) override;
   void reorder(const Tensor& index) override;
   Tensor last_attention() const override { return attention_; }
 
  private:
+  Tensor logits(const Tensor& tokens);  // advances every row
   const Seq2Seq& model_;
   int64_t repeat_;
   EncoderOutput enc_;
