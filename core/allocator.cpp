@@ -346,7 +346,10 @@ class CudaRawAllocator : public RawAllocator {
  public:
   explicit CudaRawAllocator(int device) : device_(device) {}
   void* allocate(size_t bytes) override {
-    cuda::set_device(device_);
+    // Only when it differs: nothing beyond what cudaMalloc needs happens during a graph capture.
+    int current = -1;
+    KILN_CUDA_CHECK(cudaGetDevice(&current));
+    if (current != device_) cuda::set_device(device_);
     void* ptr = nullptr;
     // During a graph capture cudaMalloc is a call the capture forbids unless relaxed: it is not
     // captured, and the graph's pool keeps the memory for every replay, so here it is safe (as in
