@@ -84,7 +84,7 @@ Tensor softmax(const Tensor& x, int64_t dim = -1);  // dim must be the last
 Tensor log_softmax(const Tensor& x, int64_t dim = -1);
 // topk(log_softmax(x), k) over the last dim, the same values and indices bit for bit, without
 // making the log-probabilities (a search's step ranks the next tokens this way). Not
-// differentiable.
+// differentiable. Beside topk in autograd/ops/reduce.cpp, which shares its checks.
 std::pair<Tensor, Tensor> log_softmax_topk(const Tensor& x, int64_t k);
 
 // ---- attention (autograd/ops/attention.cpp) ----

@@ -1,6 +1,7 @@
 // Reductions. sum/mean backward broadcast the gradient back (kernels::expand, scaled by 1/R for
 // mean); max backward routes each row's gradient to its (first) argmax.
 #include "kernels/reduce.h"
+#include "kernels/softmax.h"
 
 #include "autograd/node.h"
 #include "autograd/ops.h"
@@ -117,18 +118,30 @@ Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
   return indices;
 }
 
-std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k) {
-  profiler::ProfileScope profile_scope("topk", profiler::Category::op);
-  check_last_dim(x, -1, "topk");
-  KILN_CHECK(k >= 1, "topk: k must be >= 1, got ", k);
-  KILN_CHECK(!autograd::needs_grad({x}), "topk: not differentiable; call it without grad");
+namespace {
+// topk and log_softmax_topk: each row's k best (k capped at the row), by `kernel`.
+template <class Kernel>
+std::pair<Tensor, Tensor> row_top_k(const Tensor& x, int64_t k, const char* name, Kernel kernel) {
+  profiler::ProfileScope profile_scope(name, profiler::Category::op);
+  check_last_dim(x, -1, name);
+  KILN_CHECK(k >= 1, name, ": k must be >= 1, got ", k);
+  KILN_CHECK(!autograd::needs_grad({x}), name, ": not differentiable; call it without grad");
   k = std::min(k, x.size(-1));
   Shape shape = x.shape();
   shape.back() = k;
   Tensor values = empty(shape, x.options());
   Tensor indices = empty(shape, {DType::i64, x.device()});
-  kernels::top_k_last(x, k, values, indices);
+  kernel(x, k, values, indices);
   return {values, indices};
+}
+}  // namespace
+
+std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k) {
+  return row_top_k(x, k, "topk", kernels::top_k_last);
+}
+
+std::pair<Tensor, Tensor> log_softmax_topk(const Tensor& x, int64_t k) {
+  return row_top_k(x, k, "log_softmax_topk", kernels::log_softmax_top_k);
 }
 
 Tensor sum_to(const Tensor& x, const Shape& shape) {

@@ -2,8 +2,6 @@
 // (kernels/softmax.h).
 #include "kernels/softmax.h"
 
-#include <algorithm>
-
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/checks.h"
@@ -38,22 +36,5 @@ Tensor softmax_impl(const Tensor& x, int64_t dim, bool log) {
 
 Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, false); }
 Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, true); }
-
-std::pair<Tensor, Tensor> log_softmax_topk(const Tensor& x, int64_t k) {
-  profiler::ProfileScope profile_scope("log_softmax_topk", profiler::Category::op);
-  ops_detail::check_floating("log_softmax_topk", x);
-  KILN_CHECK(x.dim() >= 1 && x.size(-1) > 0,
-             "log_softmax_topk: expected a non-empty tensor of rank >= 1, got ", x.describe());
-  KILN_CHECK(k >= 1, "log_softmax_topk: k must be >= 1, got ", k);
-  KILN_CHECK(!autograd::needs_grad({x}),
-             "log_softmax_topk: not differentiable; call it without grad");
-  k = std::min(k, x.size(-1));
-  Shape shape = x.shape();
-  shape.back() = k;
-  Tensor values = empty(shape, x.options());
-  Tensor indices = empty(shape, {DType::i64, x.device()});
-  kernels::log_softmax_top_k(x, k, values, indices);
-  return {values, indices};
-}
 
 }  // namespace kiln
