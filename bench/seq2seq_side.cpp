@@ -8,8 +8,10 @@
 //       d2l-style peer), and the greedy and beam-5 outputs of the initial weights, so the peers can
 //       check that they compute the same thing before anything is timed.
 //   seq2seq_side time --work large-gru --task step|greedy|beam5 --steps N [--warmup W] [--device]
-//                     [--precision f32|bf16] [--profile-rows R] [--cuda-graph]
+//                     [--precision f32|bf16] [--profile-rows R] [--cuda-graph] [--shortlist C]
 //       prints one JSON line: each timed repetition's milliseconds and the allocator's peak bytes;
+//       --shortlist C (greedy, beam5): decoded over C target ids, as `kiln translate --shortlist`
+//       (seq2seq_workload.h, decode_batch).
 //       with --profile-rows, then the profiler's table of N more repetitions on stderr (R rows).
 //       --cuda-graph (step on cuda): the step is captured after the warm-up into a CUDA graph
 //       (kernels/cuda_graph.h) and each timed repetition replays it, as `kiln train --cuda-graph`.
@@ -110,10 +112,12 @@ void run_export(const std::string& work_name, const std::string& device_name,
 
 void run_time(const std::string& work_name, const std::string& device_name, const std::string& task,
               int steps, int warmup, const std::string& precision, int profile_rows,
-              bool cuda_graph) {
+              bool cuda_graph, int64_t shortlist) {
   Setup s = setup(work_name, device_name);
   KILN_CHECK(!cuda_graph || (s.device.is_cuda() && task == "step"),
              "seq2seq_side time: --cuda-graph times the training step on cuda");
+  KILN_CHECK(shortlist == 0 || task != "step",
+             "seq2seq_side time: --shortlist is for decoding (--task greedy or beam5)");
   std::optional<cuda::StreamScope> stream;  // a graph is captured from a stream of kiln's own
   std::optional<CudaGraph> graph;
   if (cuda_graph) {
@@ -134,7 +138,7 @@ void run_time(const std::string& work_name, const std::string& device_name, cons
     } else if (task == "step") {
       train_step(*s.model, *adam, s.batch);
     } else {
-      decode_batch(*s.model, s.work, s.batch, task == "greedy" ? 1 : kBeam);
+      decode_batch(*s.model, s.work, s.batch, task == "greedy" ? 1 : kBeam, shortlist);
     }
     if (s.device.is_cuda()) cuda::synchronize();
   };
@@ -247,6 +251,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string work, device = "cpu", out, task = "step", precision = "f32", trace;
   int steps = 5, warmup = 1, profile_rows = 0;
+  int64_t shortlist = 0;
   bool cuda_graph = false;
   std::vector<std::string> names = workload_names();
 
@@ -270,6 +275,9 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   tim->add_flag("--cuda-graph", cuda_graph,
                 "step on cuda: capture it after the warm-up, time replays of the CUDA graph");
+  tim->add_option("--shortlist", shortlist,
+                  "greedy, beam5: decode over this many target ids (the most frequent), 0: all")
+      ->check(CLI::NonNegativeNumber);
 
   CLI::App* flo = app.add_subcommand("floor", "FLOPs, bytes and the lean time of a CPU step");
   flo->add_option("--work", work, "workload")->required()->check(CLI::IsMember(names));
@@ -283,7 +291,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (*exp) run_export(work, device, out);
-    if (*tim) run_time(work, device, task, steps, warmup, precision, profile_rows, cuda_graph);
+    if (*tim) run_time(work, device, task, steps, warmup, precision, profile_rows, cuda_graph,
+                         shortlist);
     if (*flo) run_floor(work, steps, warmup, profile_rows, trace);
   } catch (const std::exception& e) {
     std::cerr << "seq2seq_side: " << e.what() << "\n";

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <algorithm>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -118,14 +119,26 @@ inline Tensor train_step(const seq2seq::Seq2Seq& model, nn::Adam& adam, const Ba
 }
 
 // Greedy (beam 1) or beam-search decoding of the batch (length penalty 1, max length = the
-// workload's length, no grad); returns each sentence's best tokens.
+// workload's length, no grad); returns each sentence's best tokens. shortlist > 0: decoded over
+// the first `shortlist` target ids only, as `kiln translate --shortlist` decodes a batch over its
+// candidates (the output layer and the softmax cover those rows alone). The random workloads have
+// no lexical table, so the candidates are a fixed count: kiln's vocabularies are ordered by
+// frequency, so these are the reserved and most frequent ids.
 inline std::vector<std::vector<int64_t>> decode_batch(const seq2seq::Seq2Seq& model,
                                                       const Workload& w, const Batch& b,
-                                                      int64_t beam) {
+                                                      int64_t beam, int64_t shortlist = 0) {
   NoGradGuard no_grad;
   seq2seq::SearchOptions options{w.config.bos_id, w.config.eos_id,
                                  std::vector<int64_t>(w.batch, w.length)};
-  seq2seq::Seq2SeqStepper stepper(model, b.source, b.lengths, beam);
+  Tensor candidates;
+  if (shortlist > 0) {
+    KILN_CHECK(shortlist <= w.config.target_vocab, "decode_batch: shortlist ", shortlist,
+               " is larger than the target vocabulary (", w.config.target_vocab, ")");
+    options.shortlist.resize(static_cast<size_t>(shortlist));
+    std::iota(options.shortlist.begin(), options.shortlist.end(), int64_t{0});
+    candidates = to(from_vector(options.shortlist, {shortlist}), b.source.device());
+  }
+  seq2seq::Seq2SeqStepper stepper(model, b.source, b.lengths, beam, false, candidates);
   std::vector<std::vector<int64_t>> out;
   if (beam == 1) {
     for (const seq2seq::Hypothesis& h : seq2seq::greedy_search(stepper, w.batch, options))
