@@ -8,8 +8,9 @@
 namespace kiln::math {
 
 // Host float exp and tanh. glibc's expf and tanhf are calls (5.6 and 21 ns here) that dominated
-// the CPU LSTM step; these Cephes-style versions are branch-free inline arithmetic (~1-2 ulp), so
-// random inputs cost no mispredicted branches. CUDA uses its own expf/tanhf; double uses libm.
+// the CPU LSTM step; these are branch-free inline arithmetic the compiler vectorizes (exp
+// Cephes-style, ~1-2 ulp; tanh a rational fit, below), so random inputs cost no mispredicted
+// branches. CUDA uses its own expf/tanhf; double uses libm.
 inline float host_expf(float x) {
   // e^x = 2^n e^r, n = round(x / ln 2), |r| <= ln(2) / 2; e^r by a degree-6 polynomial.
   // A NaN is computed as 0 and returned as itself: converting a NaN n to int would be undefined.
@@ -37,18 +38,30 @@ inline float host_expf(float x) {
   return input == input ? result : input;
 }
 
+// tanh as a ratio of two odd/even polynomials in x (the minimax fit Eigen uses for float tanh),
+// x clamped to +-7.9 where tanh is 1 in float: no exp and one division, 2.4x faster than through
+// host_expf when vectorized (0.27 against 0.66 ns an element, AVX-512), within 4.1e-7 of tanh
+// (6.9 ulp near +-1, measured over every float in [-12, 12]; the exp form was 1.3 ulp). It is most
+// of Bahdanau attention's score rows, [B, S, A] tanh per decoder step.
 inline float host_tanhf(float x) {
-  float a = x < 0 ? -x : x;
-  float s = x * x;  // near 0 an odd polynomial keeps full relative accuracy
-  float small = ((((-5.70498872745e-3f * s + 2.06390887954e-2f) * s - 5.37397155531e-2f) * s +
-                  1.33314422036e-1f) *
-                     s -
-                 3.33332819422e-1f) *
-                    s * x +
-                x;
-  float large = 1.0f - 2.0f / (host_expf(2.0f * a) + 1.0f);
-  large = x < 0 ? -large : large;
-  return a < 0.625f ? small : large;
+  const float kClamp = 7.90531110763549805f;
+  const float c = x < -kClamp ? -kClamp : (x > kClamp ? kClamp : x);
+  const float s = c * c;
+  float p = -2.76076847742355e-16f;
+  p = p * s + 2.00018790482477e-13f;
+  p = p * s - 8.60467152213735e-11f;
+  p = p * s + 5.12229709037114e-08f;
+  p = p * s + 1.48572235717979e-05f;
+  p = p * s + 6.37261928875436e-04f;
+  p = p * s + 4.89352455891786e-03f;
+  float q = 1.19825839466702e-06f;
+  q = q * s + 1.18534705686654e-04f;
+  q = q * s + 2.26843463243900e-03f;
+  q = q * s + 4.89352518554385e-03f;
+  const float r = p * c / q;
+  // Near 0 tanh(x) = x in float (and a NaN stays a NaN through the clamp's comparisons as x).
+  const float a = x < 0 ? -x : x;
+  return a < 0.0004f || x != x ? x : r;
 }
 
 KILN_HD inline float exp(float x) {
