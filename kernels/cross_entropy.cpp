@@ -21,12 +21,11 @@ void cross_entropy_forward_rows(const T* logits, const int64_t* targets, const T
   const int threads = threads_for(rows * classes);
   profiler::ProfileScope scope("cross_entropy rows", profiler::Category::kernel, threads > 1);
   scope.add_items(rows);
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (int64_t n = 0; n < rows; ++n) {
+  cpu_for(threads, rows, [&](int64_t n) {
     int64_t t = targets[n];
     if (!cross_entropy_keeps_row(t, ignore_index, mask, n)) {
       loss_rows[n] = lse_out[n] = valid[n] = T(0);
-      continue;
+      return;
     }
     const T* row = logits + n * classes;
     T row_sum;
@@ -34,7 +33,7 @@ void cross_entropy_forward_rows(const T* logits, const int64_t* targets, const T
     loss_rows[n] = cross_entropy_row_loss(lse, row[t], row_sum, eps, classes);
     lse_out[n] = lse;
     valid[n] = T(1);
-  }
+  });
 }
 
 template <class T>
@@ -45,12 +44,11 @@ void cross_entropy_backward_rows(const T* logits, const int64_t* targets, const 
   profiler::ProfileScope scope("cross_entropy backward rows", profiler::Category::kernel,
                                threads > 1);
   scope.add_items(rows);
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (int64_t n = 0; n < rows; ++n) {
+  cpu_for(threads, rows, [&](int64_t n) {
     T* out = grad_logits + n * classes;
     if (valid[n] == T(0)) {
       for (int64_t c = 0; c < classes; ++c) out[c] = T(0);
-      continue;
+      return;
     }
     const T* row = logits + n * classes;
     const T scale = cross_entropy_row_scale(grad_rows, divisor, n);
@@ -59,7 +57,7 @@ void cross_entropy_backward_rows(const T* logits, const int64_t* targets, const 
 #pragma omp simd
     for (int64_t c = 0; c < classes; ++c)
       out[c] = cross_entropy_grad(row[c], row_lse, c == target, eps, classes, scale);
-  }
+  });
 }
 
 template <class T> struct DivideByCount {

@@ -1,5 +1,6 @@
 #include "kernels/index.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "core/cuda_runtime.h"
@@ -12,32 +13,31 @@ namespace kiln::kernels {
 
 namespace {
 
+// Row n of out is row index[n] of the table. Called per (row, column) so the CPU copies a row as a
+// vector loop (a flat index costs a 64-bit division per element: 42 us for 640 rows of 32).
 template <class T, class I> struct GatherRowsFunctor {
   const T* table;
   const I* index;
   T* out;
   int64_t cols;
-  KILN_HD void operator()(int64_t i) const {
-    int64_t n = i / cols, c = i % cols;
-    out[i] = table[static_cast<int64_t>(index[n]) * cols + c];
+  KILN_HD void operator()(int64_t n, int64_t c) const {
+    out[n * cols + c] = table[static_cast<int64_t>(index[n]) * cols + c];
   }
 };
 
-// For touched row k (table row rows[k], or k itself when rows is null), adds grad_out rows
-// positions[starts[k] .. starts[k+1]).
+// Adds to table row k the grad_out rows positions[starts[k] .. starts[k+1]) (the device path; the
+// CPU's is scatter_add_rows_cpu, the same sums by blocks of columns).
 template <class T> struct ScatterAddRowsFunctor {
   const T* grad_out;
-  const int64_t* rows;
   const int64_t* starts;
   const int64_t* positions;
   T* grad_table;
   int64_t cols;
-  KILN_HD void operator()(int64_t i) const {
-    int64_t k = i / cols, c = i % cols;
+  KILN_HD void operator()(int64_t k, int64_t c) const {
     if (starts[k] == starts[k + 1]) return;  // an untouched row (device grouping) stays as it is
     T total = T(0);
     for (int64_t p = starts[k]; p < starts[k + 1]; ++p) total += grad_out[positions[p] * cols + c];
-    grad_table[(rows ? rows[k] : k) * cols + c] += total;
+    grad_table[k * cols + c] += total;
   }
 };
 
@@ -124,8 +124,32 @@ std::vector<int64_t> index_to_host(const Tensor& index) {
   return host;
 }
 
-Tensor upload(const std::vector<int64_t>& values, Device device) {
-  return copy_to(from_vector(values, {static_cast<int64_t>(values.size())}), {DType::i64, device});
+// ScatterAddRowsFunctor's sums on the CPU, in its order (each touched row's gradient rows added in
+// increasing position, then the total added to the table: CPU and CUDA agree bit for bit), but a
+// block of columns at a time, so the adds are vector adds of whole rows. Per column, as the functor
+// does, the sum is a chain of dependent scalar adds: 47 us for 640 rows of 32, now 5.
+template <class T>
+void scatter_add_rows_cpu(const T* grad_out, const std::vector<int64_t>& rows,
+                          const std::vector<int64_t>& starts, const std::vector<int64_t>& positions,
+                          T* grad_table, int64_t cols) {
+  constexpr int64_t kBlock = 256;
+  const int64_t blocks = (cols + kBlock - 1) / kBlock, tasks = static_cast<int64_t>(rows.size()) * blocks;
+  const int threads = threads_for(static_cast<int64_t>(positions.size()) * cols);
+  profiler::ProfileScope scope("scatter_add rows", profiler::Category::kernel, threads > 1);
+  scope.add_items(tasks);
+  cpu_for(threads, tasks, [&](int64_t task) {
+    const int64_t k = task / blocks, c0 = (task % blocks) * kBlock,
+                  width = std::min(kBlock, cols - c0);
+    T total[kBlock] = {};
+    for (int64_t p = starts[k]; p < starts[k + 1]; ++p) {
+      const T* row = grad_out + positions[p] * cols + c0;
+#pragma omp simd
+      for (int64_t c = 0; c < width; ++c) total[c] += row[c];
+    }
+    T* out = grad_table + rows[k] * cols + c0;
+#pragma omp simd
+    for (int64_t c = 0; c < width; ++c) out[c] += total[c];
+  });
 }
 
 }  // namespace
@@ -159,9 +183,9 @@ void gather_rows(const Tensor& table, const Tensor& index, const Tensor& out) {
   KILN_DISPATCH_ALL(table.dtype(), "gather_rows", [&] {
     using T = scalar_t;
     KILN_DISPATCH_INDEX(index.dtype(), "gather_rows", [&] {
-      parallel_for(table.device(), index.numel() * cols,
-                   GatherRowsFunctor<T, scalar_t>{table.data<T>(), index.data<scalar_t>(),
-                                                  out.data<T>(), cols});
+      parallel_for_rows(table.device(), index.numel(), cols,
+                        GatherRowsFunctor<T, scalar_t>{table.data<T>(), index.data<scalar_t>(),
+                                                       out.data<T>(), cols});
     });
   });
 }
@@ -183,10 +207,10 @@ void scatter_add_rows_grouped_on_device(const Tensor& grad_out, const Tensor& in
                  64);
   });
   KILN_DISPATCH_FLOAT(grad_table.dtype(), "scatter_add_rows", [&] {
-    parallel_for(device, vocab * cols,
-                 ScatterAddRowsFunctor<scalar_t>{grad_out.data<scalar_t>(), nullptr, starts_p,
-                                                 positions.data<int64_t>(),
-                                                 grad_table.data<scalar_t>(), cols});
+    parallel_for_rows(device, vocab, cols,
+                      ScatterAddRowsFunctor<scalar_t>{grad_out.data<scalar_t>(), starts_p,
+                                                      positions.data<int64_t>(),
+                                                      grad_table.data<scalar_t>(), cols});
   });
 }
 
@@ -228,15 +252,9 @@ void scatter_add_rows(const Tensor& grad_out, const Tensor& index, const Tensor&
     if (host[n] != skip_row) positions[next[host[n]]++] = static_cast<int64_t>(n);
   }
   if (rows.empty()) return;
-  Device device = grad_table.device();
-  KILN_CHECK(device.is_cpu(), "scatter_add_rows: the host grouping is the CPU path");
-  Tensor rows_t = upload(rows, device), starts_t = upload(starts, device),
-         positions_t = upload(positions, device);
   KILN_DISPATCH_FLOAT(grad_table.dtype(), "scatter_add_rows", [&] {
-    parallel_for(device, static_cast<int64_t>(rows.size()) * cols,
-                 ScatterAddRowsFunctor<scalar_t>{
-                     grad_out.data<scalar_t>(), rows_t.data<int64_t>(), starts_t.data<int64_t>(),
-                     positions_t.data<int64_t>(), grad_table.data<scalar_t>(), cols});
+    scatter_add_rows_cpu(grad_out.data<scalar_t>(), rows, starts, positions,
+                         grad_table.data<scalar_t>(), cols);
   });
 }
 

@@ -109,8 +109,7 @@ void sum_dim_rows_cpu(const T* x, T* y, int64_t outer, int64_t reduce, int64_t i
   const int threads = outer * blocks > 1 ? threads_for(outer * reduce * inner) : 1;
   profiler::ProfileScope scope("sum_dim rows", profiler::Category::kernel, threads > 1);
   scope.add_items(outer * blocks);
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (int64_t ob = 0; ob < outer * blocks; ++ob) {
+  cpu_for(threads, outer * blocks, [&](int64_t ob) {
     const int64_t o = ob / blocks, j0 = (ob % blocks) * kBlock,
                   width = std::min(kBlock, inner - j0);
     T acc[kBlock] = {};
@@ -121,7 +120,7 @@ void sum_dim_rows_cpu(const T* x, T* y, int64_t outer, int64_t reduce, int64_t i
       for (int64_t j = 0; j < width; ++j) acc[j] += row[j];
     }
     for (int64_t j = 0; j < width; ++j) y[o * inner + j0 + j] = acc[j] * scale;
-  }
+  });
 }
 
 }  // namespace

@@ -27,12 +27,13 @@ void clip_grad_norm_cpu(const std::vector<Tensor>& grads, T max_norm, const Tens
   const int threads = threads_for(elements);
   profiler::ProfileScope scope("clip_norm partials", profiler::Category::kernel, threads > 1);
   scope.add_items(static_cast<int64_t>(chunks.size()));
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (int64_t c = 0; c < static_cast<int64_t>(chunks.size()); ++c) {
+  cpu_for(threads, static_cast<int64_t>(chunks.size()), [&](int64_t c) {
+    const T* x = chunks[c].first;
     T total = T(0);
-    for (int64_t i = 0; i < chunks[c].second; ++i) total += chunks[c].first[i] * chunks[c].first[i];
+#pragma omp simd reduction(+ : total)
+    for (int64_t i = 0; i < chunks[c].second; ++i) total += x[i] * x[i];
     partial[c] = total;
-  }
+  });
   T total = T(0);
   for (T p : partial) total += p;
   T n = std::sqrt(total);
