@@ -140,7 +140,9 @@ void scatter_add_rows_cpu(const T* grad_out, const std::vector<int64_t>& rows,
   cpu_for(threads, tasks, [&](int64_t task) {
     const int64_t k = task / blocks, c0 = (task % blocks) * kBlock,
                   width = std::min(kBlock, cols - c0);
-    T total[kBlock] = {};
+    T total[kBlock];  // the first `width` zeroed (all 256 would be 8x the work at 32 columns)
+#pragma omp simd
+    for (int64_t c = 0; c < width; ++c) total[c] = T(0);
     for (int64_t p = starts[k]; p < starts[k + 1]; ++p) {
       const T* row = grad_out + positions[p] * cols + c0;
 #pragma omp simd

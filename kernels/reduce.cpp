@@ -112,7 +112,8 @@ void sum_dim_rows_cpu(const T* x, T* y, int64_t outer, int64_t reduce, int64_t i
   cpu_for(threads, outer * blocks, [&](int64_t ob) {
     const int64_t o = ob / blocks, j0 = (ob % blocks) * kBlock,
                   width = std::min(kBlock, inner - j0);
-    T acc[kBlock] = {};
+    T acc[kBlock];  // the first `width` zeroed, not all 256
+    for (int64_t j = 0; j < width; ++j) acc[j] = T(0);
     const T* base = x + o * reduce * inner + j0;
     for (int64_t r = 0; r < reduce; ++r) {
       const T* row = base + r * inner;
