@@ -7,15 +7,17 @@
 //       training step (and the same two with every source at full length, "unpadded", for the
 //       d2l-style peer), and the greedy and beam-5 outputs of the initial weights, so the peers can
 //       check that they compute the same thing before anything is timed.
-//   seq2seq_side time --work large-gru --task step|greedy|beam5 --steps N [--warmup W] [--device]
-//                     [--precision f32|bf16] [--profile-rows R] [--cuda-graph] [--shortlist C]
+//   seq2seq_side time --work large-gru --task step|greedy|beam5 --steps N [--warmup W]
+//                     [--warmup-seconds S] [--device] [--precision f32|bf16] [--profile-rows R]
+//                     [--cuda-graph] [--shortlist C]
 //       prints one JSON line: each timed repetition's milliseconds and the allocator's peak bytes;
 //       --shortlist C (greedy, beam5): decoded over C target ids, as `kiln translate --shortlist`
 //       (seq2seq_workload.h, decode_batch).
 //       with --profile-rows, then the profiler's table of N more repetitions on stderr (R rows).
 //       --cuda-graph (step on cuda): the step is captured after the warm-up into a CUDA graph
 //       (kernels/cuda_graph.h) and each timed repetition replays it, as `kiln train --cuda-graph`.
-//   seq2seq_side floor --work small-gru [--steps N] [--warmup W] [--profile-rows R] [--trace FILE]
+//   seq2seq_side floor --work small-gru [--steps N] [--warmup W] [--warmup-seconds S (1)]
+//                      [--profile-rows R] [--trace FILE]
 //       what a lean step would need (CPU): the step's GEMM FLOPs and bytes, counted by the
 //       profiler, over this machine's rates for one large sgemm and one large copy, next to the
 //       step's time; with --profile-rows, the profiler's table of those steps (R rows); with
@@ -110,9 +112,22 @@ void run_export(const std::string& work_name, const std::string& device_name,
             << meta["loss1"] << "\n";
 }
 
+// Runs `once` at least `times` times and for at least `seconds`. The seconds matter on the CPU: a
+// core of this host runs its first ~0.25 s of work about 1.5x slower (its clock ramping up; the
+// small step: 2.0 ms for its first 110 steps, then 1.4), which a short process measures and a long
+// one (PyTorch's, after a second of imports) does not. The peers take the same two options.
+template <class F> void warm_up(int times, double seconds, const F& once) {
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < times || std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                             start).count() < seconds;
+       ++i) {
+    once();
+  }
+}
+
 void run_time(const std::string& work_name, const std::string& device_name, const std::string& task,
-              int steps, int warmup, const std::string& precision, int profile_rows,
-              bool cuda_graph, int64_t shortlist) {
+              int steps, int warmup, double warmup_seconds, const std::string& precision,
+              int profile_rows, bool cuda_graph, int64_t shortlist) {
   Setup s = setup(work_name, device_name);
   KILN_CHECK(!cuda_graph || (s.device.is_cuda() && task == "step"),
              "seq2seq_side time: --cuda-graph times the training step on cuda");
@@ -142,7 +157,7 @@ void run_time(const std::string& work_name, const std::string& device_name, cons
     }
     if (s.device.is_cuda()) cuda::synchronize();
   };
-  for (int i = 0; i < std::max(warmup, cuda_graph ? 1 : 0); ++i) once();
+  warm_up(std::max(warmup, cuda_graph ? 1 : 0), warmup_seconds, once);
   if (cuda_graph) {
     graph.emplace(s.device);
     graph->capture([&] { train_step(*s.model, *adam, s.batch); });
@@ -194,11 +209,11 @@ template <class F> std::vector<double> times_ms(int reps, const F& f) {
 // v) and the clip's read of g: 8 floats a parameter. A lean step moves at least those bytes at the
 // copy rate and does those FLOPs at the rate of a large sgemm; small GEMMs cannot reach that rate,
 // so this is a lower bound, not a target.
-void run_floor(const std::string& work_name, int steps, int warmup, int profile_rows,
-               const std::string& trace) {
+void run_floor(const std::string& work_name, int steps, int warmup, double warmup_seconds,
+               int profile_rows, const std::string& trace) {
   Setup s = setup(work_name, "cpu");
   nn::Adam adam(s.model->parameters(), nn::AdamOptions{1e-3});
-  for (int i = 0; i < warmup; ++i) train_step(*s.model, adam, s.batch);
+  warm_up(warmup, warmup_seconds, [&] { train_step(*s.model, adam, s.batch); });
   double step_ms = median(times_ms(steps, [&] { train_step(*s.model, adam, s.batch); }));
   profiler::start();
   for (int i = 0; i < steps; ++i) train_step(*s.model, adam, s.batch);
@@ -251,6 +266,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string work, device = "cpu", out, task = "step", precision = "f32", trace;
   int steps = 5, warmup = 1, profile_rows = 0;
+  double warmup_seconds = 0, floor_warmup_seconds = 1;
   int64_t shortlist = 0;
   bool cuda_graph = false;
   std::vector<std::string> names = workload_names();
@@ -268,6 +284,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"step", "greedy", "beam5"}));
   tim->add_option("--steps", steps, "timed repetitions")->check(CLI::PositiveNumber);
   tim->add_option("--warmup", warmup, "untimed repetitions first")->check(CLI::NonNegativeNumber);
+  tim->add_option("--warmup-seconds", warmup_seconds,
+                  "and keep warming up until this many seconds have passed (default 0)")
+      ->check(CLI::NonNegativeNumber);
   tim->add_option("--precision", precision, "f32, or bf16 (mixed precision: core/autocast.h)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   tim->add_option("--profile-rows", profile_rows,
@@ -283,6 +302,9 @@ int main(int argc, char** argv) {
   flo->add_option("--work", work, "workload")->required()->check(CLI::IsMember(names));
   flo->add_option("--steps", steps, "profiled and timed steps")->check(CLI::PositiveNumber);
   flo->add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
+  flo->add_option("--warmup-seconds", floor_warmup_seconds,
+                  "and keep warming up until this many seconds have passed (default 1)")
+      ->check(CLI::NonNegativeNumber);
   flo->add_option("--profile-rows", profile_rows,
                   "then the profiler's table of the profiled steps, this many rows")
       ->check(CLI::NonNegativeNumber);
@@ -291,9 +313,11 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (*exp) run_export(work, device, out);
-    if (*tim) run_time(work, device, task, steps, warmup, precision, profile_rows, cuda_graph,
-                         shortlist);
-    if (*flo) run_floor(work, steps, warmup, profile_rows, trace);
+    if (*tim) {
+      run_time(work, device, task, steps, warmup, warmup_seconds, precision, profile_rows,
+               cuda_graph, shortlist);
+    }
+    if (*flo) run_floor(work, steps, warmup, floor_warmup_seconds, profile_rows, trace);
   } catch (const std::exception& e) {
     std::cerr << "seq2seq_side: " << e.what() << "\n";
     return 1;

@@ -63,6 +63,11 @@ PEERS = {"packed": os.path.join(ROOT, "bench", "peers", "torch_seq2seq.py"),
 # (bench/RESULTS.md, "The shortlist against PyTorch"): the random workloads have no lexical table.
 # Their outputs differ from full decoding; the BLEU change is measured on a trained model instead.
 SHORTLIST_IDS = 3000
+# Every side also keeps warming up until WARMUP_SECONDS have passed: a core of this host runs its
+# first ~0.25 s of work about 1.5x slower (its clock ramping up), so kiln's small step measured 2.0
+# ms in a fresh process and 1.4 after 110 steps, while PyTorch's process had warmed its core with a
+# second of imports before its first step.
+WARMUP_SECONDS = 1.0
 NOTE = ("packed = torch_seq2seq.py (pack_padded_sequence, clip_grad_norm_: kiln's loss, checked within 1e-4). "
         "d2l = d2l_seq2seq.py, the model as d2l writes it: the padded batch straight through nn.GRU / nn.LSTM, "
         "no packing, d2l's clip loop, so padded steps update the state and its loss on the padded (large) "
@@ -72,7 +77,9 @@ NOTE = ("packed = torch_seq2seq.py (pack_padded_sequence, clip_grad_norm_: kiln'
         f"+shortlist rows: kiln decodes over {SHORTLIST_IDS:,} of the 8,000 target ids (about what `kiln translate "
         "--shortlist 100` gives a batch of 64 on fra-eng), the packed peer over all of them, as PyTorch users decode; "
         "their outputs differ, so they are not compared (the BLEU change is measured on a trained model, "
-        "bench/RESULTS.md).")
+        "bench/RESULTS.md). "
+        f"Each side warms up for its W repetitions and at least {WARMUP_SECONDS:g} s before timing (a fresh "
+        "process's core runs slower for its first ~0.25 s).")
 
 # (workload, task, warmup, timed repetitions per round). Targets: kiln time / the fastest peer's, at most.
 # Two warm-ups for the large rows, on both sides: kiln's first large step or decode in a process is
@@ -279,7 +286,8 @@ def main():
                 print(f"check {work}, {peer} peer:\n" + out.rstrip())
         for work, task, warmup, steps in rows:
             folder = os.path.join(tmp, work)
-            timing = ["--steps", str(steps), "--warmup", str(warmup), "--precision", args.precision]
+            timing = ["--steps", str(steps), "--warmup", str(warmup), "--warmup-seconds", str(WARMUP_SECONDS),
+                      "--precision", args.precision]
             graph = ["--cuda-graph"] if args.cuda_graph and device == "cuda" and task == "step" else []
             cmds = {"kiln": [side, "time", "--work", work, "--device", device] + kiln_task(task) + timing + graph}
             for peer in PEERS if task == "step" else ["packed"]:
@@ -339,7 +347,7 @@ def main():
     blas_text = ", ".join(blas or ["unknown"])
     if device == "cpu":
         fairness = (f"CPU, {cores} cores, fp32. kiln: OpenBLAS (OpenMP build), with oneDNN's sgemm for every f32 product "
-                    f"libxsmm does not take (one thread up to 2^20 multiply-adds) and libxsmm for small ones, when built with them "
+                    f"libxsmm does not take (one thread up to 2^23 multiply-adds) and libxsmm for small ones, when built with them "
                     f"(KILN_CPU_GEMM={os.environ.get('KILN_CPU_GEMM', 'auto')}), its default thread policy "
                     f"(the cores other processes leave idle{', OMP_NUM_THREADS=' + os.environ['OMP_NUM_THREADS'] if os.environ.get('OMP_NUM_THREADS') else ''}). "
                     f"PyTorch {torch_version}: BLAS {blas_text} (its fp32 products; its oneDNN runs them only "

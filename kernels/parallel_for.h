@@ -32,8 +32,12 @@
 
 namespace kiln {
 
-// Below this many elements the OpenMP fork/join costs more than the loop.
-constexpr int64_t kParallelGrain = 32768;
+// Below this many elements a loop runs on one thread. The fork/join alone (0.6 us with spinning
+// workers) would pay from ~32k elements, but a woken worker spins on after the region and slows the
+// serial work that follows; in a small training step (loops of 20k-128k elements) two threads lost
+// to one (kernels/gemm.h, kSingleThreadGemmVolume, has the measurement). Loops that know their work
+// per element is heavier pass their own grain (the RNN gates: 4096).
+constexpr int64_t kParallelGrain = 262144;
 
 // The threads of a CPU region over `work` elements: 1 below `grain`, else the thread policy's
 // count (kernels/threads.h). Every `omp parallel` in kiln takes its num_threads from here.

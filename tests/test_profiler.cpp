@@ -16,6 +16,7 @@
 
 #include "cli_util.h"
 #include "kernels/gemm.h"
+#include "kernels/parallel_for.h"
 #include "models/seq2seq/options.h"
 #include "test_util.h"
 
@@ -157,7 +158,8 @@ TEST(Profiler, CountsAllocationsBytesAndCacheHits) {
 }
 
 TEST(Profiler, CountsHostSyncsAndParallelRegions) {
-  Tensor big = ones({100000});  // above the parallel grain: one OpenMP region per pointwise op
+  const int64_t n = 2 * kParallelGrain;  // above the grain: one OpenMP region per pointwise op
+  Tensor big = ones({n});
   Tensor scalar = full({}, 3.0);
   profiler::start();
   Tensor y = relu(big);
@@ -167,10 +169,10 @@ TEST(Profiler, CountsHostSyncsAndParallelRegions) {
   profiler::Summary s = profiler::summary();
   EXPECT_EQ(s.host_syncs, 1);
   EXPECT_GE(s.parallel_regions, 1);
-  EXPECT_GE(s.parallel_items, 100000);
+  EXPECT_GE(s.parallel_items, n);
   const profiler::Row* region = find_row(s, "parallel_for", Category::kernel);
   ASSERT_NE(region, nullptr);
-  EXPECT_EQ(region->items, 100000 * region->count);
+  EXPECT_EQ(region->items, n * region->count);
 }
 
 TEST(Profiler, ChromeTraceParsesWithCompleteEvents) {

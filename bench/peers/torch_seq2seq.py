@@ -333,8 +333,12 @@ def timed(args, model_class=Seq2Seq, step=train_step):
         def once():
             with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.bfloat16):
                 return plain()
-    for _ in range(args.warmup):
+    # At least --warmup repetitions and --warmup-seconds of them (kiln's side does the same).
+    warm_start = time.perf_counter()
+    done = 0
+    while done < args.warmup or time.perf_counter() - warm_start < args.warmup_seconds:
         once()
+        done += 1
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -358,6 +362,8 @@ def parse_args(doc, tasks):
     p.add_argument("--task", default="step", choices=tasks)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--warmup-seconds", type=float, default=0.0,
+                   help="keep warming up until this much time has passed (a CPU's clock ramps up)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (intra-op threads)")
     p.add_argument("--precision", default="f32", choices=["f32", "bf16"],
                    help="time: bf16 runs each repetition under torch.autocast(dtype=torch.bfloat16)")
