@@ -29,8 +29,8 @@ template <class T> struct GruGatesForward {
     const int64_t H = hidden, idx = b * H + j;
     const T* xr = xg + b * 3 * H;
     const T* hr = hg + b * 3 * H;
-    T r = math::sigmoid(xr[j] + b_ih[j] + hr[j] + b_hh[j]);
-    T z = math::sigmoid(xr[H + j] + b_ih[H + j] + hr[H + j] + b_hh[H + j]);
+    T r = math::gate_sigmoid(xr[j] + b_ih[j] + hr[j] + b_hh[j]);
+    T z = math::gate_sigmoid(xr[H + j] + b_ih[H + j] + hr[H + j] + b_hh[H + j]);
     T hn = hr[2 * H + j] + b_hh[2 * H + j];
     T n = math::tanh(xr[2 * H + j] + b_ih[2 * H + j] + r * hn);
     T* gr = gates + b * 4 * H;

@@ -33,10 +33,10 @@ template <class T> struct LstmGatesForward {
     const int64_t H = hidden, idx = b * H + j;
     const T* xr = xg + b * 4 * H;
     const T* hr = hg + b * 4 * H;
-    T i = math::sigmoid(xr[j] + hr[j] + b_ih[j] + b_hh[j]);
-    T f = math::sigmoid(xr[H + j] + hr[H + j] + b_ih[H + j] + b_hh[H + j]);
+    T i = math::gate_sigmoid(xr[j] + hr[j] + b_ih[j] + b_hh[j]);
+    T f = math::gate_sigmoid(xr[H + j] + hr[H + j] + b_ih[H + j] + b_hh[H + j]);
     T g = math::tanh(xr[2 * H + j] + hr[2 * H + j] + b_ih[2 * H + j] + b_hh[2 * H + j]);
-    T o = math::sigmoid(xr[3 * H + j] + hr[3 * H + j] + b_ih[3 * H + j] + b_hh[3 * H + j]);
+    T o = math::gate_sigmoid(xr[3 * H + j] + hr[3 * H + j] + b_ih[3 * H + j] + b_hh[3 * H + j]);
     T* gr = gates + b * 4 * H;
     gr[j] = i;
     gr[H + j] = f;

@@ -105,6 +105,24 @@ KILN_HD inline double abs(double x) { return ::fabs(x); }
 // result is 0, never NaN, so no branch is needed.
 template <class T> KILN_HD inline T sigmoid(T x) { return T(1) / (T(1) + exp(-x)); }
 
+// The RNN gates' sigmoid: on the host in float, 0.5 + 0.5 tanh(x / 2) through host_tanhf (one
+// rational, no exp: about 0.26 against 0.37 ns an element, AVX-512; the small LSTM step 2% faster).
+// Within 1.7e-7 of the sigmoid absolutely (every float in [-30, 30]), not relatively: below about
+// -9 its value is mostly rounding (0 below -15.8), which a gate scaling a state can take and a
+// loss's log(sigmoid) could not, so math::sigmoid keeps the exp form. On CUDA and in double it is
+// math::sigmoid.
+template <class T> KILN_HD inline T gate_sigmoid(T x) {
+#ifdef __CUDA_ARCH__
+  return sigmoid(x);
+#else
+  if constexpr (sizeof(T) == sizeof(float)) {
+    return host_madd(0.5f, host_tanhf(0.5f * x), 0.5f);
+  } else {
+    return sigmoid(x);
+  }
+#endif
+}
+
 // a * b rounded on its own, never fused into a following add: nvcc contracts a * b + c into one
 // FMA, the host compiler does not, and bit-identical CPU/CUDA results (random draws) need neither.
 KILN_HD inline float mul_unfused(float a, float b) {
