@@ -86,21 +86,15 @@ NOTE = ("packed = torch_seq2seq.py (pack_padded_sequence, clip_grad_norm_: kiln'
 # 2-3.5x its steady state (oneDNN generating its kernels, the allocator's cache filling), its second
 # up to 1.5x; PyTorch's first is within its noise. The steady state is what a training run or a
 # translated file sees.
+# Each decoding row: (task, timed repetitions), for both large decoders.
+DECODING = [("greedy", 2), ("beam5", 1), ("greedy+shortlist", 2), ("beam5+shortlist", 1)]
 ROWS = [
     ("small-gru", "step", 3, 20),
     ("small-lstm", "step", 3, 20),
     ("large-gru", "step", 2, 2),
     ("large-lstm", "step", 2, 2),
     ("large-gru-attn", "step", 2, 2),
-    ("large-gru", "greedy", 2, 2),
-    ("large-gru", "beam5", 2, 1),
-    ("large-gru", "greedy+shortlist", 2, 2),
-    ("large-gru", "beam5+shortlist", 2, 1),
-    ("large-gru-attn", "greedy", 2, 2),
-    ("large-gru-attn", "beam5", 2, 1),
-    ("large-gru-attn", "greedy+shortlist", 2, 2),
-    ("large-gru-attn", "beam5+shortlist", 2, 1),
-]
+] + [(work, task, 2, reps) for work in ("large-gru", "large-gru-attn") for task, reps in DECODING]
 TARGETS = {  # issue 12: CPU small <= 0.15x, large <= 0.6x, decoding >= 2x the sentences/s,
     # with the shortlist >= 3x
     "cpu": {"small": 0.15, "large": 0.6, "decode": 0.5, "shortlist": 0.33},

@@ -126,8 +126,9 @@ std::vector<int64_t> index_to_host(const Tensor& index) {
 
 // ScatterAddRowsFunctor's sums on the CPU, in its order (each touched row's gradient rows added in
 // increasing position, then the total added to the table: CPU and CUDA agree bit for bit), but a
-// block of columns at a time, so the adds are vector adds of whole rows. Per column, as the functor
-// does, the sum is a chain of dependent scalar adds: 47 us for 640 rows of 32, now 5.
+// block of columns at a time, so the adds are vector adds of whole rows (per column, as the functor
+// does it, GCC left a chain of dependent scalar adds). The small model's embedding backward, 640
+// rows of 32 with the host grouping: 61 us a call as flat functor calls, 9 us now (profiler).
 template <class T>
 void scatter_add_rows_cpu(const T* grad_out, const std::vector<int64_t>& rows,
                           const std::vector<int64_t>& starts, const std::vector<int64_t>& positions,

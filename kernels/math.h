@@ -3,14 +3,12 @@
 
 #include <math.h>
 
+#include <type_traits>
+
 #include "kernels/parallel_for.h"
 
 namespace kiln::math {
 
-// Host float exp and tanh. glibc's expf and tanhf are calls (5.6 and 21 ns here) that dominated
-// the CPU LSTM step; these are branch-free inline arithmetic the compiler vectorizes (exp
-// Cephes-style, ~1-2 ulp; tanh a rational fit, below), so random inputs cost no mispredicted
-// branches. CUDA uses its own expf/tanhf; double uses libm.
 // a * b + c, as one fused multiply-add where the build's CPU has FMA (x86-64-v3 and up; the build
 // turns implicit contraction off, so only calls written like this fuse), else rounded twice.
 inline float host_madd(float a, float b, float c) {
@@ -21,6 +19,10 @@ inline float host_madd(float a, float b, float c) {
 #endif
 }
 
+// Host float exp and tanh. glibc's expf and tanhf are calls (5.6 and 21 ns here) that dominated
+// the CPU LSTM step; these are branch-free inline arithmetic the compiler vectorizes (exp
+// Cephes-style, ~1-2 ulp; tanh a rational fit, below), so random inputs cost no mispredicted
+// branches. CUDA uses its own expf/tanhf; double uses libm.
 inline float host_expf(float x) {
   // e^x = 2^n e^r, n = round(x / ln 2), |r| <= ln(2) / 2; e^r by a degree-6 polynomial, its
   // steps fused multiply-adds where the CPU has them (0.34 against 0.42 ns an element, AVX-512;
@@ -115,7 +117,7 @@ template <class T> KILN_HD inline T gate_sigmoid(T x) {
 #ifdef __CUDA_ARCH__
   return sigmoid(x);
 #else
-  if constexpr (sizeof(T) == sizeof(float)) {
+  if constexpr (std::is_same_v<T, float>) {
     return host_madd(0.5f, host_tanhf(0.5f * x), 0.5f);
   } else {
     return sigmoid(x);
