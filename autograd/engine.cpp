@@ -15,10 +15,22 @@ namespace autograd {
 namespace {
 std::atomic<uint64_t> next_sequence_nr{0};
 
+// True when nothing but `grad` itself can reach its memory: no other handle on the tensor (another
+// edge's gradient, a pending sum, a tensor a backward function kept) and no view of its storage,
+// which it fills exactly. Such a gradient can become a leaf's .grad without a copy.
+bool sole_owner(const Tensor& grad) {
+  const std::shared_ptr<TensorImpl>& impl = grad.impl_ptr();
+  return impl.use_count() == 1 && impl->storage.use_count() == 1 && impl->offset_bytes == 0 &&
+         !impl->grad_fn && impl->storage->bytes == grad.nbytes();
+}
+
 void accumulate_into_leaf(TensorImpl& leaf, const Tensor& grad) {
   if (!leaf.grad) {
-    // Own the storage: the incoming gradient may be shared with another edge.
-    leaf.grad = copy_to(grad, {grad.dtype(), grad.device()}).impl_ptr();
+    // The leaf's first gradient of a backward (its .grad was reset to none, as zero_grad(true)
+    // does): taken as it is when nothing else holds it, else copied, since it may be shared with
+    // another edge. Taking it saves a pass over every parameter a step.
+    leaf.grad = sole_owner(grad) ? grad.impl_ptr()
+                                 : copy_to(grad, {grad.dtype(), grad.device()}).impl_ptr();
   } else {
     kernels::axpy(1.0, grad, Tensor(leaf.grad));
   }

@@ -111,7 +111,7 @@ inline Tensor teacher_forced_loss(const seq2seq::Seq2Seq& model, const Batch& b)
 
 // One training step; returns the loss before the update.
 inline Tensor train_step(const seq2seq::Seq2Seq& model, nn::Adam& adam, const Batch& b) {
-  adam.zero_grad();
+  adam.zero_grad(/*set_to_none=*/true);  // as the trainer's eager step
   Tensor loss = teacher_forced_loss(model, b);
   backward(loss);
   adam.step(nn::clip_grad_norm_factor(model.parameters(), 1.0).scale);

@@ -1,13 +1,13 @@
 // Data movement and filling: the kernels behind factories, casts, transpose, cat, expand and the
 // in-place updates. Each moves its output once (written with =, except axpy which does +=).
-//   fill:       y[i] = value                                  bytes: n * sizeof(T)
-//   arange:     y[i] = start + i * step
-//   cast:       y[i] = (Tout) x[i]                            bytes: n * (sizeof(Tin) +
-//   sizeof(Tout)) permute:    y = x with dims reordered (transpose is a swap of two) block_copy:
-//   dst[r, dst_col + c] = src[r, src_col + c] for r < rows, c < cols (cat, narrow) expand:     y[i]
-//   = scale * x[broadcast offset of i]       (sum's and mean's backward) axpy:       y[i] += alpha
-//   * x[i]                          bytes: 3 * n * sizeof(T) uniform / normal: Philox draws,
-//   element i from counter (offset + i)
+//   fill:        y[i] = value                             bytes: n * sizeof(T)
+//   arange:      y[i] = start + i * step
+//   cast:        y[i] = (Tout) x[i]                       bytes: n * (sizeof(Tin) + sizeof(Tout))
+//   permute:     y = x with dims reordered (transpose is a swap of two)
+//   block_copy:  dst[r, dst_col + c] = src[r, src_col + c] for r < rows, c < cols (cat, narrow)
+//   expand:      y[i] = scale * x[broadcast offset of i]  (sum's and mean's backward)
+//   axpy:        y[i] += alpha * x[i]                     bytes: 3 * n * sizeof(T)
+//   uniform / normal: Philox draws, element i from counter (offset + i)
 #pragma once
 
 #include <vector>

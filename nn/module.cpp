@@ -101,10 +101,14 @@ void Module::to(Device device) {
   }
 }
 
-void Module::zero_grad() {
+void Module::zero_grad(bool set_to_none) {
   NoGradGuard no_grad;
   for (auto& [name, param] : named_parameters()) {
-    if (param.grad().defined()) zero_(param.grad());
+    if (set_to_none) {
+      param.set_grad(Tensor());
+    } else if (param.grad().defined()) {
+      zero_(param.grad());
+    }
   }
 }
 

@@ -43,7 +43,8 @@ class Module {
   // Moves every parameter to `device` in place: every handle to a parameter sees the move.
   // Gradients are dropped; create optimizers after moving.
   void to(Device device);
-  void zero_grad();
+  // As Optimizer::zero_grad (nn/optim.h): zeroed in place, or with set_to_none made undefined.
+  void zero_grad(bool set_to_none = false);
 
  protected:
   // Registers `value` as a parameter (requires_grad set) and returns it.

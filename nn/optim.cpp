@@ -80,10 +80,14 @@ int64_t Optimizer::applied_steps() const {
   return applied_.defined() ? static_cast<int64_t>(applied_.item()) : 0;
 }
 
-void Optimizer::zero_grad() {
+void Optimizer::zero_grad(bool set_to_none) {
   NoGradGuard no_grad;
   for (Tensor& p : params_) {
-    if (p.grad().defined()) zero_(p.grad());
+    if (set_to_none) {
+      p.set_grad(Tensor());
+    } else if (p.grad().defined()) {
+      zero_(p.grad());
+    }
   }
 }
 

@@ -25,7 +25,12 @@ class Optimizer {
   // factor of a non-finite gradient norm) drops the update on the device: parameters and state
   // stay as they were, and nothing is read back to the host, so a step never waits for the device.
   void step(const Tensor& grad_scale = Tensor());
-  void zero_grad();
+  // Clears the gradients before the next backward. set_to_none (PyTorch's default since 2.0):
+  // each parameter's .grad becomes undefined and the next backward hands it its gradient tensor
+  // itself (autograd/engine.cpp) instead of adding into zeros, which saves a fill and an add over
+  // every parameter a step (large GRU step: 92 MB filled and 174 MB read or written). Otherwise
+  // the gradients are zeroed in place and keep their memory, as a captured CUDA graph needs.
+  void zero_grad(bool set_to_none = false);
   double lr() const { return lr_; }
   // Also writes the device copy the update reads (a kernel with the value as its argument, no
   // sync), so a CUDA graph replaying step() takes the new rate. Not inside a capture: the write

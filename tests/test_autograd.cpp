@@ -25,6 +25,44 @@ TEST(Autograd, GradientsAccumulateAcrossBackwardCalls) {
   EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{6.0, 6.0}));
 }
 
+// An op whose backward returns `grad` for its input and keeps a handle on it when `keep` is set.
+Tensor pass_gradient(const Tensor& x, Tensor grad, bool keep, const void** returned) {
+  Tensor y = empty(x.shape(), x.options());
+  {
+    NoGradGuard guard;
+    copy_(y, x);
+  }
+  autograd::record("pass_gradient", {x}, {y}, [grad, keep, returned](const autograd::TensorList&) {
+    Tensor out = keep ? grad : clone(grad);
+    *returned = out.raw_data();
+    return autograd::TensorList{out};
+  });
+  return y;
+}
+
+// A leaf without a gradient takes the tensor backward hands it when nothing else holds that
+// tensor (no copy), and a copy when something does: here the op's own handle.
+TEST(Autograd, ALeafTakesItsFirstGradientWithoutACopyWhenNothingElseHoldsIt) {
+  for (bool keep : {false, true}) {
+    Tensor x = vec({1.0, 2.0}).set_requires_grad(true);
+    const void* returned = nullptr;
+    backward(sum(pass_gradient(x, vec({3.0, 4.0}), keep, &returned)));
+    ASSERT_NE(returned, nullptr);
+    EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{3.0, 4.0}));
+    EXPECT_EQ(x.grad().raw_data() == returned, !keep) << "keep " << keep;
+  }
+}
+
+// add's backward hands one gradient tensor to both inputs: the leaves must not share it.
+TEST(Autograd, LeavesNeverShareTheGradientOneBackwardGaveBoth) {
+  Tensor x = vec({1.0, 2.0}).set_requires_grad(true);
+  Tensor y = vec({3.0, 4.0}).set_requires_grad(true);
+  backward(sum(x + y));
+  EXPECT_NE(x.grad().raw_data(), y.grad().raw_data());
+  zero_(x.grad());
+  EXPECT_EQ(y.grad().to_vector<double>(), (std::vector<double>{1.0, 1.0}));
+}
+
 TEST(Autograd, NoGradGuardRecordsNothing) {
   Tensor x = vec({1.0, 2.0}).set_requires_grad(true);
   Tensor y;

@@ -447,6 +447,35 @@ TEST(Optim, ClipFactorInTheStepEqualsClippingFirst) {
   }
 }
 
+// zero_grad(true) leaves every gradient undefined and the next backward defines it again; the
+// training it gives is bit for bit that of zeroing in place (a parameter used twice takes its
+// first gradient and adds the second, either way).
+TEST(Optim, ZeroGradToNoneTrainsExactlyAsZeroingInPlace) {
+  auto run = [](bool set_to_none) {
+    manual_seed(4);
+    nn::Linear model(4, 3);
+    nn::Adam opt(model.parameters(), nn::AdamOptions{0.05});
+    Tensor x = uniform({8, 4}, -1, 1);
+    for (int i = 0; i < 3; ++i) {
+      opt.zero_grad(set_to_none);
+      for (const Tensor& p : model.parameters()) EXPECT_EQ(p.grad().defined(), !set_to_none && i > 0);
+      Tensor h = model.forward(x);
+      backward(sum(tanh(h) * h + model.forward(x)));
+      opt.step(nn::clip_grad_norm_factor(model.parameters(), 0.5).scale);
+    }
+    model.zero_grad(set_to_none);
+    for (const Tensor& p : model.parameters()) {
+      EXPECT_EQ(p.grad().defined(), !set_to_none);
+      if (!set_to_none) EXPECT_EQ(sum(p.grad() * p.grad()).item(), 0.0);
+    }
+    std::vector<float> weights = model.weight.to_vector<float>();
+    std::vector<float> bias = model.bias.to_vector<float>();
+    weights.insert(weights.end(), bias.begin(), bias.end());
+    return weights;
+  };
+  EXPECT_EQ(run(true), run(false));
+}
+
 TEST(Optim, ResumeFromStateDictIsExact) {
   auto run = [](int steps_before, bool resume) {
     manual_seed(3);

@@ -169,7 +169,9 @@ void begin_step(const Run& r, int64_t step) {
 // A step's device work, from zeroing the gradients to the optimizer's update: what --cuda-graph
 // captures. fixed_shapes: it is being captured (HostCopies::fixed_shapes).
 StepResult step_work(const Run& r, const std::vector<const Share*>& group, bool fixed_shapes) {
-  r.opt.zero_grad();
+  // Eagerly the gradients are reset to none, and backward hands each parameter its gradient
+  // without a copy; a captured graph (fixed_shapes) needs them to keep their memory: zeroed.
+  r.opt.zero_grad(/*set_to_none=*/!fixed_shapes);
   std::vector<const data::Batch*> mine;
   int64_t global_tokens = 0;
   for (const Share* share : group) {
