@@ -213,7 +213,7 @@ TEST(CudaGraph, ReplayEqualsTheEagerStepBitForBit) {
   std::unique_ptr<nn::Adam> eager_adam, graph_adam;
   make(eager_model, eager_adam);
   make(graph_model, graph_adam);
-  StepWork eager{*eager_model, *eager_adam}, graphed{*graph_model, *graph_adam};
+  StepWork eager{*eager_model, *eager_adam, {}, {}}, graphed{*graph_model, *graph_adam, {}, {}};
   std::vector<double> eager_losses, graph_losses;
   for (size_t s = 0; s < order.size(); ++s) {
     manual_seed(100 + s);
