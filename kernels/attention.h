@@ -48,7 +48,7 @@ template <class T> struct BahdanauForward {
     T* w = weights + b * S;
     const OnlineLogSumExp<T> lse = row_log_sum_exp(w, S);
     const T inv = T(1) / lse.sum;
-    for (int64_t s = 0; s < S; ++s) w[s] = math::exp(w[s] - lse.max) * inv;
+    for (int64_t s = 0; s < S; ++s) w[s] = math::exp_nonpositive(w[s] - lse.max) * inv;
   }
   // context[b, h] += w_s k_sh (the row starts at 0): the CPU loops s then h (contiguous), a CUDA
   // thread owns an h and loops s.

@@ -23,6 +23,20 @@ inline float host_madd(float a, float b, float c) {
 // the CPU LSTM step; these are branch-free inline arithmetic the compiler vectorizes (exp
 // Cephes-style, ~1-2 ulp; tanh a rational fit, below), so random inputs cost no mispredicted
 // branches. CUDA uses its own expf/tanhf; double uses libm.
+// e^r for |r| <= ln(2) / 2 and n, where x = n ln 2 + r (x already clamped to [-87.34, 88.72] and
+// not NaN): the part of host_expf both of its forms share.
+inline float host_expf_reduced(float x, float& n) {
+  const float kRound = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
+  n = host_madd(x, 1.44269504088896341f, kRound) - kRound;
+  float r = host_madd(n, 2.12194440e-4f, host_madd(n, -0.693359375f, x));
+  float p = host_madd(1.9875691500e-4f, r, 1.3981999507e-3f);
+  p = host_madd(p, r, 8.3334519073e-3f);
+  p = host_madd(p, r, 4.1665795894e-2f);
+  p = host_madd(p, r, 1.6666665459e-1f);
+  p = host_madd(p, r, 5.0000001201e-1f);
+  return host_madd(p, r * r, r + 1.0f);
+}
+
 inline float host_expf(float x) {
   // e^x = 2^n e^r, n = round(x / ln 2), |r| <= ln(2) / 2; e^r by a degree-6 polynomial, its
   // steps fused multiply-adds where the CPU has them (0.34 against 0.42 ns an element, AVX-512;
@@ -32,15 +46,8 @@ inline float host_expf(float x) {
   x = x == x ? x : 0.0f;
   x = x < -87.33654f ? -87.33654f : x;
   x = x > 88.72283f ? 88.72283f : x;
-  const float kRound = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
-  float n = host_madd(x, 1.44269504088896341f, kRound) - kRound;
-  float r = host_madd(n, 2.12194440e-4f, host_madd(n, -0.693359375f, x));
-  float p = host_madd(1.9875691500e-4f, r, 1.3981999507e-3f);
-  p = host_madd(p, r, 8.3334519073e-3f);
-  p = host_madd(p, r, 4.1665795894e-2f);
-  p = host_madd(p, r, 1.6666665459e-1f);
-  p = host_madd(p, r, 5.0000001201e-1f);
-  float e = host_madd(p, r * r, r + 1.0f);
+  float n;
+  const float e = host_expf_reduced(x, n);
   // 2^n as a float, in two halves so n = 128 (x near the top of the range) stays representable.
   int half = static_cast<int>(n) / 2;
   int bits_a = (half + 127) << 23, bits_b = (static_cast<int>(n) - half + 127) << 23;
@@ -48,6 +55,22 @@ inline float host_expf(float x) {
   __builtin_memcpy(&scale_a, &bits_a, sizeof scale_a);
   __builtin_memcpy(&scale_b, &bits_b, sizeof scale_b);
   const float result = e * scale_a * scale_b;
+  return input == input ? result : input;
+}
+
+// host_expf for x <= 0 (or NaN), the same bits (checked over every float in [-100, 0]): no upper
+// clamp, and 2^n (n in [-126, 0]) in one factor. What a softmax row exponentiates, x - max or
+// x - lse: 22% faster on a 200-class cross-entropy row (133 -> 105 ns) and 31% on 8,000 classes.
+inline float host_expf_nonpositive(float x) {
+  const float input = x;
+  x = x == x ? x : 0.0f;
+  x = x < -87.33654f ? -87.33654f : x;
+  float n;
+  const float e = host_expf_reduced(x, n);
+  const int bits = (static_cast<int>(n) + 127) << 23;
+  float scale;
+  __builtin_memcpy(&scale, &bits, sizeof scale);
+  const float result = e * scale;
   return input == input ? result : input;
 }
 
@@ -86,6 +109,17 @@ KILN_HD inline float exp(float x) {
 #endif
 }
 KILN_HD inline double exp(double x) { return ::exp(x); }
+// e^x for x <= 0 (a softmax row's x - max or x - lse, a log-probability): math::exp's value, faster
+// on the host in float (host_expf_nonpositive). Its one factor 2^n also holds up to x = 88.0; above
+// that it gives inf where e^x is still finite (up to 88.72), so it is only for x <= 0.
+KILN_HD inline float exp_nonpositive(float x) {
+#ifdef __CUDA_ARCH__
+  return ::expf(x);
+#else
+  return host_expf_nonpositive(x);
+#endif
+}
+KILN_HD inline double exp_nonpositive(double x) { return ::exp(x); }
 KILN_HD inline float log(float x) { return ::logf(x); }
 KILN_HD inline double log(double x) { return ::log(x); }
 KILN_HD inline float tanh(float x) {

@@ -19,10 +19,10 @@ template <class T> struct OnlineLogSumExp {
   T sum;  // sum of exp(x - max)
   KILN_HD void add(T x) {
     if (x > max) {
-      sum = sum * math::exp(max - x) + T(1);
+      sum = sum * math::exp_nonpositive(max - x) + T(1);
       max = x;
     } else {
-      sum += math::exp(x - max);
+      sum += math::exp_nonpositive(x - max);
     }
   }
   KILN_HD void merge(const OnlineLogSumExp& other) {
@@ -32,7 +32,7 @@ template <class T> struct OnlineLogSumExp {
       return;
     }
     T m = math::max(max, other.max);
-    sum = sum * math::exp(max - m) + other.sum * math::exp(other.max - m);
+    sum = sum * math::exp_nonpositive(max - m) + other.sum * math::exp_nonpositive(other.max - m);
     max = m;
   }
   KILN_HD T value() const { return max + math::log(sum); }
@@ -52,13 +52,13 @@ KILN_HD inline OnlineLogSumExp<T> row_log_sum_exp(const T* x, int64_t n, T* row_
     T total = T(0);
     KILN_SIMD(reduction(+ : s, total))
     for (int64_t c = 0; c < n; ++c) {
-      s += math::exp(x[c] - m);
+      s += math::exp_nonpositive(x[c] - m);
       total += x[c];
     }
     *row_sum = total;
   } else {
     KILN_SIMD(reduction(+ : s))
-    for (int64_t c = 0; c < n; ++c) s += math::exp(x[c] - m);
+    for (int64_t c = 0; c < n; ++c) s += math::exp_nonpositive(x[c] - m);
   }
   return {m, s};
 }
@@ -140,7 +140,7 @@ KILN_HD inline T cross_entropy_row_loss(T lse, T target_logit, T row_sum, T eps,
 // d loss_n / d x_nc = softmax_nc - (1 - eps) [c == t] - eps / V, times scale.
 template <class T>
 KILN_HD inline T cross_entropy_grad(T x, T lse, bool is_target, T eps, int64_t classes, T scale) {
-  T p = math::exp(x - lse);
+  T p = math::exp_nonpositive(x - lse);
   return scale * (p - (is_target ? T(1) - eps : T(0)) - eps / T(classes));
 }
 

@@ -28,7 +28,7 @@ template <class T> struct SoftmaxForwardFunctor {
     } else {
       T inv = T(1) / s;
       KILN_SIMD()
-      for (int64_t c = 0; c < cols; ++c) out[c] = math::exp(in[c] - m) * inv;
+      for (int64_t c = 0; c < cols; ++c) out[c] = math::exp_nonpositive(in[c] - m) * inv;
     }
   }
 };
@@ -48,7 +48,7 @@ template <class T> struct SoftmaxBackwardFunctor {
       KILN_SIMD(reduction(+ : dot))
       for (int64_t c = 0; c < cols; ++c) dot += gr[c];
       KILN_SIMD()
-      for (int64_t c = 0; c < cols; ++c) out[c] = gr[c] - math::exp(yr[c]) * dot;
+      for (int64_t c = 0; c < cols; ++c) out[c] = gr[c] - math::exp_nonpositive(yr[c]) * dot;
     } else {
       KILN_SIMD(reduction(+ : dot))
       for (int64_t c = 0; c < cols; ++c) dot += gr[c] * yr[c];

@@ -5,6 +5,7 @@
 // Adding an op adds an entry here.
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <set>
@@ -360,6 +361,30 @@ TEST(Math, NanPassesThroughTheHostExpAndTanh) {
   EXPECT_TRUE(std::isnan(math::sigmoid(std::nanf(""))));
   EXPECT_FLOAT_EQ(math::exp(1.0f), std::exp(1.0f));
   EXPECT_EQ(math::exp(-200.0f), math::exp(-87.33654f));  // clamped: tiny, not a denormal mess
+}
+
+// The softmax family's exp of x <= 0 gives math::exp's bits exactly over [-100, 0] (its clamp at
+// -87.34 included): every 13th float of the range (all of them, 1.1e9, also agree: 8 s, too long
+// for the sanitizer run), and passes a NaN through.
+TEST(Math, ExpOfANonPositiveArgumentIsExactlyMathExp) {
+  const float low = -100.0f;
+  uint32_t first, last;  // negative floats: their bit patterns grow as the values fall
+  const float zero = -0.0f;
+  std::memcpy(&first, &zero, sizeof first);
+  std::memcpy(&last, &low, sizeof last);
+  int64_t checked = 0, differing = 0;
+  for (uint64_t bits = first; bits <= last; bits += 13) {
+    const uint32_t pattern = static_cast<uint32_t>(bits);
+    float x;
+    std::memcpy(&x, &pattern, sizeof x);
+    const float fast = math::exp_nonpositive(x), reference = math::exp(x);
+    differing += std::memcmp(&fast, &reference, sizeof fast) != 0;
+    ++checked;
+  }
+  EXPECT_EQ(differing, 0) << "of " << checked << " floats";
+  EXPECT_GT(checked, int64_t{80000000});
+  EXPECT_TRUE(std::isnan(math::exp_nonpositive(std::nanf(""))));
+  EXPECT_EQ(math::exp_nonpositive(0.0), 1.0);
 }
 
 // A CUDA build opens cuBLAS at its first GPU product, not at start (loading it cost every process
