@@ -376,7 +376,7 @@ def main():
     blas_text = ", ".join(blas or ["unknown"])
     if device == "cpu":
         fairness = (f"CPU, {cores} cores, fp32. kiln: OpenBLAS (OpenMP build), with oneDNN's sgemm for every f32 product "
-                    f"libxsmm does not take (one thread up to 2^23 multiply-adds) and libxsmm for small ones, when built with them "
+                    f"libxsmm does not take (one thread up to 2^20 multiply-adds) and libxsmm for small ones, when built with them "
                     f"(KILN_CPU_GEMM={os.environ.get('KILN_CPU_GEMM', 'auto')}), its default thread policy "
                     f"(the cores other processes leave idle{', OMP_NUM_THREADS=' + os.environ['OMP_NUM_THREADS'] if os.environ.get('OMP_NUM_THREADS') else ''}). "
                     f"PyTorch {torch_version}: BLAS {blas_text} (its fp32 products; its oneDNN runs them only "

@@ -43,13 +43,14 @@ void gemm_cpu(DType dtype, const GemmShape& shape, double alpha, const void* a, 
 // Measured here (bench/RESULTS.md, "Every f32 product through oneDNN"): on this AVX-512 host
 // Debian's OpenBLAS runs sgemm at 70-110 GFLOP/s from 64 x 32 x 96 up to 640 x 200 x 32, oneDNN at
 // 150-290, and a small GRU training step went from 3.78 to 3.00 ms. Two threads cost oneDNN more
-// than they give up to about 1M multiply-adds alone (64 x 200 x 32: 5.7 us on one, 15.9 on two);
-// inside a step, up to 8M: the small model's 2-5M products ran no faster on two (190 GFLOP/s
-// against 200 on one), and the woken second thread, spinning on after each product, slowed the
-// serial loops between them (small GRU step 1.58 -> 1.13 ms with this edge and kParallelGrain at
-// 2^18; the large steps and decoding, whose products are 50M and more, unchanged; RESULTS.md).
+// than they give up to about 1M multiply-adds alone (64 x 200 x 32: 5.7 us on one, 15.9 on two).
+// Above that they pay when the second thread has work between products: from 2026-12-03 06:41 to
+// 12:30 the edge was 2^23, because a woken worker spinning on after each product slowed the serial
+// RNN loops between them; since the RNN loops run their batch as blocks, one per thread
+// (kernels/rnn_steps.h), the small model's 2-5M products are threaded again (small GRU step
+// 2.10 -> 1.63 ms on a Zen 4 host, whose cores do about 100 GFLOP/s each; bench/RESULTS.md).
 constexpr int64_t kSmallGemmVolume = 64 * 64 * 64;
-constexpr int64_t kSingleThreadGemmVolume = int64_t{1} << 23;
+constexpr int64_t kSingleThreadGemmVolume = int64_t{1} << 20;
 enum class CpuGemmLibrary { libxsmm, openblas, onednn };
 // Products may use every library built in (automatic), or OpenBLAS only: the A/B of the others,
 // and a way out on a host where they lose. Default: KILN_CPU_GEMM=auto|openblas, else automatic;

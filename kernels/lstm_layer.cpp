@@ -1,7 +1,8 @@
 // The time loop of one LSTM layer direction (kernels/lstm_gates.h), on the CPU or CUDA: per step
-// one recurrent GEMM hg = h_{t-1} W_hh^T and one parallel_for_rows of LstmGatesForward over
-// [B, H]; backward, per step in reverse, LstmGatesBackward then dh += dgates_t W_hh. Pointers are
-// computed here once per step, so a step costs the host two launches and nothing else. Bytes and
+// one recurrent GEMM hg = h_{t-1} W_hh^T and LstmGatesForward over [B, H]; backward, per step in
+// reverse, LstmGatesBackward then dh += dgates_t W_hh. On the CPU the batch's rows may run as
+// blocks, one per thread, each its own walk (kernels/rnn_steps.h). Pointers are computed here once
+// per step, so a step costs the host two launches and nothing else. Bytes and
 // FLOPs per step: the gate functors' header and kernels/rnn_steps.h (the GEMM).
 #include "kernels/dispatch.h"
 #include "kernels/lstm_gates.h"
@@ -16,24 +17,26 @@ template <class T> void lstm_forward_typed(const LstmLayerForward& a) {
   const Device dev = a.xg.device();
   const StepOrder order{steps, a.reverse};
   GemmShape gemm_shape = recurrent_gemm(B, G, H, true);
-  Tensor hg = empty({B, G}, a.xg.options()), packed;
+  Tensor hg_buffer = empty({B, G}, a.xg.options()), packed;
   const T* w_hh_step = recurrent_weights<T>(a.w_hh, a.w_hh_t, packed, gemm_shape, steps);
   const T *xg = a.xg.data<T>(), *mask = a.mask.data<T>();
   T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *c_in = a.c_in.data<T>(),
-    *y = a.y.data<T>();
-  for (int64_t s = 0; s < steps; ++s) {
-    int64_t t = order.time(s), next = order.next_time(s);
-    bool last = s == steps - 1;
-    const T* h_prev = h_in + t * B * H;
-    gemm(dev, a.xg.dtype(), gemm_shape, 1.0, h_prev, w_hh_step, 0.0, hg.data<T>());
-    parallel_for_rows(
-        dev, B, H,
-        LstmGatesForward<T>{xg + t * B * G, hg.data<T>(), a.b_ih.data<T>(), a.b_hh.data<T>(),
-                            h_prev, c_in + t * B * H, mask + t * B, gates + t * B * G,
-                            last ? a.h_n.data<T>() : h_in + next * B * H,
-                            last ? a.c_n.data<T>() : c_in + next * B * H, y + t * B * H, H},
-        /*grain=*/4096);
-  }
+    *y = a.y.data<T>(), *hg = hg_buffer.data<T>();
+  for_batch_blocks(dev, steps, gemm_shape, [&](const BatchBlock& block) {
+    for (int64_t s = 0; s < steps; ++s) {
+      int64_t t = order.time(s), next = order.next_time(s);
+      bool last = s == steps - 1;
+      const T* h_prev = h_in + t * B * H;
+      gemm(dev, a.xg.dtype(), block.gemm, 1.0, h_prev + block.begin * H, w_hh_step, 0.0,
+           hg + block.begin * G);
+      block_rows(
+          dev, block, B, H,
+          LstmGatesForward<T>{xg + t * B * G, hg, a.b_ih.data<T>(), a.b_hh.data<T>(), h_prev,
+                              c_in + t * B * H, mask + t * B, gates + t * B * G,
+                              last ? a.h_n.data<T>() : h_in + next * B * H,
+                              last ? a.c_n.data<T>() : c_in + next * B * H, y + t * B * H, H});
+    }
+  });
 }
 
 template <class T> void lstm_backward_typed(const LstmLayerBackward& a) {
@@ -42,16 +45,18 @@ template <class T> void lstm_backward_typed(const LstmLayerBackward& a) {
   const StepOrder order{steps, a.reverse};
   const GemmShape gemm_shape = recurrent_gemm(B, G, H, false);  // dh += dgates_t W_hh
   const T *gates = a.gates.data<T>(), *c_in = a.c_in.data<T>(), *mask = a.mask.data<T>(),
-          *dy = a.dy.data<T>();
+          *dy = a.dy.data<T>(), *w_hh = a.w_hh.data<T>();
   T *dh = a.dh.data<T>(), *dc = a.dc.data<T>(), *dgates = a.dgates.data<T>();
-  for (int64_t s = steps - 1; s >= 0; --s) {
-    int64_t t = order.time(s);
-    parallel_for_rows(dev, B, H,
-                      LstmGatesBackward<T>{gates + t * B * G, c_in + t * B * H, mask + t * B,
-                                           dy + t * B * H, dh, dc, dgates + t * B * G, H},
-                      /*grain=*/4096);
-    gemm(dev, a.gates.dtype(), gemm_shape, 1.0, dgates + t * B * G, a.w_hh.data<T>(), 1.0, dh);
-  }
+  for_batch_blocks(dev, steps, gemm_shape, [&](const BatchBlock& block) {
+    for (int64_t s = steps - 1; s >= 0; --s) {
+      int64_t t = order.time(s);
+      block_rows(dev, block, B, H,
+                 LstmGatesBackward<T>{gates + t * B * G, c_in + t * B * H, mask + t * B,
+                                      dy + t * B * H, dh, dc, dgates + t * B * G, H});
+      gemm(dev, a.gates.dtype(), block.gemm, 1.0, dgates + (t * B + block.begin) * G, w_hh, 1.0,
+           dh + block.begin * H);
+    }
+  });
 }
 
 }  // namespace

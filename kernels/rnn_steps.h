@@ -5,11 +5,16 @@
 // Host code only: the loops launch one GEMM and one gate kernel per step.
 #pragma once
 
+#include <omp.h>
+
 #include <cstdint>
+#include <exception>
+#include <vector>
 
 #include "kernels/copy.h"
 #include "kernels/factories.h"
 #include "kernels/gemm.h"
+#include "kernels/parallel_for.h"
 
 namespace kiln::kernels {
 
@@ -59,6 +64,76 @@ const T* recurrent_weights(const Tensor& w_hh, const Tensor& w_hh_t, Tensor& pac
   permute(w_hh, {1, 0}, packed);
   shape.trans_b = false;
   return packed.data<T>();
+}
+
+// Batch blocks. A row of the batch reads only its own earlier state, so on the CPU a layer's time
+// loop can run as independent loops over contiguous blocks of batch rows, one per thread: each
+// block's steps are a recurrent GEMM on its rows (rows x G*H x H, on its own thread) and the gate
+// kernel on its rows, and the blocks never wait for each other. The whole walk costs one fork/join,
+// where threading each step's GEMM and gate kernel costs two a step, and small steps (a small
+// RNN's 64 x 96 x 32 product, 4 us) are too short to thread at all.
+// The blocks: one per thread (num_threads()), each at least kMinBlockRows rows, when the walk's
+// recurrent multiply-adds (steps * B * G*H * H) reach kParallelGrain; else 1, the whole batch on
+// the caller, each step's GEMM and gate kernel threaded as they choose. Always 1 on CUDA.
+constexpr int64_t kMinBlockRows = 8;
+
+inline int batch_blocks(Device device, int64_t steps, const GemmShape& step_gemm) {
+  if (!device.is_cpu()) return 1;
+  const int64_t batch = step_gemm.m;
+  if (steps * batch * step_gemm.n * step_gemm.k < kParallelGrain) return 1;
+  const int64_t most = batch / kMinBlockRows;
+  return static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(most, 1)));
+}
+
+// Block i of `blocks` over `batch` rows: rows [batch * i / blocks, batch * (i + 1) / blocks).
+inline int64_t block_begin(int64_t batch, int blocks, int i) { return batch * i / blocks; }
+
+struct BatchBlock {
+  int64_t begin, end;  // its rows
+  GemmShape gemm;      // the step's recurrent GEMM on those rows
+  bool whole;          // the whole batch, on the caller: the step's kernels may thread themselves
+};
+
+// body(block) for each block of the walk's batch_blocks, one OpenMP thread a block (a smaller team
+// takes several); one block runs on the caller. An exception in a block is rethrown here, after
+// every block ended.
+template <class Body>
+void for_batch_blocks(Device device, int64_t steps, const GemmShape& step_gemm, const Body& body) {
+  const int blocks = batch_blocks(device, steps, step_gemm);
+  const int64_t batch = step_gemm.m;
+  auto block = [&](int i) {
+    BatchBlock b{block_begin(batch, blocks, i), block_begin(batch, blocks, i + 1), step_gemm,
+                 blocks == 1};
+    b.gemm.m = b.end - b.begin;
+    return b;
+  };
+  if (blocks == 1) {
+    body(block(0));
+    return;
+  }
+  std::vector<std::exception_ptr> errors(blocks);
+#pragma omp parallel num_threads(blocks)
+  for (int i = omp_get_thread_num(); i < blocks; i += omp_get_num_threads()) {
+    try {
+      body(block(i));
+    } catch (...) {
+      errors[i] = std::current_exception();
+    }
+  }
+  for (const std::exception_ptr& error : errors) {
+    if (error) std::rethrow_exception(error);
+  }
+}
+
+// One step's gate kernel f(row, col) on a block's rows of the [batch, cols] grid: serial inside a
+// block, parallel_for_rows over the whole batch.
+template <class F>
+void block_rows(Device device, const BatchBlock& block, int64_t batch, int64_t cols, const F& f) {
+  if (block.whole) {
+    parallel_for_rows(device, batch, cols, f, /*grain=*/4096);
+  } else {
+    cpu_rows(block.begin, block.end, cols, f);
+  }
 }
 
 }  // namespace kiln::kernels

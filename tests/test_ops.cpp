@@ -477,8 +477,8 @@ TEST(Gemm, CpuProductsGoToTheLibraryTheSizeRuleNames) {
   };
   EXPECT_EQ(threads(64, 64, 64, false), kernels::built_with_libxsmm() ? 1 : num_threads());
   EXPECT_EQ(threads(64, 256, 64, true), kernels::built_with_onednn() ? 1 : num_threads());
-  EXPECT_EQ(threads(64, 512, 256, true), kernels::built_with_onednn() ? 1 : num_threads());  // 2^23
-  EXPECT_EQ(threads(64, 512, 257, true), num_threads());  // just above kSingleThreadGemmVolume
+  EXPECT_EQ(threads(64, 128, 128, true), kernels::built_with_onednn() ? 1 : num_threads());  // 2^20
+  EXPECT_EQ(threads(64, 128, 129, true), num_threads());  // just above kSingleThreadGemmVolume
   EXPECT_EQ(kernels::cpu_gemm_threads(DType::f64, {}), num_threads());
   EXPECT_EQ(library(DType::f64, 64, 8000, 512, false), CpuGemmLibrary::openblas);
   EXPECT_EQ(library(DType::f64, 4, 4, 4, false), CpuGemmLibrary::openblas);

@@ -65,7 +65,7 @@ bool small_gemm_libxsmm(const GemmShape& s, float alpha, const float* a, const f
 // f32 products through oneDNN's sgemm (row-major, like cblas with CblasRowMajor). Its OpenMP
 // regions size their teams by omp_get_max_threads(), which use_blas_threads has set.
 void gemm_onednn(const GemmShape& s, float alpha, const float* a, const float* b, float beta,
-                       float* c) {
+                 float* c) {
   const int64_t lda = s.trans_a ? s.m : s.k, ldb = s.trans_b ? s.k : s.n;
   for (int64_t i = 0; i < s.batch; ++i) {
     dnnl_status_t status =
@@ -167,12 +167,17 @@ void gemm_cpu(DType dtype, const GemmShape& s, double alpha, const void* a, cons
     return;
   }
 #endif
-  use_blas_threads(library == CpuGemmLibrary::onednn ? cpu_gemm_threads(dtype, s) : num_threads());
+  // num_threads() first: on its first call the policy reads OpenMP's own count (OMP_NUM_THREADS),
+  // which use_blas_threads then changes. Inside a parallel region (a block of an RNN's batch,
+  // kernels/rnn_steps.h) the caller's thread is the product's only one.
+  const int policy_threads = num_threads();
+  const bool one_thread =
+      omp_in_parallel() || (library == CpuGemmLibrary::onednn && cpu_gemm_threads(dtype, s) == 1);
+  use_blas_threads(one_thread ? 1 : policy_threads);
 #ifdef KILN_WITH_ONEDNN
   if (library == CpuGemmLibrary::onednn) {
     gemm_onednn(s, static_cast<float>(alpha), static_cast<const float*>(a),
-                      static_cast<const float*>(b), static_cast<float>(beta),
-                      static_cast<float*>(c));
+                static_cast<const float*>(b), static_cast<float>(beta), static_cast<float*>(c));
     return;
   }
 #endif
