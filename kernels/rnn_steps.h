@@ -11,6 +11,7 @@
 #include <exception>
 #include <vector>
 
+#include "core/autocast.h"
 #include "kernels/copy.h"
 #include "kernels/factories.h"
 #include "kernels/gemm.h"
@@ -112,12 +113,18 @@ void for_batch_blocks(Device device, int64_t steps, const GemmShape& step_gemm, 
     return;
   }
   std::vector<std::exception_ptr> errors(blocks);
+  // The products read a per-thread setting (bf16 inputs, core/autocast.h): the team's threads take
+  // the caller's.
+  const DType gemm_inputs = Autocast::gemm_inputs();
 #pragma omp parallel num_threads(blocks)
-  for (int i = omp_get_thread_num(); i < blocks; i += omp_get_num_threads()) {
-    try {
-      body(block(i));
-    } catch (...) {
-      errors[i] = std::current_exception();
+  {
+    AutocastScope autocast(gemm_inputs);
+    for (int i = omp_get_thread_num(); i < blocks; i += omp_get_num_threads()) {
+      try {
+        body(block(i));
+      } catch (...) {
+        errors[i] = std::current_exception();
+      }
     }
   }
   for (const std::exception_ptr& error : errors) {

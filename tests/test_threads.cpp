@@ -127,10 +127,6 @@ TEST(Threads, KernelsAreIdenticalOnOneAndTwoThreads) {
   for (size_t i = 0; i < one.size(); ++i) EXPECT_EQ(one[i], two[i]) << "output " << i;
 }
 
-// On the CPU an RNN layer's time loop runs its batch as blocks of rows, one per thread
-// (kernels/rnn_steps.h). A batch of 37 padded sequences on 3 threads (blocks of 12, 12 and 13 rows,
-// the last one partly padding) gives the outputs and gradients of the whole batch on one thread,
-// both directions, LSTM and GRU.
 // The optimizers' update runs as one region over all the parameters' elements, each thread an
 // equal share that may cut a tensor anywhere (kernels/multi_tensor.h): Adam over tensors of
 // 10,000, 7, 30,011 and 1 elements (past kMultiTensorGrain in all, not in any one) gives the same
@@ -157,44 +153,54 @@ TEST(Threads, OptimizerUpdateIsIdenticalOnOneTwoAndThreeThreads) {
   EXPECT_EQ(one, three);
 }
 
+// On the CPU an RNN layer's time loop runs its batch as blocks of rows, one per thread
+// (kernels/rnn_steps.h). A batch of 37 padded sequences on 3 threads (blocks of 12, 12 and 13 rows,
+// the last one partly padding) gives the outputs and gradients of the whole batch on one thread:
+// LSTM and GRU, both directions, in f32 and under bf16 autocast (a per-thread setting that the
+// blocks' threads must take from the caller).
 TEST(Threads, RnnBatchBlocksMatchTheWholeBatch) {
   const int64_t T = 12, B = 37, I = 16, H = 32;
-  for (bool lstm : {true, false}) {
-    for (bool reverse : {false, true}) {
-      const int64_t G = (lstm ? 4 : 3) * H;
-      auto run = [&](int threads) {
-        set_num_threads(threads);
-        EXPECT_EQ(kernels::batch_blocks(Device::cpu(), T, kernels::recurrent_gemm(B, G, H, true)),
-                  threads);
-        manual_seed(11);
-        Tensor x = uniform({T, B, I}, -1, 1).set_requires_grad(true);
-        Tensor h0 = uniform({B, H}, -1, 1).set_requires_grad(true);
-        Tensor c0 = uniform({B, H}, -1, 1).set_requires_grad(true);
-        RnnWeights w{uniform({G, I}, -0.3, 0.3).set_requires_grad(true),
-                     uniform({G, H}, -0.3, 0.3).set_requires_grad(true),
-                     uniform({G}, -0.3, 0.3).set_requires_grad(true),
-                     uniform({G}, -0.3, 0.3).set_requires_grad(true)};
-        std::vector<float> mask(T * B);  // sequence b is 1 + (5 b) % T steps long
-        for (int64_t t = 0; t < T; ++t) {
-          for (int64_t b = 0; b < B; ++b) mask[t * B + b] = t < 1 + (5 * b) % T ? 1.0f : 0.0f;
+  for (bool bf16 : {false, true}) {
+    for (bool lstm : {true, false}) {
+      for (bool reverse : {false, true}) {
+        const int64_t G = (lstm ? 4 : 3) * H;
+        auto run = [&](int threads) {
+          set_num_threads(threads);
+          AutocastScope autocast(bf16 ? DType::bf16 : DType::f32);
+          EXPECT_EQ(kernels::batch_blocks(Device::cpu(), T, kernels::recurrent_gemm(B, G, H, true)),
+                    threads);
+          manual_seed(11);
+          Tensor x = uniform({T, B, I}, -1, 1).set_requires_grad(true);
+          Tensor h0 = uniform({B, H}, -1, 1).set_requires_grad(true);
+          Tensor c0 = uniform({B, H}, -1, 1).set_requires_grad(true);
+          RnnWeights w{uniform({G, I}, -0.3, 0.3).set_requires_grad(true),
+                       uniform({G, H}, -0.3, 0.3).set_requires_grad(true),
+                       uniform({G}, -0.3, 0.3).set_requires_grad(true),
+                       uniform({G}, -0.3, 0.3).set_requires_grad(true)};
+          std::vector<float> mask(T * B);  // sequence b is 1 + (5 b) % T steps long
+          for (int64_t t = 0; t < T; ++t) {
+            for (int64_t b = 0; b < B; ++b) mask[t * B + b] = t < 1 + (5 * b) % T ? 1.0f : 0.0f;
+          }
+          Tensor m = from_vector(mask, {T, B});
+          RnnOutput o =
+              lstm ? lstm_layer(x, h0, c0, w, m, reverse) : gru_layer(x, h0, w, m, reverse);
+          Tensor dy = uniform({T, B, H}, -1, 1), dh = uniform({B, H}, -1, 1);
+          Tensor loss = add(sum(mul(o.y, dy)), sum(mul(o.h_n, dh)));
+          if (lstm) loss = add(loss, sum(o.c_n));
+          backward(loss);
+          std::vector<Tensor> out{o.y,           o.h_n,         x.grad(),      h0.grad(),
+                                  w.w_ih.grad(), w.w_hh.grad(), w.b_ih.grad(), w.b_hh.grad()};
+          if (lstm) out.insert(out.end(), {o.c_n, c0.grad()});
+          return out;
+        };
+        const std::vector<Tensor> whole = run(1), blocks = run(3);
+        set_num_threads(0);
+        ASSERT_EQ(whole.size(), blocks.size());
+        for (size_t i = 0; i < whole.size(); ++i) {
+          EXPECT_TRUE(testing::all_close(blocks[i], whole[i], 1e-6, 1e-5))
+              << (lstm ? "lstm" : "gru") << (reverse ? " reverse" : "") << (bf16 ? " bf16" : "")
+              << ", output " << i;
         }
-        Tensor m = from_vector(mask, {T, B});
-        RnnOutput o = lstm ? lstm_layer(x, h0, c0, w, m, reverse) : gru_layer(x, h0, w, m, reverse);
-        Tensor dy = uniform({T, B, H}, -1, 1), dh = uniform({B, H}, -1, 1);
-        Tensor loss = add(sum(mul(o.y, dy)), sum(mul(o.h_n, dh)));
-        if (lstm) loss = add(loss, sum(o.c_n));
-        backward(loss);
-        std::vector<Tensor> out{o.y,           o.h_n,         x.grad(),      h0.grad(),
-                                w.w_ih.grad(), w.w_hh.grad(), w.b_ih.grad(), w.b_hh.grad()};
-        if (lstm) out.insert(out.end(), {o.c_n, c0.grad()});
-        return out;
-      };
-      const std::vector<Tensor> whole = run(1), blocks = run(3);
-      set_num_threads(0);
-      ASSERT_EQ(whole.size(), blocks.size());
-      for (size_t i = 0; i < whole.size(); ++i) {
-        EXPECT_TRUE(testing::all_close(blocks[i], whole[i], 1e-6, 1e-5))
-            << (lstm ? "lstm" : "gru") << (reverse ? " reverse" : "") << ", output " << i;
       }
     }
   }
