@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/autocast.h"
+#include "core/profiler.h"
 #include "kernels/copy.h"
 #include "kernels/factories.h"
 #include "kernels/gemm.h"
@@ -112,6 +113,8 @@ void for_batch_blocks(Device device, int64_t steps, const GemmShape& step_gemm, 
     body(block(0));
     return;
   }
+  profiler::ProfileScope scope("rnn batch blocks", profiler::Category::kernel);
+  scope.add_items(blocks);
   std::vector<std::exception_ptr> errors(blocks);
   // The products read a per-thread setting (bf16 inputs, core/autocast.h): the team's threads take
   // the caller's.
