@@ -87,9 +87,6 @@ inline int batch_blocks(Device device, int64_t steps, const GemmShape& step_gemm
   return static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(most, 1)));
 }
 
-// Block i of `blocks` over `batch` rows: rows [batch * i / blocks, batch * (i + 1) / blocks).
-inline int64_t block_begin(int64_t batch, int blocks, int i) { return batch * i / blocks; }
-
 struct BatchBlock {
   int64_t begin, end;  // its rows
   GemmShape gemm;      // the step's recurrent GEMM on those rows
@@ -103,9 +100,8 @@ template <class Body>
 void for_batch_blocks(Device device, int64_t steps, const GemmShape& step_gemm, const Body& body) {
   const int blocks = batch_blocks(device, steps, step_gemm);
   const int64_t batch = step_gemm.m;
-  auto block = [&](int i) {
-    BatchBlock b{block_begin(batch, blocks, i), block_begin(batch, blocks, i + 1), step_gemm,
-                 blocks == 1};
+  auto block = [&](int i) {  // rows [batch * i / blocks, batch * (i + 1) / blocks)
+    BatchBlock b{batch * i / blocks, batch * (i + 1) / blocks, step_gemm, blocks == 1};
     b.gemm.m = b.end - b.begin;
     return b;
   };
