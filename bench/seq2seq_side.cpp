@@ -147,11 +147,17 @@ void run_time(const std::string& work_name, const std::string& device_name, cons
   } else {
     s.model->eval();
   }
+  // The training step on the CPU runs under the automatic thread count's self-timing, as `kiln
+  // train`'s steps do (kernels/threads.h).
+  StepThreadTuner thread_tuner;
+  const bool tune_threads = task == "step" && s.device.is_cpu();
   auto once = [&] {
     if (graph) {
       graph->replay();
     } else if (task == "step") {
+      if (tune_threads) thread_tuner.begin();
       train_step(*s.model, *adam, s.batch);
+      if (tune_threads) thread_tuner.end();
     } else {
       decode_batch(*s.model, s.work, s.batch, task == "greedy" ? 1 : kBeam, shortlist);
     }
@@ -175,6 +181,7 @@ void run_time(const std::string& work_name, const std::string& device_name, cons
   out["peak_bytes"] = memory_stats(s.device).peak_in_use;
   out["tokens"] = s.batch.tokens;
   out["sentences"] = s.work.batch;
+  out["thread_switches"] = thread_tuner.switches();  // the self-timing's kept changes
   std::cout << out.dump() << "\n";
   // --profile-rows: the same repetitions again under the profiler (so its cost is not in the
   // times above), its table on stderr (stdout is the JSON line side_by_side.py reads).

@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 namespace kiln {
 
@@ -37,5 +38,58 @@ std::string num_threads_source();
 // A thread count as text ("4"), as --threads and KILN_NUM_THREADS give it: an integer in
 // [0, kMaxThreads], 0 meaning automatic; anything else is a kiln::Error naming `what`.
 int parse_num_threads(const std::string& text, const std::string& what);
+
+// A cap on the automatic count, n >= 1, or 0 for none (StepThreadTuner sets it). A fixed count
+// (set_num_threads, KILN_NUM_THREADS, OMP_NUM_THREADS) is never capped.
+void limit_automatic_threads(int n);
+// The automatic count before that cap; 0 when the count is fixed.
+int automatic_threads_uncapped();
+
+// Self-timing of a repeated piece of work (a training step), for the automatic count. On some
+// hosts two busy threads at times run far slower than one: on the 2-vCPU host of bench/RESULTS.md
+// ("The host's slow phase, located") both threads of the small step's regions ran about 3x slower
+// for seconds at a time, the step 2.8-3.4 ms against 1.2-1.6, while one thread never slowed
+// (1.8-2.2 ms). Nothing inside the guest shows it but the work's own time. So the loop reports each
+// repetition, and now and then a few run on one thread:
+//   - a window is the last `window` repetitions, as many as take about 50 ms (3 to 16);
+//   - a probe runs one window under the other setting (one thread, or back to all) and keeps it
+//     when its median time per unit of work is at least 10% below the window before;
+//   - a probe starts when the all-threads median rises 1.5x above the best all-threads window
+//     since the last probe (a slow phase starting), or when the probe interval has passed: 1 s
+//     (but at least 50 windows) after a switch, doubling when a probe keeps the setting, up to
+//     32 s (at least 400 windows), which bounds what probing costs when it finds nothing.
+// Only the automatic count is tuned, and only while it is 2 or more.
+class StepThreadTuner {
+ public:
+  StepThreadTuner() = default;
+  StepThreadTuner(const StepThreadTuner&) = delete;
+  StepThreadTuner& operator=(const StepThreadTuner&) = delete;
+  ~StepThreadTuner();  // lifts the cap it set
+  // Before and after one repetition of `work` units (tokens, or 1 for repetitions of one size).
+  void begin();
+  void end(double work = 1);
+  // The decision itself, for tests: a repetition took `seconds` for `work` units under the
+  // current limit(); returns the limit for the next one (0: all threads, 1: one).
+  int observe(double seconds, double work);
+  int limit() const { return limit_; }
+  int switches() const { return switches_; }
+
+ private:
+  void start_probe();
+  void reset();
+  std::chrono::steady_clock::time_point started_;
+  bool running_ = false, probing_ = false, applied_ = false;
+  int limit_ = 0, switches_ = 0;
+  std::vector<double> recent_;  // time per unit of the current window, under limit_
+  std::vector<double> probe_;   // the same under the probed setting
+  double baseline_ = 0;         // the median of the window before the probe
+  double best_all_ = 0;         // the best all-threads window median since the last probe
+  double clock_ = 0;            // seconds of observed work since construction
+  double next_probe_ = 0;       // clock_ at which the next scheduled probe starts
+  double interval_ = 0;         // seconds between scheduled probes
+  double window_seconds_ = 0;   // a repetition's duration times window_, the last measured
+  size_t window_ = 0;           // repetitions per window, fixed at the first repetition
+  bool skip_next_ = false;      // the first repetition after a change of setting is not counted
+};
 
 }  // namespace kiln

@@ -86,6 +86,88 @@ TEST(Threads, EnvironmentIsRespected) {
   }
 }
 
+// The cap StepThreadTuner puts on the automatic count: it caps only that count.
+TEST(Threads, AutomaticLimitCapsOnlyTheAutomaticCount) {
+  ScopedEnv kiln("KILN_NUM_THREADS", nullptr), omp("OMP_NUM_THREADS", nullptr);
+  set_num_threads(0);
+  ASSERT_EQ(num_threads_source(), "automatic");
+  const int automatic = automatic_threads_uncapped();
+  EXPECT_GE(automatic, 1);
+  limit_automatic_threads(1);
+  EXPECT_EQ(num_threads(), 1);
+  EXPECT_EQ(automatic_threads_uncapped(), automatic);
+  set_num_threads(3);  // a fixed count is never capped
+  EXPECT_EQ(num_threads(), 3);
+  EXPECT_EQ(automatic_threads_uncapped(), 0);
+  set_num_threads(0);
+  limit_automatic_threads(0);
+  EXPECT_EQ(num_threads(), automatic_threads_uncapped());
+  EXPECT_CONTAINS(testing::error_of([&] { limit_automatic_threads(-1); }), "out of range");
+  {
+    StepThreadTuner tuner;  // a tuner lifts its cap when it goes
+    tuner.begin();
+    tuner.end();
+  }
+  EXPECT_EQ(num_threads(), automatic_threads_uncapped());
+}
+
+// StepThreadTuner's decisions on made-up timings: `ms(limit)` is a repetition's time under the
+// tuner's current limit (0: all threads, 1: one). Returns the repetitions run under limit 1.
+template <class Ms> int run_tuner(StepThreadTuner& tuner, int repetitions, const Ms& ms) {
+  int on_one = 0;
+  for (int i = 0; i < repetitions; ++i) {
+    on_one += tuner.limit() == 1;
+    tuner.observe(ms(tuner.limit()) * 1e-3, 1);
+  }
+  return on_one;
+}
+
+TEST(Threads, TunerTakesOneThreadWhileTwoRunSlower) {
+  StepThreadTuner tuner;
+  // A quiet host: two threads 1.4 ms, one 2.0. Over 60 s of steps one thread runs only in the
+  // scheduled probes, which back off: under 1% of the steps.
+  const int quiet = 60000 / 1.4;
+  const int probes = run_tuner(tuner, quiet, [](int limit) { return limit ? 2.0 : 1.4; });
+  EXPECT_EQ(tuner.limit(), 0);
+  EXPECT_EQ(tuner.switches(), 0);
+  EXPECT_GT(probes, 0);
+  EXPECT_LT(probes, quiet / 100);
+  // A slow phase (two threads 3.2 ms, one still 2.0): one thread within a few windows.
+  int steps = 0;
+  while (tuner.switches() == 0 && steps < 200) {
+    run_tuner(tuner, 1, [](int limit) { return limit ? 2.0 : 3.2; });
+    ++steps;
+  }
+  EXPECT_EQ(tuner.switches(), 1);
+  EXPECT_EQ(tuner.limit(), 1);
+  EXPECT_LE(steps, 3 * 16 + 2);
+  // It stays there while the phase lasts (probes of two threads lose) ...
+  run_tuner(tuner, 3000, [](int limit) { return limit ? 2.0 : 3.2; });
+  EXPECT_EQ(tuner.limit(), 1);
+  // ... and goes back to two threads within the probe interval once the phase ends.
+  steps = 0;
+  while (tuner.switches() == 1 && steps < 40000) {
+    run_tuner(tuner, 1, [](int limit) { return limit ? 2.0 : 1.4; });
+    ++steps;
+  }
+  EXPECT_EQ(tuner.switches(), 2);
+  EXPECT_EQ(tuner.limit(), 0);
+  EXPECT_LT(steps * 2.0, 33000) << steps;  // within the longest interval, 32 s
+}
+
+TEST(Threads, TunerComparesTimePerUnitOfWork) {
+  // Batches of 1x and 3x the tokens, taking 1x and 3x the time: no slow phase, no switch.
+  StepThreadTuner tuner;
+  int i = 0, on_one = 0;
+  for (; i < 20000; ++i) {
+    const double tokens = i % 2 ? 3000 : 1000;
+    on_one += tuner.limit() == 1;
+    tuner.observe((tuner.limit() ? 2.0 : 1.4) * tokens / 1000 * 1e-3, tokens);
+  }
+  EXPECT_EQ(tuner.switches(), 0);
+  EXPECT_LT(on_one, i / 100);
+}
+
 TEST(Threads, ParseNumThreads) {
   EXPECT_EQ(parse_num_threads("4", "--threads"), 4);
   EXPECT_EQ(parse_num_threads("0", "--threads"), 0);

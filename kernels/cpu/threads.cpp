@@ -99,7 +99,21 @@ class ThreadPolicy {
       std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
       if (lock.owns_lock()) remeasure();
     }
-    return automatic_.load(std::memory_order_relaxed);
+    const int automatic = automatic_.load(std::memory_order_relaxed);
+    const int cap = cap_.load(std::memory_order_relaxed);
+    return cap > 0 ? std::min(automatic, cap) : automatic;
+  }
+
+  void limit(int n) {
+    KILN_CHECK(n >= 0 && n <= kMaxThreads, "limit_automatic_threads: ", n,
+               " threads is out of range [0, ", kMaxThreads, "] (0: no limit)");
+    cap_.store(n, std::memory_order_relaxed);
+  }
+
+  int uncapped() {
+    threads();  // reads the environment on first use, re-measures when due
+    return fixed_.load(std::memory_order_relaxed) > 0 ? 0
+                                                        : automatic_.load(std::memory_order_relaxed);
   }
 
   void set(int n) {
@@ -186,6 +200,7 @@ class ThreadPolicy {
   std::atomic<bool> initialized_{false};
   std::atomic<int> fixed_{0};      // > 0: set_num_threads, KILN_NUM_THREADS or OMP_NUM_THREADS
   std::atomic<int> automatic_{1};  // the automatic count, when fixed_ == 0
+  std::atomic<int> cap_{0};        // > 0: StepThreadTuner's cap on the automatic count
   std::atomic<int64_t> next_measure_{0};  // steady-clock ticks
   std::string source_;
   std::vector<int> cpus_;
@@ -206,6 +221,114 @@ void set_num_threads(int n) { policy().set(n); }
 int num_threads() { return policy().threads(); }
 
 std::string num_threads_source() { return policy().source(); }
+
+void limit_automatic_threads(int n) { policy().limit(n); }
+
+int automatic_threads_uncapped() { return policy().uncapped(); }
+
+namespace {
+// StepThreadTuner's constants (kernels/threads.h).
+constexpr double kWindowSeconds = 0.05;           // a window's target length
+constexpr size_t kMinWindow = 3, kMaxWindow = 16;  // repetitions per window
+constexpr double kFirstInterval = 1, kLastInterval = 32;  // seconds between scheduled probes
+constexpr double kFirstIntervalWindows = 50, kLastIntervalWindows = 400;
+constexpr double kKeep = 0.9;  // a probed setting is kept at <= 90% of the time before
+constexpr double kRise = 1.5;  // an all-threads window this much slower than the best one probes
+
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+}  // namespace
+
+void StepThreadTuner::begin() {
+  started_ = Clock::now();
+  running_ = true;
+}
+
+void StepThreadTuner::end(double work) {
+  if (!running_) return;
+  running_ = false;
+  const double seconds = std::chrono::duration<double>(Clock::now() - started_).count();
+  if (automatic_threads_uncapped() < 2) {
+    // A fixed count, or one thread anyway (other processes keep the other cores busy): nothing to
+    // choose. The windows start over when there is again.
+    if (applied_) limit_automatic_threads(0);
+    reset();
+    return;
+  }
+  limit_automatic_threads(observe(seconds, work));
+  applied_ = true;
+}
+
+StepThreadTuner::~StepThreadTuner() {
+  if (applied_) limit_automatic_threads(0);
+}
+
+void StepThreadTuner::reset() {
+  running_ = probing_ = applied_ = skip_next_ = false;
+  limit_ = switches_ = 0;
+  recent_.clear();
+  probe_.clear();
+  baseline_ = best_all_ = clock_ = next_probe_ = interval_ = window_seconds_ = 0;
+  window_ = 0;
+}
+
+void StepThreadTuner::start_probe() {
+  probing_ = true;
+  probe_.clear();
+  limit_ = limit_ == 0 ? 1 : 0;
+  skip_next_ = true;  // a team resized: its first repetition pays for that
+}
+
+int StepThreadTuner::observe(double seconds, double work) {
+  const double per_unit = seconds / std::max(work, 1e-12);
+  clock_ += seconds;
+  if (window_ == 0) {  // the first repetition sizes the windows; it is not counted (a warm-up)
+    const double fit = std::round(kWindowSeconds / std::max(seconds, 1e-9));
+    window_ = static_cast<size_t>(
+        std::clamp(fit, static_cast<double>(kMinWindow), static_cast<double>(kMaxWindow)));
+    window_seconds_ = seconds * static_cast<double>(window_);
+    interval_ = std::max(kFirstInterval, kFirstIntervalWindows * window_seconds_);
+    next_probe_ = clock_ + interval_;
+    return limit_;
+  }
+  if (skip_next_) {
+    skip_next_ = false;
+    return limit_;
+  }
+  if (probing_) {
+    probe_.push_back(per_unit);
+    if (probe_.size() < window_) return limit_;
+    const double probed = median_of(probe_);
+    probing_ = false;
+    recent_.clear();
+    if (probed <= kKeep * baseline_) {  // the probed setting stays
+      ++switches_;
+      interval_ = std::max(kFirstInterval, kFirstIntervalWindows * window_seconds_);
+      best_all_ = limit_ == 0 ? probed : 0;
+    } else {  // back to the setting before, and probe less often
+      limit_ = limit_ == 0 ? 1 : 0;
+      skip_next_ = true;
+      interval_ = std::min(std::max(kLastInterval, kLastIntervalWindows * window_seconds_),
+                           2 * interval_);
+      best_all_ = limit_ == 0 ? baseline_ : 0;
+    }
+    next_probe_ = clock_ + interval_;
+    return limit_;
+  }
+  recent_.push_back(per_unit);
+  if (recent_.size() > window_) recent_.erase(recent_.begin());
+  if (recent_.size() < window_) return limit_;
+  const double current = median_of(recent_);
+  if (limit_ == 0 && (best_all_ == 0 || current < best_all_)) best_all_ = current;
+  const bool slowed = limit_ == 0 && current > kRise * best_all_;
+  if (slowed || clock_ >= next_probe_) {
+    baseline_ = current;
+    start_probe();
+  }
+  return limit_;
+}
 
 int parse_num_threads(const std::string& text, const std::string& what) {
   size_t used = 0;

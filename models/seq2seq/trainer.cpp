@@ -27,6 +27,7 @@
 #include "kernels/cuda_graph.h"
 #include "kernels/factories.h"
 #include "kernels/gemm.h"
+#include "kernels/threads.h"
 #include "models/data/batching.h"
 #include "models/data/tokenizer.h"
 #include "models/metrics.h"
@@ -98,6 +99,9 @@ struct Run {
   bool writer = true;
   nn::StepMeter* meter = nullptr;  // the loss and norm of the steps not yet shown, on the device
   GraphedSteps* graphs = nullptr;  // --cuda-graph, else null
+  // The automatic thread count's self-timing (kernels/threads.h): on the CPU in a world of one
+  // (under mpirun a step's time includes waiting for the other ranks), else null.
+  StepThreadTuner* thread_tuner = nullptr;
 
   dist::Communicator& comm() const { return dp->communicator(); }
 };
@@ -505,8 +509,10 @@ bool train_epoch(const Run& r, int64_t epoch, TrainState& state,
       tokens += batches[k].global_tokens;
     }
     r.profile->begin_step();
+    if (r.thread_tuner) r.thread_tuner->begin();
     StepResult step = r.graphs ? r.graphs->run(r, *group.front(), state.steps + 1)
                                : train_step(r, group, state.steps + 1);
+    if (r.thread_tuner) r.thread_tuner->end(static_cast<double>(tokens));
     r.meter->add(step.loss, step.norm, r.opt.step_gate(), static_cast<double>(tokens));
     std::string profile_table;
     if (r.profile->end_step(profile_table)) say(profile_table);
@@ -796,6 +802,8 @@ std::vector<EpochMetrics> train(const TrainOptions& options, const std::string& 
   nn::StepMeter meter;
   Run run{o,    device,       p,         model,    *opt, *schedule, log,   out_dir, progress,
           live, Clock::now(), ema.get(), &profile, &dp,  writer,    &meter};
+  StepThreadTuner thread_tuner;
+  if (device.is_cpu() && !comm.has_backend()) run.thread_tuner = &thread_tuner;
   std::optional<GraphedSteps> graphs;  // after the stream: the graphs go before it
   if (o.cuda_graph) {
     KILN_CHECK(!comm.has_backend(), "train: --cuda-graph runs in one process; under mpirun (",
