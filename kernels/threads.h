@@ -73,6 +73,9 @@ class StepThreadTuner {
   int observe(double seconds, double work);
   int limit() const { return limit_; }
   int switches() const { return switches_; }
+  // The last kept switch: the median seconds per unit of work before and after it.
+  double switched_from() const { return switched_from_; }
+  double switched_to() const { return switched_to_; }
 
  private:
   void start_probe();
@@ -83,6 +86,7 @@ class StepThreadTuner {
   std::vector<double> recent_;  // time per unit of the current window, under limit_
   std::vector<double> probe_;   // the same under the probed setting
   double baseline_ = 0;         // the median of the window before the probe
+  double switched_from_ = 0, switched_to_ = 0;
   double best_all_ = 0;         // the best all-threads window median since the last probe
   double clock_ = 0;            // seconds of observed work since construction
   double next_probe_ = 0;       // clock_ at which the next scheduled probe starts

@@ -271,6 +271,7 @@ void StepThreadTuner::reset() {
   recent_.clear();
   probe_.clear();
   baseline_ = best_all_ = clock_ = next_probe_ = interval_ = window_seconds_ = 0;
+  switched_from_ = switched_to_ = 0;
   window_ = 0;
 }
 
@@ -305,6 +306,8 @@ int StepThreadTuner::observe(double seconds, double work) {
     recent_.clear();
     if (probed <= kKeep * baseline_) {  // the probed setting stays
       ++switches_;
+      switched_from_ = baseline_;
+      switched_to_ = probed;
       interval_ = std::max(kFirstInterval, kFirstIntervalWindows * window_seconds_);
       best_all_ = limit_ == 0 ? probed : 0;
     } else {  // back to the setting before, and probe less often
