@@ -17,6 +17,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -55,9 +56,10 @@ int automatic_threads_uncapped();
 //   - a probe runs one window under the other setting (one thread, or back to all) and keeps it
 //     when its median time per unit of work is at least 10% below the window before;
 //   - a probe starts when the all-threads median rises 1.5x above the best all-threads window
-//     since the last probe (a slow phase starting), or when the probe interval has passed: 1 s
-//     (but at least 50 windows) after a switch, doubling when a probe keeps the setting, up to
-//     32 s (at least 400 windows), which bounds what probing costs when it finds nothing.
+//     since the last probe (a slow phase starting), after the first two windows (a process that
+//     starts slow), or when the probe interval has passed: 1 s (but at least 50 windows) after a
+//     switch, doubling when a probe keeps the setting, up to 32 s (at least 400 windows), which
+//     bounds what probing costs when it finds nothing.
 // Only the automatic count is tuned, and only while it is 2 or more.
 class StepThreadTuner {
  public:
@@ -92,7 +94,8 @@ class StepThreadTuner {
   double next_probe_ = 0;       // clock_ at which the next scheduled probe starts
   double interval_ = 0;         // seconds between scheduled probes
   double window_seconds_ = 0;   // a repetition's duration times window_, the last measured
-  size_t window_ = 0;           // repetitions per window, fixed at the first repetition
+  size_t window_ = 0;           // repetitions per window, fixed at the second repetition
+  int64_t seen_ = 0;            // repetitions observed
   bool skip_next_ = false;      // the first repetition after a change of setting is not counted
 };
 

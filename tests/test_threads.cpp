@@ -155,6 +155,21 @@ TEST(Threads, TunerTakesOneThreadWhileTwoRunSlower) {
   EXPECT_LT(steps * 2.0, 33000) << steps;  // within the longest interval, 32 s
 }
 
+TEST(Threads, TunerProbesEarlyWhenAProcessStartsSlow) {
+  // Slow from the first step: no faster window of its own to compare with, so the first probe
+  // comes after two windows (16 steps each here), not after the 1 s interval.
+  StepThreadTuner tuner;
+  int steps = 0;
+  while (tuner.switches() == 0 && steps < 1000) {
+    run_tuner(tuner, 1, [](int limit) { return limit ? 2.0 : 3.2; });
+    ++steps;
+  }
+  EXPECT_EQ(tuner.limit(), 1);
+  EXPECT_LE(steps, 2 + 3 * 16 + 2) << steps;  // warm-up, 2 windows, a skipped step, the probe
+  EXPECT_NEAR(tuner.switched_from(), 3.2e-3, 1e-12);
+  EXPECT_NEAR(tuner.switched_to(), 2.0e-3, 1e-12);
+}
+
 TEST(Threads, TunerComparesTimePerUnitOfWork) {
   // Batches of 1x and 3x the tokens, taking 1x and 3x the time: no slow phase, no switch.
   StepThreadTuner tuner;

@@ -271,6 +271,7 @@ void StepThreadTuner::reset() {
   recent_.clear();
   probe_.clear();
   baseline_ = best_all_ = clock_ = next_probe_ = interval_ = window_seconds_ = 0;
+  seen_ = 0;
   switched_from_ = switched_to_ = 0;
   window_ = 0;
 }
@@ -285,14 +286,16 @@ void StepThreadTuner::start_probe() {
 int StepThreadTuner::observe(double seconds, double work) {
   const double per_unit = seconds / std::max(work, 1e-12);
   clock_ += seconds;
-  if (window_ == 0) {  // the first repetition sizes the windows; it is not counted (a warm-up)
+  if (++seen_ == 1) return limit_;  // a first repetition is a warm-up (allocations, JIT code)
+  if (window_ == 0) {  // the second sizes the windows and schedules an early first probe
     const double fit = std::round(kWindowSeconds / std::max(seconds, 1e-9));
     window_ = static_cast<size_t>(
         std::clamp(fit, static_cast<double>(kMinWindow), static_cast<double>(kMaxWindow)));
     window_seconds_ = seconds * static_cast<double>(window_);
     interval_ = std::max(kFirstInterval, kFirstIntervalWindows * window_seconds_);
-    next_probe_ = clock_ + interval_;
-    return limit_;
+    // After two windows: a process that starts in a slow phase has no faster window of its own
+    // to compare with, so the first probe does not wait for the interval.
+    next_probe_ = clock_ + 2 * window_seconds_;
   }
   if (skip_next_) {
     skip_next_ = false;
