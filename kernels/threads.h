@@ -57,7 +57,7 @@ int automatic_threads_uncapped();
 //     when its median time per unit of work is at least 10% below the window before;
 //   - a probe starts when the all-threads median rises 1.5x above the best all-threads window
 //     since the last probe (a slow phase starting), after the first two windows (a process that
-//     starts slow), or when the probe interval has passed: 1 s (but at least 50 windows) after a
+//     starts slow), or when the probe interval has passed: 0.25 s (but at least 20 windows) after a
 //     switch, doubling when a probe keeps the setting, up to 32 s (at least 400 windows), which
 //     bounds what probing costs when it finds nothing.
 // Only the automatic count is tuned, and only while it is 2 or more.

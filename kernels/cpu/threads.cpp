@@ -230,8 +230,8 @@ namespace {
 // StepThreadTuner's constants (kernels/threads.h).
 constexpr double kWindowSeconds = 0.05;           // a window's target length
 constexpr size_t kMinWindow = 3, kMaxWindow = 16;  // repetitions per window
-constexpr double kFirstInterval = 1, kLastInterval = 32;  // seconds between scheduled probes
-constexpr double kFirstIntervalWindows = 50, kLastIntervalWindows = 400;
+constexpr double kFirstInterval = 0.25, kLastInterval = 32;  // seconds between scheduled probes
+constexpr double kFirstIntervalWindows = 20, kLastIntervalWindows = 400;
 constexpr double kKeep = 0.9;  // a probed setting is kept at <= 90% of the time before
 constexpr double kRise = 1.5;  // an all-threads window this much slower than the best one probes
 
