@@ -84,8 +84,11 @@ Tensor softmax(const Tensor& x, int64_t dim = -1);  // dim must be the last
 Tensor log_softmax(const Tensor& x, int64_t dim = -1);
 // topk(log_softmax(x), k) over the last dim, the same values and indices bit for bit, without
 // making the log-probabilities (a search's step ranks the next tokens this way). Not
-// differentiable. Beside topk in autograd/ops/reduce.cpp, which shares its checks.
-std::pair<Tensor, Tensor> log_softmax_topk(const Tensor& x, int64_t k);
+// differentiable. Beside topk in autograd/ops/reduce.cpp, which shares its checks. With `bias`
+// ([C], x's dtype and device), of x + bias, bit for bit, without writing the sum (a decoding
+// step's logits, their bias left to this read).
+std::pair<Tensor, Tensor> log_softmax_topk(const Tensor& x, int64_t k,
+                                           const Tensor& bias = Tensor());
 
 // ---- attention (autograd/ops/attention.cpp) ----
 // One decoder step of additive (Bahdanau) attention, fused (kernels/attention.h):

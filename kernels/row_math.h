@@ -63,6 +63,20 @@ KILN_HD inline OnlineLogSumExp<T> row_log_sum_exp(const T* x, int64_t n, T* row_
   return {m, s};
 }
 
+// The same for the row x + bias (logits whose bias add was left to this read: a decoding step's),
+// each value x_c + b_c rounded once as the add would write it, so the state's bits are those of
+// row_log_sum_exp on the added row.
+template <class T>
+KILN_HD inline OnlineLogSumExp<T> row_log_sum_exp_biased(const T* x, const T* bias, int64_t n) {
+  T m = x[0] + bias[0];
+  KILN_SIMD(reduction(max : m))
+  for (int64_t c = 1; c < n; ++c) m = math::max(m, x[c] + bias[c]);
+  T s = T(0);
+  KILN_SIMD(reduction(+ : s))
+  for (int64_t c = 0; c < n; ++c) s += math::exp_nonpositive((x[c] + bias[c]) - m);
+  return {m, s};
+}
+
 // ---- top-k of a row ------------------------------------------------------------------------------
 
 // The k largest of a row's values offered one at a time in column order, kept in v[0, k) and

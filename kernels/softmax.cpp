@@ -60,34 +60,49 @@ template <class T> struct SoftmaxBackwardFunctor {
 
 // topk(log_softmax(row), k) without writing the row's log-probabilities: the same two passes for
 // the max and the sum, then each value computed as the forward computes it and offered to the
-// top-k, so values and order equal the two ops'.
+// top-k, so values and order equal the two ops'. With a bias, of the row x + bias, each x_c + b_c
+// rounded as the add would have written it.
 template <class T> struct LogSoftmaxTopKFunctor {
   const T* x;
+  const T* bias;  // [cols] or null
   T* values;
   int64_t* indices;
   int64_t cols, k;
   KILN_HD void operator()(int64_t row) const {
     const T* in = x + row * cols;
-    const OnlineLogSumExp<T> lse = row_log_sum_exp(in, cols);
-    const T m = lse.max, log_s = math::log(lse.sum);
     RowTopK<T> top{values + row * k, indices + row * k, k};
-    offer_row(top, cols, LogProbabilities{in, m, log_s});
+    if (bias) {
+      const OnlineLogSumExp<T> lse = row_log_sum_exp_biased(in, bias, cols);
+      offer_row(top, cols, BiasedLogProbabilities{in, bias, lse.max, math::log(lse.sum)});
+    } else {
+      const OnlineLogSumExp<T> lse = row_log_sum_exp(in, cols);
+      offer_row(top, cols, LogProbabilities{in, lse.max, math::log(lse.sum)});
+    }
   }
   struct LogProbabilities {  // as SoftmaxForwardFunctor writes them
     const T* in;
     T m, log_s;
     KILN_HD T operator()(int64_t c) const { return in[c] - m - log_s; }
   };
+  struct BiasedLogProbabilities {
+    const T* in;
+    const T* bias;
+    T m, log_s;
+    KILN_HD T operator()(int64_t c) const { return (in[c] + bias[c]) - m - log_s; }
+  };
 };
 
 }  // namespace
 
-void log_softmax_top_k(const Tensor& x, int64_t k, const Tensor& values, const Tensor& indices) {
+void log_softmax_top_k(const Tensor& x, int64_t k, const Tensor& values, const Tensor& indices,
+                       const Tensor& bias) {
   int64_t cols = x.size(-1), rows = x.numel() / cols;
   KILN_DISPATCH_FLOAT(x.dtype(), "log_softmax_topk", [&] {
     parallel_for(x.device(), rows,
-                 LogSoftmaxTopKFunctor<scalar_t>{x.data<scalar_t>(), values.data<scalar_t>(),
-                                                 indices.data<int64_t>(), cols, k},
+                 LogSoftmaxTopKFunctor<scalar_t>{x.data<scalar_t>(),
+                                                 bias.defined() ? bias.data<scalar_t>() : nullptr,
+                                                 values.data<scalar_t>(), indices.data<int64_t>(),
+                                                 cols, k},
                  /*grain=*/64);
   });
 }

@@ -14,8 +14,10 @@ namespace kiln::kernels {
 void softmax_forward(const Tensor& x, const Tensor& y, bool log);
 // The k largest log-probabilities of each row and their columns (values [rows, k], indices i64),
 // as topk(log_softmax(x)) gives them, bit for bit, without the [rows, C] log-probabilities: a
-// beam search's step reads each row of logits three times and writes 2 k values.
-void log_softmax_top_k(const Tensor& x, int64_t k, const Tensor& values, const Tensor& indices);
+// beam search's step reads each row of logits three times and writes 2 k values. With `bias`
+// ([C]), of x + bias, the same bits as on the added rows, without the pass that adds it.
+void log_softmax_top_k(const Tensor& x, int64_t k, const Tensor& values, const Tensor& indices,
+                       const Tensor& bias = Tensor());
 void softmax_backward(const Tensor& y, const Tensor& grad_y, const Tensor& grad_x, bool log);
 
 }  // namespace kiln::kernels

@@ -308,6 +308,45 @@ TEST(DecodeFast, LogSoftmaxTopKIsTopKOfLogSoftmaxBitForBit) {
   EXPECT_THROW(log_softmax_topk(ones({2, 3}), 0), Error);
 }
 
+// With a bias (a decoding step's output layer, its add left to the ranking's read): the same bits
+// as ranking the added logits, on `device`.
+void expect_biased_ranking_is_the_sums(Device device) {
+  manual_seed(9);
+  for (DType dtype : {DType::f32, DType::f64}) {
+    Tensor x = to(to(uniform({7, 333}, -8, 8, DType::f64), dtype), device);
+    Tensor bias = to(to(uniform({333}, -3, 3, DType::f64), dtype), device);
+    for (int64_t k : {1, 5, 333}) {
+      auto [values, ids] = log_softmax_topk(x, k, bias);
+      auto [expected_values, expected_ids] = log_softmax_topk(x + bias, k);
+      EXPECT_EQ(to(ids, Device::cpu()).to_vector<int64_t>(),
+                to(expected_ids, Device::cpu()).to_vector<int64_t>())
+          << device.str() << " k " << k;
+      EXPECT_EQ(to(to(values, DType::f64), Device::cpu()).to_vector<double>(),
+                to(to(expected_values, DType::f64), Device::cpu()).to_vector<double>())
+          << device.str() << " k " << k;
+    }
+  }
+}
+
+// A bias of the wrong size, dtype or device, or one that needs a gradient, is an error naming it.
+TEST(DecodeFast, LogSoftmaxTopKWithABiasIsTheRankingOfTheSum) {
+  expect_biased_ranking_is_the_sums(Device::cpu());
+  const Tensor x = ones({2, 3});
+  EXPECT_CONTAINS(testing::error_of([&] { log_softmax_topk(x, 2, ones({4})); }),
+                  "log_softmax_topk: bias must be [3] of the input's dtype and device, got");
+  EXPECT_CONTAINS(testing::error_of([&] { log_softmax_topk(x, 2, ones({3}, DType::f64)); }),
+                  "bias must be [3]");
+  Tensor needs_grad = ones({3});
+  needs_grad.set_requires_grad(true);
+  EXPECT_CONTAINS(testing::error_of([&] { log_softmax_topk(x, 2, needs_grad); }),
+                  "not differentiable");
+}
+
+TEST(DecodeFast, LogSoftmaxTopKWithABiasOnCuda) {
+  KILN_REQUIRE_GPU();
+  expect_biased_ranking_is_the_sums(Device::cuda(0));
+}
+
 // topk against a full stable sort on the host: largest first, ties to the lower index, k capped
 // at the row's size; f32 and f64.
 TEST(DecodeFast, TopKMatchesASortOnTheHost) {

@@ -175,7 +175,7 @@ Tensor Seq2Seq::project_output(const Tensor& hidden, const OutputRows* rows) con
   // every id gives the logits of every row bit for bit.
   Tensor product = rows->weight_t.defined() ? matmul(hidden, rows->weight_t)
                                             : matmul(hidden, rows->weight, false, true);
-  return product + rows->bias;
+  return rows->leave_bias ? product : product + rows->bias;
 }
 
 Tensor Seq2Seq::decode_step(const EncoderOutput& enc, const Tensor& token, DecoderState& state,

@@ -46,6 +46,9 @@ struct DecoderState {
 struct OutputRows {
   Tensor weight, bias;  // [K, H], [K]
   Tensor weight_t;      // [H, K] or undefined
+  // decode_step returns the product alone and the caller adds `bias` where it reads the logits
+  // (log_softmax_topk(x, k, bias)): the add's pass over [rows, K] is saved.
+  bool leave_bias = false;
 };
 
 // Additive attention: score(q, k) = w_v^T tanh(W_q q + W_k k); general: q^T W k; dot: q^T k.

@@ -34,10 +34,12 @@ StepTop Stepper::step_top(const Tensor& tokens, int64_t n) {
   return {values, ids, log_probs.size(1)};
 }
 
-Tensor Seq2SeqStepper::logits(const Tensor& tokens) {
+Tensor Seq2SeqStepper::logits(const Tensor& tokens, bool add_bias) {
+  OutputRows rows = output_rows_;
+  rows.leave_bias = !add_bias;
   // Searches build token ids on the host; the model takes them on its own device.
   return model_.decode_step(enc_, kiln::to(tokens, enc_.keys.device()), state_,
-                            keep_attention_ ? &attention_ : nullptr, &output_rows_);
+                            keep_attention_ ? &attention_ : nullptr, &rows);
 }
 
 Tensor Seq2SeqStepper::step(const Tensor& tokens) {
@@ -47,8 +49,10 @@ Tensor Seq2SeqStepper::step(const Tensor& tokens) {
 
 StepTop Seq2SeqStepper::step_top(const Tensor& tokens, int64_t n) {
   NoGradGuard no_grad;
-  Tensor x = logits(tokens);
-  auto [values, ids] = log_softmax_topk(x, n);
+  // The output layer's bias is added inside log_softmax_topk's read of the product: the same
+  // values as the logits', without a pass over [rows, K] for the add.
+  Tensor x = logits(tokens, /*add_bias=*/false);
+  auto [values, ids] = log_softmax_topk(x, n, output_rows_.bias);
   return {values, ids, x.size(1)};
 }
 

@@ -50,7 +50,9 @@ class Seq2SeqStepper : public Stepper {
   Tensor last_attention() const override { return attention_; }
 
  private:
-  Tensor logits(const Tensor& tokens);  // advances every row
+  // Advances every row; its output layer's product plus the bias, or the product alone when
+  // `add_bias` is false (step_top adds it in log_softmax_topk).
+  Tensor logits(const Tensor& tokens, bool add_bias = true);
   const Seq2Seq& model_;
   int64_t repeat_;
   EncoderOutput enc_;
