@@ -38,43 +38,52 @@ template <class T> struct OnlineLogSumExp {
   KILN_HD T value() const { return max + math::log(sum); }
 };
 
-// The state of a whole contiguous row x[0, n), n >= 1, in two passes (the max, then the sum of
+// A row's values as a row kernel reads them: x[c] (PlainRow), or x[c] + bias[c] (BiasedRow: logits
+// whose bias add was left to this read, a decoding step's; each sum rounded once, as the add would
+// have written it, so every result equals the one on the added row bit for bit).
+template <class T> struct PlainRow {
+  using value_type = T;
+  const T* x;
+  KILN_HD T operator()(int64_t c) const { return x[c]; }
+};
+template <class T> struct BiasedRow {
+  using value_type = T;
+  const T* x;
+  const T* bias;
+  KILN_HD T operator()(int64_t c) const { return x[c] + bias[c]; }
+};
+
+// The state of a whole row x(0) .. x(n - 1), n >= 1, in two passes (the max, then the sum of
 // exp(x - max)): each pass is a SIMD reduction on the host, so the order of its sums is by lanes.
 // With kRowSum the second pass also returns sum_c x_c in *row_sum (cross-entropy's smoothing
 // term) from the same read. One thread per row on CUDA (softmax's rows).
-template <bool kRowSum = false, class T>
-KILN_HD inline OnlineLogSumExp<T> row_log_sum_exp(const T* x, int64_t n, T* row_sum = nullptr) {
-  T m = x[0];
+template <bool kRowSum = false, class Row>
+KILN_HD inline OnlineLogSumExp<typename Row::value_type> row_log_sum_exp_of(
+    const Row& x, int64_t n, typename Row::value_type* row_sum = nullptr) {
+  using T = typename Row::value_type;
+  T m = x(0);
   KILN_SIMD(reduction(max : m))
-  for (int64_t c = 1; c < n; ++c) m = math::max(m, x[c]);
+  for (int64_t c = 1; c < n; ++c) m = math::max(m, x(c));
   T s = T(0);
   if constexpr (kRowSum) {
     T total = T(0);
     KILN_SIMD(reduction(+ : s, total))
     for (int64_t c = 0; c < n; ++c) {
-      s += math::exp_nonpositive(x[c] - m);
-      total += x[c];
+      s += math::exp_nonpositive(x(c) - m);
+      total += x(c);
     }
     *row_sum = total;
   } else {
     KILN_SIMD(reduction(+ : s))
-    for (int64_t c = 0; c < n; ++c) s += math::exp_nonpositive(x[c] - m);
+    for (int64_t c = 0; c < n; ++c) s += math::exp_nonpositive(x(c) - m);
   }
   return {m, s};
 }
 
-// The same for the row x + bias (logits whose bias add was left to this read: a decoding step's),
-// each value x_c + b_c rounded once as the add would write it, so the state's bits are those of
-// row_log_sum_exp on the added row.
-template <class T>
-KILN_HD inline OnlineLogSumExp<T> row_log_sum_exp_biased(const T* x, const T* bias, int64_t n) {
-  T m = x[0] + bias[0];
-  KILN_SIMD(reduction(max : m))
-  for (int64_t c = 1; c < n; ++c) m = math::max(m, x[c] + bias[c]);
-  T s = T(0);
-  KILN_SIMD(reduction(+ : s))
-  for (int64_t c = 0; c < n; ++c) s += math::exp_nonpositive((x[c] + bias[c]) - m);
-  return {m, s};
+// The same of a contiguous row x[0, n).
+template <bool kRowSum = false, class T>
+KILN_HD inline OnlineLogSumExp<T> row_log_sum_exp(const T* x, int64_t n, T* row_sum = nullptr) {
+  return row_log_sum_exp_of<kRowSum>(PlainRow<T>{x}, n, row_sum);
 }
 
 // ---- top-k of a row ------------------------------------------------------------------------------

@@ -60,8 +60,8 @@ template <class T> struct SoftmaxBackwardFunctor {
 
 // topk(log_softmax(row), k) without writing the row's log-probabilities: the same two passes for
 // the max and the sum, then each value computed as the forward computes it and offered to the
-// top-k, so values and order equal the two ops'. With a bias, of the row x + bias, each x_c + b_c
-// rounded as the add would have written it.
+// top-k, so values and order equal the two ops'. With a bias, of the row x + bias (BiasedRow,
+// kernels/row_math.h).
 template <class T> struct LogSoftmaxTopKFunctor {
   const T* x;
   const T* bias;  // [cols] or null
@@ -70,25 +70,21 @@ template <class T> struct LogSoftmaxTopKFunctor {
   int64_t cols, k;
   KILN_HD void operator()(int64_t row) const {
     const T* in = x + row * cols;
-    RowTopK<T> top{values + row * k, indices + row * k, k};
     if (bias) {
-      const OnlineLogSumExp<T> lse = row_log_sum_exp_biased(in, bias, cols);
-      offer_row(top, cols, BiasedLogProbabilities{in, bias, lse.max, math::log(lse.sum)});
+      rank(row, BiasedRow<T>{in, bias});
     } else {
-      const OnlineLogSumExp<T> lse = row_log_sum_exp(in, cols);
-      offer_row(top, cols, LogProbabilities{in, lse.max, math::log(lse.sum)});
+      rank(row, PlainRow<T>{in});
     }
   }
-  struct LogProbabilities {  // as SoftmaxForwardFunctor writes them
-    const T* in;
+  template <class Row> KILN_HD void rank(int64_t row, const Row& value) const {
+    const OnlineLogSumExp<T> lse = row_log_sum_exp_of(value, cols);
+    RowTopK<T> top{values + row * k, indices + row * k, k};
+    offer_row(top, cols, LogProbabilities<Row>{value, lse.max, math::log(lse.sum)});
+  }
+  template <class Row> struct LogProbabilities {  // as SoftmaxForwardFunctor writes them
+    Row value;
     T m, log_s;
-    KILN_HD T operator()(int64_t c) const { return in[c] - m - log_s; }
-  };
-  struct BiasedLogProbabilities {
-    const T* in;
-    const T* bias;
-    T m, log_s;
-    KILN_HD T operator()(int64_t c) const { return (in[c] + bias[c]) - m - log_s; }
+    KILN_HD T operator()(int64_t c) const { return value(c) - m - log_s; }
   };
 };
 

@@ -141,17 +141,18 @@ std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k) {
 }
 
 std::pair<Tensor, Tensor> log_softmax_topk(const Tensor& x, int64_t k, const Tensor& bias) {
-  if (bias.defined()) {
-    KILN_CHECK(x.defined() && x.dim() >= 1 && bias.dim() == 1 && bias.size(0) == x.size(-1) &&
-                   bias.dtype() == x.dtype() && bias.device() == x.device(),
-               "log_softmax_topk: bias must be [", x.defined() && x.dim() >= 1 ? x.size(-1) : 0,
-               "] of the input's dtype and device, got ", bias.describe(), " for ",
-               x.defined() ? x.describe() : std::string("an undefined input"));
-    KILN_CHECK(!autograd::needs_grad({bias}),
-               "log_softmax_topk: not differentiable; call it without grad");
-  }
   return row_top_k(x, k, "log_softmax_topk",
                    [&](const Tensor& in, int64_t top, const Tensor& values, const Tensor& indices) {
+                     // After row_top_k's checks of the input.
+                     if (bias.defined()) {
+                       KILN_CHECK(bias.dim() == 1 && bias.size(0) == in.size(-1) &&
+                                      bias.dtype() == in.dtype() && bias.device() == in.device(),
+                                  "log_softmax_topk: bias must be [", in.size(-1),
+                                  "] of the input's dtype and device, got ", bias.describe(),
+                                  " for ", in.describe());
+                       KILN_CHECK(!autograd::needs_grad({bias}),
+                                  "log_softmax_topk: not differentiable; call it without grad");
+                     }
                      kernels::log_softmax_top_k(in, top, values, indices, bias);
                    });
 }
