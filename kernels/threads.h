@@ -73,30 +73,35 @@ class StepThreadTuner {
   // The decision itself, for tests: a repetition took `seconds` for `work` units under the
   // current limit(); returns the limit for the next one (0: all threads, 1: one).
   int observe(double seconds, double work);
-  int limit() const { return limit_; }
-  int switches() const { return switches_; }
+  int limit() const { return d_.limit; }
+  int switches() const { return d_.switches; }
   // The last kept switch: the median seconds per unit of work before and after it.
-  double switched_from() const { return switched_from_; }
-  double switched_to() const { return switched_to_; }
+  double switched_from() const { return d_.switched_from; }
+  double switched_to() const { return d_.switched_to; }
 
  private:
   void start_probe();
-  void reset();
+  // What observe() decides from; a fresh one starts the windows over.
+  struct Decision {
+    int limit = 0, switches = 0;
+    bool probing = false;
+    bool skip_next = false;      // the first repetition after a change of setting is not counted
+    std::vector<double> recent;  // time per unit of the current window, under limit
+    std::vector<double> probe;   // the same under the probed setting
+    double baseline = 0;         // the median of the window before the probe
+    double switched_from = 0, switched_to = 0;
+    double best_all = 0;        // the best all-threads window median since the last probe
+    double clock = 0;           // seconds of observed work
+    double next_probe = 0;      // clock at which the next scheduled probe starts
+    double interval = 0;        // seconds between scheduled probes
+    double window_seconds = 0;  // the second repetition's duration times window
+    size_t window = 0;          // repetitions per window, fixed at the second repetition
+    int64_t seen = 0;           // repetitions observed
+  };
+  Decision d_;
   std::chrono::steady_clock::time_point started_;
-  bool running_ = false, probing_ = false, applied_ = false;
-  int limit_ = 0, switches_ = 0;
-  std::vector<double> recent_;  // time per unit of the current window, under limit_
-  std::vector<double> probe_;   // the same under the probed setting
-  double baseline_ = 0;         // the median of the window before the probe
-  double switched_from_ = 0, switched_to_ = 0;
-  double best_all_ = 0;         // the best all-threads window median since the last probe
-  double clock_ = 0;            // seconds of observed work since construction
-  double next_probe_ = 0;       // clock_ at which the next scheduled probe starts
-  double interval_ = 0;         // seconds between scheduled probes
-  double window_seconds_ = 0;   // a repetition's duration times window_, the last measured
-  size_t window_ = 0;           // repetitions per window, fixed at the second repetition
-  int64_t seen_ = 0;            // repetitions observed
-  bool skip_next_ = false;      // the first repetition after a change of setting is not counted
+  bool running_ = false;  // between begin() and end()
+  bool applied_ = false;  // the policy holds this tuner's limit
 };
 
 }  // namespace kiln

@@ -254,7 +254,8 @@ void StepThreadTuner::end(double work) {
     // A fixed count, or one thread anyway (other processes keep the other cores busy): nothing to
     // choose. The windows start over when there is again.
     if (applied_) limit_automatic_threads(0);
-    reset();
+    applied_ = false;
+    d_ = Decision();
     return;
   }
   limit_automatic_threads(observe(seconds, work));
@@ -265,75 +266,64 @@ StepThreadTuner::~StepThreadTuner() {
   if (applied_) limit_automatic_threads(0);
 }
 
-void StepThreadTuner::reset() {
-  running_ = probing_ = applied_ = skip_next_ = false;
-  limit_ = switches_ = 0;
-  recent_.clear();
-  probe_.clear();
-  baseline_ = best_all_ = clock_ = next_probe_ = interval_ = window_seconds_ = 0;
-  seen_ = 0;
-  switched_from_ = switched_to_ = 0;
-  window_ = 0;
-}
-
 void StepThreadTuner::start_probe() {
-  probing_ = true;
-  probe_.clear();
-  limit_ = limit_ == 0 ? 1 : 0;
-  skip_next_ = true;  // a team resized: its first repetition pays for that
+  d_.probing = true;
+  d_.probe.clear();
+  d_.limit = d_.limit == 0 ? 1 : 0;
+  d_.skip_next = true;  // a team resized: its first repetition pays for that
 }
 
 int StepThreadTuner::observe(double seconds, double work) {
   const double per_unit = seconds / std::max(work, 1e-12);
-  clock_ += seconds;
-  if (++seen_ == 1) return limit_;  // a first repetition is a warm-up (allocations, JIT code)
-  if (window_ == 0) {  // the second sizes the windows and schedules an early first probe
+  d_.clock += seconds;
+  if (++d_.seen == 1) return d_.limit;  // a first repetition is a warm-up (allocations, JIT code)
+  if (d_.window == 0) {  // the second sizes the windows and schedules an early first probe
     const double fit = std::round(kWindowSeconds / std::max(seconds, 1e-9));
-    window_ = static_cast<size_t>(
+    d_.window = static_cast<size_t>(
         std::clamp(fit, static_cast<double>(kMinWindow), static_cast<double>(kMaxWindow)));
-    window_seconds_ = seconds * static_cast<double>(window_);
-    interval_ = std::max(kFirstInterval, kFirstIntervalWindows * window_seconds_);
+    d_.window_seconds = seconds * static_cast<double>(d_.window);
+    d_.interval = std::max(kFirstInterval, kFirstIntervalWindows * d_.window_seconds);
     // After two windows: a process that starts in a slow phase has no faster window of its own
     // to compare with, so the first probe does not wait for the interval.
-    next_probe_ = clock_ + 2 * window_seconds_;
+    d_.next_probe = d_.clock + 2 * d_.window_seconds;
   }
-  if (skip_next_) {
-    skip_next_ = false;
-    return limit_;
+  if (d_.skip_next) {
+    d_.skip_next = false;
+    return d_.limit;
   }
-  if (probing_) {
-    probe_.push_back(per_unit);
-    if (probe_.size() < window_) return limit_;
-    const double probed = median_of(probe_);
-    probing_ = false;
-    recent_.clear();
-    if (probed <= kKeep * baseline_) {  // the probed setting stays
-      ++switches_;
-      switched_from_ = baseline_;
-      switched_to_ = probed;
-      interval_ = std::max(kFirstInterval, kFirstIntervalWindows * window_seconds_);
-      best_all_ = limit_ == 0 ? probed : 0;
+  if (d_.probing) {
+    d_.probe.push_back(per_unit);
+    if (d_.probe.size() < d_.window) return d_.limit;
+    const double probed = median_of(d_.probe);
+    d_.probing = false;
+    d_.recent.clear();
+    if (probed <= kKeep * d_.baseline) {  // the probed setting stays
+      ++d_.switches;
+      d_.switched_from = d_.baseline;
+      d_.switched_to = probed;
+      d_.interval = std::max(kFirstInterval, kFirstIntervalWindows * d_.window_seconds);
+      d_.best_all = d_.limit == 0 ? probed : 0;
     } else {  // back to the setting before, and probe less often
-      limit_ = limit_ == 0 ? 1 : 0;
-      skip_next_ = true;
-      interval_ = std::min(std::max(kLastInterval, kLastIntervalWindows * window_seconds_),
-                           2 * interval_);
-      best_all_ = limit_ == 0 ? baseline_ : 0;
+      d_.limit = d_.limit == 0 ? 1 : 0;
+      d_.skip_next = true;
+      d_.interval = std::min(std::max(kLastInterval, kLastIntervalWindows * d_.window_seconds),
+                             2 * d_.interval);
+      d_.best_all = d_.limit == 0 ? d_.baseline : 0;
     }
-    next_probe_ = clock_ + interval_;
-    return limit_;
+    d_.next_probe = d_.clock + d_.interval;
+    return d_.limit;
   }
-  recent_.push_back(per_unit);
-  if (recent_.size() > window_) recent_.erase(recent_.begin());
-  if (recent_.size() < window_) return limit_;
-  const double current = median_of(recent_);
-  if (limit_ == 0 && (best_all_ == 0 || current < best_all_)) best_all_ = current;
-  const bool slowed = limit_ == 0 && current > kRise * best_all_;
-  if (slowed || clock_ >= next_probe_) {
-    baseline_ = current;
+  d_.recent.push_back(per_unit);
+  if (d_.recent.size() > d_.window) d_.recent.erase(d_.recent.begin());
+  if (d_.recent.size() < d_.window) return d_.limit;
+  const double current = median_of(d_.recent);
+  if (d_.limit == 0 && (d_.best_all == 0 || current < d_.best_all)) d_.best_all = current;
+  const bool slowed = d_.limit == 0 && current > kRise * d_.best_all;
+  if (slowed || d_.clock >= d_.next_probe) {
+    d_.baseline = current;
     start_probe();
   }
-  return limit_;
+  return d_.limit;
 }
 
 int parse_num_threads(const std::string& text, const std::string& what) {

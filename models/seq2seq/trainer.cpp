@@ -459,9 +459,6 @@ std::string why_stop(const Run& r, const TrainState& state) {
   return why.empty() ? "a limit reached on rank 0" : why;
 }
 
-// Trains epoch `epoch` from the batch `state` stands at (0, or where a checkpoint inside the
-// epoch stopped), validating and saving at the steps the options say. At the epoch's end,
-// validates and saves. True when the run must stop (a limit, or early stopping), after saving.
 // The log line of a kept switch of the automatic thread count (kernels/threads.h), e.g.
 // "threads: 1 (automatic: 2 threads took 3.20 ms per 1000 tokens, 1 took 2.01)".
 std::string thread_switch_line(const StepThreadTuner& tuner) {
@@ -475,6 +472,9 @@ std::string thread_switch_line(const StepThreadTuner& tuner) {
   return text;
 }
 
+// Trains epoch `epoch` from the batch `state` stands at (0, or where a checkpoint inside the
+// epoch stopped), validating and saving at the steps the options say. At the epoch's end,
+// validates and saves. True when the run must stop (a limit, or early stopping), after saving.
 bool train_epoch(const Run& r, int64_t epoch, TrainState& state,
                  std::vector<EpochMetrics>& history) {
   r.model.train();
