@@ -4,6 +4,8 @@
 //     counter GFLOP = GEMM FLOPs: forward 2*T*B*G*H*(I+H), forward+backward 3x that.
 //   - softmax-CE forward+backward, N=3200, V=32000, ~15% masked rows;
 //     counter GB = bytes the fused kernels must move: 3 * N*V*4 (read logits twice, write grad).
+//   - log_softmax_topk on a beam-5 step's [320, 8000] logits, the output bias added inside its
+//     read or by an add before it; counter GB = the logits read once, N*V*4.
 //   - one Bahdanau attention step (B=64, S=12, A=Hk=256 or 32, 2 padded keys per sentence),
 //     forward and forward+backward, fused (bahdanau_attention) and the taped composition it
 //     replaced; counter GB = the fused kernels' byte floor of kernels/attention.h as if nothing
@@ -172,6 +174,34 @@ void BM_CrossEntropy(benchmark::State& state) {
   }
   state.counters["GB"] =
       benchmark::Counter(3.0 * N * V * 4 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// A beam-5 decoding step's ranking of 64 sentences (320 rows of 8,000 logits, the best 10 of
+// each): log_softmax_topk with the output bias added inside its read (fused:1), or the bias added
+// first by its own op (fused:0, the path before 2026-12-03). Counter GB = the byte floor of the
+// fused form: the logits read once, N*V*4 (a row's three passes after the first hit the cache).
+void BM_LogSoftmaxTopK(benchmark::State& state) {
+  Device device = device_of(state.range(0));
+  if (unavailable(state, device)) return;
+  const bool fused = state.range(1) == 1;
+  const int64_t N = 320, V = 8000, K = 10;
+  manual_seed(3);
+  Tensor logits = uniform({N, V}, -4, 4, device), bias = uniform({V}, -1, 1, device);
+  auto run = [&] {
+    return fused ? log_softmax_topk(logits, K, bias) : log_softmax_topk(logits + bias, K);
+  };
+  // Both forms rank the same values (DecodeFast.LogSoftmaxTopKWithABiasIsTheRankingOfTheSum).
+  if (to(run().second, Device::cpu()).to_vector<int64_t>() !=
+      to(log_softmax_topk(logits + bias, K).second, Device::cpu()).to_vector<int64_t>()) {
+    state.SkipWithError("log_softmax_topk result check failed");
+    return;
+  }
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(run());
+    sync(device);
+  }
+  state.counters["GB"] =
+      benchmark::Counter(N * V * 4 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // The decoder's attention step before the fused op: ~10 taped ops.
@@ -537,6 +567,14 @@ BENCHMARK(BM_CrossEntropy)
     ->Arg(1)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_LogSoftmaxTopK)
+    ->ArgNames({"cuda", "fused"})
+    ->Args({0, 0})
+    ->Args({0, 1})
+    ->Args({1, 0})
+    ->Args({1, 1})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_BahdanauAttention)
     ->ArgNames({"cuda", "B", "S", "A", "bwd", "fused"})
     ->ArgsProduct({{0, 1}, {64}, {12}, {32, 256}, {0, 1}, {0, 1}})
