@@ -9,11 +9,12 @@
 //       check that they compute the same thing before anything is timed.
 //   seq2seq_side time --work large-gru --task step|greedy|beam5 --steps N [--warmup W]
 //                     [--warmup-seconds S] [--device] [--precision f32|bf16] [--profile-rows R]
-//                     [--cuda-graph] [--shortlist C]
+//                     [--cuda-graph] [--shortlist C] [--trace FILE]
 //       prints one JSON line: each timed repetition's milliseconds and the allocator's peak bytes;
 //       --shortlist C (greedy, beam5): decoded over C target ids, as `kiln translate --shortlist`
 //       (seq2seq_workload.h, decode_batch).
-//       with --profile-rows, then the profiler's table of N more repetitions on stderr (R rows).
+//       with --profile-rows, then the profiler's table of N more repetitions on stderr (R rows),
+//       and with --trace as well, their Chrome trace.
 //       --cuda-graph (step on cuda): the step is captured after the warm-up into a CUDA graph
 //       (kernels/cuda_graph.h) and each timed repetition replays it, as `kiln train --cuda-graph`.
 //   seq2seq_side floor --work small-gru [--steps N] [--warmup W] [--warmup-seconds S (1)]
@@ -127,7 +128,7 @@ template <class F> void warm_up(int times, double seconds, const F& once) {
 
 void run_time(const std::string& work_name, const std::string& device_name, const std::string& task,
               int steps, int warmup, double warmup_seconds, const std::string& precision,
-              int profile_rows, bool cuda_graph, int64_t shortlist) {
+              int profile_rows, bool cuda_graph, int64_t shortlist, const std::string& trace) {
   Setup s = setup(work_name, device_name);
   KILN_CHECK(!cuda_graph || (s.device.is_cuda() && task == "step"),
              "seq2seq_side time: --cuda-graph times the training step on cuda");
@@ -150,6 +151,9 @@ void run_time(const std::string& work_name, const std::string& device_name, cons
   // The training step on the CPU runs under the automatic thread count's self-timing, as `kiln
   // train`'s steps do (kernels/threads.h).
   StepThreadTuner thread_tuner;
+  // Decoding: the prepared weights made once for every repetition, as kiln translate makes them
+  // once per run (seq2seq::DecodingWeightsCache); the warm-up makes them.
+  seq2seq::DecodingWeightsCache prepared;
   const bool tune_threads = task == "step" && s.device.is_cpu();
   auto once = [&] {
     if (graph) {
@@ -159,7 +163,7 @@ void run_time(const std::string& work_name, const std::string& device_name, cons
       train_step(*s.model, *adam, s.batch);
       if (tune_threads) thread_tuner.end();
     } else {
-      decode_batch(*s.model, s.work, s.batch, task == "greedy" ? 1 : kBeam, shortlist);
+      decode_batch(*s.model, s.work, s.batch, task == "greedy" ? 1 : kBeam, shortlist, &prepared);
     }
     if (s.device.is_cuda()) cuda::synchronize();
   };
@@ -190,6 +194,7 @@ void run_time(const std::string& work_name, const std::string& device_name, cons
     for (int i = 0; i < steps; ++i) once();
     profiler::stop();
     profiler::report(std::cerr, static_cast<size_t>(profile_rows));
+    if (!trace.empty()) profiler::write_chrome_trace(trace);
   }
 }
 
@@ -301,6 +306,8 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   tim->add_flag("--cuda-graph", cuda_graph,
                 "step on cuda: capture it after the warm-up, time replays of the CUDA graph");
+  tim->add_option("--trace", trace,
+                  "with --profile-rows: the profiled repetitions' Chrome trace (Perfetto) to this file");
   tim->add_option("--shortlist", shortlist,
                   "greedy, beam5: decode over this many target ids (the most frequent), 0: all")
       ->check(CLI::NonNegativeNumber);
@@ -322,7 +329,7 @@ int main(int argc, char** argv) {
     if (*exp) run_export(work, device, out);
     if (*tim) {
       run_time(work, device, task, steps, warmup, warmup_seconds, precision, profile_rows,
-               cuda_graph, shortlist);
+               cuda_graph, shortlist, trace);
     }
     if (*flo) run_floor(work, steps, warmup, floor_warmup_seconds, profile_rows, trace);
   } catch (const std::exception& e) {

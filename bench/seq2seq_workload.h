@@ -123,10 +123,12 @@ inline Tensor train_step(const seq2seq::Seq2Seq& model, nn::Adam& adam, const Ba
 // the first `shortlist` target ids only, as `kiln translate --shortlist` decodes a batch over its
 // candidates (the output layer and the softmax cover those rows alone). The random workloads have
 // no lexical table, so the candidates are a fixed count: kiln's vocabularies are ordered by
-// frequency, so these are the reserved and most frequent ids.
-inline std::vector<std::vector<int64_t>> decode_batch(const seq2seq::Seq2Seq& model,
-                                                      const Workload& w, const Batch& b,
-                                                      int64_t beam, int64_t shortlist = 0) {
+// frequency, so these are the reserved and most frequent ids. With `prepared`, the decoder's
+// prepared weights are made once for every batch decoded with it, as `kiln translate` and `kiln
+// serve` make them once per model (seq2seq::DecodingWeightsCache).
+inline std::vector<std::vector<int64_t>> decode_batch(
+    const seq2seq::Seq2Seq& model, const Workload& w, const Batch& b, int64_t beam,
+    int64_t shortlist = 0, seq2seq::DecodingWeightsCache* prepared = nullptr) {
   NoGradGuard no_grad;
   seq2seq::SearchOptions options{w.config.bos_id, w.config.eos_id,
                                  std::vector<int64_t>(w.batch, w.length)};
@@ -138,7 +140,7 @@ inline std::vector<std::vector<int64_t>> decode_batch(const seq2seq::Seq2Seq& mo
     std::iota(options.shortlist.begin(), options.shortlist.end(), int64_t{0});
     candidates = to(from_vector(options.shortlist, {shortlist}), b.source.device());
   }
-  seq2seq::Seq2SeqStepper stepper(model, b.source, b.lengths, beam, false, candidates);
+  seq2seq::Seq2SeqStepper stepper(model, b.source, b.lengths, beam, false, candidates, prepared);
   std::vector<std::vector<int64_t>> out;
   if (beam == 1) {
     for (const seq2seq::Hypothesis& h : seq2seq::greedy_search(stepper, w.batch, options))

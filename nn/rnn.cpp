@@ -71,8 +71,11 @@ Recurrent::Recurrent(CellType cell, RnnOptions options) : cell_(cell), options_(
 
 RnnState Recurrent::forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
                             const Tensor& lengths, const Tensor& step_mask,
-                            const Tensor& fixed_input) const {
+                            const Tensor& fixed_input,
+                            const std::vector<RnnWeights>* prepared) const {
   const char* name = cell_ == CellType::lstm ? "LSTM" : "GRU";
+  KILN_CHECK(!prepared || prepared->size() == weights_.size(), name, ": ",
+             prepared ? prepared->size() : 0, " prepared layer weights for ", weights_.size());
   const int64_t fixed = fixed_input.defined() ? fixed_input.size(-1) : 0;
   KILN_CHECK(x.defined() && x.dim() == 3 && x.size(2) + fixed == options_.input_size, name,
              ": x must be [T, B, ", options_.input_size - fixed, "]",
@@ -108,7 +111,7 @@ RnnState Recurrent::forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
     for (int64_t dir = 0; dir < D; ++dir) {
       int64_t k = layer * D + dir;
       Tensor h = h0.defined() ? select(h0, k) : zeros_state(x, batch, hidden);
-      RnnWeights w = weights_[k];
+      RnnWeights w = prepared ? (*prepared)[k] : weights_[k];
       Tensor fixed_gates;  // fixed_input W_ih[:, lead:]^T, [B, G]: once, not once per step
       if (layer == 0 && fixed > 0) {  // split W_ih's columns: rows of its transpose [I, G]
         const int64_t lead = options_.input_size - fixed;

@@ -42,9 +42,13 @@ class Recurrent : public Module {
   // step (d2l's decoder reads [embedding; context] with a fixed context); x then holds the first
   // input_size - F. The result equals forward(cat({x, fixed_input repeated over T}, -1)), but the
   // fixed part's share of the input projection is computed once per sequence, not once per step.
+  // prepared: every layer and direction's weights as weights() gives them, with transposed copies
+  // a caller made once for many calls (RnnWeights::w_hh_t, as inference keeps them:
+  // seq2seq::DecodingWeights); undefined: this module's own.
   RnnState forward(const Tensor& x, const Tensor& h0 = Tensor(), const Tensor& c0 = Tensor(),
                    const Tensor& lengths = Tensor(), const Tensor& step_mask = Tensor(),
-                   const Tensor& fixed_input = Tensor()) const;
+                   const Tensor& fixed_input = Tensor(),
+                   const std::vector<RnnWeights>* prepared = nullptr) const;
   const RnnOptions& options() const { return options_; }
   CellType cell() const { return cell_; }
   int64_t num_directions() const { return options_.bidirectional ? 2 : 1; }

@@ -156,6 +156,30 @@ TEST(DecodeFast, BatchedPreparedSearchMatchesThePlainPathSentenceBySentence) {
   }
 }
 
+// An untrained 2-layer model of hidden size 256 over 600 ids, in eval mode: large enough that
+// oneDNN takes a 64-row step's products (64 x 768 x 256), so prepared decoding transposes.
+std::unique_ptr<Seq2Seq> wide_model(Attention attention, nn::CellType cell) {
+  seq2seq::ModelConfig c;
+  c.source_vocab = c.target_vocab = 600;
+  c.embed_size = 32;
+  c.hidden_size = 256;
+  c.num_layers = 2;
+  c.cell = cell;
+  c.attention = attention;
+  auto model = std::make_unique<Seq2Seq>(c);
+  model->eval();
+  return model;
+}
+
+// B random sources [S, B] of ids 4..593 and their lengths [B], 2..S.
+std::pair<Tensor, Tensor> random_sources(int64_t B, int64_t S) {
+  std::vector<double> u = uniform({S * B}, 0, 1, DType::f64).to_vector<double>();
+  std::vector<int64_t> src(S * B), len(B);
+  for (int64_t i = 0; i < S * B; ++i) src[i] = 4 + static_cast<int64_t>(u[i] * 590);
+  for (int64_t b = 0; b < B; ++b) len[b] = 2 + b % (S - 1);
+  return {from_vector(src, {S, B}), from_vector(len, {B})};
+}
+
 // Prepared decoding on the CPU transposes the decoder's weights once when each step's products go
 // to oneDNN (64 rows x 768 x 256 here; kernels/gemm.h), and not for one row; the steps then read
 // the transposes (RnnWeights::w_ih_t, w_hh_t; OutputRows::weight_t). Their log-probabilities are
@@ -166,22 +190,11 @@ TEST(DecodeFast, TransposedWeightsGiveThePlainPathsLogProbabilities) {
       const std::string name = std::string(seq2seq::attention_name(attention)) +
                                (cell == nn::CellType::gru ? " gru" : " lstm");
       manual_seed(8);
-      seq2seq::ModelConfig c;
-      c.source_vocab = c.target_vocab = 600;
-      c.embed_size = 32;
-      c.hidden_size = 256;
-      c.num_layers = 2;
-      c.cell = cell;
-      c.attention = attention;
-      Seq2Seq model(c);
-      model.eval();
+      std::unique_ptr<Seq2Seq> owned = wide_model(attention, cell);
+      const Seq2Seq& model = *owned;
       NoGradGuard no_grad;
       const int64_t B = 64, S = 6;
-      std::vector<double> u = uniform({S * B}, 0, 1, DType::f64).to_vector<double>();
-      std::vector<int64_t> src(S * B), len(B);
-      for (int64_t i = 0; i < S * B; ++i) src[i] = 4 + static_cast<int64_t>(u[i] * 590);
-      for (int64_t b = 0; b < B; ++b) len[b] = 2 + b % (S - 1);
-      const Tensor source = from_vector(src, {S, B}), lengths = from_vector(len, {B});
+      const auto [source, lengths] = random_sources(B, S);
 
       seq2seq::EncoderOutput prepared = model.encode(source, lengths);
       model.prepare_decoding(prepared, B);
@@ -206,6 +219,57 @@ TEST(DecodeFast, TransposedWeightsGiveThePlainPathsLogProbabilities) {
         Tensor got = stepper.step(tokens);
         EXPECT_TRUE(testing::all_close(got, expected, 1e-4, 1e-4)) << name << " step " << step;
         tokens = argmax(expected, -1);
+      }
+    }
+  }
+}
+
+// Prepared weights kept across batches (seq2seq::DecodingWeightsCache, as the Translator keeps
+// them): every batch decoded on the kept copies gives the tokens and log-probabilities of weights
+// prepared for that batch alone, bit for bit; the encoder reading its kept W_hh^T encodes as the
+// plain encoder does; one entry serves every batch whose rows make the same transposes pay.
+TEST(DecodeFast, KeptDecodingWeightsDecodeAsWeightsPreparedPerBatch) {
+  for (Attention attention : {Attention::none, Attention::bahdanau}) {
+    for (nn::CellType cell : {nn::CellType::gru, nn::CellType::lstm}) {
+      const std::string name = std::string(seq2seq::attention_name(attention)) +
+                               (cell == nn::CellType::gru ? " gru" : " lstm");
+      manual_seed(9);
+      std::unique_ptr<Seq2Seq> owned = wide_model(attention, cell);
+      const Seq2Seq& model = *owned;
+      NoGradGuard no_grad;
+      const int64_t B = 64, S = 6, K = 3;
+      const auto [source, lengths] = random_sources(B, S);
+
+      seq2seq::DecodingWeightsCache kept;
+      const std::shared_ptr<const seq2seq::DecodingWeights> weights = kept.get(model, B);
+      EXPECT_EQ(kept.get(model, B), weights) << name;
+      EXPECT_EQ(kept.get(model, 1) == weights,
+                model.decoding_transposes(1) == model.decoding_transposes(B))
+          << name;
+      ASSERT_EQ(weights->encoder_layers.size(), 2u) << name;
+      seq2seq::EncoderOutput plain = model.encode(source, lengths);
+      seq2seq::EncoderOutput read_kept = model.encode(source, lengths, {}, weights.get());
+      EXPECT_TRUE(testing::all_close(read_kept.keys, plain.keys, 0, 0)) << name;
+      EXPECT_TRUE(testing::all_close(read_kept.init_h, plain.init_h, 0, 0)) << name;
+
+      std::vector<int64_t> max_lengths(B, 8);
+      const seq2seq::SearchOptions options{2, 3, max_lengths};
+      for (int batch = 0; batch < 2; ++batch) {  // the second batch reads the first one's copies
+        seq2seq::Seq2SeqStepper fresh(model, source, lengths),
+            reused(model, source, lengths, 1, false, Tensor(), &kept);
+        std::vector<Hypothesis> expected = seq2seq::greedy_search(fresh, B, options);
+        std::vector<Hypothesis> got = seq2seq::greedy_search(reused, B, options);
+        seq2seq::Seq2SeqStepper fresh_beams(model, source, lengths, K),
+            reused_beams(model, source, lengths, K, false, Tensor(), &kept);
+        auto expected_beams = seq2seq::beam_search(fresh_beams, B, options, {K, 1.0, 1});
+        auto got_beams = seq2seq::beam_search(reused_beams, B, options, {K, 1.0, 1});
+        for (int64_t b = 0; b < B; ++b) {
+          EXPECT_EQ(got[b].tokens, expected[b].tokens) << name << " greedy " << b;
+          EXPECT_EQ(got[b].log_prob, expected[b].log_prob) << name << " greedy " << b;
+          EXPECT_EQ(got_beams[b][0].tokens, expected_beams[b][0].tokens) << name << " beam " << b;
+          EXPECT_EQ(got_beams[b][0].log_prob, expected_beams[b][0].log_prob)
+              << name << " beam " << b;
+        }
       }
     }
   }

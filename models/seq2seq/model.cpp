@@ -85,7 +85,7 @@ Seq2Seq::Seq2Seq(const ModelConfig& config, Options options) : config_(config) {
 }
 
 EncoderOutput Seq2Seq::encode(const Tensor& source, const Tensor& source_lengths,
-                              const HostCopies& host) const {
+                              const HostCopies& host, const DecodingWeights* prepared) const {
   KILN_CHECK(source.dim() == 2, "Seq2Seq::encode: source must be [S, B] token ids, got ",
              source.describe());
   int64_t layers = config_.num_layers, batch = source.size(1), hidden = config_.hidden_size;
@@ -94,7 +94,10 @@ EncoderOutput Seq2Seq::encode(const Tensor& source, const Tensor& source_lengths
   // inverted, the attention's padding mask (1 where position s >= length).
   Tensor step_mask =
       nn::sequence_mask(source_lengths, source.size(0), embedded.options(), host.source_lengths);
-  nn::RnnState s = encoder_->rnn->forward(embedded, Tensor(), Tensor(), source_lengths, step_mask);
+  const bool use_prepared = prepared && !prepared->encoder_layers.empty() && !is_training();
+  nn::RnnState s =
+      encoder_->rnn->forward(embedded, Tensor(), Tensor(), source_lengths, step_mask, Tensor(),
+                             use_prepared ? &prepared->encoder_layers : nullptr);
   EncoderOutput enc;
   enc.keys = transpose(s.y, 0, 1);  // [B, S, Hk]
   enc.source_pad = rsub(1.0, transpose(step_mask, 0, 1));
@@ -132,30 +135,81 @@ bool transposed_copy_pays(const Tensor& weight, int64_t rows) {
 }
 }  // namespace
 
-void Seq2Seq::prepare_decoding(EncoderOutput& enc, int64_t rows) const {
-  // Training-mode decoding (dropout between layers) keeps the plain path.
-  if (is_training()) return;
-  NoGradGuard no_grad;
-  std::vector<RnnWeights> layers;
+std::vector<bool> Seq2Seq::decoding_transposes(int64_t rows) const {
+  std::vector<bool> transposes;
   for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
-    layers.push_back(decoder_->rnn->weights(layer));
+    transposes.push_back(transposed_copy_pays(decoder_->rnn->weights(layer).w_hh, rows));
+  }
+  transposes.push_back(transposed_copy_pays(decoder_->dense->weight, rows));
+  return transposes;
+}
+
+DecodingWeights Seq2Seq::decoding_weights(const std::vector<bool>& transposes) const {
+  const size_t num_layers = static_cast<size_t>(config_.num_layers);
+  KILN_CHECK(transposes.size() == num_layers + 1, "Seq2Seq::decoding_weights: ", transposes.size(),
+             " transpose flags for ", num_layers, " layers and the output layer");
+  NoGradGuard no_grad;
+  DecodingWeights prepared;
+  prepared.output = {decoder_->dense->weight, decoder_->dense->bias, Tensor()};
+  if (transposes[num_layers]) prepared.output.weight_t = transpose(prepared.output.weight, 0, 1);
+  // Training-mode decoding (dropout between layers) keeps the plain path.
+  if (is_training()) return prepared;
+  const nn::Recurrent& encoder_rnn = *encoder_->rnn;
+  for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
+    for (int64_t dir = 0; dir < encoder_rnn.num_directions(); ++dir) {
+      RnnWeights w = encoder_rnn.weights(layer, dir);
+      if (w.w_hh.device().is_cpu()) w.w_hh_t = transpose(w.w_hh, 0, 1);
+      prepared.encoder_layers.push_back(w);
+    }
+  }
+  for (size_t layer = 0; layer < num_layers; ++layer) {
+    prepared.layers.push_back(decoder_->rnn->weights(static_cast<int64_t>(layer)));
   }
   Tensor embed_w_ih_t;  // without attention, layer 0's input weight for the embedding, transposed
   if (!decoder_->attention) {
     // weight_ih_l0 is [G, E + H] over [embedding; context]: split its columns.
-    const Tensor w_t = transpose(layers[0].w_ih, 0, 1);  // [E + H, G]
+    RnnWeights& first = prepared.layers[0];
+    const Tensor w_t = transpose(first.w_ih, 0, 1);  // [E + H, G]
     const int64_t embed = config_.embed_size;
-    enc.context_gates = matmul(enc.context, narrow(w_t, embed, w_t.size(0) - embed));
+    prepared.context_w_t = narrow(w_t, embed, w_t.size(0) - embed);
     embed_w_ih_t = narrow(w_t, 0, embed);
-    layers[0].w_ih = transpose(embed_w_ih_t, 0, 1);
+    first.w_ih = transpose(embed_w_ih_t, 0, 1);
   }
-  for (size_t layer = 0; layer < layers.size(); ++layer) {
-    RnnWeights& w = layers[layer];
-    if (!transposed_copy_pays(w.w_hh, rows)) continue;
+  for (size_t layer = 0; layer < num_layers; ++layer) {
+    RnnWeights& w = prepared.layers[layer];
+    if (!transposes[layer]) continue;
     w.w_ih_t = layer == 0 && embed_w_ih_t.defined() ? embed_w_ih_t : transpose(w.w_ih, 0, 1);
     w.w_hh_t = transpose(w.w_hh, 0, 1);
   }
-  enc.decoder_weights = std::move(layers);
+  return prepared;
+}
+
+void Seq2Seq::prepare_decoding(EncoderOutput& enc, const DecodingWeights& weights) const {
+  if (is_training() || weights.layers.empty()) return;
+  NoGradGuard no_grad;
+  if (weights.context_w_t.defined()) enc.context_gates = matmul(enc.context, weights.context_w_t);
+  enc.decoder_weights = weights.layers;
+}
+
+void Seq2Seq::prepare_decoding(EncoderOutput& enc, int64_t rows) const {
+  if (is_training()) return;
+  prepare_decoding(enc, decoding_weights(decoding_transposes(rows)));
+}
+
+std::shared_ptr<const DecodingWeights> DecodingWeightsCache::get(const Seq2Seq& model,
+                                                                 int64_t rows) {
+  const std::vector<bool> transposes = model.decoding_transposes(rows);
+  std::vector<bool> key = transposes;
+  key.push_back(model.is_training());  // a training-mode entry has no layers
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::shared_ptr<const DecodingWeights>& entry = entries_[{&model, key}];
+  if (!entry) entry = std::make_shared<const DecodingWeights>(model.decoding_weights(transposes));
+  return entry;
+}
+
+void DecodingWeightsCache::clear() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  entries_.clear();
 }
 
 OutputRows Seq2Seq::output_rows(const Tensor& ids, int64_t rows) const {

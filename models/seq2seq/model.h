@@ -13,7 +13,11 @@
 // decoder.embedding.weight, decoder.rnn.*, decoder.attention.*, decoder.dense.{weight,bias}.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
 
 #include "models/seq2seq/config.h"
 #include "nn/nn.h"
@@ -39,16 +43,31 @@ struct DecoderState {
   Tensor h, c;  // [L, B, H]
 };
 
-// Rows of the output layer (decoder.dense) prepared once per batch (Seq2Seq::output_rows): a
-// vocabulary shortlist's, whose logits decode_step then computes alone, or every row. weight_t,
-// when the transposed copy pays (see prepare_decoding), is weight^T [H, K], which the step's
-// product then reads untransposed.
+// Rows of the output layer (decoder.dense) prepared for decoding: a vocabulary shortlist's,
+// whose logits decode_step then computes alone (Seq2Seq::output_rows, once per batch), or every
+// row (also DecodingWeights::output, once per model). weight_t, when the transposed copy pays
+// (see prepare_decoding), is weight^T [H, K], which the step's product then reads untransposed.
 struct OutputRows {
   Tensor weight, bias;  // [K, H], [K]
   Tensor weight_t;      // [H, K] or undefined
   // decode_step returns the product alone and the caller adds `bias` where it reads the logits
   // (log_softmax_topk(x, k, bias)): the add's pass over [rows, K] is saved.
   bool leave_bias = false;
+};
+
+// The decoder's weights as prepared decoding reads them (Seq2Seq::decoding_weights), taken from
+// the model's weights at one moment: each layer's weights with transposed copies where those pay,
+// layer 0's input weight cut to its embedding columns and the context's columns transposed
+// (decoders without attention), and the output layer's rows. The copies cost as much as a small
+// batch's whole decoding (a 24 MB output layer's transpose is half of a one-sentence batch's
+// time), so whoever decodes many batches on unchanged weights keeps them: DecodingWeightsCache.
+struct DecodingWeights {
+  std::vector<RnnWeights> layers;  // per decoder layer; empty for a model in training mode
+  // The encoder's, per layer and direction, with W_hh^T (on the CPU, whose recurrent products
+  // read it untransposed, kernels/rnn_steps.h); empty in training mode.
+  std::vector<RnnWeights> encoder_layers;
+  Tensor context_w_t;  // [H, G] (no attention) or undefined
+  OutputRows output;   // every target id's row
 };
 
 // Additive attention: score(q, k) = w_v^T tanh(W_q q + W_k k); general: q^T W k; dot: q^T k.
@@ -98,9 +117,11 @@ class Seq2Seq : public nn::Module {
   explicit Seq2Seq(const ModelConfig& config, Options options = {});
   const ModelConfig& config() const { return config_; }
 
-  // source: [S, B] ids, source_lengths: [B].
+  // source: [S, B] ids, source_lengths: [B]. With `prepared` (inference), the encoder's RNN reads
+  // its prepared weights (DecodingWeights::encoder_layers).
   EncoderOutput encode(const Tensor& source, const Tensor& source_lengths,
-                       const HostCopies& host = {}) const;
+                       const HostCopies& host = {},
+                       const DecodingWeights* prepared = nullptr) const;
   DecoderState initial_state(const EncoderOutput& enc) const;
   // Teacher forcing over a whole target_in [T, B] -> logits [T, B, V]. With teacher_forcing < 1
   // (scheduled sampling) each row's input at a step is, with probability 1 - teacher_forcing, the
@@ -115,6 +136,13 @@ class Seq2Seq : public nn::Module {
   // as fast (kernels/rnn_steps.h). No gradient flows through what this adds; a model in training
   // mode is left as it is.
   void prepare_decoding(EncoderOutput& enc, int64_t rows) const;
+  // The same in two parts: the weights, made once for many batches (the transposes decided by
+  // decoding_transposes), and the per-batch work on them (the context's gates).
+  void prepare_decoding(EncoderOutput& enc, const DecodingWeights& weights) const;
+  // Which of a decoding step's products on `rows` rows read a transposed copy of their weight:
+  // one flag per decoder layer, then the output layer's.
+  std::vector<bool> decoding_transposes(int64_t rows) const;
+  DecodingWeights decoding_weights(const std::vector<bool>& transposes) const;
   // One step: token [B] -> logits [B, V]; `state` advances. attention_weights gets [B, S] if given.
   // With `rows`, the logits are [B, K] over the shortlist's target ids only.
   Tensor decode_step(const EncoderOutput& enc, const Tensor& token, DecoderState& state,
@@ -156,6 +184,22 @@ class Seq2Seq : public nn::Module {
   std::shared_ptr<Encoder> encoder_;
   std::shared_ptr<Decoder> decoder_;
   std::shared_ptr<nn::Linear> bridge_;  // bidirectional encoder only
+};
+
+// Prepared decoding weights kept across batches: one entry per model and set of transposes (the
+// batch's rows decide which pay, so a run of batches needs one or two). An entry holds copies of
+// the weights as they were when it was made, so it serves only while they do not change: a
+// Translator keeps one for the models it loaded (the trainer makes a new Translator for each
+// validation). Safe to share between threads.
+class DecodingWeightsCache {
+ public:
+  std::shared_ptr<const DecodingWeights> get(const Seq2Seq& model, int64_t rows);
+  void clear();
+
+ private:
+  std::mutex mutex_;
+  std::map<std::pair<const Seq2Seq*, std::vector<bool>>, std::shared_ptr<const DecodingWeights>>
+      entries_;
 };
 
 }  // namespace kiln::seq2seq

@@ -9,15 +9,24 @@ namespace kiln::seq2seq {
 
 Seq2SeqStepper::Seq2SeqStepper(const Seq2Seq& model, const Tensor& source,
                                const Tensor& source_lengths, int64_t repeat, bool keep_attention,
-                               const Tensor& shortlist)
+                               const Tensor& shortlist, DecodingWeightsCache* prepared)
     : model_(model), repeat_(repeat), keep_attention_(keep_attention) {
   NoGradGuard no_grad;
   // Every step's rows: each sentence `repeat` times (finished ones leave, so this is the most).
   const int64_t rows = source.size(1) * repeat;
-  output_rows_ = model.output_rows(
-      shortlist.defined() ? to(shortlist, source.device()) : Tensor(), rows);
-  enc_ = model.encode(source, source_lengths);
-  model.prepare_decoding(enc_, rows);  // before the rows are repeated: once per sentence
+  std::shared_ptr<const DecodingWeights> weights;
+  if (prepared) {
+    weights = prepared->get(model, rows);
+  } else {
+    std::vector<bool> transposes = model.decoding_transposes(rows);
+    // With a shortlist, the output layer's own rows are not read (output_rows transposes its).
+    if (shortlist.defined()) transposes.back() = false;
+    weights = std::make_shared<const DecodingWeights>(model.decoding_weights(transposes));
+  }
+  output_rows_ = shortlist.defined() ? model.output_rows(to(shortlist, source.device()), rows)
+                                     : weights->output;
+  enc_ = model.encode(source, source_lengths, {}, weights.get());
+  model.prepare_decoding(enc_, *weights);  // before the rows are repeated: once per sentence
   if (repeat > 1) {
     std::vector<int64_t> index;
     for (int64_t b = 0; b < source.size(1); ++b) index.insert(index.end(), repeat, b);

@@ -40,10 +40,12 @@ class Seq2SeqStepper : public Stepper {
  public:
   // Encodes the batch; `repeat` copies each sentence that many times (beams are adjacent rows).
   // With `shortlist` (target ids [K], ascending), each step's log-probabilities are [N, K]: the
-  // log_softmax over those ids alone (SearchOptions::shortlist maps the columns back).
+  // log_softmax over those ids alone (SearchOptions::shortlist maps the columns back). With
+  // `prepared`, the decoder's prepared weights come from it (made there once for many batches)
+  // instead of being made for this batch alone.
   Seq2SeqStepper(const Seq2Seq& model, const Tensor& source, const Tensor& source_lengths,
                  int64_t repeat = 1, bool keep_attention = false,
-                 const Tensor& shortlist = Tensor());
+                 const Tensor& shortlist = Tensor(), DecodingWeightsCache* prepared = nullptr);
   Tensor step(const Tensor& tokens) override;
   StepTop step_top(const Tensor& tokens, int64_t n) override;
   void reorder(const Tensor& index) override;

@@ -80,7 +80,7 @@ std::unique_ptr<Stepper> stepper_for(const Translator& t, const data::Batch& bat
   const auto member = [&](const Seq2Seq& model) {
     bool attention = keep_attention && model.config().attention != Attention::none;
     return std::make_unique<Seq2SeqStepper>(model, batch.source, batch.source_lengths, repeat,
-                                            attention, shortlist);
+                                            attention, shortlist, t.prepared.get());
   };
   if (t.ensemble.empty()) return member(*t.model);
   std::vector<std::unique_ptr<Stepper>> members;

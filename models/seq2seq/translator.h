@@ -42,6 +42,10 @@ struct Translator {
   // The first checkpoint's lexical table (empty when its folder has none) and its folder.
   LexicalTable lexical = {};
   std::string folder = {};
+  // The decoder weights' prepared copies (transposes, model.h), made by the first batch that
+  // needs them and kept for the rest: `model` and `ensemble` must not change while this
+  // Translator (or a copy of it) decodes; a changed model needs a new Translator.
+  std::shared_ptr<DecodingWeightsCache> prepared = std::make_shared<DecodingWeightsCache>();
 
   // Loads a checkpoint folder; an empty `device` means the one it was trained on.
   static Translator load(const std::string& checkpoint_dir, const std::string& device = "");
