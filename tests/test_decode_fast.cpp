@@ -156,6 +156,69 @@ TEST(DecodeFast, BatchedPreparedSearchMatchesThePlainPathSentenceBySentence) {
   }
 }
 
+// Forwards to a Seq2SeqStepper and records each step's rows; `allow_one_row_first` false keeps
+// the stepper's K rows per sentence from the first step on (what beam search did before).
+class RecordingStepper : public seq2seq::Stepper {
+ public:
+  RecordingStepper(seq2seq::Stepper& inner, bool allow_one_row_first)
+      : inner_(inner), allow_(allow_one_row_first) {}
+  Tensor step(const Tensor& tokens) override {
+    rows.push_back(tokens.size(0));
+    return inner_.step(tokens);
+  }
+  seq2seq::StepTop step_top(const Tensor& tokens, int64_t n) override {
+    rows.push_back(tokens.size(0));
+    return inner_.step_top(tokens, n);
+  }
+  void reorder(const Tensor& index) override { inner_.reorder(index); }
+  bool first_step_one_row_per_sentence() override {
+    return allow_ && inner_.first_step_one_row_per_sentence();
+  }
+  Tensor last_attention() const override { return inner_.last_attention(); }
+  std::vector<int64_t> rows;
+
+ private:
+  seq2seq::Stepper& inner_;
+  bool allow_;
+};
+
+// Beam search's first step, where a sentence's K beams are one (only beam 0 alive), runs on one
+// row per sentence, and the first reorder makes the beams: the same hypotheses as K rows per
+// sentence from the start, with the same log-probabilities and attention rows up to rounding (the
+// small products' results move in the last bit with their row count).
+TEST(DecodeFast, BeamSearchTakesItsFirstStepOnOneRowPerSentence) {
+  for (nn::CellType cell : {nn::CellType::gru, nn::CellType::lstm}) {
+    std::unique_ptr<Seq2Seq> model = trained_reverser(Attention::bahdanau, cell, 150);
+    Sentences s = test_sentences();
+    const int64_t B = static_cast<int64_t>(s.ids.size()), K = 3;
+    seq2seq::SearchOptions options{2, 3, std::vector<int64_t>(B, 8)};
+    options.keep_attention = true;
+    seq2seq::Seq2SeqStepper one_row_inner(*model, s.source(), s.lengths(), K, true),
+        k_rows_inner(*model, s.source(), s.lengths(), K, true);
+    RecordingStepper one_row(one_row_inner, true), k_rows(k_rows_inner, false);
+    auto got = seq2seq::beam_search(one_row, B, options, {K, 1.0, 2});
+    auto expected = seq2seq::beam_search(k_rows, B, options, {K, 1.0, 2});
+    ASSERT_GE(one_row.rows.size(), 2u);
+    EXPECT_EQ(one_row.rows[0], B);
+    EXPECT_EQ(one_row.rows[1], B * K);
+    EXPECT_EQ(k_rows.rows[0], B * K);
+    for (int64_t b = 0; b < B; ++b) {
+      ASSERT_EQ(got[b].size(), expected[b].size()) << b;
+      for (size_t n = 0; n < got[b].size(); ++n) {
+        const std::string what = "sentence " + std::to_string(b) + " n " + std::to_string(n);
+        expect_same(got[b][n], expected[b][n], what);
+        ASSERT_EQ(got[b][n].attention.size(), expected[b][n].attention.size()) << what;
+        for (size_t t = 0; t < got[b][n].attention.size(); ++t) {
+          const std::vector<float>& a = got[b][n].attention[t];
+          const std::vector<float>& e = expected[b][n].attention[t];
+          ASSERT_EQ(a.size(), e.size()) << what;
+          for (size_t j = 0; j < a.size(); ++j) EXPECT_NEAR(a[j], e[j], 1e-6) << what;
+        }
+      }
+    }
+  }
+}
+
 // An untrained 2-layer model of hidden size 256 over 600 ids, in eval mode: large enough that
 // oneDNN takes a 64-row step's products (64 x 768 x 256), so prepared decoding transposes.
 std::unique_ptr<Seq2Seq> wide_model(Attention attention, nn::CellType cell) {

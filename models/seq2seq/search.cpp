@@ -10,7 +10,7 @@ namespace kiln::seq2seq {
 Seq2SeqStepper::Seq2SeqStepper(const Seq2Seq& model, const Tensor& source,
                                const Tensor& source_lengths, int64_t repeat, bool keep_attention,
                                const Tensor& shortlist, DecodingWeightsCache* prepared)
-    : model_(model), repeat_(repeat), keep_attention_(keep_attention) {
+    : model_(model), repeat_(repeat), repeat_pending_(repeat > 1), keep_attention_(keep_attention) {
   NoGradGuard no_grad;
   // Every step's rows: each sentence `repeat` times (finished ones leave, so this is the most).
   const int64_t rows = source.size(1) * repeat;
@@ -27,13 +27,24 @@ Seq2SeqStepper::Seq2SeqStepper(const Seq2Seq& model, const Tensor& source,
                                      : weights->output;
   enc_ = model.encode(source, source_lengths, {}, weights.get());
   model.prepare_decoding(enc_, *weights);  // before the rows are repeated: once per sentence
-  if (repeat > 1) {
-    std::vector<int64_t> index;
-    for (int64_t b = 0; b < source.size(1); ++b) index.insert(index.end(), repeat, b);
-    enc_ = Seq2Seq::select_rows(
-        enc_, to(from_vector(index, {static_cast<int64_t>(index.size())}), source.device()));
-  }
   state_ = model.initial_state(enc_);
+}
+
+void Seq2SeqStepper::repeat_rows_if_pending() {
+  if (!repeat_pending_) return;
+  repeat_pending_ = false;
+  std::vector<int64_t> index;
+  for (int64_t b = 0; b < enc_.source_pad.size(0); ++b) index.insert(index.end(), repeat_, b);
+  const Tensor on_device =
+      to(from_vector(index, {static_cast<int64_t>(index.size())}), enc_.keys.device());
+  enc_ = Seq2Seq::select_rows(enc_, on_device);
+  state_ = Seq2Seq::select_rows(state_, on_device);
+}
+
+bool Seq2SeqStepper::first_step_one_row_per_sentence() {
+  if (!repeat_pending_) return false;  // one row per sentence already, or it has stepped
+  repeat_pending_ = false;
+  return true;
 }
 
 StepTop Stepper::step_top(const Tensor& tokens, int64_t n) {
@@ -44,6 +55,7 @@ StepTop Stepper::step_top(const Tensor& tokens, int64_t n) {
 }
 
 Tensor Seq2SeqStepper::logits(const Tensor& tokens, bool add_bias) {
+  repeat_rows_if_pending();
   OutputRows rows = output_rows_;
   rows.leave_bias = !add_bias;
   // Searches build token ids on the host; the model takes them on its own device.
@@ -67,6 +79,7 @@ StepTop Seq2SeqStepper::step_top(const Tensor& tokens, int64_t n) {
 
 void Seq2SeqStepper::reorder(const Tensor& index) {
   NoGradGuard no_grad;
+  repeat_rows_if_pending();
   Tensor on_device = kiln::to(index, enc_.keys.device());
   // The `repeat` rows of a sentence hold the same encoder outputs, so when every row's parent is a
   // row of its own sentence (beam search's case) only the decoder state moves: gathering the keys
@@ -96,6 +109,16 @@ Tensor EnsembleStepper::step(const Tensor& tokens) {
 
 void EnsembleStepper::reorder(const Tensor& index) {
   for (auto& member : members_) member->reorder(index);
+}
+
+bool EnsembleStepper::first_step_one_row_per_sentence() {
+  // The members' steps are averaged row by row, so they all take it or none does.
+  const bool first = members_[0]->first_step_one_row_per_sentence();
+  for (size_t m = 1; m < members_.size(); ++m) {
+    KILN_CHECK(members_[m]->first_step_one_row_per_sentence() == first,
+               "EnsembleStepper: member ", m, " and member 0 start with different rows");
+  }
+  return first;
 }
 
 Tensor EnsembleStepper::last_attention() const {
@@ -216,8 +239,9 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
   KILN_CHECK(beam.n_best >= 1 && beam.n_best <= K, "beam_search: n_best must be in [1, beam size ",
              K, "], got ", beam.n_best);
   const double kDead = -std::numeric_limits<double>::infinity();
-  // The stepper's rows are blocks of K beams, block p for sentence live[p]; a sentence's block is
-  // dropped once its search is done, so every step computes only the sentences still searching.
+  // The stepper's rows are blocks of K beams, block p for sentence live[p] (one row per sentence
+  // at a compact first step, below); a sentence's block is dropped once its search is done, so
+  // every step computes only the sentences still searching. The alive arrays keep K per sentence.
   std::vector<int64_t> live(batch);
   std::iota(live.begin(), live.end(), 0);
   // Alive beams, per row. At the start only beam 0 of each sentence is alive, so the first step
@@ -228,9 +252,15 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
   std::vector<std::vector<std::vector<float>>> alive_attention(batch * K);
   for (int64_t b = 0; b < batch; ++b) alive_lp[b * K] = 0;
   std::vector<std::vector<Hypothesis>> finished(batch);
-  std::vector<int64_t> tokens(batch * K, options.bos_id);
+  // The first step on one row per sentence where the stepper can (its K rows would be the same).
+  const bool one_row_first = K > 1 && stepper.first_step_one_row_per_sentence();
+  std::vector<int64_t> tokens(one_row_first ? batch : batch * K, options.bos_id);
   for (int64_t t = 0;; ++t) {
-    const int64_t rows = static_cast<int64_t>(live.size()) * K;
+    // The stepper's row of sentence p's beam k (live order): one row per sentence at a compact
+    // first step, where only beam 0 is alive.
+    const bool compact = one_row_first && t == 0;
+    const auto row = [&](int64_t p, int64_t k) { return compact ? p : p * K + k; };
+    const int64_t rows = static_cast<int64_t>(live.size()) * (compact ? 1 : K);
     const StepTop step = stepper.step_top(token_tensor(tokens, Device::cpu()), 2 * K);
     // Candidates are keyed k * vocab + token id: with a shortlist, ids reach past its columns.
     const int64_t vocab = options.shortlist.empty() ? step.columns : options.shortlist.back() + 1;
@@ -252,7 +282,7 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
         double base = alive_lp[first + k];
         if (base == kDead) continue;
         for (int64_t j = 0; j < top.size(); ++j)
-          candidates.push_back({base + top.value(first + k, j), k * vocab + top.id(first + k, j)});
+          candidates.push_back({base + top.value(row(p, k), j), k * vocab + top.id(row(p, k), j)});
       }
       size_t keep = std::min<size_t>(2 * K, candidates.size());
       std::partial_sort(candidates.begin(), candidates.begin() + keep, candidates.end(),
@@ -260,7 +290,7 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
                           return x.first > y.first || (x.first == y.first && x.second < y.second);
                         });
       // This sentence's K rows of the next step; rows not filled stay dead and follow beam 0.
-      std::vector<int64_t> block_parents(K, first), block_tokens(K, options.eos_id);
+      std::vector<int64_t> block_parents(K, row(p, 0)), block_tokens(K, options.eos_id);
       std::vector<double> block_lp(K, kDead);
       std::vector<std::vector<int64_t>> block_seq(K);
       std::vector<std::vector<std::vector<float>>> block_attention(K);
@@ -273,8 +303,8 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
         std::vector<std::vector<float>> rows_of_attention;
         if (options.keep_attention) {
           rows_of_attention = alive_attention[first + k];
-          auto row = attention.begin() + (first + k) * source_len;
-          rows_of_attention.emplace_back(row, row + source_len);
+          auto from = attention.begin() + row(p, k) * source_len;
+          rows_of_attention.emplace_back(from, from + source_len);
         }
         if (v == options.eos_id || at_limit) {
           Hypothesis h{seq, candidates[c].first,
@@ -284,7 +314,7 @@ std::vector<std::vector<Hypothesis>> beam_search(Stepper& stepper, int64_t batch
           if (v == options.eos_id) continue;
         }
         if (at_limit) continue;
-        block_parents[filled] = first + k;
+        block_parents[filled] = row(p, k);
         block_tokens[filled] = v;
         block_lp[filled] = candidates[c].first;
         block_seq[filled] = std::move(seq);

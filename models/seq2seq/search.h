@@ -30,6 +30,11 @@ class Stepper {
   // Row i of the new state = row index[i] (host) of the current one (beams follow their parents).
   // index may be shorter than the current rows: the searches drop the rows of finished sentences.
   virtual void reorder(const Tensor& index) = 0;
+  // Called by beam_search before its first step, when every beam of a sentence is the same (only
+  // beam 0 is alive): a stepper built with `repeat` rows per sentence that has not stepped yet
+  // may take that first step on one row per sentence, and its first reorder then makes the beams
+  // (index[i] = the sentence of row i). Returns whether it will; the default keeps every row.
+  virtual bool first_step_one_row_per_sentence() { return false; }
   // [N, S] weights over the source of the last step, or an undefined tensor when the rows have
   // no attention (a model without it, or one not asked to keep it).
   virtual Tensor last_attention() const { return Tensor(); }
@@ -49,14 +54,19 @@ class Seq2SeqStepper : public Stepper {
   Tensor step(const Tensor& tokens) override;
   StepTop step_top(const Tensor& tokens, int64_t n) override;
   void reorder(const Tensor& index) override;
+  bool first_step_one_row_per_sentence() override;
   Tensor last_attention() const override { return attention_; }
 
  private:
+  // The rows start as one per sentence; the first step or reorder repeats them (`repeat_` each)
+  // unless first_step_one_row_per_sentence took the first step on those rows.
+  void repeat_rows_if_pending();
   // Advances every row; its output layer's product plus the bias, or the product alone when
   // `add_bias` is false (step_top adds it in log_softmax_topk).
   Tensor logits(const Tensor& tokens, bool add_bias = true);
   const Seq2Seq& model_;
   int64_t repeat_;
+  bool repeat_pending_;
   EncoderOutput enc_;
   DecoderState state_;
   bool keep_attention_;
@@ -72,6 +82,7 @@ class EnsembleStepper : public Stepper {
   explicit EnsembleStepper(std::vector<std::unique_ptr<Stepper>> members);
   Tensor step(const Tensor& tokens) override;
   void reorder(const Tensor& index) override;
+  bool first_step_one_row_per_sentence() override;
   Tensor last_attention() const override;
 
  private:
