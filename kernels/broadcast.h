@@ -33,4 +33,22 @@ struct BroadcastIndexer {
   }
 };
 
+// The indexer of operands that all have the output's shape (BroadcastIndexer::trivial): offset ==
+// index with no branch, so the CPU loop over a functor that reads through it vectorizes. Through
+// BroadcastIndexer, whose offset tests `trivial` for every element, GCC left a same-shape add a
+// scalar loop (about 1.3 ns an element: 8 us for a small model's 6k-element gradient sum).
+struct SameShapeIndexer {
+  KILN_HD int64_t offset(int, int64_t index) const { return index; }
+};
+
+// fn(SameShapeIndexer{}) when every operand has the output's shape, else fn(index): a functor
+// templated on its indexer is instantiated for both.
+template <class Fn> void with_indexer(const BroadcastIndexer& index, Fn&& fn) {
+  if (index.trivial) {
+    fn(SameShapeIndexer{});
+  } else {
+    fn(index);
+  }
+}
+
 }  // namespace kiln

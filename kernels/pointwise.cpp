@@ -27,12 +27,12 @@ template <class Op, class T> struct UnaryBackwardFunctor {
   }
 };
 
-template <class Op, class T> struct BinaryForwardFunctor {
+template <class Op, class T, class Indexer> struct BinaryForwardFunctor {
   Op op;
   const T* a;
   const T* b;
   T* y;
-  BroadcastIndexer index;
+  Indexer index;  // BroadcastIndexer, or SameShapeIndexer when a and b have y's shape
   KILN_HD void operator()(int64_t i) const {
     y[i] = op.forward(a[index.offset(0, i)], b[index.offset(1, i)]);
   }
@@ -84,7 +84,7 @@ RowBroadcast row_broadcast(const Shape& small, const Shape& full) {
   return out;
 }
 
-template <class Op, class T> struct BinaryBackwardFunctor {
+template <class Op, class T, class Indexer> struct BinaryBackwardFunctor {
   Op op;
   const T* a;
   const T* b;
@@ -92,7 +92,7 @@ template <class Op, class T> struct BinaryBackwardFunctor {
   const T* grad_y;
   T* grad_a;  // at y's shape; null when not wanted
   T* grad_b;
-  BroadcastIndexer index;
+  Indexer index;  // as BinaryForwardFunctor's
   KILN_HD void operator()(int64_t i) const {
     T av = a[index.offset(0, i)], bv = b[index.offset(1, i)];
     if (grad_a) grad_a[i] = op.grad_a(av, bv, y[i], grad_y[i]);
@@ -191,26 +191,31 @@ void binary_forward(BinaryKind kind, const Tensor& a, const Tensor& b, const Ten
     });
     return;
   }
-  BroadcastIndexer index = BroadcastIndexer::make(y.shape(), {&a.shape(), &b.shape()});
+  BroadcastIndexer broadcast = BroadcastIndexer::make(y.shape(), {&a.shape(), &b.shape()});
   KILN_DISPATCH_FLOAT(y.dtype(), binary_name(kind), [&] {
     with_binary_op(kind, [&](auto op) {
-      using Functor = BinaryForwardFunctor<decltype(op), scalar_t>;
-      parallel_for(y.device(), y.numel(),
-                   Functor{op, a.data<scalar_t>(), b.data<scalar_t>(), y.data<scalar_t>(), index});
+      with_indexer(broadcast, [&](auto index) {
+        using Functor = BinaryForwardFunctor<decltype(op), scalar_t, decltype(index)>;
+        parallel_for(
+            y.device(), y.numel(),
+            Functor{op, a.data<scalar_t>(), b.data<scalar_t>(), y.data<scalar_t>(), index});
+      });
     });
   });
 }
 
 void binary_backward(BinaryKind kind, const Tensor& a, const Tensor& b, const Tensor& y,
                      const Tensor& grad_y, const Tensor& grad_a_full, const Tensor& grad_b_full) {
-  BroadcastIndexer index = BroadcastIndexer::make(y.shape(), {&a.shape(), &b.shape()});
+  BroadcastIndexer broadcast = BroadcastIndexer::make(y.shape(), {&a.shape(), &b.shape()});
   KILN_DISPATCH_FLOAT(y.dtype(), binary_name(kind), [&] {
     with_binary_op(kind, [&](auto op) {
-      using Functor = BinaryBackwardFunctor<decltype(op), scalar_t>;
-      parallel_for(y.device(), y.numel(),
-                   Functor{op, a.data<scalar_t>(), b.data<scalar_t>(), y.data<scalar_t>(),
-                           grad_y.data<scalar_t>(), mutable_or_null<scalar_t>(grad_a_full),
-                           mutable_or_null<scalar_t>(grad_b_full), index});
+      with_indexer(broadcast, [&](auto index) {
+        using Functor = BinaryBackwardFunctor<decltype(op), scalar_t, decltype(index)>;
+        parallel_for(y.device(), y.numel(),
+                     Functor{op, a.data<scalar_t>(), b.data<scalar_t>(), y.data<scalar_t>(),
+                             grad_y.data<scalar_t>(), mutable_or_null<scalar_t>(grad_a_full),
+                             mutable_or_null<scalar_t>(grad_b_full), index});
+      });
     });
   });
 }

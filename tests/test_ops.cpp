@@ -573,5 +573,33 @@ TEST(Broadcast, BinaryForwardMatchesElementLoops) {
   }
 }
 
+// Operands of the output's shape take the SameShapeIndexer loop (kernels/broadcast.h), which the
+// CPU vectorizes: its results and gradients are the element loop's, bit for bit, over a length
+// that leaves a remainder after the vector body.
+TEST(Broadcast, SameShapeBinaryOpsAndGradientsMatchElementLoopsBitForBit) {
+  const int64_t n = 1000 + 13;
+  Tensor a = uniform({n}, 0.5, 2.0), b = uniform({n}, 0.5, 2.0), g = normal({n}, 0, 1);
+  const std::vector<float> va = a.to_vector<float>(), vb = b.to_vector<float>(),
+                           vg = g.to_vector<float>();
+  const std::vector<float> sum = add(a, b).to_vector<float>(),
+                           difference = sub(a, b).to_vector<float>(),
+                           product = mul(a, b).to_vector<float>(),
+                           ratio = div(a, b).to_vector<float>();
+  Tensor a_leaf = clone(a), b_leaf = clone(b);
+  a_leaf.set_requires_grad(true);
+  b_leaf.set_requires_grad(true);
+  backward(mul(a_leaf, b_leaf), g);
+  const std::vector<float> grad_a = a_leaf.grad().to_vector<float>(),
+                           grad_b = b_leaf.grad().to_vector<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    ASSERT_EQ(sum[i], va[i] + vb[i]) << i;
+    ASSERT_EQ(difference[i], va[i] - vb[i]) << i;
+    ASSERT_EQ(product[i], va[i] * vb[i]) << i;
+    ASSERT_EQ(ratio[i], va[i] / vb[i]) << i;
+    ASSERT_EQ(grad_a[i], vg[i] * vb[i]) << i;
+    ASSERT_EQ(grad_b[i], vg[i] * va[i]) << i;
+  }
+}
+
 }  // namespace
 }  // namespace kiln
