@@ -8,9 +8,11 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias, Option
   KILN_CHECK(in_features > 0 && out_features > 0, "Linear: sizes must be positive, got ",
              in_features, " -> ", out_features);
   double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
-  weight =
-      register_parameter("weight", uniform({out_features, in_features}, -bound, bound, options));
-  if (with_bias) bias = register_parameter("bias", uniform({out_features}, -bound, bound, options));
+  weight = register_parameter("weight",
+                              init_uniform({out_features, in_features}, -bound, bound, options));
+  if (with_bias) {
+    bias = register_parameter("bias", init_uniform({out_features}, -bound, bound, options));
+  }
 }
 
 Tensor Linear::forward(const Tensor& x) const {
@@ -28,8 +30,8 @@ Embedding::Embedding(int64_t num_embeddings, int64_t embedding_dim, int64_t padd
              num_embeddings, " x ", embedding_dim);
   KILN_CHECK(padding_idx < num_embeddings, "Embedding: padding_idx ", padding_idx,
              " >= num_embeddings ", num_embeddings);
-  Tensor w = normal({num_embeddings, embedding_dim}, 0.0, 1.0, options);
-  if (padding_idx >= 0) zero_(view_rows(w, padding_idx, 1));
+  Tensor w = init_normal({num_embeddings, embedding_dim}, 0.0, 1.0, options);
+  if (padding_idx >= 0) zero_(view_rows(w, padding_idx, 1));  // a checkpoint's row is zero too
   weight = register_parameter("weight", w);
 }
 

@@ -4,6 +4,21 @@
 
 namespace kiln::nn {
 
+namespace {
+thread_local bool skip_init = false;
+}  // namespace
+
+SkipInitScope::SkipInitScope() : previous_(skip_init) { skip_init = true; }
+SkipInitScope::~SkipInitScope() { skip_init = previous_; }
+
+Tensor init_uniform(const Shape& shape, double low, double high, Options options) {
+  return skip_init ? empty(shape, options) : uniform(shape, low, high, options);
+}
+
+Tensor init_normal(const Shape& shape, double mean, double std, Options options) {
+  return skip_init ? empty(shape, options) : normal(shape, mean, std, options);
+}
+
 void Module::check_name(const std::string& name) const {
   KILN_CHECK(!name.empty() && name.find('.') == std::string::npos, "Module: invalid name '", name,
              "' (non-empty, no '.')");

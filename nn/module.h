@@ -65,4 +65,25 @@ class Module {
   bool training_ = true;
 };
 
+// A new parameter's initial values, as the layers draw them: uniform in [low, high) or normal(mean,
+// std) from kiln's Philox stream; while a SkipInitScope is alive on this thread, left
+// uninitialized (kiln::empty) and the stream not advanced.
+Tensor init_uniform(const Shape& shape, double low, double high, Options options);
+Tensor init_normal(const Shape& shape, double mean, double std, Options options);
+
+// For a model whose every parameter a checkpoint overwrites next (load_state_dict, strict by
+// default, checks that each one is there): the random draws of its construction are wasted, and
+// were 57% of `kiln translate`'s start on a 16.7M-parameter model. Values read before the load
+// are garbage. Scopes nest; each restores what it found.
+class SkipInitScope {
+ public:
+  SkipInitScope();
+  ~SkipInitScope();
+  SkipInitScope(const SkipInitScope&) = delete;
+  SkipInitScope& operator=(const SkipInitScope&) = delete;
+
+ private:
+  bool previous_;
+};
+
 }  // namespace kiln::nn

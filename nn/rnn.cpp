@@ -18,10 +18,10 @@ RnnWeights make_weights(CellType cell, int64_t input, int64_t hidden, const std:
                         Options options, Register&& register_fn) {
   double bound = 1.0 / std::sqrt(static_cast<double>(hidden));
   int64_t g = gate_count(cell) * hidden;
-  return {register_fn("weight_ih" + suffix, uniform({g, input}, -bound, bound, options)),
-          register_fn("weight_hh" + suffix, uniform({g, hidden}, -bound, bound, options)),
-          register_fn("bias_ih" + suffix, uniform({g}, -bound, bound, options)),
-          register_fn("bias_hh" + suffix, uniform({g}, -bound, bound, options))};
+  return {register_fn("weight_ih" + suffix, init_uniform({g, input}, -bound, bound, options)),
+          register_fn("weight_hh" + suffix, init_uniform({g, hidden}, -bound, bound, options)),
+          register_fn("bias_ih" + suffix, init_uniform({g}, -bound, bound, options)),
+          register_fn("bias_hh" + suffix, init_uniform({g}, -bound, bound, options))};
 }
 
 Tensor zeros_state(const Tensor& x, int64_t batch, int64_t hidden) {

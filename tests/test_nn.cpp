@@ -74,6 +74,40 @@ TEST(Module, StrictLoadListsEveryProblemAndLoadsNothing) {
   EXPECT_EQ(model.first->bias.to_vector<float>(), before);
 }
 
+// Under SkipInitScope the layers draw nothing (the Philox stream is where it was), a strict load
+// then sets every parameter to the checkpoint's values, and the scope's end brings the draws back.
+TEST(Module, SkipInitScopeDrawsNothingAndALoadSetsEveryParameter) {
+  manual_seed(5);
+  TwoLayer source;
+  const nn::StateDict saved = source.state_dict();
+
+  manual_seed(5);
+  std::unique_ptr<TwoLayer> loaded;
+  {
+    nn::SkipInitScope outer;
+    {
+      nn::SkipInitScope inner;
+    }
+    loaded = std::make_unique<TwoLayer>();  // still skipped: the inner scope restored "skip"
+    nn::GRU gru(nn::RnnOptions{4, 3, 2, 0.0, false});
+    nn::Embedding embedding(10, 4, 0);
+  }
+  loaded->load_state_dict(saved);
+  for (const auto& [name, value] : saved) {
+    EXPECT_EQ(loaded->state_dict().at(name).to_vector<float>(), value.to_vector<float>()) << name;
+  }
+
+  manual_seed(5);
+  {
+    nn::SkipInitScope skip;
+    TwoLayer skipped;
+    nn::GRU gru(nn::RnnOptions{4, 3, 2, 0.0, false});
+  }
+  TwoLayer drawn;  // after the scope: drawn from where the stream stood, as `source` was
+  EXPECT_EQ(drawn.state_dict().at("first.weight").to_vector<float>(),
+            saved.at("first.weight").to_vector<float>());
+}
+
 TEST(Module, TrainEvalReachesChildren) {
   TwoLayer model;
   model.eval();

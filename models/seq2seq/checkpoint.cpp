@@ -286,9 +286,13 @@ int64_t average_checkpoints(const std::vector<std::string>& dirs, const std::str
   for (size_t k = 1; k < dirs.size(); ++k) check_same_model(folders, options, k);
   std::vector<nn::StateDict> weights;
   for (const std::string& folder : folders) {
-    Seq2Seq model(options[0].model);
-    load_model_weights(folder, model);
-    weights.push_back(model.state_dict());
+    std::unique_ptr<Seq2Seq> model;
+    {
+      nn::SkipInitScope overwritten_next;  // load_model_weights sets every parameter
+      model = std::make_unique<Seq2Seq>(options[0].model);
+    }
+    load_model_weights(folder, *model);
+    weights.push_back(model->state_dict());
   }
   nn::StateDict mean = nn::average_state_dicts(weights, folders);
   durable_write_folder(

@@ -34,7 +34,10 @@ Translator Translator::load(const std::string& checkpoint, const std::string& de
              " tokens, the checkpoint's have ", t.source_vocab.size(), " and ",
              t.target_vocab.size(), "; build it again with kiln shortlist --checkpoint ",
              checkpoint);
-  t.model = std::make_shared<Seq2Seq>(t.options.model);
+  {
+    nn::SkipInitScope overwritten_next;  // load_model_weights sets every parameter
+    t.model = std::make_shared<Seq2Seq>(t.options.model);
+  }
   load_model_weights(dir, *t.model);
   t.model->to(t.device);
   t.model->eval();
