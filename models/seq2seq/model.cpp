@@ -199,10 +199,12 @@ void Seq2Seq::prepare_decoding(EncoderOutput& enc, int64_t rows) const {
 std::shared_ptr<const DecodingWeights> DecodingWeightsCache::get(const Seq2Seq& model,
                                                                  int64_t rows) {
   const std::vector<bool> transposes = model.decoding_transposes(rows);
-  std::vector<bool> key = transposes;
-  key.push_back(model.is_training());  // a training-mode entry has no layers
+  std::vector<bool> flags = transposes;
+  flags.push_back(model.is_training());  // a training-mode entry has no layers
+  // The device too: a model moved by to() after an entry was made gets a new one.
+  const Key key{&model, model.parameters().front().device().str(), flags};
   std::lock_guard<std::mutex> lock(mutex_);
-  std::shared_ptr<const DecodingWeights>& entry = entries_[{&model, key}];
+  std::shared_ptr<const DecodingWeights>& entry = entries_[key];
   if (!entry) entry = std::make_shared<const DecodingWeights>(model.decoding_weights(transposes));
   return entry;
 }

@@ -16,7 +16,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <utility>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "models/seq2seq/config.h"
@@ -186,20 +187,21 @@ class Seq2Seq : public nn::Module {
   std::shared_ptr<nn::Linear> bridge_;  // bidirectional encoder only
 };
 
-// Prepared decoding weights kept across batches: one entry per model and set of transposes (the
-// batch's rows decide which pay, so a run of batches needs one or two). An entry holds copies of
-// the weights as they were when it was made, so it serves only while they do not change: a
-// Translator keeps one for the models it loaded (the trainer makes a new Translator for each
-// validation). Safe to share between threads.
+// Prepared decoding weights kept across batches: one entry per model, device and set of
+// transposes (the batch's rows decide which pay, so a run of batches needs one or two). An entry
+// holds copies of the weights as they were when it was made, so it serves only while they do not
+// change (a load_state_dict or an optimizer step writes them in place, unseen here): a Translator
+// keeps one for the models it loaded, and the trainer makes a new Translator for each validation.
+// Safe to share between threads.
 class DecodingWeightsCache {
  public:
   std::shared_ptr<const DecodingWeights> get(const Seq2Seq& model, int64_t rows);
   void clear();
 
  private:
+  using Key = std::tuple<const Seq2Seq*, std::string, std::vector<bool>>;  // model, device, flags
   std::mutex mutex_;
-  std::map<std::pair<const Seq2Seq*, std::vector<bool>>, std::shared_ptr<const DecodingWeights>>
-      entries_;
+  std::map<Key, std::shared_ptr<const DecodingWeights>> entries_;
 };
 
 }  // namespace kiln::seq2seq
