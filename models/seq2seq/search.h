@@ -43,7 +43,9 @@ class Stepper {
 // Decodes with a Seq2Seq model; rows = sentences (greedy) or sentences x beams (beam search).
 class Seq2SeqStepper : public Stepper {
  public:
-  // Encodes the batch; `repeat` copies each sentence that many times (beams are adjacent rows).
+  // Encodes the batch; `repeat` copies each sentence that many times (beams are adjacent rows),
+  // at the first step or reorder (or at the first reorder after a first step on one row per
+  // sentence, first_step_one_row_per_sentence).
   // With `shortlist` (target ids [K], ascending), each step's log-probabilities are [N, K]: the
   // log_softmax over those ids alone (SearchOptions::shortlist maps the columns back). With
   // `prepared`, the decoder's prepared weights come from it (made there once for many batches)
