@@ -569,10 +569,7 @@ BENCHMARK(BM_CrossEntropy)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_LogSoftmaxTopK)
     ->ArgNames({"cuda", "fused"})
-    ->Args({0, 0})
-    ->Args({0, 1})
-    ->Args({1, 0})
-    ->Args({1, 1})
+    ->ArgsProduct({{0, 1}, {0, 1}})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_BahdanauAttention)

@@ -43,6 +43,12 @@ class PlainStepper : public seq2seq::Stepper {
   seq2seq::DecoderState state_;
 };
 
+// "none gru", "bahdanau lstm", ...: which model a failure is about.
+std::string model_kind(Attention attention, nn::CellType cell) {
+  return std::string(seq2seq::attention_name(attention)) +
+         (cell == nn::CellType::gru ? " gru" : " lstm");
+}
+
 // Sources of 2..5 random tokens from 4..9, targets reversed then <eos>; `steps` Adam steps.
 std::unique_ptr<Seq2Seq> trained_reverser(Attention attention, nn::CellType cell, int steps) {
   manual_seed(21);
@@ -118,8 +124,7 @@ void expect_same(const Hypothesis& fast, const Hypothesis& plain, const std::str
 TEST(DecodeFast, BatchedPreparedSearchMatchesThePlainPathSentenceBySentence) {
   for (Attention attention : {Attention::none, Attention::bahdanau}) {
     for (nn::CellType cell : {nn::CellType::gru, nn::CellType::lstm}) {
-      const std::string name = std::string(seq2seq::attention_name(attention)) +
-                               (cell == nn::CellType::gru ? " gru" : " lstm");
+      const std::string name = model_kind(attention, cell);
       std::unique_ptr<Seq2Seq> model = trained_reverser(attention, cell, 150);
       Sentences s = test_sentences();
       const int64_t B = static_cast<int64_t>(s.ids.size());
@@ -250,8 +255,7 @@ std::pair<Tensor, Tensor> random_sources(int64_t B, int64_t S) {
 TEST(DecodeFast, TransposedWeightsGiveThePlainPathsLogProbabilities) {
   for (Attention attention : {Attention::none, Attention::bahdanau}) {
     for (nn::CellType cell : {nn::CellType::gru, nn::CellType::lstm}) {
-      const std::string name = std::string(seq2seq::attention_name(attention)) +
-                               (cell == nn::CellType::gru ? " gru" : " lstm");
+      const std::string name = model_kind(attention, cell);
       manual_seed(8);
       std::unique_ptr<Seq2Seq> owned = wide_model(attention, cell);
       const Seq2Seq& model = *owned;
@@ -294,8 +298,7 @@ TEST(DecodeFast, TransposedWeightsGiveThePlainPathsLogProbabilities) {
 TEST(DecodeFast, KeptDecodingWeightsDecodeAsWeightsPreparedPerBatch) {
   for (Attention attention : {Attention::none, Attention::bahdanau}) {
     for (nn::CellType cell : {nn::CellType::gru, nn::CellType::lstm}) {
-      const std::string name = std::string(seq2seq::attention_name(attention)) +
-                               (cell == nn::CellType::gru ? " gru" : " lstm");
+      const std::string name = model_kind(attention, cell);
       manual_seed(9);
       std::unique_ptr<Seq2Seq> owned = wide_model(attention, cell);
       const Seq2Seq& model = *owned;

@@ -239,6 +239,13 @@ double median_of(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
 }
+
+// The probe interval after a switch: 0.25 s, but at least 20 windows.
+double first_interval(double window_seconds) {
+  return std::max(kFirstInterval, kFirstIntervalWindows * window_seconds);
+}
+
+int other_setting(int limit) { return limit == 0 ? 1 : 0; }  // all threads <-> one
 }  // namespace
 
 void StepThreadTuner::begin() {
@@ -269,7 +276,7 @@ StepThreadTuner::~StepThreadTuner() {
 void StepThreadTuner::start_probe() {
   d_.probing = true;
   d_.probe.clear();
-  d_.limit = d_.limit == 0 ? 1 : 0;
+  d_.limit = other_setting(d_.limit);
   d_.skip_next = true;  // a team resized: its first repetition pays for that
 }
 
@@ -282,7 +289,7 @@ int StepThreadTuner::observe(double seconds, double work) {
     d_.window = static_cast<size_t>(
         std::clamp(fit, static_cast<double>(kMinWindow), static_cast<double>(kMaxWindow)));
     d_.window_seconds = seconds * static_cast<double>(d_.window);
-    d_.interval = std::max(kFirstInterval, kFirstIntervalWindows * d_.window_seconds);
+    d_.interval = first_interval(d_.window_seconds);
     // After two windows: a process that starts in a slow phase has no faster window of its own
     // to compare with, so the first probe does not wait for the interval.
     d_.next_probe = d_.clock + 2 * d_.window_seconds;
@@ -301,10 +308,10 @@ int StepThreadTuner::observe(double seconds, double work) {
       ++d_.switches;
       d_.switched_from = d_.baseline;
       d_.switched_to = probed;
-      d_.interval = std::max(kFirstInterval, kFirstIntervalWindows * d_.window_seconds);
+      d_.interval = first_interval(d_.window_seconds);
       d_.best_all = d_.limit == 0 ? probed : 0;
     } else {  // back to the setting before, and probe less often
-      d_.limit = d_.limit == 0 ? 1 : 0;
+      d_.limit = other_setting(d_.limit);
       d_.skip_next = true;
       d_.interval = std::min(std::max(kLastInterval, kLastIntervalWindows * d_.window_seconds),
                              2 * d_.interval);
