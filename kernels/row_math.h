@@ -109,26 +109,35 @@ template <class T> struct RowTopK {
   KILN_HD bool full() const { return kept == k; }
 };
 
+// Whether any of value(c0) .. value(c1 - 1) is above `threshold` (a NaN never is): their maximum,
+// taken in SIMD lanes on the CPU.
+template <class T, class Values>
+KILN_HD bool any_above(T threshold, int64_t c0, int64_t c1, const Values& value) {
+  T block_max = threshold;
+  KILN_SIMD(reduction(max : block_max))
+  for (int64_t c = c0; c < c1; ++c) {
+    const T x = value(c);
+    block_max = x > block_max ? x : block_max;
+  }
+  return block_max > threshold;
+}
+
 // Offers value(c) for every column c of a row of n to `top`, in column order. Once top is full, a
-// block of 16 columns none of whose values is above the smallest kept one changes nothing, so for
-// most blocks of a long row only their maximum is taken (in SIMD lanes on the CPU) and add is
-// skipped; a NaN, never above anything, never makes a block count. The kept values and columns are
-// those of offering every column.
+// block of columns none of whose values is above the smallest kept one changes nothing, so for
+// most of a long row only block maxima are taken and add is skipped: first of 64 columns (four
+// SIMD vectors per horizontal reduction: on 8,000 logits the check of every 16 columns was half
+// of log_softmax_topk's time), then, in a 64 that has a candidate, of each 16. The kept values and
+// columns are those of offering every column.
 template <class T, class Values> KILN_HD void offer_row(RowTopK<T>& top, int64_t n, Values value) {
-  constexpr int64_t kBlock = 16;
-  for (int64_t c0 = 0; c0 < n; c0 += kBlock) {
-    const int64_t c1 = c0 + kBlock < n ? c0 + kBlock : n;
-    if (top.full()) {
-      const T threshold = top.v[top.k - 1];
-      T block_max = threshold;
-      KILN_SIMD(reduction(max : block_max))
-      for (int64_t c = c0; c < c1; ++c) {
-        const T x = value(c);
-        block_max = x > block_max ? x : block_max;
-      }
-      if (!(block_max > threshold)) continue;
+  constexpr int64_t kBlock = 16, kSpan = 4 * kBlock;
+  for (int64_t s0 = 0; s0 < n; s0 += kSpan) {
+    const int64_t s1 = s0 + kSpan < n ? s0 + kSpan : n;
+    if (top.full() && !any_above(top.v[top.k - 1], s0, s1, value)) continue;
+    for (int64_t c0 = s0; c0 < s1; c0 += kBlock) {
+      const int64_t c1 = c0 + kBlock < s1 ? c0 + kBlock : s1;
+      if (top.full() && !any_above(top.v[top.k - 1], c0, c1, value)) continue;
+      for (int64_t c = c0; c < c1; ++c) top.add(value(c), c);
     }
-    for (int64_t c = c0; c < c1; ++c) top.add(value(c), c);
   }
 }
 
