@@ -147,7 +147,9 @@ struct RnnOutput {
 // or undefined. reverse processes t = T-1 .. 0 (the backward half of a bidirectional layer).
 // x_gates [B, G*H], if given, is added to every step's x W_ih^T: the share of an input part that
 // stays the same over the steps, computed once by the caller instead of once per step (its
-// gradient is the input-gate gradient summed over the steps).
+// gradient is the input-gate gradient summed over the steps). x may have no features (I = 0,
+// weight_ih [G*H, 0]): then the input gates are x_gates alone (zeros without it), as in prepared
+// decoding with the embedding table (models/seq2seq/model.h, DecodingWeights::embedding_gates).
 RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const RnnWeights& weights,
                      const Tensor& mask = Tensor(), bool reverse = false,
                      const Tensor& x_gates = Tensor());

@@ -4,6 +4,7 @@
 #include "autograd/node.h"
 #include "autograd/ops.h"
 #include "autograd/ops/checks.h"
+#include "kernels/copy.h"
 #include "kernels/gemm.h"
 #include "kernels/reduce.h"
 
@@ -71,6 +72,10 @@ inline Tensor input_gates(const char* op, const Tensor& x, const RnnWeights& w,
     KILN_CHECK(x_gates.shape() == (Shape{B, G}), op, ": x_gates must be [B, G] = [", B, ", ", G,
                "], got ", x_gates.describe());
     for (int64_t t = 0; t < T; ++t) copy_(step(xg, t), x_gates);
+  }
+  if (d.input == 0) {  // an input of no features (a decoder's looked-up gates): x_gates alone
+    if (!x_gates.defined()) kernels::fill(xg, 0.0);
+    return xg;
   }
   const bool transposed = w.w_ih_t.defined();
   kernels::gemm_2d(view_as_shape(x, {T * B, d.input}), false, transposed ? w.w_ih_t : w.w_ih,

@@ -18,10 +18,11 @@ Seq2SeqStepper::Seq2SeqStepper(const Seq2Seq& model, const Tensor& source,
   if (prepared) {
     weights = prepared->get(model, rows);
   } else {
-    std::vector<bool> transposes = model.decoding_transposes(rows);
+    std::vector<bool> copies = model.decoding_copies(rows);
     // With a shortlist, the output layer's own rows are not read (output_rows transposes its).
-    if (shortlist.defined()) transposes.back() = false;
-    weights = std::make_shared<const DecodingWeights>(model.decoding_weights(transposes));
+    if (shortlist.defined()) copies[copies.size() - 2] = false;
+    copies.back() = false;  // one batch would not repay the embedding table
+    weights = std::make_shared<const DecodingWeights>(model.decoding_weights(copies));
   }
   output_rows_ = shortlist.defined() ? model.output_rows(to(shortlist, source.device()), rows)
                                      : weights->output;
@@ -35,10 +36,9 @@ void Seq2SeqStepper::repeat_rows_if_pending() {
   repeat_pending_ = false;
   std::vector<int64_t> index;
   for (int64_t b = 0; b < enc_.source_pad.size(0); ++b) index.insert(index.end(), repeat_, b);
-  const Tensor on_device =
-      to(from_vector(index, {static_cast<int64_t>(index.size())}), enc_.keys.device());
-  enc_ = Seq2Seq::select_rows(enc_, on_device);
-  state_ = Seq2Seq::select_rows(state_, on_device);
+  const Tensor on_host = from_vector(index, {static_cast<int64_t>(index.size())});
+  enc_ = Seq2Seq::select_rows(enc_, to(on_host, enc_.keys.device()));
+  state_ = Seq2Seq::select_rows(state_, on_host);  // its flat ids are made on the host
 }
 
 bool Seq2SeqStepper::first_step_one_row_per_sentence() {
@@ -91,7 +91,7 @@ void Seq2SeqStepper::reorder(const Tensor& index) {
     within_sentence = within_sentence && parents[i] / repeat_ == static_cast<int64_t>(i) / repeat_;
   }
   if (!within_sentence) enc_ = Seq2Seq::select_rows(enc_, on_device);
-  state_ = Seq2Seq::select_rows(state_, on_device);
+  state_ = Seq2Seq::select_rows(state_, index);  // its flat ids are made on the host
 }
 
 EnsembleStepper::EnsembleStepper(std::vector<std::unique_ptr<Stepper>> members)
