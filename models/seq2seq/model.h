@@ -26,6 +26,8 @@
 namespace kiln::seq2seq {
 
 struct EncoderOutput {
+  // With attention only (undefined without: nothing reads them, and making them cost two copies
+  // and their gradient in every training step):
   Tensor keys;        // [B, S, Hk] encoder outputs, batch-major (Hk = hidden * directions)
   Tensor key_proj;    // [B, S, A] W_k keys, once per sentence (additive attention only)
   Tensor source_pad;  // [B, S] 1 where the source is padding (attention mask)

@@ -35,9 +35,9 @@ void Seq2SeqStepper::repeat_rows_if_pending() {
   if (!repeat_pending_) return;
   repeat_pending_ = false;
   std::vector<int64_t> index;
-  for (int64_t b = 0; b < enc_.source_pad.size(0); ++b) index.insert(index.end(), repeat_, b);
+  for (int64_t b = 0; b < enc_.init_h.size(1); ++b) index.insert(index.end(), repeat_, b);
   const Tensor on_host = from_vector(index, {static_cast<int64_t>(index.size())});
-  enc_ = Seq2Seq::select_rows(enc_, to(on_host, enc_.keys.device()));
+  enc_ = Seq2Seq::select_rows(enc_, to(on_host, enc_.init_h.device()));
   state_ = Seq2Seq::select_rows(state_, on_host);  // its flat ids are made on the host
 }
 
@@ -59,7 +59,7 @@ Tensor Seq2SeqStepper::logits(const Tensor& tokens, bool add_bias) {
   OutputRows rows = output_rows_;
   rows.leave_bias = !add_bias;
   // Searches build token ids on the host; the model takes them on its own device.
-  return model_.decode_step(enc_, kiln::to(tokens, enc_.keys.device()), state_,
+  return model_.decode_step(enc_, kiln::to(tokens, enc_.init_h.device()), state_,
                             keep_attention_ ? &attention_ : nullptr, &rows);
 }
 
@@ -80,13 +80,13 @@ StepTop Seq2SeqStepper::step_top(const Tensor& tokens, int64_t n) {
 void Seq2SeqStepper::reorder(const Tensor& index) {
   NoGradGuard no_grad;
   repeat_rows_if_pending();
-  Tensor on_device = kiln::to(index, enc_.keys.device());
+  Tensor on_device = kiln::to(index, enc_.init_h.device());
   // The `repeat` rows of a sentence hold the same encoder outputs, so when every row's parent is a
   // row of its own sentence (beam search's case) only the decoder state moves: gathering the keys
   // ([rows, S, H] per step) would copy them onto themselves.
   // A shorter index drops rows (finished sentences): the encoder outputs follow them.
   std::vector<int64_t> parents = kiln::to(index, Device::cpu()).to_vector<int64_t>();
-  bool within_sentence = static_cast<int64_t>(parents.size()) == enc_.source_pad.size(0);
+  bool within_sentence = static_cast<int64_t>(parents.size()) == enc_.init_h.size(1);
   for (size_t i = 0; i < parents.size(); ++i) {
     within_sentence = within_sentence && parents[i] / repeat_ == static_cast<int64_t>(i) / repeat_;
   }
