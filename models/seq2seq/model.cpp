@@ -275,7 +275,7 @@ Tensor Seq2Seq::decode_step(const EncoderOutput& enc, const Tensor& token, Decod
       if (attention_weights) *attention_weights = weights;
       y = table ? context : embed_step_input(y, context);
     }
-    y = reshape(y, {1, batch, -1});
+    y = reshape(y, {1, batch, y.size(-1)});  // no -1: with the table y may have no columns
     const bool lstm = config_.cell == nn::CellType::lstm;
     std::vector<Tensor> h_n, c_n;
     for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
