@@ -125,9 +125,10 @@ KILN_HD bool any_above(T threshold, int64_t c0, int64_t c1, const Values& value)
 // Offers value(c) for every column c of a row of n to `top`, in column order. Once top is full, a
 // block of columns none of whose values is above the smallest kept one changes nothing, so for
 // most of a long row only block maxima are taken and add is skipped: first of 64 columns (four
-// SIMD vectors per horizontal reduction: on 8,000 logits the check of every 16 columns was half
-// of log_softmax_topk's time), then, in a 64 that has a candidate, of each 16. The kept values and
-// columns are those of offering every column.
+// SIMD vectors per horizontal reduction), then, in a 64 that has a candidate, of each 16. On random
+// logits this third pass was about half of log_softmax_topk's time (perf annotate); the 64-column
+// check timed 1598-1753 against 1634-1923 us on BM_LogSoftmaxTopK, within this host's noise. The
+// kept values and columns are those of offering every column.
 template <class T, class Values> KILN_HD void offer_row(RowTopK<T>& top, int64_t n, Values value) {
   constexpr int64_t kBlock = 16, kSpan = 4 * kBlock;
   for (int64_t s0 = 0; s0 < n; s0 += kSpan) {
