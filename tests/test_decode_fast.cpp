@@ -313,10 +313,11 @@ TEST(DecodeFast, KeptDecodingWeightsDecodeAsWeightsPreparedPerBatch) {
       seq2seq::DecodingWeightsCache kept;
       const std::shared_ptr<const seq2seq::DecodingWeights> weights = kept.get(model, B);
       EXPECT_EQ(kept.get(model, B), weights) << name;
-      EXPECT_EQ(kept.get(model, 1) == weights, model.decoding_copies(1) == model.decoding_copies(B))
+      EXPECT_EQ(kept.get(model, 1) == weights,
+                model.decoding_copies(1, true) == model.decoding_copies(B, true))
           << name;
       ASSERT_TRUE(weights->embedding_gates.defined()) << name;
-      const int64_t gates = (cell == nn::CellType::lstm ? 4 : 3) * model.config().hidden_size;
+      const int64_t gates = weights->layers[0].w_hh.size(0);  // G: 3 H (GRU) or 4 H (LSTM)
       EXPECT_EQ(weights->embedding_gates.shape(), (Shape{model.config().target_vocab, gates}))
           << name;
       EXPECT_FALSE(kept.get(model, 1)->embedding_gates.defined()) << name;

@@ -137,26 +137,28 @@ bool transposed_copy_pays(const Tensor& weight, int64_t rows) {
 }
 }  // namespace
 
-std::vector<bool> Seq2Seq::decoding_copies(int64_t rows) const {
-  std::vector<bool> copies;
+DecodingCopies Seq2Seq::decoding_copies(int64_t rows, bool kept) const {
+  DecodingCopies copies;
   for (int64_t layer = 0; layer < config_.num_layers; ++layer) {
-    copies.push_back(transposed_copy_pays(decoder_->rnn->weights(layer).w_hh, rows));
+    copies.layer_transposes.push_back(
+        transposed_copy_pays(decoder_->rnn->weights(layer).w_hh, rows));
   }
-  copies.push_back(transposed_copy_pays(decoder_->dense->weight, rows));
-  copies.push_back(rows >= kEmbeddingTableRows);
+  copies.output_transpose = transposed_copy_pays(decoder_->dense->weight, rows);
+  copies.embedding_table = kept && rows >= kEmbeddingTableRows;
   return copies;
 }
 
-DecodingWeights Seq2Seq::decoding_weights(const std::vector<bool>& copies) const {
+DecodingWeights Seq2Seq::decoding_weights(const DecodingCopies& copies) const {
   const size_t num_layers = static_cast<size_t>(config_.num_layers);
-  KILN_CHECK(copies.size() == num_layers + 2, "Seq2Seq::decoding_weights: ", copies.size(),
-             " flags for ", num_layers, " layers, the output layer and the embedding table");
-  const std::vector<bool> transposes(copies.begin(), copies.begin() + num_layers + 1);
-  const bool embedding_table = copies.back();
+  KILN_CHECK(copies.layer_transposes.size() == num_layers,
+             "Seq2Seq::decoding_weights: ", copies.layer_transposes.size(), " transpose flags for ",
+             num_layers, " layers");
   NoGradGuard no_grad;
   DecodingWeights prepared;
   prepared.output = {decoder_->dense->weight, decoder_->dense->bias, Tensor()};
-  if (transposes[num_layers]) prepared.output.weight_t = transpose(prepared.output.weight, 0, 1);
+  if (copies.output_transpose) {
+    prepared.output.weight_t = transpose(prepared.output.weight, 0, 1);
+  }
   // Training-mode decoding (dropout between layers) keeps the plain path.
   if (is_training()) return prepared;
   const nn::Recurrent& encoder_rnn = *encoder_->rnn;
@@ -175,23 +177,23 @@ DecodingWeights Seq2Seq::decoding_weights(const std::vector<bool>& copies) const
   // once per sentence (context_w_t); with the table the embedding's are looked up. What is left for
   // the step's product is layer 0's input weight, transposed in w_t0 when that pays.
   RnnWeights& first = prepared.layers[0];
+  const bool attention = decoder_->attention != nullptr;
   const Tensor w_t = transpose(first.w_ih, 0, 1);  // [E + Hc, G]
   const int64_t embed = config_.embed_size, context = w_t.size(0) - embed;
   const Tensor embed_w_t = narrow(w_t, 0, embed), context_w_t = narrow(w_t, embed, context);
-  Tensor w_t0 = w_t;
-  if (!decoder_->attention) {
-    prepared.context_w_t = context_w_t;
-    w_t0 = embed_w_t;
-  }
-  if (embedding_table) {
+  if (!attention) prepared.context_w_t = context_w_t;
+  if (copies.embedding_table) {
     prepared.embedding_gates = matmul(decoder_->embedding->weight, embed_w_t);  // [V, G]
-    // With attention the step's product is the context's alone; without, nothing is left.
-    w_t0 = decoder_->attention ? context_w_t : empty({0, w_t.size(1)}, w_t.options());
   }
-  if (w_t0.size(0) != w_t.size(0)) first.w_ih = transpose(w_t0, 0, 1);
+  // The columns the step's product reads: with the table, the context's alone (attention) or none;
+  // without it, the embedding's (no attention) or all.
+  const Tensor w_t0 = copies.embedding_table
+                          ? (attention ? context_w_t : empty({0, w_t.size(1)}, w_t.options()))
+                          : (attention ? w_t : embed_w_t);
+  if (copies.embedding_table || !attention) first.w_ih = transpose(w_t0, 0, 1);
   for (size_t layer = 0; layer < num_layers; ++layer) {
     RnnWeights& w = prepared.layers[layer];
-    if (!transposes[layer]) continue;
+    if (!copies.layer_transposes[layer]) continue;
     w.w_ih_t = layer == 0 ? w_t0 : transpose(w.w_ih, 0, 1);
     w.w_hh_t = transpose(w.w_hh, 0, 1);
   }
@@ -208,18 +210,14 @@ void Seq2Seq::prepare_decoding(EncoderOutput& enc, const DecodingWeights& weight
 
 void Seq2Seq::prepare_decoding(EncoderOutput& enc, int64_t rows) const {
   if (is_training()) return;
-  std::vector<bool> copies = decoding_copies(rows);
-  copies.back() = false;  // one batch would not repay the embedding table
-  prepare_decoding(enc, decoding_weights(copies));
+  prepare_decoding(enc, decoding_weights(decoding_copies(rows)));
 }
 
 std::shared_ptr<const DecodingWeights> DecodingWeightsCache::get(const Seq2Seq& model,
                                                                  int64_t rows) {
-  const std::vector<bool> copies = model.decoding_copies(rows);
-  std::vector<bool> flags = copies;
-  flags.push_back(model.is_training());  // a training-mode entry has no layers
+  const DecodingCopies copies = model.decoding_copies(rows, /*kept=*/true);
   // The device too: a model moved by to() after an entry was made gets a new one.
-  const Key key{&model, model.parameters().front().device().str(), flags};
+  const Key key{&model, model.parameters().front().device().str(), copies, model.is_training()};
   std::lock_guard<std::mutex> lock(mutex_);
   std::shared_ptr<const DecodingWeights>& entry = entries_[key];
   if (!entry) entry = std::make_shared<const DecodingWeights>(model.decoding_weights(copies));
@@ -453,18 +451,20 @@ class StateRows {
         flat.push_back(layer * batch + rows[n]);
       }
     }
-    flat_ = kiln::to(from_vector(flat, {static_cast<int64_t>(flat.size())}), device);
+    host_flat_ = from_vector(flat, {static_cast<int64_t>(flat.size())});
+    flat_ = kiln::to(host_flat_, device);
   }
   Tensor operator()(const Tensor& state) const {
     if (!state.defined()) return state;
     const int64_t hidden = state.size(2);
     const Tensor all_rows = reshape(state, {state.size(0) * state.size(1), hidden});
-    return reshape(index_select(all_rows, 0, flat_), {layers_, -1, hidden});
+    // The host ids for the gather's range check: it reads nothing back from a device.
+    return reshape(embedding(all_rows, flat_, -1, host_flat_), {layers_, -1, hidden});
   }
 
  private:
   int64_t layers_;
-  Tensor flat_;
+  Tensor host_flat_, flat_;
 };
 }  // namespace
 

@@ -63,6 +63,16 @@ struct OutputRows {
   bool leave_bias = false;
 };
 
+// Which copies Seq2Seq::decoding_weights makes (Seq2Seq::decoding_copies decides what pays).
+struct DecodingCopies {
+  std::vector<bool> layer_transposes;  // per decoder layer: W_ih^T and W_hh^T
+  bool output_transpose = false;       // the output layer's weight^T
+  bool embedding_table = false;        // DecodingWeights::embedding_gates
+  auto tied() const { return std::tie(layer_transposes, output_transpose, embedding_table); }
+  bool operator==(const DecodingCopies& other) const { return tied() == other.tied(); }
+  bool operator<(const DecodingCopies& other) const { return tied() < other.tied(); }
+};
+
 // The decoder's weights as prepared decoding reads them (Seq2Seq::decoding_weights), taken from
 // the model's weights at one moment: each layer's weights with transposed copies where those pay,
 // layer 0's input weight cut to its embedding columns and the context's columns transposed
@@ -153,14 +163,13 @@ class Seq2Seq : public nn::Module {
   // The same in two parts: the weights, made once for many batches (the copies decided by
   // decoding_copies), and the per-batch work on them (the context's gates).
   void prepare_decoding(EncoderOutput& enc, const DecodingWeights& weights) const;
-  // Which prepared copies pay for decoding steps on `rows` rows: whether each decoder layer's
-  // products read transposed weights, one flag per layer, then the output layer's; last, whether
-  // layer 0 looks its embedding's input gates up in a table (DecodingWeights::embedding_gates:
-  // from kEmbeddingTableRows rows, a batched decode; a one-sentence decode would take thousands
-  // of steps to repay the table).
-  std::vector<bool> decoding_copies(int64_t rows) const;
+  // Which prepared copies pay for decoding steps on `rows` rows (DecodingCopies). The embedding
+  // table only when the copies are `kept` for many batches (DecodingWeightsCache) and from
+  // kEmbeddingTableRows rows, a batched decode: one batch, or a one-sentence decode, would not
+  // repay it in thousands of steps.
+  DecodingCopies decoding_copies(int64_t rows, bool kept = false) const;
   static constexpr int64_t kEmbeddingTableRows = 32;
-  DecodingWeights decoding_weights(const std::vector<bool>& copies) const;
+  DecodingWeights decoding_weights(const DecodingCopies& copies) const;
   // One step: token [B] -> logits [B, V]; `state` advances. attention_weights gets [B, S] if given.
   // With `rows`, the logits are [B, K] over the shortlist's target ids only.
   Tensor decode_step(const EncoderOutput& enc, const Tensor& token, DecoderState& state,
@@ -216,7 +225,8 @@ class DecodingWeightsCache {
   void clear();
 
  private:
-  using Key = std::tuple<const Seq2Seq*, std::string, std::vector<bool>>;  // model, device, flags
+  // model, device, the copies, whether the model was in training mode (then there are no layers)
+  using Key = std::tuple<const Seq2Seq*, std::string, DecodingCopies, bool>;
   std::mutex mutex_;
   std::map<Key, std::shared_ptr<const DecodingWeights>> entries_;
 };

@@ -18,10 +18,9 @@ Seq2SeqStepper::Seq2SeqStepper(const Seq2Seq& model, const Tensor& source,
   if (prepared) {
     weights = prepared->get(model, rows);
   } else {
-    std::vector<bool> copies = model.decoding_copies(rows);
+    DecodingCopies copies = model.decoding_copies(rows);
     // With a shortlist, the output layer's own rows are not read (output_rows transposes its).
-    if (shortlist.defined()) copies[copies.size() - 2] = false;
-    copies.back() = false;  // one batch would not repay the embedding table
+    if (shortlist.defined()) copies.output_transpose = false;
     weights = std::make_shared<const DecodingWeights>(model.decoding_weights(copies));
   }
   output_rows_ = shortlist.defined() ? model.output_rows(to(shortlist, source.device()), rows)
