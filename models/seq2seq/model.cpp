@@ -436,7 +436,8 @@ Tensor Seq2Seq::teacher_forced_loss(const EncoderOutput& enc, const Tensor& targ
 namespace {
 // Rows `index` [N] of every layer of a state [L, B, H], as one gather of L * N rows from the state
 // viewed as [L * B, H] (layer l's row b is row l * B + b). A gather along dim 1 between two
-// transposes copied the state twice more: 0.3 ms of a 25 ms beam-5 step (8,000 words, 320 rows).
+// transposes copied the state twice more (traced on a 25 ms beam-5 step of 320 rows: 334-804 us
+// for the three copies, 88-275 us for the one gather).
 // The flat ids are made on the host: the searches make `index` there, and read it there anyway.
 class StateRows {
  public:
