@@ -1,9 +1,10 @@
-// The time loop of one GRU layer direction (kernels/gru_gates.h), on the CPU or CUDA: per step
-// one recurrent GEMM hg = h_{t-1} W_hh^T and GruGatesForward over [B, H]; backward, per step in
+// The time loop of one GRU layer direction (kernels/gru_gates.h), on the CPU or CUDA: per step one
+// recurrent GEMM hg = h_{t-1} W_hh^T and GruGatesForward over [B, H]; backward, per step in
 // reverse, GruGatesBackward then dh += dgh_t W_hh. On the CPU the batch's rows may run as blocks,
-// one per thread, each its own walk (kernels/rnn_steps.h). Pointers are computed here once per
-// step, so a step costs the host two launches and nothing else. Bytes and
-// FLOPs per step: the gate functors' header and kernels/rnn_steps.h (the GEMM).
+// one per thread, each its own walk (kernels/rnn_steps.h), and a step's products skip its padded
+// rows (RealRowsProduct). Pointers are computed here once per step, so a step costs the host two
+// launches and nothing else. Bytes and FLOPs per step: the gate functors' header and
+// kernels/rnn_steps.h (the GEMM).
 #include "kernels/dispatch.h"
 #include "kernels/gru_gates.h"
 #include "kernels/rnn_steps.h"
@@ -23,11 +24,11 @@ template <class T> void gru_forward_typed(const GruLayerForward& a) {
   T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *y = a.y.data<T>(),
     *hg = hg_buffer.data<T>();
   for_batch_blocks(dev, steps, gemm_shape, [&](const BatchBlock& block) {
+    RealRowsProduct<T> recurrent_product(dev, a.xg.dtype(), block);
     for (int64_t s = 0; s < steps; ++s) {
       int64_t t = order.time(s), next = order.next_time(s);
       const T* h_prev = h_in + t * B * H;
-      gemm(dev, a.xg.dtype(), block.gemm, 1.0, h_prev + block.begin * H, w_hh_step, 0.0,
-           hg + block.begin * G);
+      recurrent_product(mask + t * B, h_prev, w_hh_step, 0.0, hg);
       block_rows(dev, block, B, H,
                  GruGatesForward<T>{xg + t * B * G, hg, a.b_ih.data<T>(), a.b_hh.data<T>(), h_prev,
                                     mask + t * B, gates + t * B * 4 * H,
@@ -46,13 +47,13 @@ template <class T> void gru_backward_typed(const GruLayerBackward& a) {
           *dy = a.dy.data<T>(), *w_hh = a.w_hh.data<T>();
   T *dh = a.dh.data<T>(), *dgx = a.dgx.data<T>(), *dgh = a.dgh.data<T>();
   for_batch_blocks(dev, steps, gemm_shape, [&](const BatchBlock& block) {
+    RealRowsProduct<T> recurrent_product(dev, a.gates.dtype(), block);
     for (int64_t s = steps - 1; s >= 0; --s) {
       int64_t t = order.time(s);
       block_rows(dev, block, B, H,
                  GruGatesBackward<T>{gates + t * B * 4 * H, h_in + t * B * H, mask + t * B,
                                      dy + t * B * H, dh, dgx + t * B * G, dgh + t * B * G, H});
-      gemm(dev, a.gates.dtype(), block.gemm, 1.0, dgh + (t * B + block.begin) * G, w_hh, 1.0,
-           dh + block.begin * H);
+      recurrent_product(mask + t * B, dgh + t * B * G, w_hh, 1.0, dh);
     }
   });
 }

@@ -7,6 +7,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <vector>
@@ -130,6 +131,76 @@ void for_batch_blocks(Device device, int64_t steps, const GemmShape& step_gemm, 
     if (error) std::rethrow_exception(error);
   }
 }
+
+// A padded row (mask 0) keeps its state at that step, so its recurrent product is never read:
+// on the CPU a step multiplies only its block's real rows. When those lead the block (rows sorted
+// by length, as `kiln translate` batches them) the product runs on them in place. When padding is
+// scattered among them and makes at least 1/kPackPaddingShare of the rows up to the last real one,
+// the real rows are packed, multiplied and unpacked: a copy of K + N floats a row against the
+// product's 2 K N FLOPs a row (2,048 floats against 1.6 MFLOP for a GRU of H = 512). Else the
+// product runs on every row up to the last real one. On CUDA (the mask is on the device) every row
+// is multiplied. The large bench workloads pad ~20% of their steps: this took a greedy decode from
+// 35.3 to 34.0 GFLOP (the encoder's share).
+// c = a w (+ beta c) on the block's rows, a: [B, K], c: [B, N] (N = the block's gemm.n). With
+// beta = 0 (forward) a padded row's c is set to 0: the gate kernel reads it, and what it saves from
+// it must stay finite (the backward kernels multiply it by 0); with beta = 1 (backward, where a
+// padded row's a is 0) it is left as it is.
+constexpr int64_t kPackPaddingShare = 8;
+
+template <class T> class RealRowsProduct {
+ public:
+  RealRowsProduct(Device device, DType dtype, const BatchBlock& block)
+      : device_(device), dtype_(dtype), block_(block) {
+    const int64_t rows = block.end - block.begin;
+    if (device.is_cpu()) {
+      real_.reserve(rows);
+      packed_a_.resize(rows * block.gemm.k);
+      packed_c_.resize(rows * block.gemm.n);
+    }
+  }
+
+  void operator()(const T* mask, const T* a, const T* w, double beta, T* c) {
+    const int64_t begin = block_.begin, end = block_.end, K = block_.gemm.k, N = block_.gemm.n;
+    if (!device_.is_cpu()) {
+      gemm(device_, dtype_, block_.gemm, 1.0, a + begin * K, w, beta, c + begin * N);
+      return;
+    }
+    real_.clear();
+    for (int64_t b = begin; b < end; ++b) {
+      if (mask[b] != T(0)) real_.push_back(b);
+    }
+    const int64_t real = static_cast<int64_t>(real_.size());
+    const int64_t span = real == 0 ? 0 : real_.back() + 1 - begin;  // rows up to the last real one
+    GemmShape shape = block_.gemm;
+    if ((span - real) * kPackPaddingShare < span) {  // padding only after them, or little of it
+      if (beta == 0) std::fill(c + (begin + span) * N, c + end * N, T(0));
+      if (span == 0) return;
+      shape.m = span;
+      gemm(device_, dtype_, shape, 1.0, a + begin * K, w, beta, c + begin * N);
+      return;
+    }
+    for (int64_t i = 0; i < real; ++i) {
+      std::copy_n(a + real_[i] * K, K, packed_a_.data() + i * K);
+      if (beta != 0) std::copy_n(c + real_[i] * N, N, packed_c_.data() + i * N);
+    }
+    shape.m = real;
+    gemm(device_, dtype_, shape, 1.0, packed_a_.data(), w, beta, packed_c_.data());
+    for (int64_t b = begin, i = 0; b < end; ++b) {
+      if (i < real && real_[i] == b) {
+        std::copy_n(packed_c_.data() + i++ * N, N, c + b * N);
+      } else if (beta == 0) {
+        std::fill_n(c + b * N, N, T(0));
+      }
+    }
+  }
+
+ private:
+  Device device_;
+  DType dtype_;
+  BatchBlock block_;
+  std::vector<int64_t> real_;           // the step's real rows
+  std::vector<T> packed_a_, packed_c_;  // their rows of a and c, packed
+};
 
 // One step's gate kernel f(row, col) on a block's rows of the [batch, cols] grid: serial inside a
 // block, parallel_for_rows over the whole batch.

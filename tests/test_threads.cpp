@@ -2,6 +2,7 @@
 // (KILN_NUM_THREADS, OMP_NUM_THREADS), --threads on the CLI, and results that do not depend on the
 // thread count.
 #include <cstdlib>
+#include <functional>
 
 #include "cli_util.h"
 #include "kernels/rnn_steps.h"
@@ -301,6 +302,84 @@ TEST(Threads, RnnBatchBlocksMatchTheWholeBatch) {
       }
     }
   }
+}
+
+// A step multiplies only its real rows (kernels/rnn_steps.h, RealRowsProduct): packed when padding
+// is scattered among them, in place when they lead the block or padding is rare among them. Each
+// way, on one thread and as three blocks, every sequence of a padded batch of 37 gets the outputs
+// and gradients it gets alone on its real steps (f64): LSTM and GRU, both directions.
+TEST(Threads, RnnSkipsPaddedRowsWithoutChangingAnything) {
+  const int64_t T = 12, B = 37, I = 16, H = 32;
+  auto sequences = [](const Tensor& x, int64_t b, int64_t n) {  // [T, n, F]: x[:, b:b+n], a copy
+    return transpose(narrow(transpose(x, 0, 1), b, n), 0, 1);
+  };
+  std::vector<std::pair<const char*, std::function<int64_t(int64_t)>>> lengths = {
+      {"scattered", [&](int64_t b) { return 1 + (5 * b) % T; }},         // packed
+      {"sorted", [&](int64_t b) { return T - b * (T - 1) / (B - 1); }},  // leading rows
+      {"one short", [&](int64_t b) { return b == 5 ? 3 : T; }},          // little padding
+  };
+  for (const auto& [pattern, length] : lengths) {
+    for (bool lstm : {true, false}) {
+      for (bool reverse : {false, true}) {
+        for (int threads : {1, 3}) {
+          set_num_threads(threads);
+          const int64_t G = (lstm ? 4 : 3) * H;
+          manual_seed(12);
+          auto u = [](Shape shape, double a) { return uniform(shape, -a, a, DType::f64); };
+          const Tensor x = u({T, B, I}, 1), h0 = u({B, H}, 1), c0 = u({B, H}, 1);
+          const Tensor dy = u({T, B, H}, 1), dh = u({B, H}, 1);
+          RnnWeights w{u({G, I}, 0.3), u({G, H}, 0.3), u({G}, 0.3), u({G}, 0.3)};
+          for (Tensor* t : {&w.w_ih, &w.w_hh, &w.b_ih, &w.b_hh}) t->set_requires_grad(true);
+          // loss = sum(y dy) + sum(h_n dh) (+ sum(c_n)) over rows [b, b + n) and steps [0, len).
+          auto run = [&](int64_t b, int64_t n, int64_t len, const Tensor& mask) {
+            for (Tensor* t : {&w.w_ih, &w.w_hh, &w.b_ih, &w.b_hh}) t->set_grad(Tensor());
+            Tensor xs = narrow(sequences(x, b, n), 0, len).set_requires_grad(true);
+            Tensor hs = clone(narrow(h0, b, n)).set_requires_grad(true);
+            Tensor cs = clone(narrow(c0, b, n)).set_requires_grad(true);
+            RnnOutput o = lstm ? lstm_layer(xs, hs, cs, w, mask, reverse)
+                               : gru_layer(xs, hs, w, mask, reverse);
+            Tensor loss = add(sum(mul(o.y, narrow(sequences(dy, b, n), 0, len))),
+                              sum(mul(o.h_n, narrow(dh, b, n))));
+            if (lstm) loss = add(loss, sum(o.c_n));
+            backward(loss);
+            std::vector<Tensor> out{o.y, o.h_n, xs.grad(), hs.grad()};
+            if (lstm) out.insert(out.end(), {o.c_n, cs.grad()});
+            for (Tensor* t : {&w.w_ih, &w.w_hh, &w.b_ih, &w.b_hh}) out.push_back(t->grad());
+            return out;
+          };
+          std::vector<double> mask(T * B);
+          for (int64_t t = 0; t < T; ++t) {
+            for (int64_t b = 0; b < B; ++b) mask[t * B + b] = t < length(b) ? 1.0 : 0.0;
+          }
+          const std::vector<Tensor> batch = run(0, B, T, from_vector(mask, {T, B}));
+          std::vector<Tensor> weight_grads(4);  // summed over the sequences run alone
+          for (int64_t b = 0; b < B; ++b) {
+            const std::vector<Tensor> alone = run(b, 1, length(b), Tensor());
+            const std::string where = std::string(pattern) + (lstm ? " lstm" : " gru") +
+                                      (reverse ? " reverse" : "") + ", " + std::to_string(threads) +
+                                      " threads, sequence " + std::to_string(b) + ", output ";
+            for (size_t i = 0; i + 4 < alone.size(); ++i) {
+              // y and dx: its real steps; the rest: [1, ...] rows of [B, ...].
+              Tensor mine = i == 0 || i == 2 ? narrow(sequences(batch[i], b, 1), 0, length(b))
+                                             : narrow(batch[i], b, 1);
+              EXPECT_TRUE(testing::all_close(mine, alone[i], 1e-12, 1e-12)) << where << i;
+            }
+            for (size_t i = 0; i < 4; ++i) {
+              const Tensor& g = alone[alone.size() - 4 + i];
+              weight_grads[i] = b == 0 ? g : add(weight_grads[i], g);
+            }
+          }
+          for (size_t i = 0; i < 4; ++i) {
+            EXPECT_TRUE(
+                testing::all_close(batch[batch.size() - 4 + i], weight_grads[i], 1e-10, 1e-10))
+                << pattern << (lstm ? " lstm" : " gru") << (reverse ? " reverse" : "") << ", "
+                << threads << " threads, weight gradient " << i;
+          }
+        }
+      }
+    }
+  }
+  set_num_threads(0);
 }
 
 TEST(CliBinary, ThreadsFlagIsRangeChecked) {
