@@ -145,11 +145,12 @@ struct RnnOutput {
 };
 // x: [T, B, I]; h0, c0: [B, H]; mask: [T, B] of 1 (real step) / 0 (padding: the state is kept),
 // or undefined. reverse processes t = T-1 .. 0 (the backward half of a bidirectional layer).
-// x_gates [B, G*H], if given, is added to every step's x W_ih^T: the share of an input part that
+// x_gates, if given, is added to every step's x W_ih^T: [B, G*H], the share of an input part that
 // stays the same over the steps, computed once by the caller instead of once per step (its
-// gradient is the input-gate gradient summed over the steps). x may have no features (I = 0,
-// weight_ih [G*H, 0]): then the input gates are x_gates alone (zeros without it), as in prepared
-// decoding with the embedding table (models/seq2seq/model.h, DecodingWeights::embedding_gates).
+// gradient is the input-gate gradient summed over the steps); or [T, B, G*H], each step's own (its
+// gradient is the input-gate gradient). x may have no features (I = 0, weight_ih [G*H, 0]): then
+// the input gates are x_gates alone (zeros without it), as in prepared decoding with the embedding
+// tables (models/seq2seq/model.h, DecodingWeights::embedding_gates and encoder_embedding_gates).
 RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const RnnWeights& weights,
                      const Tensor& mask = Tensor(), bool reverse = false,
                      const Tensor& x_gates = Tensor());

@@ -72,14 +72,21 @@ Recurrent::Recurrent(CellType cell, RnnOptions options) : cell_(cell), options_(
 RnnState Recurrent::forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
                             const Tensor& lengths, const Tensor& step_mask,
                             const Tensor& fixed_input,
-                            const std::vector<RnnWeights>* prepared) const {
+                            const std::vector<RnnWeights>* prepared,
+                            const std::vector<Tensor>& input_gates) const {
   const char* name = cell_ == CellType::lstm ? "LSTM" : "GRU";
   KILN_CHECK(!prepared || prepared->size() == weights_.size(), name, ": ",
              prepared ? prepared->size() : 0, " prepared layer weights for ", weights_.size());
+  const bool given_gates = !input_gates.empty();
+  KILN_CHECK(!given_gates || (static_cast<int64_t>(input_gates.size()) == num_directions() &&
+                              !fixed_input.defined()),
+             name, ": input_gates must hold one tensor per direction (", num_directions(),
+             ") and comes without fixed_input; got ", input_gates.size());
   const int64_t fixed = fixed_input.defined() ? fixed_input.size(-1) : 0;
-  KILN_CHECK(x.defined() && x.dim() == 3 && x.size(2) + fixed == options_.input_size, name,
-             ": x must be [T, B, ", options_.input_size - fixed, "]",
-             fixed ? " (the input features before fixed_input's)" : "", ", got ", x.describe());
+  const int64_t x_features = given_gates ? 0 : options_.input_size - fixed;
+  KILN_CHECK(x.defined() && x.dim() == 3 && x.size(2) == x_features, name, ": x must be [T, B, ",
+             x_features, "]", fixed ? " (the input features before fixed_input's)" : "",
+             given_gates ? " (input_gates hold layer 0's input)" : "", ", got ", x.describe());
   KILN_CHECK(!fixed_input.defined() ||
                  (fixed_input.dim() == 2 && fixed_input.size(0) == x.size(1) && fixed > 0 &&
                   fixed < options_.input_size),
@@ -112,8 +119,14 @@ RnnState Recurrent::forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
       int64_t k = layer * D + dir;
       Tensor h = h0.defined() ? select(h0, k) : zeros_state(x, batch, hidden);
       RnnWeights w = prepared ? (*prepared)[k] : weights_[k];
-      Tensor fixed_gates;  // fixed_input W_ih[:, lead:]^T, [B, G]: once, not once per step
-      if (layer == 0 && fixed > 0) {  // split W_ih's columns: rows of its transpose [I, G]
+      // Layer 0's given input gates ([T, B, G]), or fixed_input W_ih[:, lead:]^T ([B, G]: once,
+      // not once per step).
+      Tensor fixed_gates;
+      if (layer == 0 && given_gates) {
+        fixed_gates = input_gates[dir];
+        w.w_ih = empty({w.w_hh.size(0), 0}, w.w_hh.options());
+        w.w_ih_t = Tensor();
+      } else if (layer == 0 && fixed > 0) {  // split W_ih's columns: rows of its transpose [I, G]
         const int64_t lead = options_.input_size - fixed;
         const Tensor w_t = transpose(w.w_ih, 0, 1);
         fixed_gates = matmul(fixed_input, narrow(w_t, lead, fixed));

@@ -45,10 +45,15 @@ class Recurrent : public Module {
   // prepared: every layer and direction's weights as weights() gives them, with transposed copies
   // a caller made once for many calls (RnnWeights::w_hh_t, as inference keeps them:
   // seq2seq::DecodingWeights); undefined: this module's own.
+  // input_gates: layer 0's input products x W_ih^T, one [T, B, G] per direction, when the caller
+  // has them already (inference looks up each token's, seq2seq::DecodingWeights::
+  // encoder_embedding_gates); x is then [T, B, 0], layer 0 reads no W_ih, and the gates take its
+  // gradient. Not with fixed_input.
   RnnState forward(const Tensor& x, const Tensor& h0 = Tensor(), const Tensor& c0 = Tensor(),
                    const Tensor& lengths = Tensor(), const Tensor& step_mask = Tensor(),
                    const Tensor& fixed_input = Tensor(),
-                   const std::vector<RnnWeights>* prepared = nullptr) const;
+                   const std::vector<RnnWeights>* prepared = nullptr,
+                   const std::vector<Tensor>& input_gates = {}) const;
   const RnnOptions& options() const { return options_; }
   CellType cell() const { return cell_; }
   int64_t num_directions() const { return options_.bidirectional ? 2 : 1; }

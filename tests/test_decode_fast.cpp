@@ -295,10 +295,12 @@ TEST(DecodeFast, TransposedWeightsGiveThePlainPathsLogProbabilities) {
 // them): every batch decoded on the kept copies gives the tokens and log-probabilities of weights
 // prepared for that batch alone; the encoder reading its kept W_hh^T encodes as the plain encoder
 // does; one entry serves every batch whose rows make the same copies pay. At 64 rows the kept
-// copies include the embedding table (DecodingWeights::embedding_gates), which a batch's own
-// weights never do: without attention its rows are the step's own product, bit for bit; with
-// attention the step's layer-0 product sums the context's share apart from the embedding's, which
-// moves the last bits of a log-probability (the tokens stay the same).
+// copies include the embedding tables (DecodingWeights::embedding_gates, encoder_embedding_gates),
+// which a batch's own weights never do: the encoder's rows are its first layer's own input product,
+// bit for bit (the encoder outputs are equal); without attention the decoder's rows are the step's
+// own product, bit for bit; with attention the step's layer-0 product sums the context's share
+// apart from the embedding's, which moves the last bits of a log-probability (the tokens stay the
+// same).
 TEST(DecodeFast, KeptDecodingWeightsDecodeAsWeightsPreparedPerBatch) {
   for (Attention attention : {Attention::none, Attention::bahdanau}) {
     for (nn::CellType cell : {nn::CellType::gru, nn::CellType::lstm}) {
@@ -322,6 +324,12 @@ TEST(DecodeFast, KeptDecodingWeightsDecodeAsWeightsPreparedPerBatch) {
           << name;
       EXPECT_FALSE(kept.get(model, 1)->embedding_gates.defined()) << name;
       ASSERT_EQ(weights->encoder_layers.size(), 2u) << name;
+      // The encoder's table: its first layer's input gates, looked up per source token.
+      ASSERT_EQ(weights->encoder_embedding_gates.size(), 1u) << name;
+      EXPECT_EQ(weights->encoder_embedding_gates[0].shape(),
+                (Shape{model.config().source_vocab, weights->encoder_layers[0].w_hh.size(0)}))
+          << name;
+      EXPECT_TRUE(kept.get(model, 1)->encoder_embedding_gates.empty()) << name;
       seq2seq::EncoderOutput plain = model.encode(source, lengths);
       seq2seq::EncoderOutput read_kept = model.encode(source, lengths, {}, weights.get());
       EXPECT_EQ(plain.keys.defined(), attention != Attention::none) << name;
@@ -353,6 +361,36 @@ TEST(DecodeFast, KeptDecodingWeightsDecodeAsWeightsPreparedPerBatch) {
               << name << " beam " << b;
         }
       }
+    }
+  }
+}
+
+// A bidirectional encoder has a table per direction; encoding on them gives the plain encoder's
+// keys and states bit for bit.
+TEST(DecodeFast, BidirectionalEncoderLooksUpEachDirectionsGates) {
+  for (nn::CellType cell : {nn::CellType::gru, nn::CellType::lstm}) {
+    seq2seq::ModelConfig c;
+    c.source_vocab = c.target_vocab = 600;
+    c.embed_size = 32;
+    c.hidden_size = 64;
+    c.num_layers = 2;
+    c.cell = cell;
+    c.bidirectional = true;
+    c.attention = Attention::bahdanau;
+    manual_seed(21);
+    Seq2Seq model(c);
+    model.eval();
+    NoGradGuard no_grad;
+    const auto [source, lengths] = random_sources(64, 7);
+    seq2seq::DecodingWeightsCache kept;
+    const std::shared_ptr<const seq2seq::DecodingWeights> weights = kept.get(model, 64);
+    ASSERT_EQ(weights->encoder_embedding_gates.size(), 2u);
+    const seq2seq::EncoderOutput plain = model.encode(source, lengths);
+    const seq2seq::EncoderOutput looked_up = model.encode(source, lengths, {}, weights.get());
+    EXPECT_TRUE(testing::all_close(looked_up.keys, plain.keys, 0, 0));
+    EXPECT_TRUE(testing::all_close(looked_up.init_h, plain.init_h, 0, 0));
+    if (cell == nn::CellType::lstm) {
+      EXPECT_TRUE(testing::all_close(looked_up.init_c, plain.init_c, 0, 0));
     }
   }
 }

@@ -289,6 +289,22 @@ std::vector<OpCase> op_table() {
                      lstm_layer(x[0], x[1], x[2], {x[3], x[4], x[5], x[6]}, Tensor(), false, x[7]);
                  return flat({o.y, o.h_n, o.c_n});
                }});
+  // x_gates [T, B, G]: each step's own gates (prepared encoding's looked-up embedding gates), alone
+  // or added to the input's; their gradient is the input-gate gradient.
+  t.push_back({"gru_layer_masked_no_input_step_gates",
+               {{{3, 3, 0}}, {{3, 2}}, {{6, 0}}, {{6, 2}}, {{6}}, {{6}}, {{3, 3, 6}}},
+               [](auto& x) {
+                 RnnOutput o = gru_layer(x[0], x[1], {x[2], x[3], x[4], x[5]},
+                                         fixed_mask(x[1], 3, 3), true, x[6]);
+                 return flat({o.y, o.h_n});
+               }});
+  std::vector<Input> lstm_step_gates = lstm_inputs;
+  lstm_step_gates.push_back({{3, 3, 8}});
+  t.push_back({"lstm_layer_masked_step_gates", lstm_step_gates, [](auto& x) {
+                 RnnOutput o = lstm_layer(x[0], x[1], x[2], {x[3], x[4], x[5], x[6]},
+                                          fixed_mask(x[0], 3, 3), false, x[7]);
+                 return flat({o.y, o.h_n, o.c_n});
+               }});
   t.push_back({"gru_layer_masked_reverse_transposed", gru_inputs, [](auto& x) {
                  RnnWeights w{x[2], x[3], x[4], x[5], transpose(x[2], 0, 1), transpose(x[3], 0, 1)};
                  RnnOutput o = gru_layer(x[0], x[1], w, fixed_mask(x[0], 3, 3), true);

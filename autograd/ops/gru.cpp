@@ -36,7 +36,8 @@ RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, cons
   if (autograd::needs_grad(inputs)) {
     auto node = autograd::record("gru_layer", inputs, {y, h_n}, nullptr);
     bool need_x = node->needs_input_grad(0), need_w_ih = node->needs_input_grad(2),
-         need_x_gates = node->needs_input_grad(6);
+         need_x_gates = node->needs_input_grad(6),
+         per_step_gates = x_gates.defined() && x_gates.dim() == 3;
     node->backward_fn = [=, x = x.detach(), w_ih = w.w_ih.detach(), w_hh = w.w_hh.detach(),
                          mask = step_mask.detach(), gates = gates.detach(),
                          h_in = h_in.detach()](const TensorList& grads) {
@@ -58,8 +59,8 @@ RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, cons
       kernels::gemm_2d(dgh2, true, view_as_shape(h_in, {T * B, H}), false, 0.0, dw_hh);
       kernels::sum_dim(dgx2, 0, 1.0, db_ih);
       kernels::sum_dim(dgh2, 0, 1.0, db_hh);
-      return TensorList{dx, dh, dw_ih, dw_hh, db_ih, db_hh,
-                        need_x_gates ? rnn_detail::fixed_gates_grad(dgx) : Tensor()};
+      Tensor dx_gates = need_x_gates ? rnn_detail::x_gates_grad(dgx, per_step_gates) : Tensor();
+      return TensorList{dx, dh, dw_ih, dw_hh, db_ih, db_hh, dx_gates};
     };
   }
   return {y, h_n, Tensor()};

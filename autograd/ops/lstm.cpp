@@ -42,7 +42,8 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
   if (autograd::needs_grad(inputs)) {
     auto node = autograd::record("lstm_layer", inputs, {y, h_n, c_n}, nullptr);
     bool need_x = node->needs_input_grad(0), need_w_ih = node->needs_input_grad(3),
-         need_x_gates = node->needs_input_grad(7);
+         need_x_gates = node->needs_input_grad(7),
+         per_step_gates = x_gates.defined() && x_gates.dim() == 3;
     node->backward_fn = [=, x = x.detach(), w_ih = w.w_ih.detach(), w_hh = w.w_hh.detach(),
                          mask = step_mask.detach(), gates = gates.detach(), h_in = h_in.detach(),
                          c_in = c_in.detach()](const TensorList& grads) {
@@ -69,7 +70,7 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
                         dw_hh,
                         db,
                         copy_to(db, db.options()),
-                        need_x_gates ? rnn_detail::fixed_gates_grad(dgates) : Tensor()};
+                        need_x_gates ? rnn_detail::x_gates_grad(dgates, per_step_gates) : Tensor()};
     };
   }
   return {y, h_n, c_n};

@@ -61,16 +61,23 @@ inline RnnDims check_rnn_args(const char* op, int64_t gates, const Tensor& x, co
 }
 
 // The input gates of every step, [T, B, G]: x W_ih^T (from w.w_ih_t when given), plus x_gates
-// [B, G] (the share of a fixed input part, see lstm_layer) when given. Both layers start from
-// these.
+// when given: [B, G], the share of a fixed input part added at every step (see lstm_layer), or
+// [T, B, G], each step's own (a caller's looked-up gates). Both layers start from these.
 inline Tensor input_gates(const char* op, const Tensor& x, const RnnWeights& w,
                           const Tensor& x_gates, const RnnDims& d) {
   const int64_t T = d.steps, B = d.batch, G = w.w_ih.size(0);
-  Tensor xg = empty({T, B, G}, x.options());
   if (x_gates.defined()) {
     ops_detail::check_compatible(op, x, x_gates);
-    KILN_CHECK(x_gates.shape() == (Shape{B, G}), op, ": x_gates must be [B, G] = [", B, ", ", G,
-               "], got ", x_gates.describe());
+    KILN_CHECK(x_gates.shape() == (Shape{B, G}) || x_gates.shape() == (Shape{T, B, G}), op,
+               ": x_gates must be [B, G] = [", B, ", ", G, "] or [T, B, G] = [", T, ", ", B, ", ",
+               G, "], got ", x_gates.describe());
+    // No input to add to them: the gate kernels read x_gates itself (they never write it).
+    if (d.input == 0 && x_gates.dim() == 3) return x_gates;
+  }
+  Tensor xg = empty({T, B, G}, x.options());
+  if (x_gates.defined() && x_gates.dim() == 3) {
+    copy_(xg, x_gates);
+  } else if (x_gates.defined()) {
     for (int64_t t = 0; t < T; ++t) copy_(step(xg, t), x_gates);
   }
   if (d.input == 0) {  // an input of no features (a decoder's looked-up gates): x_gates alone
@@ -83,9 +90,11 @@ inline Tensor input_gates(const char* op, const Tensor& x, const RnnWeights& w,
   return xg;
 }
 
-// x_gates is added at every step, so its gradient is the input-gate gradient dgx [T, B, G] summed
-// over the steps (padded steps contribute zeros): one column sum over T of [T, B*G].
-inline Tensor fixed_gates_grad(const Tensor& dgx) {
+// The gradient of x_gates from the input-gate gradient dgx [T, B, G]: dgx itself for per-step
+// gates; for fixed gates, added at every step, dgx summed over the steps (padded steps contribute
+// zeros): one column sum over T of [T, B*G].
+inline Tensor x_gates_grad(const Tensor& dgx, bool per_step) {
+  if (per_step) return dgx;
   const int64_t T = dgx.size(0), B = dgx.size(1), G = dgx.size(2);
   Tensor grad = empty({B, G}, dgx.options());
   kernels::sum_dim(view_as_shape(dgx, {T, B * G}), 0, 1.0, view_as_shape(grad, {B * G}));

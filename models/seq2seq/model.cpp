@@ -89,15 +89,25 @@ EncoderOutput Seq2Seq::encode(const Tensor& source, const Tensor& source_lengths
   KILN_CHECK(source.dim() == 2, "Seq2Seq::encode: source must be [S, B] token ids, got ",
              source.describe());
   int64_t layers = config_.num_layers, batch = source.size(1), hidden = config_.hidden_size;
-  Tensor embedded = encoder_->embedding->forward(source, host.source);
+  const int64_t steps = source.size(0);
+  const bool use_prepared = prepared && !prepared->encoder_layers.empty() && !is_training();
+  // With the prepared tables, the first layer's input gates are looked up per token and the
+  // embeddings are never made (the RNN reads an input of no features).
+  std::vector<Tensor> first_gates;
+  if (use_prepared) {
+    for (const Tensor& table : prepared->encoder_embedding_gates) {
+      first_gates.push_back(embedding(table, source, -1, host.source));  // [S, B, G]
+    }
+  }
+  const Options options = encoder_->embedding->weight.options();
+  Tensor embedded = first_gates.empty() ? encoder_->embedding->forward(source, host.source)
+                                        : empty({steps, batch, 0}, options);
   // The lengths are read on the host once per batch: the RNN's step mask and, batch-major and
   // inverted, the attention's padding mask (1 where position s >= length).
-  Tensor step_mask =
-      nn::sequence_mask(source_lengths, source.size(0), embedded.options(), host.source_lengths);
-  const bool use_prepared = prepared && !prepared->encoder_layers.empty() && !is_training();
+  Tensor step_mask = nn::sequence_mask(source_lengths, steps, options, host.source_lengths);
   nn::RnnState s =
       encoder_->rnn->forward(embedded, Tensor(), Tensor(), source_lengths, step_mask, Tensor(),
-                             use_prepared ? &prepared->encoder_layers : nullptr);
+                             use_prepared ? &prepared->encoder_layers : nullptr, first_gates);
   EncoderOutput enc;
   if (decoder_->attention) {  // what attention reads; a decoder without it reads the final state
     enc.keys = transpose(s.y, 0, 1);  // [B, S, Hk]
@@ -184,6 +194,10 @@ DecodingWeights Seq2Seq::decoding_weights(const DecodingCopies& copies) const {
   if (!attention) prepared.context_w_t = context_w_t;
   if (copies.embedding_table) {
     prepared.embedding_gates = matmul(decoder_->embedding->weight, embed_w_t);  // [V, G]
+    for (int64_t dir = 0; dir < encoder_rnn.num_directions(); ++dir) {  // [V_source, G]
+      prepared.encoder_embedding_gates.push_back(
+          matmul(encoder_->embedding->weight, prepared.encoder_layers[dir].w_ih, false, true));
+    }
   }
   // The columns the step's product reads: with the table, the context's alone (attention) or none;
   // without it, the embedding's (no attention) or all.
