@@ -226,8 +226,10 @@ TEST(DecodeFast, BeamSearchTakesItsFirstStepOnOneRowPerSentence) {
 
 // An untrained 2-layer model of hidden size 256 over 600 ids, in eval mode: large enough that
 // oneDNN takes a 64-row step's products (64 x 768 x 256), so prepared decoding transposes.
-std::unique_ptr<Seq2Seq> wide_model(Attention attention, nn::CellType cell) {
+std::unique_ptr<Seq2Seq> wide_model(Attention attention, nn::CellType cell,
+                                    bool bidirectional = false) {
   seq2seq::ModelConfig c;
+  c.bidirectional = bidirectional;
   c.source_vocab = c.target_vocab = 600;
   c.embed_size = 32;
   c.hidden_size = 256;
@@ -369,17 +371,9 @@ TEST(DecodeFast, KeptDecodingWeightsDecodeAsWeightsPreparedPerBatch) {
 // keys and states bit for bit.
 TEST(DecodeFast, BidirectionalEncoderLooksUpEachDirectionsGates) {
   for (nn::CellType cell : {nn::CellType::gru, nn::CellType::lstm}) {
-    seq2seq::ModelConfig c;
-    c.source_vocab = c.target_vocab = 600;
-    c.embed_size = 32;
-    c.hidden_size = 64;
-    c.num_layers = 2;
-    c.cell = cell;
-    c.bidirectional = true;
-    c.attention = Attention::bahdanau;
     manual_seed(21);
-    Seq2Seq model(c);
-    model.eval();
+    std::unique_ptr<Seq2Seq> owned = wide_model(Attention::bahdanau, cell, true);
+    const Seq2Seq& model = *owned;
     NoGradGuard no_grad;
     const auto [source, lengths] = random_sources(64, 7);
     seq2seq::DecodingWeightsCache kept;
