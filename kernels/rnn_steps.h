@@ -78,14 +78,30 @@ const T* recurrent_weights(const Tensor& w_hh, const Tensor& w_hh_t, Tensor& pac
 // The blocks: one per thread (num_threads()), each at least kMinBlockRows rows, when the walk's
 // recurrent multiply-adds (steps * B * G*H * H) reach kParallelGrain; else 1, the whole batch on
 // the caller, each step's GEMM and gate kernel threaded as they choose. Always 1 on CUDA.
+// Also 1 for a walk of one step (a decoding step) whose product the GEMM threads by itself (over
+// kSingleThreadGemmVolume) and whose blocks would have fewer than kStreamingBlockRows rows: a
+// decoding step finds its weights out of cache (it reads every layer's and the output layer's in
+// turn), and a block of few rows streams all of W_hh for little work (2 m FLOPs a weight), where
+// the threaded GEMM splits W_hh's columns, each thread streaming half of it. A GRU of H = 512 at
+// B = 64 (W_hh^T 3 MB, beyond a core's L2): in a greedy decode the blocks' 32 x 1536 x 512 products
+// ran at 79 GFLOP/s a thread, the whole batch's threaded product at 190 on two; in a standalone
+// loop over 5 such weights, a barrier a step, 557-730 against 478-504 us a step; greedy decoding
+// with the shortlist, 6 interleaved pairs, medians 128-133 against 133-141 ms. Beam 5's blocks of
+// 160 rows timed the same either way (733-771 against 747-809 ms), and walks of many steps keep the
+// blocks: there W_hh stays cached, and the whole batch's two fork/joins a step measured no better
+// (BM_OnednnVsKiln, T = 50, H = 512: GRU fwd+bwd 0.91-0.95 with blocks, 0.98-1.01 whole).
 constexpr int64_t kMinBlockRows = 8;
+constexpr int64_t kStreamingBlockRows = 64;
 
 inline int batch_blocks(Device device, int64_t steps, const GemmShape& step_gemm) {
   if (!device.is_cpu()) return 1;
   const int64_t batch = step_gemm.m;
   if (steps * batch * step_gemm.n * step_gemm.k < kParallelGrain) return 1;
   const int64_t most = batch / kMinBlockRows;
-  return static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(most, 1)));
+  const int blocks = static_cast<int>(std::min<int64_t>(num_threads(), std::max<int64_t>(most, 1)));
+  const bool streaming = steps == 1 && batch < kStreamingBlockRows * blocks &&
+                         batch * step_gemm.n * step_gemm.k > kSingleThreadGemmVolume;
+  return streaming ? 1 : blocks;
 }
 
 struct BatchBlock {

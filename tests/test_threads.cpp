@@ -304,6 +304,20 @@ TEST(Threads, RnnBatchBlocksMatchTheWholeBatch) {
   }
 }
 
+// A walk of one step (a decoding step) whose product threads by itself and whose blocks would be
+// few rows runs as one block, the product splitting W_hh's columns; walks of many steps, small
+// products and blocks of many rows keep their blocks.
+TEST(Threads, OneLargeStepOfFewRowsRunsAsTheWholeBatch) {
+  set_num_threads(2);
+  const Device cpu = Device::cpu();
+  EXPECT_EQ(kernels::batch_blocks(cpu, 1, kernels::recurrent_gemm(64, 1536, 512, true)), 1);
+  EXPECT_EQ(kernels::batch_blocks(cpu, 2, kernels::recurrent_gemm(64, 1536, 512, true)), 2);
+  EXPECT_EQ(kernels::batch_blocks(cpu, 30, kernels::recurrent_gemm(64, 1536, 512, false)), 2);
+  EXPECT_EQ(kernels::batch_blocks(cpu, 1, kernels::recurrent_gemm(320, 1536, 512, true)), 2);
+  EXPECT_EQ(kernels::batch_blocks(cpu, 1, kernels::recurrent_gemm(320, 96, 32, true)), 2);
+  set_num_threads(0);
+}
+
 // A step multiplies only its real rows (kernels/rnn_steps.h, RealRowsProduct): packed when padding
 // is scattered among them, in place when they lead the block or padding is rare among them. Each
 // way, on one thread and as three blocks, every sequence of a padded batch of 37 gets the outputs
