@@ -20,7 +20,7 @@ template <class T> struct GruGatesForward {
   const T* b_hh;    // [3H]
   const T* h_prev;  // [B, H]
   const T* mask;    // [B]: 1 for a real step, 0 for padding (never null)
-  T* gates;         // [B, 4H]: r, z, n, hn
+  T* gates;         // [B, 4H]: r, z, n, hn; null when nothing is saved (no gradient)
   T* h_next;        // [B, H]
   T* y;             // [B, H]
   int64_t hidden;
@@ -33,11 +33,13 @@ template <class T> struct GruGatesForward {
     T z = math::gate_sigmoid(xr[H + j] + b_ih[H + j] + hr[H + j] + b_hh[H + j]);
     T hn = hr[2 * H + j] + b_hh[2 * H + j];
     T n = math::tanh(xr[2 * H + j] + b_ih[2 * H + j] + r * hn);
-    T* gr = gates + b * 4 * H;
-    gr[j] = r;
-    gr[H + j] = z;
-    gr[2 * H + j] = n;
-    gr[3 * H + j] = hn;
+    if (gates) {
+      T* gr = gates + b * 4 * H;
+      gr[j] = r;
+      gr[H + j] = z;
+      gr[2 * H + j] = n;
+      gr[3 * H + j] = hn;
+    }
     bool keep = mask[b] != T(0);
     T h = (T(1) - z) * n + z * h_prev[idx];
     h_next[idx] = keep ? h : h_prev[idx];
@@ -85,7 +87,7 @@ struct GruLayerForward {
   Tensor w_hh, b_ih, b_hh;  // [3H, H], [3H], [3H]
   Tensor mask;              // [T, B]: 1 for a real step, 0 for padding (all ones when unpadded)
   bool reverse = false;
-  Tensor gates, h_in;  // [T, B, 4H], [T, B, H] (h_in holds h0 at the first step)
+  Tensor gates, h_in;  // [T, B, 4H] or undefined (no gradient), [T, B, H] (h0 at the first step)
   Tensor y, h_n;       // [T, B, H], [B, H]
   Tensor w_hh_t = {};  // optional W_hh^T [H, 3H] (RnnWeights::w_hh_t, kernels/rnn_steps.h)
 };

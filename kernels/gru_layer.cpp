@@ -21,8 +21,8 @@ template <class T> void gru_forward_typed(const GruLayerForward& a) {
   Tensor hg_buffer = empty({B, G}, a.xg.options()), packed;
   const T* w_hh_step = recurrent_weights<T>(a.w_hh, a.w_hh_t, packed, gemm_shape, steps);
   const T *xg = a.xg.data<T>(), *mask = a.mask.data<T>();
-  T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *y = a.y.data<T>(),
-    *hg = hg_buffer.data<T>();
+  T *gates = a.gates.defined() ? a.gates.data<T>() : nullptr, *h_in = a.h_in.data<T>(),
+    *y = a.y.data<T>(), *hg = hg_buffer.data<T>();
   for_batch_blocks(dev, steps, gemm_shape, [&](const BatchBlock& block) {
     RealRowsProduct<T> recurrent_product(dev, a.xg.dtype(), block);
     for (int64_t s = 0; s < steps; ++s) {
@@ -31,7 +31,7 @@ template <class T> void gru_forward_typed(const GruLayerForward& a) {
       recurrent_product(mask + t * B, h_prev, w_hh_step, 0.0, hg);
       block_rows(dev, block, B, H,
                  GruGatesForward<T>{xg + t * B * G, hg, a.b_ih.data<T>(), a.b_hh.data<T>(), h_prev,
-                                    mask + t * B, gates + t * B * 4 * H,
+                                    mask + t * B, gates ? gates + t * B * 4 * H : nullptr,
                                     s == steps - 1 ? a.h_n.data<T>() : h_in + next * B * H,
                                     y + t * B * H, H});
     }

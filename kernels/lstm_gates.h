@@ -23,7 +23,7 @@ template <class T> struct LstmGatesForward {
   const T* h_prev;  // [B, H]
   const T* c_prev;  // [B, H]
   const T* mask;    // [B]: 1 for a real step, 0 for padding (never null)
-  T* gates;         // [B, 4H] activated i, f, g, o
+  T* gates;         // [B, 4H] activated i, f, g, o; null when nothing is saved (no gradient)
   T* h_next;        // [B, H]
   T* c_next;        // [B, H]
   T* y;             // [B, H]
@@ -37,11 +37,13 @@ template <class T> struct LstmGatesForward {
     T f = math::gate_sigmoid(xr[H + j] + hr[H + j] + b_ih[H + j] + b_hh[H + j]);
     T g = math::tanh(xr[2 * H + j] + hr[2 * H + j] + b_ih[2 * H + j] + b_hh[2 * H + j]);
     T o = math::gate_sigmoid(xr[3 * H + j] + hr[3 * H + j] + b_ih[3 * H + j] + b_hh[3 * H + j]);
-    T* gr = gates + b * 4 * H;
-    gr[j] = i;
-    gr[H + j] = f;
-    gr[2 * H + j] = g;
-    gr[3 * H + j] = o;
+    if (gates) {
+      T* gr = gates + b * 4 * H;
+      gr[j] = i;
+      gr[H + j] = f;
+      gr[2 * H + j] = g;
+      gr[3 * H + j] = o;
+    }
     bool keep = mask[b] != T(0);
     T c_old = c_prev[idx],
       h_old = h_prev[idx];  // loaded either way: a conditional load is a branch
@@ -96,9 +98,10 @@ struct LstmLayerForward {
   Tensor w_hh, b_ih, b_hh;  // [4H, H], [4H], [4H]
   Tensor mask;              // [T, B]: 1 for a real step, 0 for padding (all ones when unpadded)
   bool reverse = false;
-  Tensor gates, h_in, c_in;  // [T, B, 4H], [T, B, H] x 2: h_in/c_in hold h0/c0 at the first step
-  Tensor y, h_n, c_n;        // [T, B, H], [B, H], [B, H]
-  Tensor w_hh_t = {};        // optional W_hh^T [H, 4H] (RnnWeights::w_hh_t, kernels/rnn_steps.h)
+  // [T, B, 4H] or undefined (no gradient); [T, B, H] x 2: h_in/c_in hold h0/c0 at the first step
+  Tensor gates, h_in, c_in;
+  Tensor y, h_n, c_n;  // [T, B, H], [B, H], [B, H]
+  Tensor w_hh_t = {};  // optional W_hh^T [H, 4H] (RnnWeights::w_hh_t, kernels/rnn_steps.h)
 };
 void lstm_forward_steps(const LstmLayerForward& layer);
 

@@ -21,8 +21,8 @@ template <class T> void lstm_forward_typed(const LstmLayerForward& a) {
   Tensor hg_buffer = empty({B, G}, a.xg.options()), packed;
   const T* w_hh_step = recurrent_weights<T>(a.w_hh, a.w_hh_t, packed, gemm_shape, steps);
   const T *xg = a.xg.data<T>(), *mask = a.mask.data<T>();
-  T *gates = a.gates.data<T>(), *h_in = a.h_in.data<T>(), *c_in = a.c_in.data<T>(),
-    *y = a.y.data<T>(), *hg = hg_buffer.data<T>();
+  T *gates = a.gates.defined() ? a.gates.data<T>() : nullptr, *h_in = a.h_in.data<T>(),
+    *c_in = a.c_in.data<T>(), *y = a.y.data<T>(), *hg = hg_buffer.data<T>();
   for_batch_blocks(dev, steps, gemm_shape, [&](const BatchBlock& block) {
     RealRowsProduct<T> recurrent_product(dev, a.xg.dtype(), block);
     for (int64_t s = 0; s < steps; ++s) {
@@ -33,7 +33,7 @@ template <class T> void lstm_forward_typed(const LstmLayerForward& a) {
       block_rows(
           dev, block, B, H,
           LstmGatesForward<T>{xg + t * B * G, hg, a.b_ih.data<T>(), a.b_hh.data<T>(), h_prev,
-                              c_in + t * B * H, mask + t * B, gates + t * B * G,
+                              c_in + t * B * H, mask + t * B, gates ? gates + t * B * G : nullptr,
                               last ? a.h_n.data<T>() : h_in + next * B * H,
                               last ? a.c_n.data<T>() : c_in + next * B * H, y + t * B * H, H});
     }

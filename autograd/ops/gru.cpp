@@ -26,14 +26,16 @@ RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, cons
   Tensor step_mask = mask.defined() ? mask : full({T, B}, 1.0, opt);
 
   Tensor xg = rnn_detail::input_gates("gru", x, w, x_gates, d);
-  Tensor gates = empty({T, B, 4 * H}, opt), h_in = empty({T, B, H}, opt);
+  // The gates are saved for backward only: without a gradient (inference) they are not written.
+  TensorList inputs{x, h0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, x_gates};
+  const bool saving = autograd::needs_grad(inputs);
+  Tensor gates = saving ? empty({T, B, 4 * H}, opt) : Tensor(), h_in = empty({T, B, H}, opt);
   Tensor y = empty({T, B, H}, opt), h_n = empty({B, H}, opt);
   copy_(step(h_in, reverse ? T - 1 : 0), h0);
   kernels::gru_forward_steps(
       {xg, w.w_hh, w.b_ih, w.b_hh, step_mask, reverse, gates, h_in, y, h_n, w.w_hh_t});
 
-  TensorList inputs{x, h0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, x_gates};
-  if (autograd::needs_grad(inputs)) {
+  if (saving) {
     auto node = autograd::record("gru_layer", inputs, {y, h_n}, nullptr);
     bool need_x = node->needs_input_grad(0), need_w_ih = node->needs_input_grad(2),
          need_x_gates = node->needs_input_grad(6),

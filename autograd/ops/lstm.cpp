@@ -29,7 +29,10 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
   Tensor step_mask = mask.defined() ? mask : full({T, B}, 1.0, opt);
 
   Tensor xg = rnn_detail::input_gates("lstm", x, w, x_gates, d);
-  Tensor gates = empty({T, B, 4 * H}, opt), h_in = empty({T, B, H}, opt),
+  // The gates are saved for backward only: without a gradient (inference) they are not written.
+  TensorList inputs{x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, x_gates};
+  const bool saving = autograd::needs_grad(inputs);
+  Tensor gates = saving ? empty({T, B, 4 * H}, opt) : Tensor(), h_in = empty({T, B, H}, opt),
          c_in = empty({T, B, H}, opt);
   Tensor y = empty({T, B, H}, opt), h_n = empty({B, H}, opt), c_n = empty({B, H}, opt);
   int64_t first = reverse ? T - 1 : 0;
@@ -38,8 +41,7 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
   kernels::lstm_forward_steps(
       {xg, w.w_hh, w.b_ih, w.b_hh, step_mask, reverse, gates, h_in, c_in, y, h_n, c_n, w.w_hh_t});
 
-  TensorList inputs{x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, x_gates};
-  if (autograd::needs_grad(inputs)) {
+  if (saving) {
     auto node = autograd::record("lstm_layer", inputs, {y, h_n, c_n}, nullptr);
     bool need_x = node->needs_input_grad(0), need_w_ih = node->needs_input_grad(3),
          need_x_gates = node->needs_input_grad(7),
