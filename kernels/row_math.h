@@ -53,6 +53,17 @@ template <class T> struct BiasedRow {
   KILN_HD T operator()(int64_t c) const { return x[c] + bias[c]; }
 };
 
+// sum_c exp(x(c) - m) over a row of n, as a SIMD reduction on the host (its second pass).
+template <class Row>
+KILN_HD inline typename Row::value_type row_exp_sum_of(const Row& x, int64_t n,
+                                                       typename Row::value_type m) {
+  using T = typename Row::value_type;
+  T s = T(0);
+  KILN_SIMD(reduction(+ : s))
+  for (int64_t c = 0; c < n; ++c) s += math::exp_nonpositive(x(c) - m);
+  return s;
+}
+
 // The state of a whole row x(0) .. x(n - 1), n >= 1, in two passes (the max, then the sum of
 // exp(x - max)): each pass is a SIMD reduction on the host, so the order of its sums is by lanes.
 // With kRowSum the second pass also returns sum_c x_c in *row_sum (cross-entropy's smoothing
@@ -74,8 +85,7 @@ KILN_HD inline OnlineLogSumExp<typename Row::value_type> row_log_sum_exp_of(
     }
     *row_sum = total;
   } else {
-    KILN_SIMD(reduction(+ : s))
-    for (int64_t c = 0; c < n; ++c) s += math::exp_nonpositive(x(c) - m);
+    s = row_exp_sum_of(x, n, m);
   }
   return {m, s};
 }
@@ -107,6 +117,20 @@ template <class T> struct RowTopK {
     index[slot] = c;
   }
   KILN_HD bool full() const { return kept == k; }
+  // The same for values offered in any column order: an equal value ranks by its column.
+  KILN_HD void add_any_order(T value, int64_t c) {
+    auto before = [&](int64_t slot) {  // whether (value, c) ranks above kept slot `slot`
+      return value > v[slot] || (value == v[slot] && c < index[slot]);
+    };
+    if (kept == k && !before(k - 1)) return;
+    int64_t slot = kept < k ? kept++ : k - 1;
+    for (; slot > 0 && before(slot - 1); --slot) {
+      v[slot] = v[slot - 1];
+      index[slot] = index[slot - 1];
+    }
+    v[slot] = value;
+    index[slot] = c;
+  }
 };
 
 // Whether any of value(c0) .. value(c1 - 1) is above `threshold` (a NaN never is): their maximum,

@@ -5,6 +5,7 @@
 // beams' candidates on the device, is held to a sort on the host.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "kernels/gemm.h"
 #include "models/seq2seq/search.h"
@@ -502,6 +503,53 @@ void expect_biased_ranking_is_the_sums(Device device) {
       EXPECT_EQ(to(to(values, DType::f64), Device::cpu()).to_vector<double>(),
                 to(to(expected_values, DType::f64), Device::cpu()).to_vector<double>())
           << device.str() << " k " << k;
+    }
+  }
+}
+
+// Wide rows (a vocabulary's logits): the host ranks a few of many columns from its blocks of
+// largest maxima (kernels/softmax.cpp), with the values, order and ties of topk(log_softmax),
+// also with a bias, and when values round to the same log-probability; rows whose max is 0 or
+// that hold inf or NaN take offer_row's pass.
+TEST(DecodeFast, LogSoftmaxTopKOfWideRowsIsTopKOfLogSoftmaxBitForBit) {
+  manual_seed(10);
+  const int64_t C = 3001;
+  const double inf = std::numeric_limits<double>::infinity();
+  for (DType dtype : {DType::f32, DType::f64}) {
+    std::vector<double> v = uniform({9 * C}, -6, 6, DType::f64).to_vector<double>();
+    for (int64_t c = 0; c < C; ++c) {
+      double* row = v.data();
+      row[c] = std::floor(row[c]);                      // row 0: ties in every block
+      row[1 * C + c] = 2.5;                             // row 1: all equal
+      if (c % 500 == 7) row[2 * C + c] = 9;             // row 2: its best spread over blocks
+      if (c % 3 == 0) row[3 * C + c] = -inf;            // row 3: -inf among them
+      row[4 * C + c] = -std::abs(row[4 * C + c]);       // row 4: max 0 (at column 1234)
+      if (c == 99) row[5 * C + c] = inf;                // row 5: +inf
+      if (c == 2000) row[6 * C + c] = std::nan("");     // row 6: NaN
+      row[7 * C + c] = std::floor(row[7 * C + c] * 2);  // row 7: ties, k-th tied across blocks
+      // Row 8: 1 - 2^-24 (the float below 1) but for a 1 in the last block. In f32 the two round to
+      // the same log-probability (2^-24 is below half an ulp of the log-sum, about 8), so the tie
+      // goes to column 0, in a block whose max is below the chosen block's.
+      row[8 * C + c] = c == C - 2 ? 1.0 : 1.0 - std::ldexp(1.0, -24);
+    }
+    v[4 * C + 1234] = 0;
+    Tensor x = to(from_vector(v, {9, C}), dtype);
+    Tensor bias = to(uniform({C}, -1, 1, DType::f64), dtype);
+    for (int64_t k : {1, 3, 10, 11}) {
+      for (bool biased : {false, true}) {
+        auto [values, ids] = biased ? log_softmax_topk(x, k, bias) : log_softmax_topk(x, k);
+        auto [expected_values, expected_ids] = topk(log_softmax(biased ? x + bias : x), k);
+        const std::string where =
+            std::string(dtype_name(dtype)) + " k " + std::to_string(k) + (biased ? " biased" : "");
+        EXPECT_EQ(ids.to_vector<int64_t>(), expected_ids.to_vector<int64_t>()) << where;
+        const std::vector<double> got = to(values, DType::f64).to_vector<double>(),
+                                  want = to(expected_values, DType::f64).to_vector<double>();
+        ASSERT_EQ(got.size(), want.size());
+        for (size_t n = 0; n < got.size(); ++n) {  // NaN rows: NaN where topk has NaN
+          EXPECT_TRUE(got[n] == want[n] || (std::isnan(got[n]) && std::isnan(want[n])))
+              << where << ", entry " << n << ": " << got[n] << " against " << want[n];
+        }
+      }
     }
   }
 }
