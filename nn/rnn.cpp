@@ -121,24 +121,24 @@ RnnState Recurrent::forward(const Tensor& x, const Tensor& h0, const Tensor& c0,
       RnnWeights w = prepared ? (*prepared)[k] : weights_[k];
       // Layer 0's given input gates ([T, B, G]), or fixed_input W_ih[:, lead:]^T ([B, G]: once,
       // not once per step).
-      Tensor fixed_gates;
+      Tensor first_gates;
       if (layer == 0 && given_gates) {
-        fixed_gates = input_gates[dir];
+        first_gates = input_gates[dir];
         w.w_ih = empty({w.w_hh.size(0), 0}, w.w_hh.options());
         w.w_ih_t = Tensor();
       } else if (layer == 0 && fixed > 0) {  // split W_ih's columns: rows of its transpose [I, G]
         const int64_t lead = options_.input_size - fixed;
         const Tensor w_t = transpose(w.w_ih, 0, 1);
-        fixed_gates = matmul(fixed_input, narrow(w_t, lead, fixed));
+        first_gates = matmul(fixed_input, narrow(w_t, lead, fixed));
         w.w_ih = transpose(narrow(w_t, 0, lead), 0, 1);
       }
       RnnOutput out;
       if (cell_ == CellType::lstm) {
         Tensor c = c0.defined() ? select(c0, k) : zeros_state(x, batch, hidden);
-        out = lstm_layer(input, h, c, w, mask, dir == 1, fixed_gates);
+        out = lstm_layer(input, h, c, w, mask, dir == 1, first_gates);
         c_n.push_back(out.c_n);
       } else {
-        out = gru_layer(input, h, w, mask, dir == 1, fixed_gates);
+        out = gru_layer(input, h, w, mask, dir == 1, first_gates);
       }
       h_n.push_back(out.h_n);
       outputs.push_back(out.y);

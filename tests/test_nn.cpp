@@ -235,6 +235,41 @@ TEST(Recurrent, PaddingDoesNotChangeAnyOutputGru) {
   check_padding_is_invisible(nn::CellType::gru, true);
 }
 
+// input_gates (layer 0's input products, one [T, B, G] per direction, as prepared encoding looks
+// them up) give the outputs of passing x itself, bidirectional and padded; a wrong count, or
+// input_gates with fixed_input, is an error naming them.
+TEST(Recurrent, GivenInputGatesEqualTheInputsProducts) {
+  for (nn::CellType cell : {nn::CellType::gru, nn::CellType::lstm}) {
+    manual_seed(13);
+    nn::Recurrent rnn(cell, RnnOptions{5, 4, 2, 0.0, true, DType::f64});
+    Tensor x = uniform({4, 3, 5}, -1, 1, DType::f64);
+    Tensor lengths = from_vector<int64_t>({4, 2, 3}, {3});
+    nn::RnnState plain = rnn.forward(x, Tensor(), Tensor(), lengths);
+    std::vector<Tensor> gates;
+    for (int64_t dir = 0; dir < 2; ++dir) {
+      const Tensor& w_ih = rnn.weights(0, dir).w_ih;  // [G, I]
+      gates.push_back(reshape(matmul(reshape(x, {12, 5}), w_ih, false, true), {4, 3, -1}));
+    }
+    Tensor no_features = zeros({4, 3, 0}, DType::f64);
+    nn::RnnState given =
+        rnn.forward(no_features, Tensor(), Tensor(), lengths, Tensor(), Tensor(), nullptr, gates);
+    EXPECT_TRUE(testing::all_close(given.y, plain.y, 1e-12, 1e-12));
+    EXPECT_TRUE(testing::all_close(given.h_n, plain.h_n, 1e-12, 1e-12));
+    EXPECT_CONTAINS(testing::error_of([&] {
+                      rnn.forward(no_features, Tensor(), Tensor(), lengths, Tensor(), Tensor(),
+                                  nullptr, {gates[0]});
+                    }),
+                    "input_gates must hold one tensor per direction (2)");
+    EXPECT_CONTAINS(testing::error_of([&] {
+                      rnn.forward(x, Tensor(), Tensor(), lengths, Tensor(), Tensor(), nullptr,
+                                  gates);
+                    }),
+                    "x must be [T, B, 0] (input_gates hold layer 0's input)");
+  }
+}
+
+// fixed_input (d2l's decoder context, the same at every step) gives the outputs and gradients of
+// feeding [x; fixed_input] at every step, bidirectional and padded included.
 // fixed_input (d2l's decoder context, the same at every step) gives the outputs and gradients of
 // feeding [x; fixed_input] at every step, bidirectional and padded included.
 TEST(Recurrent, FixedInputEqualsRepeatingItAtEveryStep) {
@@ -500,7 +535,9 @@ TEST(Optim, ZeroGradToNoneTrainsExactlyAsZeroingInPlace) {
     model.zero_grad(set_to_none);
     for (const Tensor& p : model.parameters()) {
       EXPECT_EQ(p.grad().defined(), !set_to_none);
-      if (!set_to_none) EXPECT_EQ(sum(p.grad() * p.grad()).item(), 0.0);
+      if (!set_to_none) {
+        EXPECT_EQ(sum(p.grad() * p.grad()).item(), 0.0);
+      }
     }
     std::vector<float> weights = model.weight.to_vector<float>();
     std::vector<float> bias = model.bias.to_vector<float>();
