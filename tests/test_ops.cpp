@@ -282,6 +282,14 @@ std::vector<OpCase> op_table() {
                                          fixed_mask(x[1], 3, 3), false, x[6]);
                  return flat({o.y, o.h_n});
                }});
+  // One step of no features (a decoding step with the table): the layer reads x_gates in place.
+  t.push_back(
+      {"gru_layer_one_step_no_input_x_gates",
+       {{{1, 3, 0}}, {{3, 2}}, {{6, 0}}, {{6, 2}}, {{6}}, {{6}}, {{3, 6}}},
+       [](auto& x) {
+         RnnOutput o = gru_layer(x[0], x[1], {x[2], x[3], x[4], x[5]}, Tensor(), false, x[6]);
+         return flat({o.y, o.h_n});
+       }});
   t.push_back({"lstm_layer_no_input_x_gates",
                {{{3, 3, 0}}, {{3, 2}}, {{3, 2}}, {{8, 0}}, {{8, 2}}, {{8}}, {{8}}, {{3, 8}}},
                [](auto& x) {
