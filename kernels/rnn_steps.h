@@ -167,12 +167,7 @@ template <class T> class RealRowsProduct {
  public:
   RealRowsProduct(Device device, DType dtype, const BatchBlock& block)
       : device_(device), dtype_(dtype), block_(block) {
-    const int64_t rows = block.end - block.begin;
-    if (device.is_cpu()) {
-      real_.reserve(rows);
-      packed_a_.resize(rows * block.gemm.k);
-      packed_c_.resize(rows * block.gemm.n);
-    }
+    if (device.is_cpu()) real_.reserve(block.end - block.begin);
   }
 
   void operator()(const T* mask, const T* a, const T* w, double beta, T* c) {
@@ -194,6 +189,12 @@ template <class T> class RealRowsProduct {
       shape.m = span;
       gemm(device_, dtype_, shape, 1.0, a + begin * K, w, beta, c + begin * N);
       return;
+    }
+    // Sized at the first packed step only: most walks never pack (a decoding step's 512 KB of
+    // zeroed buffers were a cost of their own).
+    if (packed_a_.empty()) {
+      packed_a_.resize((end - begin) * K);
+      packed_c_.resize((end - begin) * N);
     }
     for (int64_t i = 0; i < real; ++i) {
       std::copy_n(a + real_[i] * K, K, packed_a_.data() + i * K);

@@ -142,19 +142,14 @@ template <class T> struct LogSoftmaxTopKFunctor {
       const int64_t c0 = b * kRankBlock, c1 = std::min(c0 + kRankBlock, cols);
       for (int64_t c = c0; c < c1; ++c) top.add_any_order(log_p(c), c);
     };
-    // The k blocks of largest maxima (ties to the lower block), largest first.
+    // The k blocks of largest maxima (ties to the lower block), largest first: a top-k of the
+    // block maxima.
+    T best_max[kMaxRankBlocks];
     int64_t best[kMaxRankBlocks];
-    int64_t chosen = 0;
-    for (int64_t b = 0; b < blocks; ++b) {
-      if (chosen == k && !(block_max[b] > block_max[best[k - 1]])) continue;
-      int64_t slot = chosen < k ? chosen++ : k - 1;
-      for (; slot > 0 && block_max[b] > block_max[best[slot - 1]]; --slot) {
-        best[slot] = best[slot - 1];
-      }
-      best[slot] = b;
-    }
+    RowTopK<T> best_blocks{best_max, best, k};
+    for (int64_t b = 0; b < blocks; ++b) best_blocks.add(block_max[b], b);
     bool offered[kMaxRankBlocks] = {};
-    for (int64_t i = 0; i < chosen; ++i) {
+    for (int64_t i = 0; i < best_blocks.kept; ++i) {
       offer_block(best[i]);
       offered[best[i]] = true;
     }

@@ -71,10 +71,10 @@ inline Tensor input_gates(const char* op, const Tensor& x, const RnnWeights& w,
     KILN_CHECK(x_gates.shape() == (Shape{B, G}) || x_gates.shape() == (Shape{T, B, G}), op,
                ": x_gates must be [B, G] = [", B, ", ", G, "] or [T, B, G] = [", T, ", ", B, ", ",
                G, "], got ", x_gates.describe());
-    // No input to add to them: the gate kernels read x_gates itself (they never write it), also
-    // a single step's [B, G] (a decoding step's looked-up gates).
-    if (d.input == 0 && x_gates.dim() == 3) return x_gates;
-    if (d.input == 0 && T == 1) return view_as_shape(x_gates, {1, B, G});
+    // No input to add to them, and one set of gates per step ([T, B, G], or a single step's
+    // [B, G], a decoding step's looked-up gates): the gate kernels read x_gates itself (they never
+    // write it).
+    if (d.input == 0 && (x_gates.dim() == 3 || T == 1)) return view_as_shape(x_gates, {T, B, G});
   }
   Tensor xg = empty({T, B, G}, x.options());
   if (x_gates.defined() && x_gates.dim() == 3) {
