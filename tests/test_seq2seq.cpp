@@ -93,44 +93,52 @@ TEST(Seq2Seq, PaddingDoesNotChangeAnyOutput) {
 // The training loss with the output layer on the real tokens alone equals the loss over the full
 // logits, value and every gradient, for each decoder; host copies give the same numbers.
 TEST(Seq2Seq, TeacherForcedLossOnRealTokensEqualsTheMaskedFullLoss) {
-  for (Attention attention : {Attention::none, Attention::bahdanau}) {
-    for (nn::CellType cell : {nn::CellType::gru, nn::CellType::lstm}) {
-      manual_seed(8);
-      Seq2Seq model(small_config(attention, cell, false), DType::f64);
-      Tensor source = ids({4, 9, 5, 10, 6, 0, 7, 0}, 4, 2), lengths = from_vector<int64_t>({4, 3}, {2});
-      Tensor target_in = ids({2, 2, 4, 4, 5, 6}, 3, 2), target_out = ids({4, 4, 5, 6, 3, 0}, 3, 2);
-      Tensor mask = from_vector<double>({1, 1, 1, 1, 1, 0}, {3, 2});
-      auto run = [&](int path) {
-        for (Tensor p : model.parameters()) p.set_grad(Tensor());
-        seq2seq::EncoderOutput enc = model.encode(source, lengths);
-        Tensor loss;
-        if (path == 0) {
-          loss = model.loss(model.decode_teacher(enc, target_in), target_out, mask, 0.1);
-        } else {
-          seq2seq::HostCopies host;
-          if (path == 2) host = {source, lengths, target_in, target_out, mask};
-          loss = model.teacher_forced_loss(enc, target_in, target_out, mask, 1.0, 0.1, host);
+  // Padding that trails each target (the decoder skips it), and a caller's mask with a 0 before a
+  // real position (every step computed: skipping it would keep that step's state).
+  for (std::vector<double> mask_values :
+       {std::vector<double>{1, 1, 1, 1, 1, 0}, std::vector<double>{1, 1, 0, 1, 1, 1}}) {
+    for (Attention attention : {Attention::none, Attention::bahdanau}) {
+      for (nn::CellType cell : {nn::CellType::gru, nn::CellType::lstm}) {
+        manual_seed(8);
+        Seq2Seq model(small_config(attention, cell, false), DType::f64);
+        Tensor source = ids({4, 9, 5, 10, 6, 0, 7, 0}, 4, 2),
+               lengths = from_vector<int64_t>({4, 3}, {2});
+        Tensor target_in = ids({2, 2, 4, 4, 5, 6}, 3, 2),
+               target_out = ids({4, 4, 5, 6, 3, 0}, 3, 2);
+        Tensor mask = from_vector<double>(mask_values, {3, 2});
+        auto run = [&](int path) {
+          for (Tensor p : model.parameters()) p.set_grad(Tensor());
+          seq2seq::EncoderOutput enc = model.encode(source, lengths);
+          Tensor loss;
+          if (path == 0) {
+            loss = model.loss(model.decode_teacher(enc, target_in), target_out, mask, 0.1);
+          } else {
+            seq2seq::HostCopies host;
+            if (path == 2) host = {source, lengths, target_in, target_out, mask};
+            loss = model.teacher_forced_loss(enc, target_in, target_out, mask, 1.0, 0.1, host);
+          }
+          backward(loss);
+          std::vector<Tensor> out{loss.detach()};
+          for (const Tensor& p : model.parameters()) out.push_back(clone(p.grad()));
+          return out;
+        };
+        std::vector<Tensor> full = run(0), real = run(1), with_host = run(2);
+        for (size_t k = 0; k < full.size(); ++k) {
+          EXPECT_TRUE(testing::all_close(real[k], full[k], 1e-12, 1e-12))
+              << seq2seq::attention_name(attention) << " value/gradient " << k;
+          EXPECT_TRUE(testing::all_close(with_host[k], real[k], 0, 0));
         }
-        backward(loss);
-        std::vector<Tensor> out{loss.detach()};
-        for (const Tensor& p : model.parameters()) out.push_back(clone(p.grad()));
-        return out;
-      };
-      std::vector<Tensor> full = run(0), real = run(1), with_host = run(2);
-      for (size_t k = 0; k < full.size(); ++k) {
-        EXPECT_TRUE(testing::all_close(real[k], full[k], 1e-12, 1e-12))
-            << seq2seq::attention_name(attention) << " value/gradient " << k;
-        EXPECT_TRUE(testing::all_close(with_host[k], real[k], 0, 0));
       }
     }
   }
   Seq2Seq model(small_config(Attention::none, nn::CellType::gru, false));
   seq2seq::EncoderOutput enc = model.encode(ids({4, 5}, 1, 2), from_vector<int64_t>({1, 1}, {2}));
-  EXPECT_CONTAINS(testing::error_of([&] {
-                    model.teacher_forced_loss(enc, ids({2, 2}, 1, 2), ids({4, 5}, 1, 2), ones({2, 1}));
-                  }),
-                  "Seq2Seq::teacher_forced_loss: target_in i64[1, 2] on cpu, target_out i64[1, 2] "
-                  "on cpu and target_mask f32[2, 1] on cpu must have one shape");
+  EXPECT_CONTAINS(
+      testing::error_of([&] {
+        model.teacher_forced_loss(enc, ids({2, 2}, 1, 2), ids({4, 5}, 1, 2), ones({2, 1}));
+      }),
+      "Seq2Seq::teacher_forced_loss: target_in i64[1, 2] on cpu, target_out i64[1, 2] "
+      "on cpu and target_mask f32[2, 1] on cpu must have one shape");
 }
 
 TEST(Search, BeamOfWidthOneEqualsGreedy) {

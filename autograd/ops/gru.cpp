@@ -25,7 +25,9 @@ RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, cons
   // loops scalar): ones when nothing is padded.
   Tensor step_mask = mask.defined() ? mask : full({T, B}, 1.0, opt);
 
-  Tensor xg = rnn_detail::input_gates("gru", x, w, x_gates, d);
+  // On the CPU, with enough padding, the products over every row run on the real ones alone.
+  const rnn_detail::RealRows real_rows(mask);
+  Tensor xg = rnn_detail::input_gates("gru", x, w, x_gates, d, real_rows);
   // The gates are saved for backward only: without a gradient (inference) they are not written.
   TensorList inputs{x, h0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, x_gates};
   const bool saving = autograd::needs_grad(inputs);
@@ -50,15 +52,20 @@ RnnOutput gru_layer(const Tensor& x, const Tensor& h0, const RnnWeights& w, cons
       Tensor dgx2 = view_as_shape(dgx, {T * B, 3 * H}), dgh2 = view_as_shape(dgh, {T * B, 3 * H});
       Tensor dx, dw_ih, dw_hh = empty({3 * H, H}, opt), db_ih = empty({3 * H}, opt),
                         db_hh = empty({3 * H}, opt);
+      // Padded rows' gate gradients are 0: the products read the real rows (packed when that
+      // pays, RealRows), and dx is 0 on the padded ones.
+      const Tensor dgx_real = need_x || need_w_ih ? real_rows.pack(dgx2) : Tensor();
       if (need_x) {
         dx = empty({T, B, I}, opt);
-        kernels::gemm_2d(dgx2, false, w_ih, false, 0.0, view_as_shape(dx, {T * B, I}));
+        real_rows.product(dgx_real, w_ih, false, false, view_as_shape(dx, {T * B, I}));
       }
       if (need_w_ih) {
         dw_ih = empty({3 * H, I}, opt);
-        kernels::gemm_2d(dgx2, true, view_as_shape(x, {T * B, I}), false, 0.0, dw_ih);
+        kernels::gemm_2d(dgx_real, true, real_rows.pack(view_as_shape(x, {T * B, I})), false, 0.0,
+                         dw_ih);
       }
-      kernels::gemm_2d(dgh2, true, view_as_shape(h_in, {T * B, H}), false, 0.0, dw_hh);
+      kernels::gemm_2d(real_rows.pack(dgh2), true, real_rows.pack(view_as_shape(h_in, {T * B, H})),
+                       false, 0.0, dw_hh);
       kernels::sum_dim(dgx2, 0, 1.0, db_ih);
       kernels::sum_dim(dgh2, 0, 1.0, db_hh);
       Tensor dx_gates = need_x_gates ? rnn_detail::x_gates_grad(dgx, per_step_gates) : Tensor();

@@ -28,7 +28,9 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
   // loops scalar): ones when nothing is padded.
   Tensor step_mask = mask.defined() ? mask : full({T, B}, 1.0, opt);
 
-  Tensor xg = rnn_detail::input_gates("lstm", x, w, x_gates, d);
+  // On the CPU, with enough padding, the products over every row run on the real ones alone.
+  const rnn_detail::RealRows real_rows(mask);
+  Tensor xg = rnn_detail::input_gates("lstm", x, w, x_gates, d, real_rows);
   // The gates are saved for backward only: without a gradient (inference) they are not written.
   TensorList inputs{x, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, x_gates};
   const bool saving = autograd::needs_grad(inputs);
@@ -55,15 +57,20 @@ RnnOutput lstm_layer(const Tensor& x, const Tensor& h0, const Tensor& c0, const 
       kernels::lstm_backward_steps({gates, c_in, mask, dy, w_hh, reverse, dh, dc, dgates});
       Tensor dg2 = view_as_shape(dgates, {T * B, 4 * H});
       Tensor dx, dw_ih, dw_hh = empty({4 * H, H}, opt), db = empty({4 * H}, opt);
+      // Padded rows' gate gradients are 0: the products read the real rows (packed when that
+      // pays, RealRows), and dx is 0 on the padded ones.
+      const Tensor dg_real = real_rows.pack(dg2);
       if (need_x) {
         dx = empty({T, B, I}, opt);
-        kernels::gemm_2d(dg2, false, w_ih, false, 0.0, view_as_shape(dx, {T * B, I}));
+        real_rows.product(dg_real, w_ih, false, false, view_as_shape(dx, {T * B, I}));
       }
       if (need_w_ih) {
         dw_ih = empty({4 * H, I}, opt);
-        kernels::gemm_2d(dg2, true, view_as_shape(x, {T * B, I}), false, 0.0, dw_ih);
+        kernels::gemm_2d(dg_real, true, real_rows.pack(view_as_shape(x, {T * B, I})), false, 0.0,
+                         dw_ih);
       }
-      kernels::gemm_2d(dg2, true, view_as_shape(h_in, {T * B, H}), false, 0.0, dw_hh);
+      kernels::gemm_2d(dg_real, true, real_rows.pack(view_as_shape(h_in, {T * B, H})), false, 0.0,
+                       dw_hh);
       kernels::sum_dim(dg2, 0, 1.0, db);
       return TensorList{dx,
                         dh,

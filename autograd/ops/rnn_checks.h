@@ -6,7 +6,9 @@
 #include "autograd/ops/checks.h"
 #include "kernels/copy.h"
 #include "kernels/gemm.h"
+#include "kernels/index.h"
 #include "kernels/reduce.h"
+#include "kernels/rnn_steps.h"
 
 namespace kiln::rnn_detail {
 
@@ -60,11 +62,77 @@ inline RnnDims check_rnn_args(const char* op, int64_t gates, const Tensor& x, co
   return d;
 }
 
+// The real rows of a layer's T * B rows (step mask != 0), for the products over all of them: the
+// input product of the forward, and dx = dG W_ih, dW_ih = dG^T x, dW_hh = dG^T h of the backward.
+// A padded row's input gates are never read (its state passes through) and its gate gradients are
+// 0, so on the CPU those products may run on the real rows alone, packed: a copy of each real
+// row's operands (K + N floats) against 2 K N FLOPs a padded row saves. As for one step's
+// recurrent product (kernels/rnn_steps.h), packing is done when at least 1/kPackPaddingShare of the
+// rows are padded; otherwise, on CUDA (the mask is on the device), and when no row is real, every
+// row is multiplied (active() is false). The large bench workloads pad about a fifth of the rows.
+class RealRows {
+ public:
+  RealRows() = default;
+  explicit RealRows(const Tensor& mask) {
+    if (!mask.defined() || !mask.device().is_cpu()) return;
+    std::vector<int64_t> real;
+    auto collect = [&](const auto* step_mask) {  // read in place: a CPU tensor
+      for (int64_t i = 0; i < mask.numel(); ++i) {
+        if (step_mask[i] != 0) real.push_back(i);
+      }
+    };
+    if (mask.dtype() == DType::f32) {
+      collect(mask.data<float>());
+    } else if (mask.dtype() == DType::f64) {
+      collect(mask.data<double>());
+    } else {
+      return;  // the layers' dtypes are f32 and f64
+    }
+    const int64_t rows = mask.numel(), count = static_cast<int64_t>(real.size());
+    if (count == 0 || (rows - count) * kernels::kPackPaddingShare < rows) return;
+    // spread[i]: row i's place among the packed rows, or `count` (a row of zeros) when padded.
+    std::vector<int64_t> spread(static_cast<size_t>(rows), count);
+    for (int64_t i = 0; i < count; ++i) spread[static_cast<size_t>(real[i])] = i;
+    count_ = count;
+    index_ = from_vector(real, {count});
+    spread_ = from_vector(spread, {rows});
+  }
+  bool active() const { return count_ > 0; }
+  // [R, C]: the real rows of [T * B, C] rows, in order (the rows themselves when not active).
+  Tensor pack(const Tensor& rows) const {
+    if (!active()) return rows;
+    Tensor packed = empty({count_, rows.size(1)}, rows.options());
+    kernels::gather_rows(rows, index_, packed);
+    return packed;
+  }
+  // out = a b (b transposed when trans_b), plus out itself when accumulate, for a = pack(rows of
+  // [T * B, K]) and out: [T * B, N]. When active, out's padded rows are set to 0.
+  void product(const Tensor& a, const Tensor& b, bool trans_b, bool accumulate,
+               const Tensor& out) const {
+    if (!active()) {
+      kernels::gemm_2d(a, false, b, trans_b, accumulate ? 1.0 : 0.0, out);
+      return;
+    }
+    Tensor packed = empty({count_ + 1, out.size(1)}, out.options());  // row count_: zeros
+    Tensor real = view_rows(packed, 0, count_);
+    kernels::fill(view_rows(packed, count_, 1), 0.0);
+    if (accumulate) kernels::gather_rows(out, index_, real);
+    kernels::gemm_2d(a, false, b, trans_b, accumulate ? 1.0 : 0.0, real);
+    kernels::gather_rows(packed, spread_, out);
+  }
+
+ private:
+  int64_t count_ = 0;
+  Tensor index_;   // [R] the real rows, increasing
+  Tensor spread_;  // [T * B] each row's packed row, R for a padded one
+};
+
 // The input gates of every step, [T, B, G]: x W_ih^T (from w.w_ih_t when given), plus x_gates
 // when given: [B, G], the share of a fixed input part added at every step (see lstm_layer), or
-// [T, B, G], each step's own (a caller's looked-up gates). Both layers start from these.
+// [T, B, G], each step's own (a caller's looked-up gates). Both layers start from these. With
+// real_rows active, a padded row's gates are 0.
 inline Tensor input_gates(const char* op, const Tensor& x, const RnnWeights& w,
-                          const Tensor& x_gates, const RnnDims& d) {
+                          const Tensor& x_gates, const RnnDims& d, const RealRows& real_rows) {
   const int64_t T = d.steps, B = d.batch, G = w.w_ih.size(0);
   if (x_gates.defined()) {
     ops_detail::check_compatible(op, x, x_gates);
@@ -87,8 +155,9 @@ inline Tensor input_gates(const char* op, const Tensor& x, const RnnWeights& w,
     return xg;
   }
   const bool transposed = w.w_ih_t.defined();
-  kernels::gemm_2d(view_as_shape(x, {T * B, d.input}), false, transposed ? w.w_ih_t : w.w_ih,
-                   !transposed, x_gates.defined() ? 1.0 : 0.0, view_as_shape(xg, {T * B, G}));
+  real_rows.product(real_rows.pack(view_as_shape(x, {T * B, d.input})),
+                    transposed ? w.w_ih_t : w.w_ih, !transposed, x_gates.defined(),
+                    view_as_shape(xg, {T * B, G}));
   return xg;
 }
 

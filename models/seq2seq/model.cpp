@@ -325,13 +325,14 @@ Tensor Seq2Seq::decode_embedded(const EncoderOutput& enc, const Tensor& embedded
 }
 
 Tensor Seq2Seq::teacher_hidden(const EncoderOutput& enc, const Tensor& target_in,
-                               const HostCopies& host) const {
+                               const HostCopies& host, const Tensor& target_lengths,
+                               const Tensor& step_mask) const {
   const int64_t steps = target_in.size(0);
   Tensor embedded = decoder_->embedding->forward(target_in, host.target_in);  // [T, B, E]
   if (!decoder_->attention) {
     // The whole target in one RNN call. Every step's input is [embedding; the fixed context]:
     // the context's share of the input projection is computed once (fixed_input).
-    return decoder_->rnn->forward(embedded, enc.init_h, enc.init_c, Tensor(), Tensor(),
+    return decoder_->rnn->forward(embedded, enc.init_h, enc.init_c, target_lengths, step_mask,
                                   enc.context)
         .y;
   }
@@ -434,7 +435,29 @@ Tensor Seq2Seq::teacher_forced_loss(const EncoderOutput& enc, const Tensor& targ
   const int64_t count = static_cast<int64_t>(rows.size());
   const Tensor host_rows = from_vector(rows, {count});
   const Tensor host_targets = from_vector(targets, {count});
-  const Tensor hidden = teacher_hidden(enc, target_in, host);  // [T, B, H]
+  // Padding that trails every target is never read by a real position, so the decoder may skip
+  // it as the encoder skips the source's: a padded step keeps its state, and on the CPU its rows
+  // of the layers' products are not computed (gru_layer, lstm_layer). A mask with a padded
+  // position before a real one (a caller's own weights) leaves every step computed.
+  const int64_t steps = target_in.size(0), batch = target_in.size(1);
+  std::vector<int64_t> lengths(static_cast<size_t>(batch), 0);
+  bool trailing = count < steps * batch;
+  for (int64_t t = 0; t < steps && trailing; ++t) {
+    for (int64_t b = 0; b < batch; ++b) {
+      const bool real = mask[static_cast<size_t>(t * batch + b)] != 0;
+      if (real && lengths[static_cast<size_t>(b)] < t) trailing = false;
+      if (real) ++lengths[static_cast<size_t>(b)];
+    }
+  }
+  Tensor target_lengths, step_mask;
+  if (trailing) {
+    std::vector<double> steps_real(mask.size());
+    for (size_t i = 0; i < mask.size(); ++i) steps_real[i] = mask[i] != 0 ? 1.0 : 0.0;
+    target_lengths = kiln::to(from_vector(lengths, {batch}), device);
+    step_mask =
+        kiln::to(kiln::to(from_vector(steps_real, {steps, batch}), enc.init_h.dtype()), device);
+  }
+  const Tensor hidden = teacher_hidden(enc, target_in, host, target_lengths, step_mask);
   const Tensor every_row = reshape(hidden, {-1, hidden.size(-1)});
   // A batch without padding has every position real, in order: its rows are the states as they
   // are, and the gather with its gradient's scatter is skipped (27 us of a small GRU step).

@@ -205,9 +205,12 @@ class Seq2Seq : public nn::Module {
   // output layer: the top layer's output [B, H].
   Tensor decode_embedded(const EncoderOutput& enc, const Tensor& embedded, DecoderState& state,
                          Tensor* attention_weights) const;
-  // Teacher forcing's top-layer outputs [T, B, H], before the output layer.
-  Tensor teacher_hidden(const EncoderOutput& enc, const Tensor& target_in,
-                        const HostCopies& host) const;
+  // Teacher forcing's top-layer outputs [T, B, H], before the output layer. With target_lengths
+  // and step_mask (their [T, B] mask, padding trailing every target), an attention-free decoder
+  // skips the padded steps: their outputs are 0, the real ones unchanged.
+  Tensor teacher_hidden(const EncoderOutput& enc, const Tensor& target_in, const HostCopies& host,
+                        const Tensor& target_lengths = Tensor(),
+                        const Tensor& step_mask = Tensor()) const;
   // decoder.dense over `hidden` [B, H], or its prepared rows.
   Tensor project_output(const Tensor& hidden, const OutputRows* rows) const;
 
