@@ -309,7 +309,8 @@ Tensor Seq2Seq::decode_step(const EncoderOutput& enc, const Tensor& token, Decod
 }
 
 Tensor Seq2Seq::decode_embedded(const EncoderOutput& enc, const Tensor& embedded,
-                                DecoderState& state, Tensor* attention_weights) const {
+                                DecoderState& state, Tensor* attention_weights,
+                                const Tensor& target_lengths, const Tensor& step_mask) const {
   int64_t batch = embedded.size(0);
   Tensor context = enc.context;
   if (decoder_->attention) {
@@ -319,7 +320,8 @@ Tensor Seq2Seq::decode_embedded(const EncoderOutput& enc, const Tensor& embedded
     if (attention_weights) *attention_weights = weights;
   }
   Tensor x = embed_step_input(embedded, context);
-  nn::RnnState s = decoder_->rnn->forward(reshape(x, {1, batch, -1}), state.h, state.c);
+  nn::RnnState s = decoder_->rnn->forward(reshape(x, {1, batch, -1}), state.h, state.c,
+                                          target_lengths, step_mask);
   state = {s.h_n, s.c_n};
   return reshape(s.y, {batch, -1});
 }
@@ -341,7 +343,9 @@ Tensor Seq2Seq::teacher_hidden(const EncoderOutput& enc, const Tensor& target_in
   DecoderState state = initial_state(enc);
   std::vector<Tensor> embedded_steps = unbind(embedded), hidden;  // T x [B, E]
   for (int64_t t = 0; t < steps; ++t) {
-    hidden.push_back(decode_embedded(enc, embedded_steps[t], state, nullptr));
+    const Tensor step_mask_t = step_mask.defined() ? view_rows(step_mask, t, 1) : Tensor();
+    hidden.push_back(
+        decode_embedded(enc, embedded_steps[t], state, nullptr, target_lengths, step_mask_t));
   }
   return stack(hidden, 0);
 }

@@ -202,12 +202,15 @@ class Seq2Seq : public nn::Module {
  private:
   Tensor embed_step_input(const Tensor& embedded, const Tensor& context) const;
   // decode_step's plain (unprepared) path from the step's embedded tokens [B, E], up to the
-  // output layer: the top layer's output [B, H].
+  // output layer: the top layer's output [B, H]. With target_lengths and this step's row of their
+  // mask ([1, B]), a padded row keeps its state (teacher_hidden).
   Tensor decode_embedded(const EncoderOutput& enc, const Tensor& embedded, DecoderState& state,
-                         Tensor* attention_weights) const;
+                         Tensor* attention_weights, const Tensor& target_lengths = Tensor(),
+                         const Tensor& step_mask = Tensor()) const;
   // Teacher forcing's top-layer outputs [T, B, H], before the output layer. With target_lengths
-  // and step_mask (their [T, B] mask, padding trailing every target), an attention-free decoder
-  // skips the padded steps: their outputs are 0, the real ones unchanged.
+  // and step_mask (their [T, B] mask, padding trailing every target), the decoder skips the
+  // padded steps: their states pass through (outputs 0 without attention), the real ones are
+  // unchanged.
   Tensor teacher_hidden(const EncoderOutput& enc, const Tensor& target_in, const HostCopies& host,
                         const Tensor& target_lengths = Tensor(),
                         const Tensor& step_mask = Tensor()) const;
