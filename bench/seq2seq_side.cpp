@@ -191,7 +191,10 @@ void run_time(const std::string& work_name, const std::string& device_name, cons
   // times above), its table on stderr (stdout is the JSON line side_by_side.py reads).
   if (profile_rows > 0) {
     profiler::start();
-    for (int i = 0; i < steps; ++i) once();
+    for (int i = 0; i < steps; ++i) {
+      once();
+      profiler::count_step();  // the report's "N steps" (StepProfiler counts them in training)
+    }
     profiler::stop();
     profiler::report(std::cerr, static_cast<size_t>(profile_rows));
     if (!trace.empty()) profiler::write_chrome_trace(trace);
@@ -228,7 +231,10 @@ void run_floor(const std::string& work_name, int steps, int warmup, double warmu
   warm_up(warmup, warmup_seconds, [&] { train_step(*s.model, adam, s.batch); });
   double step_ms = median(times_ms(steps, [&] { train_step(*s.model, adam, s.batch); }));
   profiler::start();
-  for (int i = 0; i < steps; ++i) train_step(*s.model, adam, s.batch);
+  for (int i = 0; i < steps; ++i) {
+    train_step(*s.model, adam, s.batch);
+    profiler::count_step();
+  }
   profiler::stop();
   profiler::Summary sum = profiler::summary();
   double flops = sum.gemm_flops / steps;
