@@ -17,7 +17,9 @@
 // - When the backing allocator is out of memory, idle segments are released and the request
 //   retried once before a kiln::Error that states the request and the allocator's state.
 // The limit defaults to 1/8 of physical RAM for host memory and 1/2 of the device's memory for
-// CUDA (cache_limit_for), and is set for both by KILN_CACHE_LIMIT (parse_cache_limit).
+// CUDA (cache_limit_for), and is set for both by KILN_CACHE_LIMIT (parse_cache_limit). The host
+// default also follows the working set (limit_to_working_set): at most the most bytes ever in use
+// at once.
 #pragma once
 
 #include <cstddef>
@@ -38,7 +40,7 @@ struct AllocatorStats {
   size_t in_use = 0;       // bytes in blocks held by live tensors (rounded sizes)
   size_t cached = 0;       // bytes in free blocks kept for reuse; in_use + cached = held
   size_t fragmented = 0;   // the part of `cached` in segments that also hold live blocks
-  size_t limit = 0;        // the cap on `cached`
+  size_t limit = 0;        // the cap on `cached` now (limit_to_working_set: it grows with it)
   size_t peak_in_use = 0;  // high-water mark of in_use
   size_t peak_held = 0;    // high-water mark of in_use + cached
   size_t segments = 0;     // segments held from the backing allocator now
@@ -72,6 +74,12 @@ class CachingAllocator {
   bool try_free(void* ptr);        // false (and nothing done) for a pointer not handed out here
   bool owns(void* ptr) const;      // handed out here and not freed yet
   void empty_cache();  // returns every idle segment to the backing allocator
+  // From now on the cap on `cached` is also at most the most bytes ever in use at once (not reset
+  // by reset_peak), though never under `floor`. A cache holding more free bytes than the
+  // program's largest working set holds blocks of sizes it no longer asks for: batches of varied
+  // shapes each leave segments that fit only their own sizes (the full fra-eng corpus: 2.6 GB
+  // cached against 0.8 GB ever in use at once, under a 2.9 GB limit).
+  void limit_to_working_set(size_t floor);
   AllocatorStats stats() const;
   void reset_peak();
 
@@ -92,6 +100,7 @@ class CachingAllocator {
   Block* merge(Pool& pool, Block* left, Block* right);
   void set_segment_in_use(Segment* segment, size_t in_use);
   void release_idle(size_t limit);
+  void update_limit();  // stats_.limit from limit_, working_set_floor_ and high_water_
 
   std::unique_ptr<RawAllocator> raw_;
   std::string name_;
@@ -101,6 +110,10 @@ class CachingAllocator {
   std::unordered_set<Segment*> segments_;   // every segment held
   std::map<uint64_t, Segment*> idle_;       // wholly free segments, longest idle first
   uint64_t clock_ = 0;                      // orders idle_
+  size_t limit_;                            // the cap given (KILN_CACHE_LIMIT or the default)
+  bool follows_working_set_ = false;        // limit_to_working_set was called
+  size_t working_set_floor_ = 0;
+  size_t high_water_ = 0;  // the most bytes ever in use at once
   AllocatorStats stats_;
 };
 
@@ -117,6 +130,9 @@ void free_bytes(void* ptr, Device device);
 // Statistics of the caching allocator behind `device` (host memory is cached too, except in
 // AddressSanitizer builds, whose host stats stay zero).
 AllocatorStats memory_stats(Device device);
+// memory_stats as one line: "memory on cpu: 0.01 MiB in use, 1.99 MiB cached (limit 3013 MiB),
+// peak 0.24 MiB in use, 2.00 MiB held; 1 segments, ..." (mlp_demo and kiln train print it).
+std::string memory_summary(Device device);
 void reset_peak_memory(Device device);
 // Return idle segments (those with no live tensor) to the system.
 void empty_cuda_cache();

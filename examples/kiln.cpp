@@ -17,6 +17,7 @@
 #include <iterator>
 #include <set>
 
+#include "core/allocator.h"
 #include "core/durable_file.h"
 #include "dist/communicator.h"
 #include "kernels/threads.h"
@@ -116,6 +117,8 @@ int run_train(const TrainOptions& options, const std::string& out, const std::st
       seq2seq::train(options, out, resume, log, overwrite, flags_given);
   if (history.empty()) return 0;            // nothing to train, and the log said why
   if (dist::world().rank() != 0) return 0;  // under mpirun, rank 0 reports
+  // The caching allocator's figures for the run (KILN_CACHE_LIMIT trades `held` against speed).
+  log(memory_summary(Device::parse(options.device)));
   seq2seq::Translator t = seq2seq::Translator::load(out + "/last", options.device);
   data::Split split = seq2seq::load_data(t.options, nullptr, "train", out + "/last");
   if (!t.options.sample_sentences.empty()) {

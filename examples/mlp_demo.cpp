@@ -31,14 +31,7 @@ int main(int argc, char** argv) {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::printf("train accuracy %d/300 (%.1f%%) in %.2f s\n", correct, 100.0 * correct / 300,
                 seconds);
-    AllocatorStats m = memory_stats(device);
-    auto mib = [](size_t bytes) { return bytes / 1048576.0; };
-    std::printf(
-        "memory on %s: %.2f MiB in use, %.2f MiB cached (limit %.0f MiB), peak %.2f MiB "
-        "in use, %.2f MiB held; %zu segments, %zu raw allocations, %zu reuses, %zu "
-        "splits, %zu merges, %zu releases\n",
-        device.str().c_str(), mib(m.in_use), mib(m.cached), mib(m.limit), mib(m.peak_in_use),
-        mib(m.peak_held), m.segments, m.raw_allocs, m.reuses, m.splits, m.merges, m.releases);
+    std::printf("%s\n", memory_summary(device).c_str());
     return 0;
   } catch (const Error& e) {
     std::fprintf(stderr, "mlp_demo: %s\n", e.what());

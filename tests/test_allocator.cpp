@@ -5,6 +5,8 @@
 #include <cstring>
 #include <random>
 
+#include <unistd.h>
+
 #include "test_util.h"
 
 namespace kiln {
@@ -318,6 +320,69 @@ TEST(CachingAllocator, VaryingBatchShapesKeepHeldMemoryFlat) {
   }
 }
 
+// limit_to_working_set: the cap on cached bytes is the most bytes ever in use at once, at least
+// the floor and at most the limit given; reset_peak does not lower it.
+TEST(CachingAllocator, WorkingSetLimitFollowsTheMostBytesEverInUse) {
+  auto raw = std::make_unique<BudgetAllocator>(size_t(1) << 32);
+  BudgetAllocator* fake = raw.get();
+  CachingAllocator cache(std::move(raw), "test allocator", 100 * kMiB);
+  EXPECT_EQ(cache.stats().limit, 100 * kMiB);
+  cache.limit_to_working_set(4 * kMiB);
+  EXPECT_EQ(cache.stats().limit, 4 * kMiB);  // nothing in use yet: the floor
+  void* a = cache.allocate(30 * kMiB);
+  void* b = cache.allocate(20 * kMiB);
+  EXPECT_EQ(cache.stats().limit, 50 * kMiB);
+  cache.free(a);
+  cache.free(b);
+  EXPECT_EQ(cache.stats().cached, 50 * kMiB);  // both segments kept: within the working set
+  cache.reset_peak();
+  EXPECT_EQ(cache.stats().limit, 50 * kMiB);
+  // A 40 MiB request fits the 30 + 20 MiB of idle segments only as a new segment: the cache
+  // would hold 90 MiB, so the longest idle segment goes back once the new block is freed.
+  void* c = cache.allocate(40 * kMiB);
+  cache.free(c);
+  AllocatorStats s = cache.stats();
+  EXPECT_LE(s.cached, 50 * kMiB);
+  EXPECT_EQ(s.held(), fake->used());
+  EXPECT_GE(s.releases, 1u);
+  // The limit given still caps it.
+  void* big = cache.allocate(150 * kMiB);
+  EXPECT_EQ(cache.stats().limit, 100 * kMiB);
+  cache.free(big);
+  EXPECT_LE(cache.stats().cached, 100 * kMiB);
+}
+
+// The translator's pattern again (above): with the cap following the working set, the cache
+// keeps at most the working set's bytes free, where a fixed generous cap lets it hold segments
+// that fit only some batch shapes, several times the working set.
+TEST(CachingAllocator, WorkingSetLimitKeepsVaryingShapesWithinTheWorkingSet) {
+  size_t held_fixed = 0, held_following = 0;
+  for (bool follow : {false, true}) {
+    auto raw = std::make_unique<BudgetAllocator>(size_t(1) << 34);
+    CachingAllocator cache(std::move(raw), "test allocator", size_t(1) << 33);
+    if (follow) cache.limit_to_working_set(kMiB);
+    std::mt19937 rng(5);
+    size_t most_in_use = 0;
+    for (int step = 0; step < 400; ++step) {
+      size_t steps = 5 + rng() % 40, batch = 8 + rng() % 120;
+      std::vector<void*> activations;
+      activations.push_back(cache.allocate(steps * batch * 7545 * 4));  // the logits
+      activations.push_back(cache.allocate(steps * batch * 7545 * 4));  // and their gradient
+      most_in_use = std::max(most_in_use, cache.stats().in_use);
+      for (void* p : activations) cache.free(p);
+      AllocatorStats s = cache.stats();
+      if (follow) {
+        ASSERT_LE(s.cached, most_in_use) << "step " << step;
+      }
+    }
+    (follow ? held_following : held_fixed) = cache.stats().peak_held;
+    if (follow) {
+      EXPECT_LE(held_following, 2 * most_in_use);
+    }
+  }
+  EXPECT_LT(held_following, held_fixed);
+}
+
 TEST(CacheLimit, ParsesBytesUnitsAndPercentages) {
   EXPECT_EQ(parse_cache_limit("0", 1000), 0u);
   EXPECT_EQ(parse_cache_limit("123456", 1000), 123456u);
@@ -373,6 +438,28 @@ TEST(CpuAllocator, StatsReportTheHostCache) {
   EXPECT_EQ(after.held(), after.in_use + after.cached);
   empty_cpu_cache();
   EXPECT_EQ(memory_stats(Device::cpu()).cached, memory_stats(Device::cpu()).fragmented);
+}
+
+// Without KILN_CACHE_LIMIT the host cache's cap follows the working set: at least 64 MiB, and a
+// tensor larger than that raises it to the bytes in use.
+TEST(CpuAllocator, DefaultLimitFollowsTheWorkingSet) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer builds bypass the host cache";
+#endif
+  if (std::getenv("KILN_CACHE_LIMIT")) {
+    GTEST_SKIP() << "KILN_CACHE_LIMIT is set: a fixed cap";
+  }
+  size_t ram = size_t(sysconf(_SC_PHYS_PAGES)) * size_t(sysconf(_SC_PAGESIZE));
+  if (ram / 8 < (size_t(1) << 30)) {
+    GTEST_SKIP() << "under 8 GiB of RAM";
+  }
+  AllocatorStats before = memory_stats(Device::cpu());
+  EXPECT_GE(before.limit, size_t(64) << 20);
+  EXPECT_LT(before.limit, ram / 8);  // the tests before this one used far less than 1 GiB
+  Tensor t = empty({50, 1000, 1000}, Device::cpu());  // 200 MB
+  AllocatorStats s = memory_stats(Device::cpu());
+  EXPECT_GE(s.limit, s.in_use);
+  EXPECT_LE(s.limit, ram / 8);
 }
 
 TEST(CudaAllocator, TensorsReuseCachedBlocks) {
