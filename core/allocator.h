@@ -130,7 +130,7 @@ void free_bytes(void* ptr, Device device);
 // Statistics of the caching allocator behind `device` (host memory is cached too, except in
 // AddressSanitizer builds, whose host stats stay zero).
 AllocatorStats memory_stats(Device device);
-// memory_stats as one line: "memory on cpu: 0.01 MiB in use, 1.99 MiB cached (limit 3013 MiB),
+// memory_stats as one line: "memory on cpu: 0.01 MiB in use, 1.99 MiB cached (limit 64 MiB),
 // peak 0.24 MiB in use, 2.00 MiB held; 1 segments, ..." (mlp_demo and kiln train print it).
 std::string memory_summary(Device device);
 void reset_peak_memory(Device device);
